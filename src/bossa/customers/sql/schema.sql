@@ -1,0 +1,31 @@
+-- The whole current schema of customers; migrations/ are the steps that build it.
+create schema customers;
+
+create table customers.products (
+    code        text        primary key check (code ~ '^[A-Z][A-Z0-9_]{0,31}$'),
+    name        text        not null,
+    -- Money is an integer of minor units, in the product's currency.
+    monthly_fee bigint      not null check (monthly_fee >= 0),
+    currency    char(3)     not null,
+    created_at  timestamptz not null default now(),
+    created_by  text        not null default current_user
+);
+
+create table customers.customers (
+    id          text        primary key,   -- CUST_ID
+    name        text        not null,
+    msisdn      text,
+    created_at  timestamptz not null default now(),
+    created_by  text        not null default current_user
+);
+
+create table customers.contracts (
+    sa_id        text        primary key,  -- SA_ID: the contract, the seeds' ordering key
+    customer_id  text        not null references customers.customers (id),
+    product_code text        not null references customers.products (code),
+    status       text        not null default 'active'
+                             check (status in ('active', 'suspended', 'terminated')),
+    created_at   timestamptz not null default now(),
+    created_by   text        not null default current_user
+);
+create index contracts_customer on customers.contracts (customer_id);

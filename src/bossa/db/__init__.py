@@ -1,0 +1,74 @@
+"""The system of record: which PostgreSQL to use, connections to it, and its schema.
+
+`database(settings)` is the one way in: with `BOSSA_DATABASE_URL` set it uses that server
+and starts nothing; without it, it runs the embedded PostgreSQL for as long as the block
+lasts. `open_pool(url)` gives the psycopg 3 async pool that every module shares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from bossa.db.embedded import EmbeddedPostgres, EmbeddedStatus
+from bossa.db.settings import DatabaseSettings
+
+__all__ = [
+    "DatabaseSettings",
+    "EmbeddedPostgres",
+    "EmbeddedStatus",
+    "database",
+    "embedded_from",
+    "open_pool",
+]
+
+
+def embedded_from(settings: DatabaseSettings) -> EmbeddedPostgres:
+    return EmbeddedPostgres(
+        settings.data_dir, port=settings.embedded_port, database=settings.embedded_database
+    )
+
+
+@contextlib.contextmanager
+def database(settings: DatabaseSettings | None = None) -> Iterator[str]:
+    """Yield the URL of the database to use, running the embedded server if none is set."""
+    settings = settings or DatabaseSettings()
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    with embedded_from(settings).held() as url:
+        yield url
+
+
+async def _configure(conn: psycopg.AsyncConnection[object]) -> None:
+    # Every bossa connection says who it is in pg_stat_activity.
+    await conn.execute("set application_name = 'bossa'")
+    await conn.commit()
+
+
+@contextlib.asynccontextmanager
+async def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, name: str = "bossa"
+) -> AsyncIterator[AsyncConnectionPool[psycopg.AsyncConnection[dict[str, object]]]]:
+    """An open async pool whose connections return rows as dicts."""
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, object]]] = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        open=False,
+        kwargs={"row_factory": dict_row, "autocommit": False},
+        configure=_configure,
+        # After PostgreSQL restarts, broken connections are replaced instead of handed out.
+        check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=3600,
+    )
+    await pool.open(wait=True, timeout=30)
+    try:
+        yield pool
+    finally:
+        await pool.close()

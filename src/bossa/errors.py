@@ -1,0 +1,43 @@
+"""Errors a user can cause, typed so that every edge (CLI, HTTP) renders them the same way.
+
+A `UserError` names the field and the reason; the CLI prints it on one line and exits 2,
+the API answers it as a 4xx with the same text. Anything else is a bug and may show a
+traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "Conflict", "InvalidInput", "NotFound", "UserError"]
+
+
+class UserError(Exception):
+    """Something the caller did or asked for that cannot be done as asked."""
+
+    http_status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        self.reason = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class InvalidInput(UserError):
+    """A value that fails validation; `field` says which one."""
+
+    http_status = 422
+
+
+class NotFound(UserError):
+    """The thing named does not exist."""
+
+    http_status = 404
+
+
+class Conflict(UserError):
+    """The request contradicts the current state (a replayed key with new content, ...)."""
+
+    http_status = 409
+
+
+class ConfigError(UserError):
+    """A setting that stops start-up; `field` is the environment variable's name."""

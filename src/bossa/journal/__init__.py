@@ -1,0 +1,28 @@
+"""The journal: bossa's durable PostgreSQL queue, under all five systems.
+
+Accept the business now, hand the side effect to the journal in the same transaction,
+deliver it later, in order per key, with its effect applied once. See docs/journal.md.
+"""
+
+from bossa.journal.models import Claim, Enqueued, Entry, EntryState, NewEntry, Taken
+from bossa.journal.settings import JournalSettings, LanePolicy
+from bossa.journal.store import Failure, FailResult, Journal
+from bossa.journal.worker import Handler, HandlerError, Worker, WorkerStats
+
+__all__ = [
+    "Claim",
+    "Enqueued",
+    "Entry",
+    "EntryState",
+    "FailResult",
+    "Failure",
+    "Handler",
+    "HandlerError",
+    "Journal",
+    "JournalSettings",
+    "LanePolicy",
+    "NewEntry",
+    "Taken",
+    "Worker",
+    "WorkerStats",
+]

@@ -1,0 +1,295 @@
+-- Named queries of the journal. The hot ones (enqueue, take, ack, fail) are single
+-- statements; their plans are pinned by tests/journal/test_query_plans.py.
+
+-- name: enqueue
+-- Insert a batch in input order. A keyed entry is ready only if its key had nothing
+-- unfinished before this batch; the rest wait behind it. Entries whose dedup key is
+-- already pending are skipped and answered with the pending entry's id.
+with input as (
+    select *
+    from unnest(
+        %(lanes)s::text[], %(keys)s::text[], %(kinds)s::text[], %(payloads)s::text[],
+        %(not_befores)s::timestamptz[], %(dedup_keys)s::text[]
+    ) with ordinality as i (lane, key, kind, payload, not_before, dedup_key, ord)
+),
+duplicate as (
+    select i.ord, e.id
+    from input i
+    join journal.entries e
+      on e.lane = i.lane and e.dedup_key = i.dedup_key
+     and e.state in ('waiting', 'ready', 'taken', 'parked')
+    where i.dedup_key is not null
+),
+fresh as (
+    select i.* from input i where not exists (select 1 from duplicate d where d.ord = i.ord)
+),
+counted as (
+    select lane, key, count(*)::integer as n from fresh where key is not null group by lane, key
+),
+heads as (
+    -- Taking the key row's lock orders this batch with every other change to the key.
+    insert into journal.keys as k (lane, key, unfinished)
+    select lane, key, n from counted order by lane, key
+    on conflict (lane, key) do update set unfinished = k.unfinished + excluded.unfinished
+    returning k.lane, k.key, k.unfinished
+),
+inserted as (
+    insert into journal.entries (lane, key, kind, payload, state, not_before, dedup_key, created_by)
+    select f.lane, f.key, f.kind, f.payload::jsonb,
+           case
+               when f.key is null then 'ready'
+               when row_number() over (partition by f.lane, f.key order by f.ord) = 1
+                    and h.unfinished = c.n then 'ready'
+               else 'waiting'
+           end::journal.state,
+           coalesce(f.not_before, now()), f.dedup_key, %(created_by)s
+    from fresh f
+    left join heads h on h.lane = f.lane and h.key = f.key
+    left join counted c on c.lane = f.lane and c.key = f.key
+    order by f.ord
+    returning id
+),
+numbered_new as (
+    select id, row_number() over (order by id) as rn from inserted
+),
+numbered_fresh as (
+    select ord, row_number() over (order by ord) as rn from fresh
+),
+woken as (
+    -- NOTIFY only wakes workers; it carries no work, so a lost one strands nothing.
+    select count(pg_notify('bossa_journal', l.lane)) as n
+    from (select distinct lane from fresh) l
+)
+select nf.ord, nn.id, true as created
+from numbered_fresh nf join numbered_new nn using (rn)
+union all
+select d.ord, d.id, false from duplicate d
+union all
+select null, null, null from woken where n < 0
+order by 1
+
+-- name: enqueue_or_claim
+-- P5 in one statement: if (lane, key) has nothing unfinished, the new entry is taken at
+-- once under a lease (the go-ahead to deliver directly); otherwise it waits behind the
+-- key's backlog. The key row's lock makes the question and the answer atomic.
+with head as (
+    insert into journal.keys as k (lane, key, unfinished)
+    values (%(lane)s, %(key)s, 1)
+    on conflict (lane, key) do update set unfinished = k.unfinished + 1
+    returning k.unfinished
+),
+inserted as (
+    insert into journal.entries (
+        lane, key, kind, payload, state, attempts, lease_token, lease_expires_at, taken_at,
+        created_by
+    )
+    select %(lane)s, %(key)s, %(kind)s, %(payload)s::jsonb,
+           case when head.unfinished = 1 then 'taken' else 'waiting' end::journal.state,
+           case when head.unfinished = 1 then 1 else 0 end,
+           case when head.unfinished = 1 then %(token)s::uuid end,
+           case when head.unfinished = 1
+                then now() + make_interval(secs => %(lease_ms)s / 1000.0) end,
+           case when head.unfinished = 1 then now() end,
+           %(created_by)s
+    from head
+    returning id, state, lease_expires_at, created_at
+),
+woken as (
+    select pg_notify('bossa_journal', %(lane)s) from inserted where state = 'waiting'
+)
+select inserted.*, (select count(*) from woken) as woken from inserted
+
+-- name: take
+-- Lease up to `limit` due ready entries of a lane, oldest first. At most one entry per
+-- key is ever ready, so a batch never holds two entries of one key.
+with picked as (
+    select id
+    from journal.entries
+    where lane = %(lane)s and state = 'ready' and not_before <= now()
+    order by not_before, id
+    limit %(limit)s
+    for update skip locked
+)
+update journal.entries e
+set state = 'taken',
+    attempts = e.attempts + 1,
+    lease_token = %(token)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_ms)s / 1000.0),
+    taken_at = now()
+from picked
+where e.id = picked.id
+returning e.id, e.lane, e.key, e.kind, e.payload, e.attempts, e.created_at, e.lease_expires_at
+
+-- name: ack
+-- Finish taken entries held under this lease token; returns the ids accepted.
+select ack as id from journal.ack(%(ids)s::bigint[], %(token)s::uuid)
+
+-- name: fail
+-- Record one error per entry and schedule a retry, or park past the attempt limit.
+select * from journal.fail(
+    %(ids)s::bigint[], %(token)s::uuid, %(codes)s::text[], %(messages)s::text[],
+    %(max_attempts)s, %(backoff_base_ms)s, %(backoff_max_ms)s
+)
+
+-- name: heartbeat
+-- Extend the lease of entries still held under this token; returns those extended.
+update journal.entries
+set lease_expires_at = now() + make_interval(secs => %(lease_ms)s / 1000.0)
+where id = any (%(ids)s::bigint[]) and state = 'taken' and lease_token = %(token)s
+returning id
+
+-- name: release
+-- Hand back entries a stopping worker took but did not start; the attempt is not counted.
+update journal.entries
+set state = 'ready', attempts = greatest(attempts - 1, 0), lease_token = null,
+    lease_expires_at = null, taken_at = null
+where id = any (%(ids)s::bigint[]) and state = 'taken' and lease_token = %(token)s
+returning id
+
+-- name: reap_expired
+-- Leases that ran out: hand the entries out again (or park them after the last attempt).
+select * from journal.reap_expired(%(lane)s, %(max_attempts)s, %(limit)s)
+
+-- name: next_due
+-- When the next ready entry of a lane falls due: the worker sleeps no longer than that.
+select min(not_before) as due from journal.entries where lane = %(lane)s and state = 'ready'
+
+-- name: next_lease_expiry
+-- When the next lease of a lane runs out, so that a worker can reap it on time.
+select min(lease_expires_at) as expires from journal.entries
+where state = 'taken' and lane = %(lane)s
+
+-- name: lane_settings
+-- One lane's stored overrides.
+select settings from journal.lanes where lane = %(lane)s
+
+-- name: all_lane_settings
+-- Every lane's stored overrides, for reports and `bossa journal lanes`.
+select lane, settings, updated_at, updated_by from journal.lanes order by lane
+
+-- name: upsert_lane_settings
+-- Store a lane's overrides (the whole validated object).
+insert into journal.lanes (lane, settings, updated_by)
+values (%(lane)s, %(settings)s::jsonb, %(actor)s)
+on conflict (lane) do update
+set settings = excluded.settings, updated_at = now(), updated_by = excluded.updated_by
+
+-- name: lock_key
+-- The per-key lock every operator action on a keyed entry takes first.
+select unfinished from journal.keys where lane = %(lane)s and key = %(key)s for update
+
+-- name: entry_for_update
+-- One entry, locked, for an operator action.
+select * from journal.entries where id = %(id)s for update
+
+-- name: entry
+-- One entry with its error history.
+select * from journal.entries where id = %(id)s
+
+-- name: is_head
+-- True when no unfinished entry of the same key comes before this one.
+select not exists (
+    select 1 from journal.entries
+    where lane = %(lane)s and key = %(key)s and id < %(id)s
+      and state in ('waiting', 'ready', 'taken', 'parked')
+) as head
+
+-- name: audit
+-- Record an operator action.
+insert into journal.audit (actor, action, entry_id, lane, reason, before, after)
+values (%(actor)s, %(action)s, %(entry_id)s, %(lane)s, %(reason)s, %(before)s, %(after)s)
+
+-- name: audit_of_entry
+-- The operator actions on one entry, oldest first.
+select at, actor, action, reason, before, after from journal.audit
+where entry_id = %(id)s order by id
+
+-- name: advance_keys
+-- Count finished entries off their keys and promote the next ones.
+select journal.advance_keys(%(lanes)s::text[], %(keys)s::text[])
+
+-- name: counts
+-- Entries by lane and state with the oldest unfinished age (final states counted too).
+select lane, state::text as state, count(*) as entries,
+       extract(epoch from now() - min(created_at)) as oldest_age_s
+from journal.entries
+group by lane, state
+order by lane, state
+
+-- name: throughput
+-- Entries finished per lane in the last `seconds`.
+select lane, count(*) as finished
+from journal.entries
+where state in ('done', 'discarded') and finished_at > now() - make_interval(secs => %(seconds)s)
+group by lane
+order by lane
+
+-- name: blocked_keys
+-- Keys whose head is parked or failing: the contracts an operator should look at.
+select k.lane, k.key, k.unfinished, h.id as head_id, h.state::text as state, h.attempts,
+       h.errors -> -1 as last_error, h.created_at
+from journal.keys k
+cross join lateral (
+    select e.id, e.state, e.attempts, e.errors, e.created_at
+    from journal.entries e
+    where e.lane = k.lane and e.key = k.key and e.state in ('waiting', 'ready', 'taken', 'parked')
+    order by e.id
+    limit 1
+) h
+where (%(lane)s::text is null or k.lane = %(lane)s)
+  and (h.state = 'parked' or (h.state = 'ready' and h.attempts > 0))
+order by h.created_at
+limit %(limit)s
+
+-- name: purge
+-- Delete up to `limit` finished entries of a lane older than its retention.
+delete from journal.entries
+where id in (
+    select id from journal.entries
+    where lane = %(lane)s and state in ('done', 'discarded')
+      and finished_at < now() - make_interval(secs => %(retention_s)s)
+    limit %(limit)s
+)
+
+-- name: finished_lanes
+-- Lanes with finished entries, by a loose scan of entries_finished (not the whole table).
+with recursive lanes as (
+    select min(lane) as lane from journal.entries where state in ('done', 'discarded')
+    union all
+    select (
+        select min(e.lane) from journal.entries e
+        where e.state in ('done', 'discarded') and e.lane > lanes.lane
+    )
+    from lanes
+    where lanes.lane is not null
+)
+select lane from lanes where lane is not null
+
+-- name: list_entries
+-- Entries for operators, oldest first, filtered by any of lane, state, key, age, error code.
+select id, lane, key, kind, state::text as state, attempts, not_before, created_at,
+       finished_at, dedup_key, errors -> -1 as last_error, payload
+from journal.entries
+where (%(lane)s::text is null or lane = %(lane)s)
+  and (%(state)s::journal.state is null or state = %(state)s::journal.state)
+  and (%(key)s::text is null or key = %(key)s)
+  and (%(older_than_s)s::float8 is null
+       or created_at < now() - make_interval(secs => %(older_than_s)s::float8))
+  and (%(error_code)s::text is null or errors -> -1 ->> 'code' = %(error_code)s)
+  and id > %(after_id)s
+order by id
+limit %(limit)s
+
+-- name: set_state
+-- An operator's state change on one locked entry.
+update journal.entries
+set state = %(state)s::journal.state,
+    not_before = coalesce(%(not_before)s, not_before),
+    attempts = coalesce(%(attempts)s, attempts),
+    finished_at = case when %(state)s in ('done', 'discarded') then now() end
+where id = %(id)s
+returning *
+
+-- name: set_payload
+-- An operator's edit of one locked entry's payload.
+update journal.entries set payload = %(payload)s::jsonb where id = %(id)s returning *

@@ -1,0 +1,331 @@
+"""The worker runtime: takes a lane's entries in batches and runs their handlers.
+
+Per lane, `concurrency` takers share one LISTEN connection that wakes them on NOTIFY;
+each also wakes at the lane's next due time or lease expiry, and at least every
+`poll_interval_s`, so a lost notification strands nothing. A batch is leased; a
+heartbeat extends the lease while handlers run; results are acked and failed in
+batches. On SIGTERM a worker finishes the entry in hand, gives back what it has not
+started, and exits. Database errors (PostgreSQL restarting, a backend terminated) are
+waited out with backoff: the work stays in the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+import psycopg
+import psycopg_pool
+
+from bossa.journal import metrics
+from bossa.journal.models import Entry, EntryState, Taken
+from bossa.journal.store import Failure, Journal
+from bossa.logs import get_logger
+
+__all__ = ["Handler", "HandlerError", "Worker", "WorkerStats"]
+
+Handler = Callable[[Entry], Awaitable[None]] | Callable[[Entry], None]
+log = get_logger("bossa.journal.worker")
+
+_DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
+
+
+class HandlerError(Exception):
+    """Raised by a handler to fail an entry with a code operators can filter on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class WorkerStats:
+    taken: int = 0
+    acked: int = 0
+    failed: int = 0
+    parked: int = 0
+    released: int = 0
+    reaped: int = 0
+    stale_acks: int = 0
+    db_errors: int = 0
+    handled_ids: list[int] = field(default_factory=list)
+
+
+class Worker:
+    """Consumes one lane. `handlers` maps an entry's kind to its handler."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        lane: str,
+        handlers: Mapping[str, Handler],
+        *,
+        listen_url: str | None = None,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+        poll_interval_s: float | None = None,
+        stop_grace_s: float = 30.0,
+    ) -> None:
+        settings = journal.settings
+        self.journal = journal
+        self.lane = lane
+        self.handlers = dict(handlers)
+        self.listen_url = listen_url
+        self.concurrency = concurrency or settings.concurrency
+        self.batch_size = batch_size or settings.take_batch
+        self.poll_interval_s = poll_interval_s or settings.poll_interval_s
+        self.reap_interval_s = settings.reap_interval_s
+        self.stop_grace_s = stop_grace_s
+        self.stats = WorkerStats()
+        self._stopping = asyncio.Event()
+        self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
+
+    def stop(self) -> None:
+        """Ask the worker to stop: finish the entry in hand, give back the rest."""
+        self._stopping.set()
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        for event in self._wakes:
+            event.set()
+
+    async def run(self, *, install_signal_handlers: bool = False, until_idle: bool = False) -> None:
+        """Work until stop() (or SIGTERM/SIGINT when asked to install handlers).
+
+        `until_idle` returns once the lane has nothing due and nothing in flight: for
+        operator-triggered passes (`--once`) and tests.
+        """
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stop)
+        helpers = [asyncio.create_task(self._reaper())]
+        if self.listen_url and not until_idle:
+            helpers.append(asyncio.create_task(self._listener()))
+        slots = [
+            asyncio.create_task(self._slot(i, until_idle=until_idle))
+            for i in range(self.concurrency)
+        ]
+        log.info("worker started", lane=self.lane, concurrency=self.concurrency,
+                 batch=self.batch_size)  # fmt: skip
+        everything = asyncio.gather(*slots)
+        stop_asked = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait([everything, stop_asked], return_when=asyncio.FIRST_COMPLETED)
+            if not everything.done():
+                finished, _ = await asyncio.wait([everything], timeout=self.stop_grace_s)
+                if not finished:
+                    log.warning("handlers did not finish within the grace period; their"
+                                " leases will expire and the entries be handed out again",
+                                lane=self.lane, grace_s=self.stop_grace_s)  # fmt: skip
+                    everything.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await everything
+        finally:
+            stop_asked.cancel()
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if install_signal_handlers:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+            log.info("worker stopped", lane=self.lane, acked=self.stats.acked,
+                     failed=self.stats.failed, released=self.stats.released)  # fmt: skip
+
+    # -- taking ----------------------------------------------------------------------
+
+    async def _slot(self, index: int, *, until_idle: bool) -> None:
+        wake = self._wakes[index]
+        backoff = 0.1
+        while not self._stopping.is_set():
+            wake.clear()
+            try:
+                if (await self.journal.policy(self.lane)).paused:
+                    await self._pause(wake, min(self.poll_interval_s, 1.0))
+                    continue
+                taken = await self.journal.take(self.lane, self.batch_size)
+                backoff = 0.1
+            except _DB_ERRORS as exc:
+                self.stats.db_errors += 1
+                log.warning("database unavailable; retrying", lane=self.lane, error=str(exc))
+                await self._pause(wake, backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if taken.entries:
+                await self._run_batch(taken)
+                continue
+            if until_idle:
+                if await self._idle():
+                    return
+                await self._pause(wake, 0.05)
+                continue
+            await self._pause(wake, await self._quiet_period())
+
+    async def _idle(self) -> bool:
+        """Nothing ready (due now or after a backoff) and nothing leased: the pass is over.
+
+        Parked entries wait for an operator, so they do not keep the pass running."""
+        async with self.journal.pool.connection() as conn:
+            cursor = await conn.execute(
+                "select exists (select 1 from journal.entries where lane = %s and"
+                " state in ('ready', 'taken')) as busy",
+                (self.lane,),
+            )
+            row = await cursor.fetchone()
+        return not (row and row["busy"])
+
+    async def _quiet_period(self) -> float:
+        try:
+            wakeup = await self.journal.next_wakeup(self.lane)
+        except _DB_ERRORS:
+            return 1.0
+        if wakeup is None:
+            return self.poll_interval_s
+        seconds = (wakeup - datetime.now(UTC)).total_seconds()
+        return max(0.01, min(self.poll_interval_s, seconds + 0.005))
+
+    async def _pause(self, wake: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
+
+    # -- running ---------------------------------------------------------------------
+
+    async def _run_batch(self, taken: Taken) -> None:
+        lane = self.lane
+        self.stats.taken += len(taken.entries)
+        metrics.TAKEN.labels(lane).inc(len(taken.entries))
+        pending = set(taken.ids)
+        beat = asyncio.create_task(self._heartbeat(taken, pending))
+        done: list[int] = []
+        failures: list[Failure] = []
+        unstarted: list[int] = []
+        try:
+            for entry in taken.entries:
+                if self._stopping.is_set():
+                    unstarted.append(entry.id)
+                    continue
+                failure = await self._handle(entry)
+                if failure is None:
+                    done.append(entry.id)
+                else:
+                    failures.append(failure)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        await self._settle(taken, done, failures, unstarted)
+
+    async def _handle(self, entry: Entry) -> Failure | None:
+        metrics.START_LATENCY.labels(self.lane).observe(
+            max(0.0, (datetime.now(UTC) - entry.created_at).total_seconds())
+        )
+        handler = self.handlers.get(entry.kind) or self.handlers.get("*")
+        if handler is None:
+            known = ", ".join(sorted(self.handlers)) or "none"
+            return Failure(entry.id, "no_handler",
+                           f"no handler for kind {entry.kind!r} (this worker has: {known})")  # fmt: skip
+        try:
+            if inspect.iscoroutinefunction(handler):
+                await handler(entry)
+            else:
+                await asyncio.to_thread(handler, entry)
+        except HandlerError as exc:
+            return Failure(entry.id, exc.code, exc.message)
+        except Exception as exc:  # a handler's bug must fail its entry, not the worker
+            return Failure(entry.id, type(exc).__name__, str(exc) or repr(exc))
+        self.stats.handled_ids.append(entry.id)
+        return None
+
+    async def _settle(
+        self, taken: Taken, done: list[int], failures: list[Failure], unstarted: list[int]
+    ) -> None:
+        """Report a batch's outcome, riding out database errors until the lease runs out."""
+        lease_end = min((e.lease_expires_at for e in taken.entries), default=None)
+        backoff = 0.1
+        while True:
+            try:
+                if done:
+                    accepted = await self.journal.ack(taken.token, done)
+                    stale = len(done) - len(accepted)
+                    self.stats.acked += len(accepted)
+                    metrics.ACKED.labels(self.lane).inc(len(accepted))
+                    if stale:
+                        self.stats.stale_acks += stale
+                        metrics.STALE_ACKS.labels(self.lane).inc(stale)
+                        log.warning("ack refused: lease passed to another worker",
+                                    lane=self.lane, entries=stale)  # fmt: skip
+                    done = []
+                if failures:
+                    results = await self.journal.fail(taken.token, self.lane, failures)
+                    parked = sum(1 for r in results if r.state is EntryState.PARKED)
+                    self.stats.failed += len(results)
+                    self.stats.parked += parked
+                    metrics.FAILED.labels(self.lane).inc(len(results))
+                    metrics.PARKED.labels(self.lane).inc(parked)
+                    failures = []
+                if unstarted:
+                    released = await self.journal.release(taken.token, unstarted)
+                    self.stats.released += len(released)
+                    metrics.RELEASED.labels(self.lane).inc(len(released))
+                    unstarted = []
+                return
+            except _DB_ERRORS as exc:
+                self.stats.db_errors += 1
+                if lease_end is not None and datetime.now(UTC) > lease_end:
+                    log.warning("lease ran out before the outcome could be recorded; the"
+                                " entries will be handed out again", lane=self.lane,
+                                error=str(exc))  # fmt: skip
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _heartbeat(self, taken: Taken, pending: set[int]) -> None:
+        policy = await self.journal.policy(self.lane)
+        interval = policy.lease_ms / 3000.0
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(*_DB_ERRORS):
+                await self.journal.heartbeat(taken.token, self.lane, sorted(pending))
+
+    # -- helpers ---------------------------------------------------------------------
+
+    async def _reaper(self) -> None:
+        while True:
+            try:
+                reaped = await self.journal.reap_expired(self.lane)
+            except _DB_ERRORS:
+                reaped = []
+            if reaped:
+                self.stats.reaped += len(reaped)
+                metrics.LEASE_EXPIRED.labels(self.lane).inc(len(reaped))
+                log.warning("leases expired; entries handed out again", lane=self.lane,
+                            entries=len(reaped))  # fmt: skip
+                self._wake_all()
+            await asyncio.sleep(self.reap_interval_s)
+
+    async def _listener(self) -> None:
+        assert self.listen_url is not None
+        backoff = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.listen_url, autocommit=True
+                ) as conn:
+                    await conn.execute("listen bossa_journal")
+                    backoff = 0.1
+                    self._wake_all()  # whatever arrived while we were not listening
+                    async for note in conn.notifies():
+                        if note.payload == self.lane:
+                            self._wake_all()
+            except _DB_ERRORS as exc:
+                log.info("listen connection lost; reconnecting", error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
