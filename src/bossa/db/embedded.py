@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bossa.errors import UserError
 
@@ -186,8 +187,11 @@ class EmbeddedPostgres:
             return None
         return pid if _pid_alive(pid) else None
 
-    def _as_server_user(self) -> dict[str, str]:
-        return {"user": SYSTEM_USER} if os.geteuid() == 0 else {}
+    def _as_server_user(self) -> dict[str, Any]:
+        # All three, or root's group would still apply to root-owned parent folders.
+        if os.geteuid() != 0:
+            return {}
+        return {"user": SYSTEM_USER, "group": SYSTEM_USER, "extra_groups": []}
 
     def _prepare_ownership(self, *paths: Path) -> None:
         if os.geteuid() != 0:
@@ -237,7 +241,11 @@ class EmbeddedPostgres:
                 "--encoding=UTF8", "--locale=C"]  # fmt: skip
         if not self.durable:
             args.append("--no-sync")
-        subprocess.run(args, capture_output=True, check=True, **self._as_server_user())
+        result = subprocess.run(
+            args, capture_output=True, text=True, check=False, **self._as_server_user()
+        )
+        if result.returncode != 0:
+            raise UserError(f"initdb failed in {self.pgdata}:\n{result.stderr[-2000:]}")
         conf = [
             "# written by bossa at initdb",
             "max_connections = 200",

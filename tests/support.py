@@ -1,0 +1,63 @@
+"""Helpers the tests share: free ports, scratch databases, a PostgreSQL of a test's own."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from bossa.db import EmbeddedPostgres
+
+__all__ = ["free_port", "own_postgres", "scratch_database", "with_database"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def with_database(url: str, name: str) -> str:
+    return make_conninfo(url, dbname=name)
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, *, template: str | None = None) -> Iterator[str]:
+    """A new database (copied from `template` if given), dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        statement = sql.SQL("create database {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" template {}").format(sql.Identifier(template))
+        conn.execute(statement)
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
+
+
+@contextlib.contextmanager
+def own_postgres(*, durable: bool = False) -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL of the test's own on a free TCP port: for tests that stop or kill it."""
+    base = Path(tempfile.mkdtemp(prefix="bossa-pg-"))
+    server = EmbeddedPostgres(base, port=free_port(), database="bossa", durable=durable)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def xdist_worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
