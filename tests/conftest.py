@@ -42,7 +42,9 @@ def pg_admin_url() -> Iterator[str]:
 def template_name(pg_admin_url: str) -> str:
     name = f"bossa_tpl_{xdist_worker()}_{os.getpid()}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     migrate(with_database(pg_admin_url, name))
     return name
@@ -71,9 +73,13 @@ async def pool(db_url: str) -> AsyncIterator[Pool]:
 @pytest.fixture
 def journal_settings() -> JournalSettings:
     return JournalSettings(
-        backoff_base_ms=10, backoff_max_ms=50, max_attempts=3, lease_ms=2_000,
-        poll_interval_s=0.5, reap_interval_s=0.1,
-    )  # fmt: skip
+        backoff_base_ms=10,
+        backoff_max_ms=50,
+        max_attempts=3,
+        lease_ms=2_000,
+        poll_interval_s=0.5,
+        reap_interval_s=0.1,
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,3 @@
 """bossa: a telecom BSS core on one PostgreSQL journal."""
 
 __version__ = "0.1.0"
-

@@ -34,6 +34,7 @@ config_app = typer.Typer(help="Effective settings.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
@@ -101,8 +102,10 @@ def db_status() -> None:
     state = f"running (pid {status.pid})" if status.running else "stopped"
     out.print(f"embedded PostgreSQL in {status.data_dir}: {state}")
     if status.running:
-        out.print(f"url: {status.url}\npinned by `bossa db start`: {status.pinned}; "
-                  f"bossa processes using it: {status.holders}")  # fmt: skip
+        out.print(
+            f"url: {status.url}\npinned by `bossa db start`: {status.pinned}; "
+            f"bossa processes using it: {status.holders}"
+        )
 
 
 @db_app.command("url")
@@ -169,9 +172,12 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = config.load(ApiSettings, **overrides)
     uvicorn.run(
-        create_app(settings=settings), host=settings.host, port=settings.port,
-        log_config=None, access_log=False,
-    )  # fmt: skip
+        create_app(settings=settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+    )
 
 
 @app.command("demo")

@@ -43,15 +43,16 @@ async def tour(out: Console, *, serve: bool = False) -> None:
     next(chapter)
     if settings.database_url is not None:
         out.print("BOSSA_DATABASE_URL is set; the demo still runs on its own embedded server.")
-    server = EmbeddedPostgres(settings.data_dir, port=settings.embedded_port,
-                              database=DEMO_DATABASE)  # fmt: skip
+    server = EmbeddedPostgres(
+        settings.data_dir, port=settings.embedded_port, database=DEMO_DATABASE
+    )
     with server.held() as url:
         _recreate(server)
         with psycopg.connect(url) as conn:
             version = conn.execute("show server_version").fetchone()
         out.print(f"embedded PostgreSQL {version[0] if version else '?'} in {server.data_dir}")
-        out.print(f"listening on {'127.0.0.1:' + str(server.port) if server.port else 'its own Unix socket'}"
-                  f" ({url})")  # fmt: skip
+        where = f"127.0.0.1:{server.port}" if server.port else "its own Unix socket"
+        out.print(f"listening on {where} ({url})")
 
         next(chapter)
         for migration in migrate(url):
@@ -65,10 +66,17 @@ async def tour(out: Console, *, serve: bool = False) -> None:
                 " from customers.contracts c join customers.customers cu on cu.id = c.customer_id"
                 " join customers.products p on p.code = c.product_code order by c.sa_id"
             ).fetchall()
-        out.print(f"{sample.products} products, {sample.customers} customers, "
-                  f"{sample.contracts} contracts")  # fmt: skip
-        table([dict(zip(["SA_ID", "CUST_ID", "customer", "product", "name"], r, strict=True))
-               for r in rows], ["SA_ID", "CUST_ID", "customer", "product", "name"])  # fmt: skip
+        out.print(
+            f"{sample.products} products, {sample.customers} customers, "
+            f"{sample.contracts} contracts"
+        )
+        table(
+            [
+                dict(zip(["SA_ID", "CUST_ID", "customer", "product", "name"], r, strict=True))
+                for r in rows
+            ],
+            ["SA_ID", "CUST_ID", "customer", "product", "name"],
+        )
 
         async with _runtime(url) as runtime:
             next(chapter)
@@ -93,8 +101,9 @@ def _chapters(out: Console) -> Any:
 
 def _recreate(server: EmbeddedPostgres) -> None:
     with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(
-            sql.Identifier(DEMO_DATABASE)))  # fmt: skip
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DEMO_DATABASE))
+        )
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(DEMO_DATABASE)))
 
 
@@ -111,13 +120,20 @@ async def _journal_chapter(out: Console, runtime: Runtime) -> None:
     out.print(f"Six commands for the network-access server (lane {lane}), keyed by contract.")
     out.print("SA-5003's first command is malformed; the server will reject it.")
     commands = [
-        ("SA-5001", "4201", "new"), ("SA-5003", "4201", "new (malformed)"),
-        ("SA-5001", "4202", "change"), ("SA-5003", "4202", "change"),
-        ("SA-5004", "4201", "new"), ("SA-5001", "4203", "terminate"),
-    ]  # fmt: skip
+        ("SA-5001", "4201", "new"),
+        ("SA-5003", "4201", "new (malformed)"),
+        ("SA-5001", "4202", "change"),
+        ("SA-5003", "4202", "change"),
+        ("SA-5004", "4201", "new"),
+        ("SA-5001", "4203", "terminate"),
+    ]
     entries = [
-        NewEntry(lane, "aaa.command", {"sa_id": sa, "intf_code": code, "what": what,
-                                       "bad": "malformed" in what}, key=sa)  # fmt: skip
+        NewEntry(
+            lane,
+            "aaa.command",
+            {"sa_id": sa, "intf_code": code, "what": what, "bad": "malformed" in what},
+            key=sa,
+        )
         for sa, code, what in commands
     ]
     ids = [result.id for result in await journal.enqueue(entries)]
@@ -126,24 +142,33 @@ async def _journal_chapter(out: Console, runtime: Runtime) -> None:
     async def deliver(entry: Entry) -> None:
         payload = entry.payload
         if payload["bad"]:
-            out.print(f"  [red]x[/red] {entry.key} {payload['intf_code']} {payload['what']}: "
-                      f"rejected (attempt {entry.attempts})")  # fmt: skip
+            out.print(
+                f"  [red]x[/red] {entry.key} {payload['intf_code']} {payload['what']}: "
+                f"rejected (attempt {entry.attempts})"
+            )
             raise HandlerError("ORA-01400", "cannot insert NULL into NOT NULL column")
         out.print(f"  [green]+[/green] {entry.key} {payload['intf_code']} {payload['what']}")
 
     worker = Worker(journal, lane, {"aaa.command": deliver}, concurrency=1, batch_size=10)
     await worker.run(until_idle=True)
-    out.print(f"worker idle: {worker.stats.acked} delivered, {worker.stats.failed} failures, "
-              f"{worker.stats.parked} parked after {(await journal.policy(lane)).max_attempts} attempts")
+    out.print(
+        f"worker idle: {worker.stats.acked} delivered, {worker.stats.failed} failures, "
+        f"{worker.stats.parked} parked after {(await journal.policy(lane)).max_attempts} attempts"
+    )
     blocked = await journal_ops.blocked_keys(runtime.pool, lane)
     for row in blocked:
-        out.print(f"blocked key {row['key']}: entry {row['head_id']} {row['state']}, "
-                  f"{row['unfinished']} unfinished, last error {row['last_error']['code']}")
+        out.print(
+            f"blocked key {row['key']}: entry {row['head_id']} {row['state']}, "
+            f"{row['unfinished']} unfinished, last error {row['last_error']['code']}"
+        )
     out.print("SA-5003's change waits behind it: per-contract order holds even on failure.")
 
     head = blocked[0]["head_id"]
-    fixed = {**(await journal_ops.show(runtime.pool, head))["payload"], "bad": False,
-             "what": "new (fixed by the operator)"}
+    fixed = {
+        **(await journal_ops.show(runtime.pool, head))["payload"],
+        "bad": False,
+        "what": "new (fixed by the operator)",
+    }
     await journal_ops.edit(journal, head, fixed, actor="demo-operator", reason="added the NAS id")
     state = await journal_ops.retry(journal, head, actor="demo-operator", reason="fixed by hand")
     out.print(f"operator edits entry {head} and retries it: now {state}")

@@ -27,9 +27,7 @@ class LogSettings(BossaSettings):
 def configure(settings: LogSettings | None = None) -> None:
     settings = settings or LogSettings()
     level = logging.getLevelNamesMapping()[settings.level.upper()]
-    as_json = settings.format == "json" or (
-        settings.format == "auto" and not sys.stderr.isatty()
-    )
+    as_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if as_json

@@ -48,7 +48,8 @@ async def test_stale_token_is_refused(journal: Journal) -> None:
     await asyncio.sleep(0.15)
     assert await journal.reap_expired("l") == [(taken.ids[0], EntryState.READY)]
     again = await journal.take("l", 1)
-    assert again.ids == taken.ids and again.entries[0].attempts == 2
+    assert again.ids == taken.ids
+    assert again.entries[0].attempts == 2
     assert await journal.ack(taken.token, taken.ids) == set()  # the presumed-dead worker
     assert await journal.ack(again.token, again.ids) == set(taken.ids)
 
@@ -62,8 +63,11 @@ async def test_fail_retries_then_parks_and_blocks_key(journal: Journal, pool: Po
         await asyncio.sleep(0.06)
         taken = await journal.take("l", 10)
         mine = [e for e in taken.entries if e.id == poison.id]
-        assert mine and mine[0].attempts == attempt
-        results = await journal.fail(taken.token, "l", [Failure(poison.id, "E42", f"bad {attempt}")])
+        assert mine
+        assert mine[0].attempts == attempt
+        results = await journal.fail(
+            taken.token, "l", [Failure(poison.id, "E42", f"bad {attempt}")]
+        )
         others = [e.id for e in taken.entries if e.id != poison.id]
         await journal.ack(taken.token, others)
     assert results[0].state is EntryState.PARKED
@@ -84,15 +88,19 @@ async def test_fail_retries_then_parks_and_blocks_key(journal: Journal, pool: Po
 async def test_dedup_key_while_pending(journal: Journal) -> None:
     first = await journal.enqueue_one(NewEntry("l", "k", {"a": 1}, dedup_key="WO-1"))
     again = await journal.enqueue_one(NewEntry("l", "k", {"a": 2}, dedup_key="WO-1"))
-    assert again.id == first.id and first.created and not again.created
+    assert again.id == first.id
+    assert first.created
+    assert not again.created
     in_batch = await journal.enqueue(
         [NewEntry("l", "k", {}, dedup_key="WO-2"), NewEntry("l", "k", {}, dedup_key="WO-2")]
     )
-    assert in_batch[0].id == in_batch[1].id and [r.created for r in in_batch] == [True, False]
+    assert in_batch[0].id == in_batch[1].id
+    assert [r.created for r in in_batch] == [True, False]
     taken = await journal.take("l", 10)
     await journal.ack(taken.token, taken.ids)
     after = await journal.enqueue_one(NewEntry("l", "k", {"a": 3}, dedup_key="WO-1"))
-    assert after.created and after.id != first.id  # unique only while pending
+    assert after.created
+    assert after.id != first.id
 
 
 async def test_concurrent_dedup_enqueues_make_one_entry(journal: Journal) -> None:

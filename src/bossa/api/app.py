@@ -63,7 +63,8 @@ def create_app(
                     await conn.execute("select 1")
         except Exception as exc:  # any failure to answer means not ready
             return JSONResponse(
-                status_code=503, content={"status": "unavailable", "database": str(exc) or "timeout"}
+                status_code=503,
+                content={"status": "unavailable", "database": str(exc) or "timeout"},
             )
         return JSONResponse({"status": "ready", "database": "ok"})
 

@@ -200,7 +200,7 @@ class EmbeddedPostgres:
             entry = pwd.getpwnam(SYSTEM_USER)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", SYSTEM_USER],
+                ["/usr/sbin/useradd", "--system", "--no-create-home", SYSTEM_USER],
                 check=True,
                 capture_output=True,
             )
@@ -227,18 +227,40 @@ class EmbeddedPostgres:
         options = f"-k {socket_dir} -p {self._listen_port} -h '{listen}'"
         log = self.pgdata / "server.log"
         result = subprocess.run(
-            [str(_bin("pg_ctl")), "-D", str(self.pgdata), "-w", "-t", "60", "-l", str(log),
-             "-o", options, "start"],
-            capture_output=True, text=True, check=False, **self._as_server_user(),
-        )  # fmt: skip
+            [
+                str(_bin("pg_ctl")),
+                "-D",
+                str(self.pgdata),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(log),
+                "-o",
+                options,
+                "start",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            **self._as_server_user(),
+        )
         if result.returncode != 0:
             tail = log.read_text()[-2000:] if log.exists() else result.stderr
             raise UserError(f"embedded PostgreSQL did not start in {self.pgdata}:\n{tail}")
         self._ensure_database()
 
     def _initdb(self) -> None:
-        args = [str(_bin("initdb")), "-D", str(self.pgdata), "--auth=trust", "-U", "postgres",
-                "--encoding=UTF8", "--locale=C"]  # fmt: skip
+        args = [
+            str(_bin("initdb")),
+            "-D",
+            str(self.pgdata),
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "--encoding=UTF8",
+            "--locale=C",
+        ]
         if not self.durable:
             args.append("--no-sync")
         result = subprocess.run(
@@ -274,8 +296,10 @@ class EmbeddedPostgres:
             return
         subprocess.run(
             [str(_bin("pg_ctl")), "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast", "stop"],
-            capture_output=True, check=False, **self._as_server_user(),
-        )  # fmt: skip
+            capture_output=True,
+            check=False,
+            **self._as_server_user(),
+        )
 
 
 def _pid_alive(pid: int) -> bool:

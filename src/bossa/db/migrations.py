@@ -69,9 +69,7 @@ def discover() -> list[Migration]:
             match = _FILE.match(item.name)
             if match is None:
                 continue
-            found.append(
-                Migration(module, int(match["version"]), match["name"], item.read_text())
-            )
+            found.append(Migration(module, int(match["version"]), match["name"], item.read_text()))
     return found
 
 

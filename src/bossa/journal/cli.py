@@ -9,11 +9,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from bossa.terminal import out, print_json, table
 from bossa.errors import InvalidInput
 from bossa.journal import operator
 from bossa.journal.models import NewEntry
 from bossa.runtime import Runtime, running
+from bossa.terminal import out, print_json, table
 
 __all__ = ["journal_app"]
 
@@ -57,7 +57,9 @@ def enqueue(
 @journal_app.command("list")
 def list_entries(
     lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None,
-    state: Annotated[str | None, typer.Option(help="waiting|ready|taken|parked|done|discarded")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="waiting|ready|taken|parked|done|discarded")
+    ] = None,
     key: Annotated[str | None, typer.Option(help="Only this key.")] = None,
     older_than: Annotated[float | None, typer.Option(help="Only entries older (seconds).")] = None,
     error_code: Annotated[str | None, typer.Option(help="Only with this last error code.")] = None,
@@ -187,7 +189,9 @@ def work(
     ] = None,
     concurrency: Annotated[int | None, typer.Option(help="Concurrent takers.")] = None,
     batch: Annotated[int | None, typer.Option(help="Entries per take.")] = None,
-    once: Annotated[bool, typer.Option(help="Stop when nothing is due (an operator's pass).")] = False,
+    once: Annotated[
+        bool, typer.Option(help="Stop when nothing is due (an operator's pass).")
+    ] = False,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics here.")] = None,
 ) -> None:
     """Run a worker on a lane until SIGTERM (or until idle with --once)."""
@@ -203,10 +207,13 @@ def work(
         start_http_server(metrics_port, addr="127.0.0.1")
 
     async def go(rt: Runtime) -> None:
-        worker = Worker(rt.journal, lane, handlers, listen_url=rt.url,
-                        concurrency=concurrency, batch_size=batch)  # fmt: skip
+        worker = Worker(
+            rt.journal, lane, handlers, listen_url=rt.url, concurrency=concurrency, batch_size=batch
+        )
         await worker.run(install_signal_handlers=True, until_idle=once)
-        out.print(f"{lane}: {worker.stats.acked} done, {worker.stats.failed} failed, "
-                  f"{worker.stats.parked} parked, {worker.stats.released} given back")  # fmt: skip
+        out.print(
+            f"{lane}: {worker.stats.acked} done, {worker.stats.failed} failed, "
+            f"{worker.stats.parked} parked, {worker.stats.released} given back"
+        )
 
     _with(go)

@@ -16,7 +16,8 @@ OLDEST = Gauge(
     ["lane", "state"],
 )
 THROUGHPUT = Gauge(
-    "bossa_journal_finished_per_second", "Entries finished per second over the last minute",
+    "bossa_journal_finished_per_second",
+    "Entries finished per second over the last minute",
     ["lane"],
 )
 

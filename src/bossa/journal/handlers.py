@@ -28,8 +28,14 @@ async def _noop(entry: Entry) -> None:
 
 
 async def _log(entry: Entry) -> None:
-    log.info("journal entry", id=entry.id, lane=entry.lane, key=entry.key, kind=entry.kind,
-             payload=entry.payload)  # fmt: skip
+    log.info(
+        "journal entry",
+        id=entry.id,
+        lane=entry.lane,
+        key=entry.key,
+        kind=entry.kind,
+        payload=entry.payload,
+    )
 
 
 register("noop", _noop)

@@ -137,8 +137,9 @@ def encode_payload(payload: Any, *, field_name: str, max_bytes: int) -> str:
             f"is {size} bytes as JSON; the lane accepts at most {max_bytes}", field=field_name
         )
     if "\\u0000" in text:
-        raise InvalidInput("must not contain NUL characters (PostgreSQL jsonb refuses them)",
-                           field=field_name)  # fmt: skip
+        raise InvalidInput(
+            "must not contain NUL characters (PostgreSQL jsonb refuses them)", field=field_name
+        )
     return text
 
 
@@ -174,11 +175,7 @@ def encode_batch(
         dedup = _name(entry.dedup_key, f"{where}.dedup_key", optional=True, limit=MAX_KEY_LENGTH)
         if entry.not_before is not None and entry.not_before.tzinfo is None:
             raise InvalidInput("must carry a time zone", field=f"{where}.not_before")
-        limit = (
-            max_payload_bytes
-            if isinstance(max_payload_bytes, int)
-            else max_payload_bytes[lane]
-        )
+        limit = max_payload_bytes if isinstance(max_payload_bytes, int) else max_payload_bytes[lane]
         payload = encode_payload(entry.payload, field_name=f"{where}.payload", max_bytes=limit)
         if dedup is not None and (lane, dedup) in seen:
             batch.positions.append(seen[(lane, dedup)])

@@ -148,8 +148,9 @@ async def retry(journal: Journal, entry_id: int, *, actor: str, reason: str | No
             QUERIES["set_state"],
             {"id": entry_id, "state": state.value, "not_before": datetime.now(UTC), "attempts": 0},
         )
-        await _audit(change, actor=actor, action="retry", reason=reason,
-                     after={"state": state.value})  # fmt: skip
+        await _audit(
+            change, actor=actor, action="retry", reason=reason, after={"state": state.value}
+        )
         await conn.execute("select pg_notify('bossa_journal', %s)", (change.entry["lane"],))
     return state.value
 
@@ -174,9 +175,7 @@ async def discard(journal: Journal, entry_id: int, *, actor: str, reason: str) -
         raise InvalidInput("discarding needs a reason, kept in the audit", field="reason")
     async with journal.pool.connection() as conn, conn.transaction():
         change = await _locked(conn, entry_id)
-        _refuse_unless(
-            change, {EntryState.WAITING, EntryState.READY, EntryState.PARKED}, "discard"
-        )
+        _refuse_unless(change, {EntryState.WAITING, EntryState.READY, EntryState.PARKED}, "discard")
         await conn.execute(
             QUERIES["set_state"],
             {"id": entry_id, "state": "discarded", "not_before": None, "attempts": None},
@@ -186,8 +185,9 @@ async def discard(journal: Journal, entry_id: int, *, actor: str, reason: str) -
                 QUERIES["advance_keys"],
                 {"lanes": [change.entry["lane"]], "keys": [change.entry["key"]]},
             )
-        await _audit(change, actor=actor, action="discard", reason=reason,
-                     after={"state": "discarded"})  # fmt: skip
+        await _audit(
+            change, actor=actor, action="discard", reason=reason, after={"state": "discarded"}
+        )
         await conn.execute("select pg_notify('bossa_journal', %s)", (change.entry["lane"],))
 
 
@@ -198,17 +198,22 @@ async def edit(
     _need_actor(actor)
     async with journal.pool.connection() as conn, conn.transaction():
         change = await _locked(conn, entry_id)
-        _refuse_unless(
-            change, {EntryState.WAITING, EntryState.READY, EntryState.PARKED}, "edit"
-        )
+        _refuse_unless(change, {EntryState.WAITING, EntryState.READY, EntryState.PARKED}, "edit")
         policy = await journal.policy(change.entry["lane"])
         text = encode_payload(payload, field_name="payload", max_bytes=policy.max_payload_bytes)
         await conn.execute(QUERIES["set_payload"], {"id": entry_id, "payload": text})
-        await _audit(change, actor=actor, action="edit", reason=reason,
-                     after={"state": str(change.entry["state"]), "payload": payload})  # fmt: skip
+        await _audit(
+            change,
+            actor=actor,
+            action="edit",
+            reason=reason,
+            after={"state": str(change.entry["state"]), "payload": payload},
+        )
 
 
-async def blocked_keys(pool: Pool, lane: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+async def blocked_keys(
+    pool: Pool, lane: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
         cursor = await conn.execute(QUERIES["blocked_keys"], {"lane": lane, "limit": limit})
         return await cursor.fetchall()
@@ -231,7 +236,9 @@ async def purge(journal: Journal, lane: str | None = None) -> int:
     """Delete finished entries past their lane's retention, in batches; returns how many."""
     async with journal.pool.connection() as conn:
         if lane is None:
-            lanes = [r["lane"] for r in await (await conn.execute(QUERIES["finished_lanes"])).fetchall()]
+            lanes = [
+                r["lane"] for r in await (await conn.execute(QUERIES["finished_lanes"])).fetchall()
+            ]
         else:
             lanes = [lane]
     total = 0
@@ -241,9 +248,12 @@ async def purge(journal: Journal, lane: str | None = None) -> int:
             async with journal.pool.connection() as conn:
                 cursor = await conn.execute(
                     QUERIES["purge"],
-                    {"lane": name, "retention_s": policy.retention_s,
-                     "limit": journal.settings.purge_batch},
-                )  # fmt: skip
+                    {
+                        "lane": name,
+                        "retention_s": policy.retention_s,
+                        "limit": journal.settings.purge_batch,
+                    },
+                )
                 deleted = cursor.rowcount
             total += deleted
             if deleted < journal.settings.purge_batch:

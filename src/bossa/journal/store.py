@@ -32,7 +32,7 @@ from bossa.journal.models import (
 from bossa.journal.settings import JournalSettings, LanePolicy
 from bossa.sql import load_queries
 
-__all__ = ["Conn", "Failure", "FailResult", "Journal", "Pool"]
+__all__ = ["Conn", "FailResult", "Failure", "Journal", "Pool"]
 
 QUERIES = load_queries("bossa.journal", "sql/queries.sql")
 
@@ -111,9 +111,16 @@ class Journal:
             )
             await conn.execute(
                 QUERIES["audit"],
-                {"actor": actor, "action": "set-lane", "entry_id": None, "lane": lane,
-                 "reason": None, "before": None, "after": psycopg.types.json.Jsonb(changes)},
-            )  # fmt: skip
+                {
+                    "actor": actor,
+                    "action": "set-lane",
+                    "entry_id": None,
+                    "lane": lane,
+                    "reason": None,
+                    "before": None,
+                    "after": psycopg.types.json.Jsonb(changes),
+                },
+            )
         self._policies.pop(lane, None)
         return policy
 
@@ -125,8 +132,10 @@ class Journal:
         """Enqueue a batch, all or nothing, in input order; returns one result per input."""
         if not entries:
             return []
-        limits = {lane: (await self.policy(lane)).max_payload_bytes for lane in
-                  {e.lane for e in entries if isinstance(e.lane, str)}}  # fmt: skip
+        limits = {
+            lane: (await self.policy(lane)).max_payload_bytes
+            for lane in {e.lane for e in entries if isinstance(e.lane, str)}
+        }
         batch = encode_batch(entries, limits)
         params = {
             "lanes": batch.lanes,
@@ -147,8 +156,9 @@ class Journal:
                 # and now sees the winner's entry as a duplicate.
                 if exc.diag.constraint_name != "entries_dedup" or attempt == _DEDUP_RETRIES - 1:
                     raise
-        by_position = {int(row["ord"]) - 1: Enqueued(int(row["id"]), bool(row["created"]))
-                       for row in rows}  # fmt: skip
+        by_position = {
+            int(row["ord"]) - 1: Enqueued(int(row["id"]), bool(row["created"])) for row in rows
+        }
         return [
             Enqueued(by_position[position].id, by_position[position].created and not folded)
             for position, folded in zip(batch.positions, batch.folded, strict=True)
@@ -172,12 +182,13 @@ class Journal:
             "lane": entry.lane,
             "key": entry.key,
             "kind": entry.kind,
-            "payload": encode_payload(entry.payload, field_name="entry.payload",
-                                      max_bytes=policy.max_payload_bytes),
+            "payload": encode_payload(
+                entry.payload, field_name="entry.payload", max_bytes=policy.max_payload_bytes
+            ),
             "token": token,
             "lease_ms": lease_ms or policy.lease_ms,
             "created_by": self.actor,
-        }  # fmt: skip
+        }
         async with self._tx(conn) as tx:
             row = await (await tx.execute(QUERIES["enqueue_or_claim"], params)).fetchone()
         assert row is not None
@@ -200,8 +211,16 @@ class Journal:
             rows = await cursor.fetchall()
         entries = sorted(
             (
-                Entry(row["id"], row["lane"], row["key"], row["kind"], row["payload"],
-                      row["attempts"], row["created_at"], row["lease_expires_at"])  # fmt: skip
+                Entry(
+                    row["id"],
+                    row["lane"],
+                    row["key"],
+                    row["kind"],
+                    row["payload"],
+                    row["attempts"],
+                    row["created_at"],
+                    row["lease_expires_at"],
+                )
                 for row in rows
             ),
             key=lambda entry: entry.id,
@@ -286,5 +305,7 @@ class Journal:
             lease = await (
                 await conn.execute(QUERIES["next_lease_expiry"], {"lane": lane})
             ).fetchone()
-        times = [t for t in (due and due["due"], lease and lease["expires"]) if t is not None]
+        times: list[datetime] = [
+            t for t in (due["due"] if due else None, lease["expires"] if lease else None) if t
+        ]
         return min(times) if times else None

@@ -17,7 +17,9 @@ import inspect
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import UTC, datetime
+
 import psycopg
 import psycopg_pool
 
@@ -111,18 +113,22 @@ class Worker:
             asyncio.create_task(self._slot(i, until_idle=until_idle))
             for i in range(self.concurrency)
         ]
-        log.info("worker started", lane=self.lane, concurrency=self.concurrency,
-                 batch=self.batch_size)  # fmt: skip
-        everything = asyncio.gather(*slots)
-        stop_asked = asyncio.create_task(self._stopping.wait())
+        log.info(
+            "worker started", lane=self.lane, concurrency=self.concurrency, batch=self.batch_size
+        )
+        everything: asyncio.Future[Any] = asyncio.gather(*slots)
+        stop_asked: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait([everything, stop_asked], return_when=asyncio.FIRST_COMPLETED)
             if not everything.done():
                 finished, _ = await asyncio.wait([everything], timeout=self.stop_grace_s)
                 if not finished:
-                    log.warning("handlers did not finish within the grace period; their"
-                                " leases will expire and the entries be handed out again",
-                                lane=self.lane, grace_s=self.stop_grace_s)  # fmt: skip
+                    log.warning(
+                        "handlers did not finish within the grace period; their"
+                        " leases will expire and the entries be handed out again",
+                        lane=self.lane,
+                        grace_s=self.stop_grace_s,
+                    )
                     everything.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await everything
@@ -136,8 +142,13 @@ class Worker:
             if install_signal_handlers:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
-            log.info("worker stopped", lane=self.lane, acked=self.stats.acked,
-                     failed=self.stats.failed, released=self.stats.released)  # fmt: skip
+            log.info(
+                "worker stopped",
+                lane=self.lane,
+                acked=self.stats.acked,
+                failed=self.stats.failed,
+                released=self.stats.released,
+            )
 
     # -- taking ----------------------------------------------------------------------
 
@@ -229,8 +240,11 @@ class Worker:
         handler = self.handlers.get(entry.kind) or self.handlers.get("*")
         if handler is None:
             known = ", ".join(sorted(self.handlers)) or "none"
-            return Failure(entry.id, "no_handler",
-                           f"no handler for kind {entry.kind!r} (this worker has: {known})")  # fmt: skip
+            return Failure(
+                entry.id,
+                "no_handler",
+                f"no handler for kind {entry.kind!r} (this worker has: {known})",
+            )
         try:
             if inspect.iscoroutinefunction(handler):
                 await handler(entry)
@@ -259,8 +273,11 @@ class Worker:
                     if stale:
                         self.stats.stale_acks += stale
                         metrics.STALE_ACKS.labels(self.lane).inc(stale)
-                        log.warning("ack refused: lease passed to another worker",
-                                    lane=self.lane, entries=stale)  # fmt: skip
+                        log.warning(
+                            "ack refused: lease passed to another worker",
+                            lane=self.lane,
+                            entries=stale,
+                        )
                     done = []
                 if failures:
                     results = await self.journal.fail(taken.token, self.lane, failures)
@@ -275,16 +292,20 @@ class Worker:
                     self.stats.released += len(released)
                     metrics.RELEASED.labels(self.lane).inc(len(released))
                     unstarted = []
-                return
             except _DB_ERRORS as exc:
                 self.stats.db_errors += 1
                 if lease_end is not None and datetime.now(UTC) > lease_end:
-                    log.warning("lease ran out before the outcome could be recorded; the"
-                                " entries will be handed out again", lane=self.lane,
-                                error=str(exc))  # fmt: skip
+                    log.warning(
+                        "lease ran out before the outcome could be recorded; the"
+                        " entries will be handed out again",
+                        lane=self.lane,
+                        error=str(exc),
+                    )
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            else:
+                return
 
     async def _heartbeat(self, taken: Taken, pending: set[int]) -> None:
         policy = await self.journal.policy(self.lane)
@@ -305,8 +326,9 @@ class Worker:
             if reaped:
                 self.stats.reaped += len(reaped)
                 metrics.LEASE_EXPIRED.labels(self.lane).inc(len(reaped))
-                log.warning("leases expired; entries handed out again", lane=self.lane,
-                            entries=len(reaped))  # fmt: skip
+                log.warning(
+                    "leases expired; entries handed out again", lane=self.lane, entries=len(reaped)
+                )
                 self._wake_all()
             await asyncio.sleep(self.reap_interval_s)
 
@@ -328,4 +350,3 @@ class Worker:
                 log.info("listen connection lost; reconnecting", error=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-
