@@ -1,0 +1,189 @@
+-- The whole current schema of the journal; migrations/ are the steps that build it.
+create schema journal;
+
+-- waiting: behind an unfinished entry of its key; ready: may be taken once due;
+-- taken: leased to a worker; parked: out of attempts or parked by an operator, and still
+-- blocking its key; done and discarded are final.
+create type journal.state as enum ('waiting', 'ready', 'taken', 'parked', 'done', 'discarded');
+
+-- Per-lane settings that override the defaults in JournalSettings (validated in Python).
+create table journal.lanes (
+    lane        text        primary key check (lane <> ''),
+    settings    jsonb       not null default '{}' check (jsonb_typeof(settings) = 'object'),
+    updated_at  timestamptz not null default now(),
+    updated_by  text        not null default current_user
+);
+
+create table journal.entries (
+    id               bigint generated always as identity primary key,
+    lane             text          not null check (lane <> ''),
+    key              text          check (key <> ''),   -- null: no ordering with other entries
+    kind             text          not null check (kind <> ''),
+    payload          jsonb         not null,
+    state            journal.state not null,
+    not_before       timestamptz   not null default now(),
+    attempts         integer       not null default 0,
+    lease_token      uuid,
+    lease_expires_at timestamptz,
+    dedup_key        text,
+    -- One object per failed attempt: {attempt, code, message, at}.
+    errors           jsonb         not null default '[]',
+    created_at       timestamptz   not null default now(),
+    created_by       text          not null,
+    taken_at         timestamptz,
+    finished_at      timestamptz
+) with (
+    -- Every entry is updated two or three times in its life: leave room for HOT-free
+    -- updates on the same page and vacuum early, so a busy journal does not bloat.
+    fillfactor = 70,
+    autovacuum_vacuum_scale_factor = 0.01,
+    autovacuum_vacuum_insert_scale_factor = 0.05,
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_cost_delay = 0
+);
+
+-- The claim: due ready entries of a lane, oldest first. Its order matches take's ORDER BY.
+create index entries_ready on journal.entries (lane, not_before, id) where state = 'ready';
+-- A key's unfinished entries in order: the head and the ones waiting behind it.
+create index entries_key_unfinished on journal.entries (lane, key, id)
+    where key is not null and state in ('waiting', 'ready', 'taken', 'parked');
+create unique index entries_dedup on journal.entries (lane, dedup_key)
+    where dedup_key is not null and state in ('waiting', 'ready', 'taken', 'parked');
+create index entries_leases on journal.entries (lease_expires_at) where state = 'taken';
+create index entries_finished on journal.entries (lane, finished_at)
+    where state in ('done', 'discarded');
+
+-- One row per (lane, key) that has unfinished entries: the per-key lock every state
+-- change of that key goes through, and the count that tells enqueue whether its entry
+-- is the key's head. Updates are HOT: nothing here is indexed but the key.
+create table journal.keys (
+    lane        text    not null,
+    key         text    not null,
+    unfinished  integer not null check (unfinished >= 0),
+    primary key (lane, key)
+) with (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
+
+-- Every operator action: who, when, why, and the entry before and after.
+create table journal.audit (
+    id        bigint generated always as identity primary key,
+    at        timestamptz not null default now(),
+    actor     text        not null,
+    action    text        not null,
+    entry_id  bigint,
+    lane      text,
+    reason    text,
+    before    jsonb,
+    after     jsonb
+);
+create index audit_entry on journal.audit (entry_id);
+
+-- After entries of these keys reached a final state (done, discarded), in the same
+-- transaction: count them off their keys, drop keys with nothing left, and make the
+-- next entry of every other key ready, unless that next entry is parked.
+-- Keys are locked in (lane, key) order so that concurrent batches cannot deadlock.
+create function journal.advance_keys(p_lanes text[], p_keys text[]) returns void
+language plpgsql as $$
+declare
+    k record;
+    remaining integer;
+begin
+    for k in
+        select u.lane, u.key, count(*)::integer as n
+        from unnest(p_lanes, p_keys) as u(lane, key)
+        where u.key is not null
+        group by u.lane, u.key
+        order by u.lane, u.key
+    loop
+        update journal.keys set unfinished = unfinished - k.n
+        where lane = k.lane and key = k.key
+        returning unfinished into remaining;
+        if remaining is null then
+            continue;
+        elsif remaining <= 0 then
+            delete from journal.keys where lane = k.lane and key = k.key;
+        else
+            update journal.entries set state = 'ready'
+            where id = (
+                select e.id from journal.entries e
+                where e.lane = k.lane and e.key = k.key
+                  and e.state in ('waiting', 'ready', 'taken', 'parked')
+                order by e.id
+                limit 1
+            ) and state = 'waiting';
+        end if;
+    end loop;
+end
+$$;
+
+-- Ack: taken entries whose lease token matches become done; returns the ids accepted.
+-- A stale token (the lease expired and the entry was handed out again) is refused.
+create function journal.ack(p_ids bigint[], p_token uuid) returns setof bigint
+language plpgsql as $$
+declare
+    v_ids bigint[];
+    v_lanes text[];
+    v_keys text[];
+begin
+    with acked as (
+        update journal.entries e
+        set state = 'done', finished_at = now(), lease_token = null, lease_expires_at = null
+        where e.id = any (p_ids) and e.state = 'taken' and e.lease_token = p_token
+        returning e.id, e.lane, e.key
+    )
+    select array_agg(id), array_agg(lane), array_agg(key) into v_ids, v_lanes, v_keys from acked;
+    if v_ids is not null then
+        perform journal.advance_keys(v_lanes, v_keys);
+        return query select unnest(v_ids);
+    end if;
+end
+$$;
+
+-- Fail: record the error, then retry after an exponential backoff with jitter, or park
+-- the entry once it has used its attempts. The key stays blocked either way.
+create function journal.fail(
+    p_ids bigint[], p_token uuid, p_codes text[], p_messages text[],
+    p_max_attempts integer, p_backoff_base_ms integer, p_backoff_max_ms integer
+) returns table (id bigint, state journal.state, attempts integer, not_before timestamptz)
+language sql as $$
+    update journal.entries e
+    set state = case when e.attempts >= p_max_attempts then 'parked' else 'ready' end::journal.state,
+        not_before = case
+            when e.attempts >= p_max_attempts then e.not_before
+            else now() + make_interval(secs => least(
+                p_backoff_max_ms::double precision,
+                p_backoff_base_ms * power(2::double precision, greatest(e.attempts - 1, 0))
+            ) * (0.75 + random() * 0.5) / 1000.0)
+        end,
+        lease_token = null,
+        lease_expires_at = null,
+        errors = e.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', e.attempts, 'code', f.code, 'message', f.message, 'at', now()))
+    from unnest(p_ids, p_codes, p_messages) as f(id, code, message)
+    where e.id = f.id and e.state = 'taken' and e.lease_token = p_token
+    returning e.id, e.state, e.attempts, e.not_before
+$$;
+
+-- Expired leases: the worker died or stalled. The entry is handed out again, the attempt
+-- counted, and parked instead if that was its last attempt.
+create function journal.reap_expired(p_lane text, p_max_attempts integer, p_limit integer)
+returns table (id bigint, state journal.state)
+language sql as $$
+    with expired as (
+        select e.id from journal.entries e
+        where e.state = 'taken' and e.lease_expires_at < now() and e.lane = p_lane
+        order by e.lease_expires_at
+        limit p_limit
+        for update skip locked
+    )
+    update journal.entries e
+    set state = case when e.attempts >= p_max_attempts then 'parked' else 'ready' end::journal.state,
+        lease_token = null,
+        lease_expires_at = null,
+        errors = e.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', e.attempts, 'code', 'lease_expired',
+            'message', 'the worker holding the lease did not ack, fail or extend it in time',
+            'at', now()))
+    from expired
+    where e.id = expired.id
+    returning e.id, e.state
+$$;
