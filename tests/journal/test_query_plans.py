@@ -1,0 +1,105 @@
+"""The hot queries' plans, pinned: take must walk its partial index and touch about as
+many pages for a 50k backlog behind one key as for a 1k one (cost O(batch), not
+O(backlog)). After ANALYZE the planner could prefer the primary key and lose 5-10x."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from bossa.journal import Journal, NewEntry
+from bossa.journal.store import QUERIES, Pool
+
+
+async def explain(pool: Pool, query: str, params: dict[str, Any], *, analyze: bool) -> Any:
+    options = "analyze, buffers, format json" if analyze else "format json"
+    async with pool.connection() as conn:
+        cursor = await conn.execute(f"explain ({options}) {query}".encode(), params)
+        row = await cursor.fetchone()
+        await conn.rollback()  # EXPLAIN ANALYZE of take really leases; keep the data as it was
+    assert row is not None
+    plan = row["QUERY PLAN"]
+    return plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+
+
+def nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found += nodes(child)
+    return found
+
+
+def shared_pages(plan: dict[str, Any]) -> int:
+    top = plan["Plan"]
+    return int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+
+
+async def backlog(journal: Journal, pool: Pool, waiting_behind_one_key: int) -> None:
+    """100 keys with one ready head each, one key with a long queue, many done entries."""
+    await journal.enqueue(
+        [NewEntry("l", "k", {"n": n}, key="hot") for n in range(waiting_behind_one_key)]
+    )
+    await journal.enqueue([NewEntry("l", "k", {"n": n}, key=f"k{n}") for n in range(100)])
+    await journal.enqueue([NewEntry("done", "k", {"n": n}) for n in range(5_000)])
+    async with pool.connection() as conn:
+        await conn.execute(
+            "update journal.entries set state = 'done', finished_at = now() where lane = 'done'"
+        )
+        await conn.commit()
+        await conn.execute("analyze journal.entries")
+        await conn.commit()
+
+
+def take_params(limit: int = 100) -> dict[str, Any]:
+    return {"lane": "l", "limit": limit, "token": uuid.uuid4(), "lease_ms": 30_000}
+
+
+async def test_take_uses_the_ready_index(journal: Journal, pool: Pool) -> None:
+    await backlog(journal, pool, 20_000)
+    plan = await explain(pool, QUERIES["take"], take_params(), analyze=False)
+    every = nodes(plan["Plan"])
+    assert any(n.get("Index Name") == "entries_ready" for n in every), every
+    assert not any(n["Node Type"] == "Seq Scan" for n in every), every
+
+
+async def test_take_cost_does_not_grow_with_backlog(journal: Journal, pool: Pool) -> None:
+    await backlog(journal, pool, 1_000)
+    small = shared_pages(await explain(pool, QUERIES["take"], take_params(), analyze=True))
+    await journal.enqueue([NewEntry("l", "k", {"n": n}, key="hot") for n in range(49_000)])
+    async with pool.connection() as conn:
+        await conn.execute("analyze journal.entries")
+    large = shared_pages(await explain(pool, QUERIES["take"], take_params(), analyze=True))
+    assert large < small * 1.5 + 20, (small, large)
+
+
+async def test_promotion_uses_the_key_index_even_for_a_hot_key(
+    journal: Journal, pool: Pool
+) -> None:
+    """advance_keys runs its lookup with a generic plan (the function sets
+    plan_cache_mode); a custom plan for this hot key would walk the primary key."""
+    await backlog(journal, pool, 20_000)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "prepare promote (text, text) as select e.id from journal.entries e"
+            " where e.lane = $1 and e.key = $2"
+            " and e.state in ('waiting', 'ready', 'taken', 'parked') order by e.id limit 1"
+        )
+        await conn.execute("set plan_cache_mode = force_generic_plan")
+        row = await (
+            await conn.execute("explain (format json) execute promote('l', 'hot')")
+        ).fetchone()
+    assert row is not None
+    plan = row["QUERY PLAN"][0]["Plan"]
+    assert any(n.get("Index Name") == "entries_key_unfinished" for n in nodes(plan)), plan
+    async with pool.connection() as conn:
+        setting = await (
+            await conn.execute("select proconfig from pg_proc where proname = 'advance_keys'")
+        ).fetchone()
+    assert setting == {"proconfig": ["plan_cache_mode=force_generic_plan"]}
+
+
+async def test_next_due_uses_the_ready_index(journal: Journal, pool: Pool) -> None:
+    await backlog(journal, pool, 1_000)
+    due = await explain(pool, QUERIES["next_due"], {"lane": "l"}, analyze=False)
+    assert any(n.get("Index Name") == "entries_ready" for n in nodes(due["Plan"]))
