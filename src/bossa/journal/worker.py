@@ -17,8 +17,8 @@ import inspect
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import psycopg_pool
