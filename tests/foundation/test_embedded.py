@@ -1,0 +1,60 @@
+"""The embedded PostgreSQL: started on demand, shared by processes, stopped by the last
+one out unless an operator pinned it; and the demo tour that runs on it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bossa.db import EmbeddedPostgres
+
+
+def bossa(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "BOSSA_DATABASE_URL"}
+    env["BOSSA_DATA_DIR"] = str(data_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "bossa.cli", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_db_commands_and_holders(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert "stopped" in bossa(data, "db", "status").stdout
+    started = bossa(data, "db", "start")
+    assert started.returncode == 0, started.stderr
+    status = bossa(data, "db", "status").stdout
+    assert "running" in status
+    assert "pinned by `bossa db start`: True" in status
+    url = bossa(data, "db", "url").stdout.strip()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+    assert bossa(data, "db", "stop").returncode == 0
+    assert "stopped" in bossa(data, "db", "status").stdout
+
+    server = EmbeddedPostgres(data)
+    with server.held() as held_url:
+        assert server.status().holders == 1
+        with psycopg.connect(held_url) as conn:
+            assert conn.execute("select current_database()").fetchone() == ("bossa",)
+    assert not server.status().running  # the last holder out stops it
+
+
+@pytest.mark.slow
+def test_demo_tour(tmp_path: Path) -> None:
+    result = bossa(tmp_path / "data", "demo")
+    assert result.returncode == 0, result.stderr
+    for chapter in ("1. The database", "2. The schema", "3. A sample operator", "4. The journal"):
+        assert chapter in result.stdout
+    assert "SA-5003 4202 change" in result.stdout
+    assert "tour finished" in result.stdout
+    assert "Traceback" not in result.stderr
+    again = bossa(tmp_path / "data", "demo")  # idempotent: the same story twice
+    assert again.returncode == 0, again.stderr
+    assert not EmbeddedPostgres(tmp_path / "data").status().running
