@@ -123,7 +123,8 @@ def test_metrics_count_what_workers_do(journal_settings: JournalSettings, db_url
 def test_sigterm_finishes_the_entry_in_hand_and_gives_back_the_rest(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "create table public.deliveries (entry_id bigint, pid int, at timestamptz default now())"
+            "create table public.deliveries"
+            " (entry_id bigint, pid int, at timestamptz default now())"
         )
         conn.execute(
             "insert into journal.entries (lane, kind, payload, state, created_by)"
