@@ -1066,7 +1066,7 @@ async def run(settings: Settings, report: Report, base: Path, port: int) -> dict
         print(
             f"  batch 1: take {diag['b1_take_ms']:.3f} ms, ack {diag['b1_ack_ms']:.3f} ms; "
             f"enqueue(1): Journal {diag['enqueue1_journal_ms']:.3f} ms, bare prepared "
-            f"{diag['enqueue1_bare_prepared_ms']:.3f} ms; empty write commit "
+            f"{diag['enqueue1_bare_prepared_ms']:.3f} ms; no-op insert (no WAL flush) "
             f"{diag['commit_ms']:.3f} ms"
         )
     finally:
@@ -1159,7 +1159,7 @@ def append_results(
         lines.append(
             f"batch 1: take {diag['b1_take_ms']:.3f} ms, ack {diag['b1_ack_ms']:.3f} ms;"
             f" enqueue(1): Journal {diag['enqueue1_journal_ms']:.3f} ms, bare prepared"
-            f" {diag['enqueue1_bare_prepared_ms']:.3f} ms; write commit"
+            f" {diag['enqueue1_bare_prepared_ms']:.3f} ms; no-op insert (no WAL flush)"
             f" {diag['commit_ms']:.3f} ms"
         )
         lines.append("```")
