@@ -1,0 +1,152 @@
+"""SQL divisions (P3: direct SQL on the division's database) through SQLAlchemy Core.
+
+Once-only effect: the entry id goes into `bossa_applied_commands` in the same target
+transaction as the command, so a repeat hits the primary key and is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, make_url, text
+from sqlalchemy import exc as sa_exc
+
+from bossa.provisioning.adapters.base import Command, DeliveryError, Division
+
+__all__ = ["MARKER_TABLE", "SqlAdapter"]
+
+MARKER_TABLE = "bossa_applied_commands"
+
+_CREATE_MARKER = text(
+    f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} ("
+    " entry_id BIGINT NOT NULL PRIMARY KEY,"
+    " division VARCHAR(64) NOT NULL,"
+    " applied_at TIMESTAMP NOT NULL)"
+)
+_INSERT_MARKER = text(
+    f"INSERT INTO {MARKER_TABLE} (entry_id, division, applied_at)"
+    " VALUES (:entry_id, :division, CURRENT_TIMESTAMP)"
+)
+# Duplicate key: PostgreSQL SQLSTATE, MySQL/MariaDB error number.
+_DUPLICATE_CODES = {"23505", "1062"}
+# MySQL/MariaDB client errors that mean "no server there" rather than "server said no".
+_MYSQL_UNREACHABLE = {"2002", "2003", "2005", "2006", "2013", "2055"}
+
+
+class SqlAdapter:
+    """Delivers SQL text with `:name` binds; values are always bound, never spliced."""
+
+    def __init__(self, division: Division) -> None:
+        if not division.server_url:
+            raise ValueError(f"division {division.name} has no SERVER_URL")
+        url = make_url(division.server_url)
+        password = division.credentials.get("password")
+        if password is not None:
+            url = url.set(password=password)
+        self.division = division
+        self._engine: Engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=2,
+            max_overflow=2,
+            pool_timeout=division.timeout_s,
+            connect_args=_connect_args(url.get_backend_name(), division.timeout_s),
+        )
+        self._marker_ready = False
+        self._marker_lock = threading.Lock()
+
+    def deliver(self, command: Command) -> None:
+        try:
+            conn = self._engine.connect()
+        except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as exc:
+            raise DeliveryError("CONNECT", _first_line(exc), unreachable=True) from exc
+        with conn:
+            try:
+                self._ensure_marker(conn)
+                with conn.begin():
+                    self._mark(conn, command)
+                    conn.execute(text(command.template), command.bind_data)
+            except _AlreadyApplied:
+                return  # the at-least-once repeat of an applied entry is a no-op
+            except sa_exc.DBAPIError as exc:
+                raise _delivery_error(exc) from exc
+            except sa_exc.StatementError as exc:  # a bind the template needs is missing
+                raise DeliveryError("BIND", _first_line(exc)) from exc
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _ensure_marker(self, conn: Connection) -> None:
+        # Own transaction: MySQL's DDL commits implicitly, so keep it out of the command's.
+        with self._marker_lock:
+            if self._marker_ready:
+                return
+            try:
+                with conn.begin():
+                    conn.execute(_CREATE_MARKER)
+            except sa_exc.IntegrityError:
+                pass  # PostgreSQL: another process created it at the same moment
+            self._marker_ready = True
+
+    def _mark(self, conn: Connection, command: Command) -> None:
+        """Insert the marker row first: a repeat stops here (and waits for an in-flight twin)."""
+        params = {"entry_id": command.entry_id, "division": self.division.name[:64]}
+        try:
+            conn.execute(_INSERT_MARKER, params)
+        except sa_exc.IntegrityError as exc:
+            if _dbapi_code(exc) in _DUPLICATE_CODES:
+                raise _AlreadyApplied from exc
+            raise
+
+
+class _AlreadyApplied(Exception):
+    """Leaves the transaction (rolling it back) when the marker row exists already."""
+
+
+def _connect_args(backend: str, timeout_s: float) -> dict[str, Any]:
+    seconds = max(1, math.ceil(timeout_s))
+    if backend == "postgresql":
+        # libpq's connect_timeout; statement_timeout bounds a hung statement too.
+        return {
+            "connect_timeout": max(2, seconds),
+            "options": f"-c statement_timeout={int(timeout_s * 1000)}",
+        }
+    if backend in {"mysql", "mariadb"}:
+        return {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
+    return {}
+
+
+def _dbapi_code(exc: sa_exc.DBAPIError) -> str | None:
+    """MySQL's error number (1062) before any SQLSTATE; PostgreSQL's SQLSTATE (23505)."""
+    orig = exc.orig
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return str(args[0])
+    for attr in ("sqlstate", "pgcode"):
+        code = getattr(orig, attr, None)
+        if code:
+            return str(code)
+    return None
+
+
+def _delivery_error(exc: sa_exc.DBAPIError) -> DeliveryError:
+    code = _dbapi_code(exc)
+    message = _first_line(exc.orig if exc.orig is not None else exc)
+    if exc.connection_invalidated or code in _MYSQL_UNREACHABLE:
+        return DeliveryError("CONNECT", message, unreachable=True)
+    if code is None and isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return DeliveryError("CONNECT", message, unreachable=True)
+    return DeliveryError(code or type(exc.orig).__name__, message)
+
+
+def _first_line(exc: BaseException) -> str:
+    # PyMySQL's str() is "(1062, \"Duplicate entry ...\")"; take the message itself.
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        text_ = args[1]
+    else:
+        text_ = str(exc)
+    lines = text_.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
