@@ -192,8 +192,10 @@ def demo(
 
 def _add_domain_groups() -> None:
     from bossa.journal.cli import journal_app
+    from bossa.provisioning.cli import provisioning_app
 
     app.add_typer(journal_app, name="journal")
+    app.add_typer(provisioning_app, name="provisioning")
 
 
 _add_domain_groups()

@@ -120,7 +120,8 @@ def _import_modules() -> None:
     import bossa.api.settings
     import bossa.db.settings
     import bossa.journal.settings
-    import bossa.logs  # noqa: F401
+    import bossa.logs
+    import bossa.provisioning.settings  # noqa: F401
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^:/@]+:)(?P<secret>[^@]+)(?P<tail>@)")

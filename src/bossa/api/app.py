@@ -15,6 +15,7 @@ from bossa.api.settings import ApiSettings
 from bossa.errors import UserError
 from bossa.journal import api as journal_api
 from bossa.journal import gauges
+from bossa.provisioning import api as provisioning_api
 from bossa.runtime import Runtime, running
 
 __all__ = ["create_app"]
@@ -78,4 +79,5 @@ def create_app(
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(journal_api.router)
+    app.include_router(provisioning_api.router)
     return app

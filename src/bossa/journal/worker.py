@@ -72,6 +72,7 @@ class Worker:
         batch_size: int | None = None,
         poll_interval_s: float | None = None,
         stop_grace_s: float = 30.0,
+        gate: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         settings = journal.settings
         self.journal = journal
@@ -83,6 +84,8 @@ class Worker:
         self.poll_interval_s = poll_interval_s or settings.poll_interval_s
         self.reap_interval_s = settings.reap_interval_s
         self.stop_grace_s = stop_grace_s
+        #: Asked before each take: False holds the worker as if its lane were paused.
+        self.gate = gate
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
         self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
@@ -158,7 +161,10 @@ class Worker:
         while not self._stopping.is_set():
             wake.clear()
             try:
-                if (await self.journal.policy(self.lane)).paused:
+                paused = (await self.journal.policy(self.lane)).paused
+                if paused or (self.gate is not None and not await self.gate()):
+                    if until_idle:
+                        return
                     await self._pause(wake, min(self.poll_interval_s, 1.0))
                     continue
                 taken = await self.journal.take(self.lane, self.batch_size)

@@ -1,0 +1,28 @@
+"""Provisioning settings."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from bossa.config import BossaSettings, register
+
+__all__ = ["ProvisioningSettings"]
+
+
+@register
+class ProvisioningSettings(BossaSettings):
+    section: ClassVar[str] = "provisioning"
+    model_config = SettingsConfigDict(env_prefix="BOSSA_PROVISIONING_")
+
+    #: After a call finds a division unreachable, orders skip the call for this long and
+    #: go straight to its buffer (P4a); the backup daemon's first success clears it.
+    down_hold_s: float = Field(default=30.0, ge=0)
+    #: Receipts an order daemon takes from its receive table per pass.
+    receipt_batch: int = Field(default=50, ge=1, le=10_000)
+    #: How often an idle order daemon looks at its receive table.
+    receipt_poll_s: float = Field(default=1.0, gt=0)
+    #: The LOGNAME recorded with each command.
+    logname: str = "bossa"
