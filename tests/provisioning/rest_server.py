@@ -2,7 +2,8 @@
 
 Run as `python tests/provisioning/rest_server.py --port N --db PATH`. A write is applied
 once per Idempotency-Key and recorded in the SQLite file in order (also GET /applied).
-A path containing "/fail/" or a JSON body whose saId starts with "FAIL" gets a 500.
+A path containing "/fail/" or a JSON body whose saId starts with "FAIL" gets a 500; a
+saId starting with "SLOW" gets its answer after 5 s (for client timeouts).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import sqlite3
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SCHEMA = """
@@ -57,6 +59,8 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(400, {"error": "Idempotency-Key required"})
             return
         sa_id = str(body.get("saId", "")) if isinstance(body, dict) else ""
+        if sa_id.startswith("SLOW"):
+            time.sleep(5)
         if "/fail/" in self.path or sa_id.startswith("FAIL"):
             self._reply(500, {"error": f"division refused {sa_id or self.path}"})
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,6 +65,27 @@ def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
+def deliver_concurrently(div: Division, cmd: Command, n: int = 4) -> None:
+    """n adapters deliver the same entry at the same moment, as twin workers could."""
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        with opened(div) as adapter:
+            barrier.wait()
+            try:
+                adapter.deliver(cmd)
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+
+
 def assert_unreachable(adapter: Adapter, cmd: Command) -> None:
     started = time.monotonic()
     with pytest.raises(DeliveryError) as caught:
@@ -92,7 +114,7 @@ class SqlTarget:
         self.kind = kind
         self.url = url
         self.server = server
-        self.engine = create_engine(url, poolclass=None)
+        self.engine = create_engine(url)
 
     def table(self) -> str:
         name = unique("subs_")
@@ -142,6 +164,16 @@ def test_sql_applies_once_with_marker(sql_target: SqlTarget) -> None:
         d=div.name,
     )
     assert marked == [(insert.entry_id,), (hit.entry_id,)]
+
+
+def test_sql_concurrent_twins_apply_once(sql_target: SqlTarget) -> None:
+    table = sql_target.table()
+    div = division(ServerType.SQL, sql_target.url)
+    with opened(div) as adapter:
+        adapter.deliver(command(div, INSERT_SUB.format(t=table), sa_id="S1", name="n"))
+    bump = command(div, f"update {table} set hits = hits + 1 where sa_id = :sa_id", sa_id="S1")
+    deliver_concurrently(div, bump)
+    assert sql_target.rows(f"select hits from {table}") == [(1,)]
 
 
 def test_sql_values_are_bound_never_spliced(sql_target: SqlTarget) -> None:
@@ -248,6 +280,13 @@ def test_redis_applies_once_with_marker(redis_server: Any, redis_client: redis.R
     assert redis_client.hgetall(f"sub:{sa}") == {"name": "n", "service": "iptv"}
     ttl = redis_client.ttl(marker_key("HDS", cmd.entry_id))
     assert 29 * 24 * 3600 < ttl <= 30 * 24 * 3600
+
+
+def test_redis_concurrent_twins_apply_once(redis_server: Any, redis_client: redis.Redis) -> None:
+    div = division(ServerType.MEMSTORE, redis_server.url)
+    sa = unique("S")
+    deliver_concurrently(div, command(div, [["INCR", "hits:{sa_id}"]], sa_id=sa), n=6)
+    assert redis_client.get(f"hits:{sa}") == "1"
 
 
 def test_redis_values_arrive_intact(redis_server: Any, redis_client: redis.Redis) -> None:
@@ -404,6 +443,18 @@ def test_rest_server_error_carries_the_status(rest_server: RestServer) -> None:
         adapter.deliver(command(div, REST_TEMPLATE, sa_id="FAIL-1", name="n", n=1))
     assert (caught.value.code, caught.value.unreachable) == ("HTTP500", False)
     assert "FAIL-1" in caught.value.message
+
+
+def test_rest_hung_server_is_unreachable_within_the_timeout(rest_server: RestServer) -> None:
+    div = Division(name="SLOW", server_type=ServerType.REST, server_url=rest_server.url,
+                   timeout_s=0.5)  # fmt: skip
+    cmd = command(div, REST_TEMPLATE, sa_id="SLOW-1", name="n", n=1)
+    with opened(div) as adapter:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as caught:
+            adapter.deliver(cmd)
+    assert caught.value.unreachable
+    assert time.monotonic() - started < 2
 
 
 @pytest.mark.fault
