@@ -50,8 +50,13 @@ async def deliverer(
 
 
 def order(sa_id: str, intf_code: str = "4201", **binds: Any) -> OrderRequest:
-    return OrderRequest(product="ADSL", sa_id=sa_id, intf_code=intf_code, cust_id="C-1",
-                        bind_data={"speed": "100M", **binds})  # fmt: skip
+    return OrderRequest(
+        product="ADSL",
+        sa_id=sa_id,
+        intf_code=intf_code,
+        cust_id="C-1",
+        bind_data={"speed": "100M", **binds},
+    )
 
 
 def aaa_rows(url: str) -> list[tuple[Any, ...]]:
@@ -71,8 +76,9 @@ async def test_order_provisions_every_division_directly(
     store = redis.Redis.from_url(redis_server.url, decode_responses=True)
     assert store.hgetall("sub:SA-1") == {"speed": "100M", "status": "active"}
     async with journal.pool.connection() as conn:
-        log = await (await conn.execute(
-            "select division, mode from provisioning.log order by division")).fetchall()  # fmt: skip
+        log = await (
+            await conn.execute("select division, mode from provisioning.log order by division")
+        ).fetchall()
     assert log == [{"division": "AAA", "mode": "direct"}, {"division": "HDS", "mode": "direct"}]
 
 
@@ -89,8 +95,9 @@ async def test_order_completes_while_redis_is_down(
         second = await submit(journal, deliverer, order("SA-3"), channel="test", settings=SETTINGS)
         assert second["divisions"] == {"AAA": "direct", "HDS": "buffered"}
         # ... and a change for SA-2 queues behind SA-2's first command (P5).
-        change = await submit(journal, deliverer, order("SA-2", "4202", speed="1G"),
-                              channel="test", settings=SETTINGS)  # fmt: skip
+        change = await submit(
+            journal, deliverer, order("SA-2", "4202", speed="1G"), channel="test", settings=SETTINGS
+        )
         assert change["divisions"]["HDS"] == "buffered"
         assert aaa_rows(aaa_url) == [("SA-2", "1G", "active"), ("SA-3", "100M", "active")]
     finally:
@@ -101,24 +108,38 @@ async def test_order_completes_while_redis_is_down(
     assert [x.split()[1] for x in store.lrange("log:SA-2", 0, -1)] == ["new", "change"]
     assert store.hgetall("sub:SA-3") == {"speed": "100M", "status": "active"}
     async with journal.pool.connection() as conn:
-        modes = await (await conn.execute(
-            "select mode, count(*) as n from provisioning.log where division = 'HDS'"
-            " group by mode")).fetchall()  # fmt: skip
-        buffered = await (await conn.execute(
-            "select count(*) as n from provisioning.mmdb_plan_buffer where state <> 'done'")).fetchone()  # fmt: skip
+        modes = await (
+            await conn.execute(
+                "select mode, count(*) as n from provisioning.log where division = 'HDS'"
+                " group by mode"
+            )
+        ).fetchall()
+        buffered = await (
+            await conn.execute(
+                "select count(*) as n from provisioning.mmdb_plan_buffer where state <> 'done'"
+            )
+        ).fetchone()
     assert modes == [{"mode": "backup", "n": 3}]
     assert buffered == {"n": 0}
 
 
 async def test_idempotent_replay(journal: Journal, deliverer: Deliverer) -> None:
-    first = await submit(journal, deliverer, order("SA-4"), channel="test",
-                         idempotency_key="k-1", settings=SETTINGS)  # fmt: skip
-    again = await submit(journal, deliverer, order("SA-4"), channel="test",
-                         idempotency_key="k-1", settings=SETTINGS)  # fmt: skip
+    first = await submit(
+        journal, deliverer, order("SA-4"), channel="test", idempotency_key="k-1", settings=SETTINGS
+    )
+    again = await submit(
+        journal, deliverer, order("SA-4"), channel="test", idempotency_key="k-1", settings=SETTINGS
+    )
     assert again == first
     with pytest.raises(Conflict) as caught:
-        await submit(journal, deliverer, order("SA-4", speed="1G"), channel="test",
-                     idempotency_key="k-1", settings=SETTINGS)  # fmt: skip
+        await submit(
+            journal,
+            deliverer,
+            order("SA-4", speed="1G"),
+            channel="test",
+            idempotency_key="k-1",
+            settings=SETTINGS,
+        )
     assert caught.value.field == "idempotency_key"
 
 
@@ -127,26 +148,43 @@ async def test_idempotent_replay(journal: Journal, deliverer: Deliverer) -> None
     [
         ({"product": "FIBER", "sa_id": "S", "intf_code": "4201"}, NotFound, "product"),
         ({"product": "ADSL", "intf_code": "4201"}, InvalidInput, "sa_id"),
-        ({"product": "ADSL", "sa_id": "S", "intf_code": "4299", "bind_data": {"speed": "1"}},
-         InvalidInput, "intf_code"),
+        (
+            {"product": "ADSL", "sa_id": "S", "intf_code": "4299", "bind_data": {"speed": "1"}},
+            InvalidInput,
+            "intf_code",
+        ),
         ({"product": "ADSL", "sa_id": "S", "intf_code": "4201"}, InvalidInput, "bind_data.speed"),
-        ({"product": "ADSL", "sa_id": "S", "intf_code": "4201",
-          "bind_data": {"speed": "1", "colour": "red"}}, InvalidInput, "bind_data.colour"),
+        (
+            {
+                "product": "ADSL",
+                "sa_id": "S",
+                "intf_code": "4201",
+                "bind_data": {"speed": "1", "colour": "red"},
+            },
+            InvalidInput,
+            "bind_data.colour",
+        ),
         ({"product": "ADSL", "sa_id": "S", "intf_code": "42x1"}, InvalidInput, "intf_code"),
     ],
-)  # fmt: skip
+)
 async def test_bad_orders_name_the_field_and_apply_nothing(
-    journal: Journal, deliverer: Deliverer, body: dict[str, Any], error: type[Exception],
+    journal: Journal,
+    deliverer: Deliverer,
+    body: dict[str, Any],
+    error: type[Exception],
     field: str,
-) -> None:  # fmt: skip
+) -> None:
     with pytest.raises(error) as caught:
         await submit(
             journal, deliverer, OrderRequest.parse(body), channel="test", settings=SETTINGS
         )
     assert caught.value.field == field  # type: ignore[attr-defined]
     async with journal.pool.connection() as conn:
-        counts = await (await conn.execute(
-            "select (select count(*) from provisioning.orders) as orders,"
-            " (select count(*) from journal.entries) as entries,"
-            " (select count(*) from provisioning.service_records) as records")).fetchone()  # fmt: skip
+        counts = await (
+            await conn.execute(
+                "select (select count(*) from provisioning.orders) as orders,"
+                " (select count(*) from journal.entries) as entries,"
+                " (select count(*) from provisioning.service_records) as records"
+            )
+        ).fetchone()
     assert counts == {"orders": 0, "entries": 0, "records": 0}
