@@ -71,9 +71,11 @@ def test_cli_help_lists_groups() -> None:
 
 def test_config_show_masks_secrets() -> None:
     result = bossa(
-        "config", "show", "--json",
+        "config",
+        "show",
+        "--json",
         env={"BOSSA_DATABASE_URL": "postgresql://u:topsecret@h/db"},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert "topsecret" not in result.stdout
     assert '"api"' in result.stdout

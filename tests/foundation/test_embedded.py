@@ -19,8 +19,12 @@ def bossa(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env["BOSSA_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [sys.executable, "-m", "bossa.cli", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.slow

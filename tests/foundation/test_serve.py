@@ -45,9 +45,12 @@ def test_readyz_follows_postgres(server_pg: EmbeddedPostgres) -> None:
     port = free_port()
     env = {**os.environ, "BOSSA_DATABASE_URL": server_pg.url(), "BOSSA_API_PORT": str(port)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bossa.cli", "serve"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "bossa.cli", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: status(f"{base}/healthz") == 200, 30)

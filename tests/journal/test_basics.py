@@ -81,8 +81,10 @@ async def test_fail_retries_then_parks_and_blocks_key(journal: Journal, pool: Po
         ).fetchone()
     assert row is not None
     assert [(e["attempt"], e["code"], e["message"]) for e in row["errors"]] == [
-        (1, "E42", "bad 1"), (2, "E42", "bad 2"), (3, "E42", "bad 3")
-    ]  # fmt: skip
+        (1, "E42", "bad 1"),
+        (2, "E42", "bad 2"),
+        (3, "E42", "bad 3"),
+    ]
 
 
 async def test_dedup_key_while_pending(journal: Journal) -> None:

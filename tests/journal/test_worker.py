@@ -131,13 +131,31 @@ def test_sigterm_finishes_the_entry_in_hand_and_gives_back_the_rest(db_url: str)
             " select 'slow', 'k', jsonb_build_object('n', n), 'ready', 'test'"
             " from generate_series(1, 20) n"
         )
-    env = {**os.environ, "BOSSA_DATABASE_URL": db_url, "BOSSA_TEST_HANDLER_S": "0.3",
-           "BOSSA_JOURNAL_CONCURRENCY": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "BOSSA_DATABASE_URL": db_url,
+        "BOSSA_TEST_HANDLER_S": "0.3",
+        "BOSSA_JOURNAL_CONCURRENCY": "1",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bossa.cli", "journal", "work", "--lane", "slow",
-         "--handler", "tests.journal.worker_process:slow_handler", "--batch", "20"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "bossa.cli",
+            "journal",
+            "work",
+            "--lane",
+            "slow",
+            "--handler",
+            "tests.journal.worker_process:slow_handler",
+            "--batch",
+            "20",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     with psycopg.connect(db_url, autocommit=True) as conn:
         for _ in range(200):
             row = conn.execute("select count(*) from public.deliveries").fetchone()

@@ -183,8 +183,19 @@ def redis_server() -> Iterator[ServerProcess]:
     """A Redis of the test's own, no persistence; `url` is redis://127.0.0.1:N/0."""
     with _workdir("bossa-redis-") as work:
         port = free_port()
-        argv = ["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(work)]  # fmt: skip
+        argv = [
+            "/usr/bin/redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+        ]
         url = f"redis://127.0.0.1:{port}/0"
 
         def ready() -> bool:
@@ -215,21 +226,43 @@ def mariadb_server() -> Iterator[MariaDbServer]:
         port = free_port()
         data = work / "data"
         install = subprocess.run(
-            ["/usr/bin/mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
-             "--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            [
+                "/usr/bin/mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={data}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if install.returncode != 0:
             raise RuntimeError(f"mariadb-install-db failed:\n{install.stdout}\n{install.stderr}")
-        argv = ["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}",
-                f"--socket={work / 'mysqld.sock'}", f"--pid-file={work / 'mysqld.pid'}",
-                f"--port={port}", "--bind-address=127.0.0.1", "--user=root",
-                "--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=16M",
-                "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0"]  # fmt: skip
+        argv = [
+            "/usr/sbin/mariadbd",
+            "--no-defaults",
+            f"--datadir={data}",
+            f"--socket={work / 'mysqld.sock'}",
+            f"--pid-file={work / 'mysqld.pid'}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            "--user=root",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=16M",
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-doublewrite=0",
+        ]
         server = MariaDbServer(
-            "mariadb", argv, port=port, workdir=work,
+            "mariadb",
+            argv,
+            port=port,
+            workdir=work,
             url=f"mysql+pymysql://root@127.0.0.1:{port}/test",
-        )  # fmt: skip
+        )
 
         def ready() -> bool:
             try:

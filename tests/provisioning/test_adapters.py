@@ -351,9 +351,11 @@ def test_soap_applies_once_in_order(soap_server: SoapServer) -> None:
     sa = unique("S")
     first = command(div, SOAP_TEMPLATE, sa_id=sa, service="voip")
     second = command(
-        div, {"operation": "Terminate", "params": {"saId": "{sa_id}", "reason": "{r}"}},
-        sa_id=sa, r=7,
-    )  # fmt: skip
+        div,
+        {"operation": "Terminate", "params": {"saId": "{sa_id}", "reason": "{r}"}},
+        sa_id=sa,
+        r=7,
+    )
     with opened(div) as adapter:
         for cmd in (first, first, second, first, second):
             adapter.deliver(cmd)
@@ -446,8 +448,9 @@ def test_rest_server_error_carries_the_status(rest_server: RestServer) -> None:
 
 
 def test_rest_hung_server_is_unreachable_within_the_timeout(rest_server: RestServer) -> None:
-    div = Division(name="SLOW", server_type=ServerType.REST, server_url=rest_server.url,
-                   timeout_s=0.5)  # fmt: skip
+    div = Division(
+        name="SLOW", server_type=ServerType.REST, server_url=rest_server.url, timeout_s=0.5
+    )
     cmd = command(div, REST_TEMPLATE, sa_id="SLOW-1", name="n", n=1)
     with opened(div) as adapter:
         started = time.monotonic()

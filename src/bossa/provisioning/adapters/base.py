@@ -122,19 +122,27 @@ def _strings(template: Any, server_type: ServerType) -> list[str]:
             for cmd in template
         )
         if not ok:
-            raise InvalidInput("must be a list of Redis commands (lists of strings)",
-                               field="command")  # fmt: skip
+            raise InvalidInput(
+                "must be a list of Redis commands (lists of strings)", field="command"
+            )
         return [token for cmd in template for token in cmd]
     if server_type is ServerType.SOAP:
-        if not (isinstance(template, dict) and isinstance(template.get("operation"), str)
-                and isinstance(template.get("params", {}), dict)):  # fmt: skip
+        if not (
+            isinstance(template, dict)
+            and isinstance(template.get("operation"), str)
+            and isinstance(template.get("params", {}), dict)
+        ):
             raise InvalidInput('must be {"operation": ..., "params": {...}}', field="command")
         return [v for v in template.get("params", {}).values() if isinstance(v, str)]
     if server_type is ServerType.REST:
-        if not (isinstance(template, dict) and isinstance(template.get("method"), str)
-                and isinstance(template.get("path"), str)):  # fmt: skip
-            raise InvalidInput('must be {"method": ..., "path": ..., "body": {...}}',
-                               field="command")  # fmt: skip
+        if not (
+            isinstance(template, dict)
+            and isinstance(template.get("method"), str)
+            and isinstance(template.get("path"), str)
+        ):
+            raise InvalidInput(
+                'must be {"method": ..., "path": ..., "body": {...}}', field="command"
+            )
         return [template["path"], *_nested_strings(template.get("body"))]
     raise InvalidInput(f"unknown server type {server_type!r}", field="server_type")
 
