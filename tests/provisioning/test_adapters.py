@@ -20,14 +20,13 @@ from bossa.provisioning.adapters import (
     Command,
     DeliveryError,
     Division,
-    RedisAdapter,
-    RestAdapter,
     ServerType,
-    SoapAdapter,
-    SqlAdapter,
     adapter_for,
 )
-from bossa.provisioning.adapters.memstore import marker_key
+from bossa.provisioning.adapters.memstore import RedisAdapter, marker_key
+from bossa.provisioning.adapters.rest import RestAdapter
+from bossa.provisioning.adapters.soap import SoapAdapter
+from bossa.provisioning.adapters.sql import SqlAdapter
 from tests.provisioning.servers import MariaDbServer, PostgresTarget, RestServer, SoapServer
 
 NASTY = 'O\'Brien; drop table x; -- "quoted" :not_a_bind {braces} <b>&amp;</b> ]]> \\ ünï'

@@ -1,8 +1,14 @@
-"""Interworking adapters (P3), one per SERVER_TYPE; `adapter_for` picks the right one."""
+"""Interworking adapters (P3), one per SERVER_TYPE; `adapter_for` picks the right one.
+
+Each adapter module is imported when a division of its type is first used, so a
+command that needs none of them (the CLI's --help, the journal's workers) does not pay
+for SQLAlchemy, zeep and redis-py at start-up.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from typing import Any
 
 from bossa.provisioning.adapters.base import (
     Adapter,
@@ -13,10 +19,6 @@ from bossa.provisioning.adapters.base import (
     placeholders,
     render,
 )
-from bossa.provisioning.adapters.memstore import RedisAdapter
-from bossa.provisioning.adapters.rest import RestAdapter
-from bossa.provisioning.adapters.soap import SoapAdapter
-from bossa.provisioning.adapters.sql import SqlAdapter
 
 __all__ = [
     "ADAPTERS",
@@ -24,24 +26,24 @@ __all__ = [
     "Command",
     "DeliveryError",
     "Division",
-    "RedisAdapter",
-    "RestAdapter",
     "ServerType",
-    "SoapAdapter",
-    "SqlAdapter",
     "adapter_for",
     "placeholders",
     "render",
 ]
 
-ADAPTERS: dict[ServerType, Callable[[Division], Adapter]] = {
-    ServerType.SQL: SqlAdapter,
-    ServerType.MEMSTORE: RedisAdapter,
-    ServerType.SOAP: SoapAdapter,
-    ServerType.REST: RestAdapter,
+#: SERVER_TYPE -> (module, class) of its adapter.
+ADAPTERS: dict[ServerType, tuple[str, str]] = {
+    ServerType.SQL: ("bossa.provisioning.adapters.sql", "SqlAdapter"),
+    ServerType.MEMSTORE: ("bossa.provisioning.adapters.memstore", "RedisAdapter"),
+    ServerType.SOAP: ("bossa.provisioning.adapters.soap", "SoapAdapter"),
+    ServerType.REST: ("bossa.provisioning.adapters.rest", "RestAdapter"),
 }
 
 
 def adapter_for(division: Division) -> Adapter:
     """A connected-on-demand adapter for the division's SERVER_TYPE (close it when done)."""
-    return ADAPTERS[ServerType(division.server_type)](division)
+    module_name, class_name = ADAPTERS[ServerType(division.server_type)]
+    factory: Any = getattr(importlib.import_module(module_name), class_name)
+    adapter: Adapter = factory(division)
+    return adapter
