@@ -24,6 +24,7 @@ from bossa.db import DatabaseSettings, EmbeddedPostgres, open_pool
 from bossa.db.migrations import migrate
 from bossa.journal import Entry, HandlerError, Journal, JournalSettings, NewEntry, Worker
 from bossa.journal import operator as journal_ops
+from bossa.provisioning import demo as provisioning_demo
 from bossa.runtime import Runtime
 from bossa.terminal import table
 
@@ -81,6 +82,8 @@ async def tour(out: Console, *, serve: bool = False) -> None:
         async with _runtime(url) as runtime:
             next(chapter)
             await _journal_chapter(out, runtime)
+            next(chapter)
+            await provisioning_demo.chapter(out, runtime, server)
             out.print(Rule())
             out.print(f"tour finished in {time.monotonic() - started:.1f}s")
             if serve:
@@ -93,6 +96,7 @@ def _chapters(out: Console) -> Any:
         "2. The schema: versioned migrations, applied under a lock",
         "3. A sample operator: products, customers, contracts (SA_ID)",
         "4. The journal: per-contract order, retries, parking, an operator's hand",
+        "5. Provisioning: an order completes while a server is down (P4, P5, P6)",
     ]
     for title in titles:
         out.print(Rule(title, align="left"))

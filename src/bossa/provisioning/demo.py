@@ -1,0 +1,167 @@
+"""The provisioning chapter of `bossa demo`: an order completes while Redis is stopped,
+and its command reaches Redis, in order, when Redis comes back.
+
+The AAA division is a SQL database in the demo's embedded PostgreSQL; the HDS division
+is a Redis server the tour starts on a free port of 127.0.0.1 and stops on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from rich.console import Console
+
+from bossa.db import EmbeddedPostgres
+from bossa.provisioning.daemons import BackupDaemon
+from bossa.provisioning.delivery import Deliverer
+from bossa.provisioning.orders import OrderRequest, submit
+from bossa.provisioning.sample import AAA_TABLE, load_sample_plans
+from bossa.provisioning.settings import ProvisioningSettings
+from bossa.runtime import Runtime
+from bossa.terminal import table
+
+__all__ = ["chapter"]
+
+
+class _Redis:
+    """A throw-away redis-server of the tour's own."""
+
+    def __init__(self, folder: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.folder = folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@contextlib.contextmanager
+def _redis() -> Iterator[_Redis]:
+    with tempfile.TemporaryDirectory(prefix="bossa-demo-redis-") as folder:
+        server = _Redis(Path(folder))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def _aaa_database(server: EmbeddedPostgres, name: str) -> str:
+    with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    with psycopg.connect(server.url(name), autocommit=True) as conn:
+        conn.execute(AAA_TABLE)
+    host = f"127.0.0.1:{server.port}" if server.port else ""
+    query = "" if server.port else f"?host={server.socket_dir}&port=5432"
+    return f"postgresql+psycopg://postgres@{host}/{name}{query}"
+
+
+async def chapter(out: Console, runtime: Runtime, server: EmbeddedPostgres) -> None:
+    if shutil.which("redis-server") is None:
+        out.print("redis-server is not installed here: this chapter needs it (scripts/system-deps)")
+        return
+    settings = ProvisioningSettings(down_hold_s=60)
+    aaa_url = _aaa_database(server, "bossa_demo_aaa")
+    with _redis() as redis_server:
+        await load_sample_plans(runtime.pool, aaa_url=aaa_url, hds_url=redis_server.url)
+        out.print(f"divisions: AAA (SQL, {aaa_url.split('?')[0]}), HDS (Redis, {redis_server.url})")
+        deliverer = Deliverer(runtime.pool, settings)
+        try:
+
+            async def order(sa_id: str, intf_code: str, speed: str | None = None) -> None:
+                binds = {"speed": speed} if speed else {}
+                request = OrderRequest(
+                    product="ADSL", sa_id=sa_id, intf_code=intf_code, bind_data=binds
+                )
+                result = await submit(
+                    runtime.journal, deliverer, request, channel="demo", settings=settings
+                )
+                routes = ", ".join(f"{d} {how}" for d, how in result["divisions"].items())
+                out.print(
+                    f"  order {result['wo_no']} {sa_id} {intf_code}: {result['status']} ({routes})"
+                )
+
+            out.print("Both servers up: a new ADSL line is provisioned directly.")
+            await order("SA-5001", "4201", "20M")
+            out.print(
+                "[bold]Redis stops.[/bold] Orders still complete; HDS commands wait in "
+                "its buffer, per contract in order."
+            )
+            redis_server.stop()
+            await order("SA-5004", "4201", "50M")
+            await order("SA-5001", "4202", "100M")
+            await order("SA-5004", "4204")
+            async with runtime.pool.connection() as conn:
+                rows = await (
+                    await conn.execute(
+                        "select entry_id, division, sa_id, wo_no, intf_code, errcode, state"
+                        " from provisioning.mmdb_plan_buffer where state <> 'done'"
+                        " order by entry_id"
+                    )
+                ).fetchall()
+            table(rows, ["entry_id", "division", "sa_id", "wo_no", "intf_code", "errcode", "state"])
+            out.print("[bold]Redis is back.[/bold] The HDS backup daemon delivers its buffer.")
+            redis_server.start()
+            await BackupDaemon(runtime.journal, deliverer, "HDS", concurrency=2).run(once=True)
+            import redis
+
+            store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+            for sa_id in ("SA-5001", "SA-5004"):
+                history = " -> ".join(x.split()[1] for x in store.lrange(f"log:{sa_id}", 0, -1))
+                out.print(f"  Redis {sa_id}: {store.hgetall(f'sub:{sa_id}')}  ({history})")
+            store.close()
+            async with runtime.pool.connection() as conn:
+                log = await (
+                    await conn.execute(
+                        "select division, mode, count(*) as commands from provisioning.log"
+                        " group by 1, 2 order by 1, 2"
+                    )
+                ).fetchall()
+            table(log, ["division", "mode", "commands"])
+        finally:
+            await deliverer.close()
