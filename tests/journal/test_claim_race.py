@@ -88,9 +88,11 @@ async def order_daemon(
         if claim.go_ahead:
             pause = rng.choice((0, 0.0005, 0.002))
             fail = rng.random() < fail_p
-            deliveries.append(asyncio.create_task(
-                deliver_directly(journal, network, key, seq, claim, fail, pause)
-            ))  # fmt: skip
+            deliveries.append(
+                asyncio.create_task(
+                    deliver_directly(journal, network, key, seq, claim, fail, pause)
+                )
+            )
         else:
             assert claim.token is None
         await asyncio.sleep(rng.choice((0, 0, 0.0005, 0.002)))
@@ -135,9 +137,11 @@ async def test_racing_with_failed_direct_deliveries(journal: Journal, pool: Pool
     try:
         for start in range(0, len(keys), 4):
             await asyncio.gather(
-                *(order_daemon(journal, network, key, commands, rng, fail_p=0.25)
-                  for key in keys[start : start + 4])
-            )  # fmt: skip
+                *(
+                    order_daemon(journal, network, key, commands, rng, fail_p=0.25)
+                    for key in keys[start : start + 4]
+                )
+            )
         await wait_drained(pool)
     finally:
         stop.set()

@@ -36,9 +36,13 @@ DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.Pool
 def sturdy_settings() -> JournalSettings:
     """Fast, with attempts to spare: a fault may cost an entry an attempt or two."""
     return JournalSettings(
-        backoff_base_ms=10, backoff_max_ms=50, max_attempts=20, lease_ms=2_000,
-        poll_interval_s=0.5, reap_interval_s=0.1,
-    )  # fmt: skip
+        backoff_base_ms=10,
+        backoff_max_ms=50,
+        max_attempts=20,
+        lease_ms=2_000,
+        poll_interval_s=0.5,
+        reap_interval_s=0.1,
+    )
 
 
 async def rows(pool: Pool, query: str, params: Any = None) -> list[dict[str, Any]]:
@@ -71,10 +75,21 @@ def collapse(seen: list[int]) -> list[int]:
 
 def worker_command(*extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "bossa.cli", "journal", "work", "--lane", LANE,
-        "--handler", "tests.journal.worker_process:slow_handler",
-        "--concurrency", "1", "--batch", "4", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "bossa.cli",
+        "journal",
+        "work",
+        "--lane",
+        LANE,
+        "--handler",
+        "tests.journal.worker_process:slow_handler",
+        "--concurrency",
+        "1",
+        "--batch",
+        "4",
+        *extra,
+    ]
 
 
 def worker_env(db_url: str) -> dict[str, str]:
@@ -103,9 +118,12 @@ async def test_worker_killed_mid_batch(db_url: str, journal: Journal, pool: Pool
     env = worker_env(db_url)
 
     first = await asyncio.create_subprocess_exec(
-        *worker_command(), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        *worker_command(),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         deadline = asyncio.get_running_loop().time() + 30
         while (await rows(pool, "select count(*) as n from public.deliveries"))[0]["n"] < 6:
@@ -127,9 +145,12 @@ async def test_worker_killed_mid_batch(db_url: str, journal: Journal, pool: Pool
     assert set(delivered_before) & in_flight  # killed after delivering, before acking
 
     second = await asyncio.create_subprocess_exec(
-        *worker_command("--once"), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *worker_command("--once"),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await asyncio.wait_for(second.communicate(), timeout=60)
     finally:
@@ -144,15 +165,17 @@ async def test_worker_killed_mid_batch(db_url: str, journal: Journal, pool: Pool
 
     final = {
         r["id"]: r
-        for r in await rows(pool, "select id, state::text as state, attempts, errors"
-                                  " from journal.entries")
-    }  # fmt: skip
+        for r in await rows(
+            pool, "select id, state::text as state, attempts, errors from journal.entries"
+        )
+    }
     assert {r["state"] for r in final.values()} == {"done"}
     assert set(final) == set(ids)
     after = await rows(
-        pool, "select entry_id, pid from public.deliveries where pid = %s order by n",
+        pool,
+        "select entry_id, pid from public.deliveries where pid = %s order by n",
         (second.pid,),
-    )  # fmt: skip
+    )
     delivered_after = [r["entry_id"] for r in after]
     assert sorted(delivered_after) == sorted(set(ids) - done_before)  # each once
     assert in_flight <= set(delivered_after)  # the killed batch, redelivered
@@ -190,8 +213,10 @@ class Load:
 
     async def produce(self) -> None:
         for seq in range(self.rounds):
-            batch = [NewEntry(LANE, "cmd", {"seq": seq}, key=key, dedup_key=f"{key}/{seq}")
-                     for key in self.keys]  # fmt: skip
+            batch = [
+                NewEntry(LANE, "cmd", {"seq": seq}, key=key, dedup_key=f"{key}/{seq}")
+                for key in self.keys
+            ]
             while True:
                 try:
                     if not await self._already_enqueued(batch):
@@ -224,8 +249,14 @@ class Load:
         raise AssertionError(f"not drained: {await states(self.journal.pool)}")
 
     async def run(self, listen_url: str, fault: Callable[[], Awaitable[None]]) -> Worker:
-        worker = Worker(self.journal, LANE, {"*": self.handle}, listen_url=listen_url,
-                        concurrency=4, batch_size=20)  # fmt: skip
+        worker = Worker(
+            self.journal,
+            LANE,
+            {"*": self.handle},
+            listen_url=listen_url,
+            concurrency=4,
+            batch_size=20,
+        )
         running = asyncio.create_task(worker.run())
         try:
             producer = asyncio.create_task(self.produce())
@@ -322,9 +353,10 @@ async def drain(journal: Journal, element: Element) -> Worker:
 
 async def entry_row(pool: Pool, entry_id: int) -> dict[str, Any]:
     [row] = await rows(
-        pool, "select state::text as state, attempts, errors, payload from journal.entries"
-        " where id = %s", (entry_id,),
-    )  # fmt: skip
+        pool,
+        "select state::text as state, attempts, errors, payload from journal.entries where id = %s",
+        (entry_id,),
+    )
     return row
 
 
@@ -335,8 +367,9 @@ async def test_poison_entry_parks_and_blocks_only_its_key(
     poison_key = "SA-POISON"
     batch = [NewEntry(LANE, "cmd", {"seq": 0, "poison": True}, key=poison_key)]
     batch += [NewEntry(LANE, "cmd", {"seq": seq}, key=poison_key) for seq in (1, 2)]
-    batch += [NewEntry(LANE, "cmd", {"seq": seq}, key=f"SA-{k}")
-              for seq in range(5) for k in range(4)]  # fmt: skip
+    batch += [
+        NewEntry(LANE, "cmd", {"seq": seq}, key=f"SA-{k}") for seq in range(5) for k in range(4)
+    ]
     ids = [r.id for r in await journal.enqueue(batch)]
     poison, behind = ids[0], ids[1:3]
     element = Element()
@@ -347,8 +380,10 @@ async def test_poison_entry_parks_and_blocks_only_its_key(
     assert row["state"] == "parked"
     assert row["attempts"] == 3
     assert [(e["attempt"], e["code"]) for e in row["errors"]] == [
-        (1, "E_POISON"), (2, "E_POISON"), (3, "E_POISON")
-    ]  # fmt: skip
+        (1, "E_POISON"),
+        (2, "E_POISON"),
+        (3, "E_POISON"),
+    ]
     assert all(e["message"] == "element rejects command 0" for e in row["errors"])
     assert [(await entry_row(pool, i))["state"] for i in behind] == ["waiting", "waiting"]
     for k in range(4):
@@ -368,8 +403,9 @@ async def test_poison_entry_parks_and_blocks_only_its_key(
         assert await operator.retry(journal, poison, actor="op", reason="NE fixed") == "ready"
         expected = [0, 1, 2]
     elif action == "edit":
-        await operator.edit(journal, poison, {"seq": 0, "poison": False}, actor="op",
-                            reason="drop the bad option")  # fmt: skip
+        await operator.edit(
+            journal, poison, {"seq": 0, "poison": False}, actor="op", reason="drop the bad option"
+        )
         # Editing alone does not unblock: the entry stays parked until it is retried.
         await drain(journal, element)
         assert (await entry_row(pool, poison))["state"] == "parked"

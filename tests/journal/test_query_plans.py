@@ -14,10 +14,10 @@ from bossa.journal.store import QUERIES, Pool
 
 async def explain(pool: Pool, query: str, params: dict[str, Any], *, analyze: bool) -> Any:
     options = "analyze, buffers, format json" if analyze else "format json"
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, conn.transaction(force_rollback=True):
+        # EXPLAIN ANALYZE of take really leases; the rollback keeps the data as it was.
         cursor = await conn.execute(f"explain ({options}) {query}".encode(), params)
         row = await cursor.fetchone()
-        await conn.rollback()  # EXPLAIN ANALYZE of take really leases; keep the data as it was
     assert row is not None
     plan = row["QUERY PLAN"]
     return plan[0] if isinstance(plan, list) else json.loads(plan)[0]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -60,8 +61,16 @@ def create_app(
         runtime: Runtime = request.app.state.runtime
         try:
             async with asyncio.timeout(settings.ready_timeout_s):
-                async with runtime.pool.connection(timeout=settings.ready_timeout_s) as conn:
-                    await conn.execute("select 1")
+                # Twice: the first pooled connection may be a stale one from before a
+                # PostgreSQL restart (the pool then discards it).
+                for attempt in (1, 2):
+                    try:
+                        async with runtime.pool.connection() as conn:
+                            await conn.execute("select 1")
+                        break
+                    except psycopg.OperationalError:
+                        if attempt == 2:
+                            raise
         except Exception as exc:  # any failure to answer means not ready
             return JSONResponse(
                 status_code=503,

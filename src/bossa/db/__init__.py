@@ -46,25 +46,30 @@ def database(settings: DatabaseSettings | None = None) -> Iterator[str]:
 
 async def _configure(conn: psycopg.AsyncConnection[object]) -> None:
     # Every bossa connection says who it is in pg_stat_activity.
+    await conn.set_autocommit(True)
     await conn.execute("set application_name = 'bossa'")
-    await conn.commit()
 
 
 @contextlib.asynccontextmanager
 async def open_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, name: str = "bossa"
 ) -> AsyncIterator[AsyncConnectionPool[psycopg.AsyncConnection[dict[str, object]]]]:
-    """An open async pool whose connections return rows as dicts."""
+    """An open async pool whose connections return rows as dicts.
+
+    Connections are in autocommit: a single statement (the journal's take, ack, enqueue)
+    costs one round trip, and work that must be atomic says so with `conn.transaction()`.
+    They are not checked on checkout (that would cost a round trip per use): after
+    PostgreSQL restarts, a stale connection fails once, the pool discards it, and callers
+    retry, as every bossa worker does.
+    """
     pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, object]]] = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         name=name,
         open=False,
-        kwargs={"row_factory": dict_row, "autocommit": False},
+        kwargs={"row_factory": dict_row, "autocommit": True},
         configure=_configure,
-        # After PostgreSQL restarts, broken connections are replaced instead of handed out.
-        check=AsyncConnectionPool.check_connection,
         reconnect_timeout=3600,
     )
     await pool.open(wait=True, timeout=30)

@@ -76,12 +76,16 @@ class Journal:
 
     @contextlib.asynccontextmanager
     async def _tx(self, conn: Conn | None) -> AsyncIterator[Conn]:
-        """The caller's transaction (as a savepoint), or a short one of our own."""
+        """The caller's transaction (as a savepoint), or a pooled autocommit connection.
+
+        Every statement run through this is a single statement (a CTE or a function
+        call), atomic on its own: no BEGIN/COMMIT round trips on the hot path.
+        """
         if conn is not None:
             async with conn.transaction():
                 yield conn
             return
-        async with self.pool.connection() as own, own.transaction():
+        async with self.pool.connection() as own:
             yield own
 
     # -- lane policies ---------------------------------------------------------------
@@ -100,7 +104,7 @@ class Journal:
 
     async def set_policy(self, lane: str, changes: dict[str, Any], *, actor: str) -> LanePolicy:
         """Change a lane's overrides; unknown names and bad values are refused, nothing stored."""
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
             row = await (await conn.execute(QUERIES["lane_settings"], {"lane": lane})).fetchone()
             stored = dict(row["settings"]) if row else {}
             stored.update(changes)
@@ -146,10 +150,12 @@ class Journal:
             "dedup_keys": batch.dedup_keys,
             "created_by": self.actor,
         }
+        plain = all(k is None for k in batch.keys) and all(d is None for d in batch.dedup_keys)
+        query = QUERIES["enqueue_plain" if plain else "enqueue"]
         for attempt in range(_DEDUP_RETRIES):
             try:
                 async with self._tx(conn) as tx:
-                    rows = await (await tx.execute(QUERIES["enqueue"], params)).fetchall()
+                    rows = await (await tx.execute(query, params, prepare=True)).fetchall()
                 break
             except pg_errors.UniqueViolation as exc:
                 # Two transactions enqueued the same dedup key at once; the loser retries

@@ -89,6 +89,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
         self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
+        self._sleeping: list[int] = []  # slots waiting for work, longest-idle first
 
     def stop(self) -> None:
         """Ask the worker to stop: finish the entry in hand, give back the rest."""
@@ -98,6 +99,12 @@ class Worker:
     def _wake_all(self) -> None:
         for event in self._wakes:
             event.set()
+
+    def _wake_one(self) -> None:
+        """One notification, one taker: the others stay asleep instead of all racing for
+        the same few entries. A taker that finds a full batch wakes the next one."""
+        if self._sleeping:
+            self._wakes[self._sleeping.pop(0)].set()
 
     async def run(self, *, install_signal_handlers: bool = False, until_idle: bool = False) -> None:
         """Work until stop() (or SIGTERM/SIGINT when asked to install handlers).
@@ -172,18 +179,38 @@ class Worker:
             except _DB_ERRORS as exc:
                 self.stats.db_errors += 1
                 log.warning("database unavailable; retrying", lane=self.lane, error=str(exc))
+                await self._drop_dead_connections()
                 await self._pause(wake, backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             if taken.entries:
+                if len(taken.entries) == self.batch_size:
+                    self._wake_one()  # more is probably waiting
                 await self._run_batch(taken)
                 continue
             if until_idle:
-                if await self._idle():
+                if await self._idle_or_unknown():
                     return
                 await self._pause(wake, 0.05)
                 continue
-            await self._pause(wake, await self._quiet_period())
+            self._sleeping.append(index)
+            try:
+                await self._pause(wake, await self._quiet_period())
+            finally:
+                if index in self._sleeping:
+                    self._sleeping.remove(index)
+
+    async def _idle_or_unknown(self) -> bool:
+        try:
+            return await self._idle()
+        except _DB_ERRORS:
+            return False  # cannot tell while the database is away: keep going
+
+    async def _drop_dead_connections(self) -> None:
+        """After a restart or terminated backends the pool may hold several dead idle
+        connections; check them all now rather than failing on each in turn."""
+        with contextlib.suppress(Exception):
+            await self.journal.pool.check()
 
     async def _idle(self) -> bool:
         """Nothing ready (due now or after a backoff) and nothing leased: the pass is over.
@@ -351,7 +378,7 @@ class Worker:
                     self._wake_all()  # whatever arrived while we were not listening
                     async for note in conn.notifies():
                         if note.payload == self.lane:
-                            self._wake_all()
+                            self._wake_one()
             except _DB_ERRORS as exc:
                 log.info("listen connection lost; reconnecting", error=str(exc))
                 await asyncio.sleep(backoff)

@@ -152,7 +152,8 @@ async def chapter(out: Console, runtime: Runtime, server: EmbeddedPostgres) -> N
 
             store = redis.Redis.from_url(redis_server.url, decode_responses=True)
             for sa_id in ("SA-5001", "SA-5004"):
-                history = " -> ".join(x.split()[1] for x in store.lrange(f"log:{sa_id}", 0, -1))
+                entries: list[str] = store.lrange(f"log:{sa_id}", 0, -1)  # type: ignore[assignment]
+                history = " -> ".join(x.split()[1] for x in entries)
                 out.print(f"  Redis {sa_id}: {store.hgetall(f'sub:{sa_id}')}  ({history})")
             store.close()
             async with runtime.pool.connection() as conn:

@@ -68,6 +68,28 @@ union all
 select null, null, null from woken where n < 0
 order by 1
 
+-- name: enqueue_plain
+-- The common bulk case, with no key and no dedup key: nothing to count or to look up.
+with inserted as (
+    insert into journal.entries (lane, kind, payload, state, not_before, created_by)
+    select i.lane, i.kind, i.payload::jsonb, 'ready', coalesce(i.not_before, now()),
+           %(created_by)s
+    from unnest(
+        %(lanes)s::text[], %(kinds)s::text[], %(payloads)s::text[],
+        %(not_befores)s::timestamptz[]
+    ) with ordinality as i (lane, kind, payload, not_before, ord)
+    order by i.ord
+    returning id, lane
+),
+woken as (
+    select count(pg_notify('bossa_journal', l.lane)) as n
+    from (select distinct lane from inserted) l
+)
+select row_number() over (order by id) as ord, id, true as created
+from inserted
+where (select n from woken) >= 0
+order by id
+
 -- name: enqueue_or_claim
 -- P5 in one statement: if (lane, key) has nothing unfinished, the new entry is taken at
 -- once under a lease (the go-ahead to deliver directly); otherwise it waits behind the
