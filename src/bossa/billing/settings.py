@@ -1,0 +1,27 @@
+"""Billing settings."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from bossa.config import BossaSettings, register
+
+__all__ = ["BillingSettings"]
+
+
+@register
+class BillingSettings(BossaSettings):
+    section: ClassVar[str] = "billing"
+    model_config = SettingsConfigDict(env_prefix="BOSSA_BILLING_")
+
+    #: Accounts billed per transaction by a bill-run worker.
+    chunk_size: int = Field(default=500, ge=1, le=100_000)
+    #: Bill-run workers in one process (each its own connection).
+    workers: int = Field(default=2, ge=1, le=64)
+    #: Days from the period's end to a bill's due date.
+    due_days: int = Field(default=20, ge=0)
+    #: Staged items settled per transaction.
+    settle_batch: int = Field(default=200, ge=1)

@@ -1,0 +1,227 @@
+-- Named queries of billing.
+
+-- name: lock_books_shared
+-- Payments decide staged-or-online under this lock; a run's start and end take it
+-- exclusively, so no payment straddles the snapshot or the switch back.
+select pg_advisory_xact_lock_shared(7301001)
+
+-- name: lock_books
+-- The exclusive side of lock_books_shared.
+select pg_advisory_xact_lock(7301001)
+
+-- name: open_run
+-- The run that holds the books now, if any (running or settling).
+select * from billing.runs where status <> 'settled'
+
+-- name: run
+-- One run.
+select * from billing.runs where id = %(run)s
+
+-- name: planned_window
+-- B1: the planned window that contains now, if any.
+select * from billing.windows
+where planned_start <= now() and planned_end > now()
+order by planned_start desc limit 1
+
+-- name: add_window
+-- Plan a bill-run window.
+insert into billing.windows (bill_cycle, planned_start, planned_end, created_by)
+values (%(cycle)s, %(start)s, %(end)s, %(actor)s) returning id
+
+-- name: start_run
+-- Open a run (fails if one is open: runs_one_open).
+insert into billing.runs (bill_cycle, period_start, period_end, due_days, status, planned_end,
+                          started_by)
+values (%(cycle)s, %(period_start)s, %(period_end)s, %(due_days)s, 'running', %(planned_end)s,
+        %(actor)s)
+returning id
+
+-- name: snapshot
+-- B6: the books of every account of the cycle at the run's start.
+insert into billing.snapshots (run_id, account_id, book, amount)
+select %(run)s, b.account_id, b.book, b.amount
+from ledger.balances b join ledger.accounts a on a.id = b.account_id
+where a.bill_cycle = %(cycle)s
+
+-- name: run_accounts
+-- The accounts the run bills.
+insert into billing.run_accounts (run_id, account_id)
+select %(run)s, id from ledger.accounts where bill_cycle = %(cycle)s
+
+-- name: set_total
+-- How many accounts the run bills.
+update billing.runs set accounts_total = %(total)s where id = %(run)s
+
+-- name: bill_chunk
+-- Bill the next chunk of a run's accounts (see billing.bill_chunk).
+select billing.bill_chunk(%(run)s, %(limit)s, %(actor)s) as billed
+
+-- name: progress
+-- A run's progress.
+select count(*) filter (where billed) as billed, count(*) as total
+from billing.run_accounts where run_id = %(run)s
+
+-- name: mark_settling
+-- B5: every account billed: the run is over; settlement begins (payments still staged).
+update billing.runs set status = 'settling', billed_at = now()
+where id = %(run)s and status = 'running'
+  and not exists (select 1 from billing.run_accounts where run_id = %(run)s and not billed)
+returning id
+
+-- name: mark_settled
+-- Staging ends: payments post online again.
+update billing.runs set status = 'settled', settled_at = now()
+where id = %(run)s and status = 'settling'
+
+-- name: stage_deposit
+-- B2: a deposit taken during a run.
+insert into billing.staged_deposits (run_id, account_id, amount, idempotency_key, received_by)
+values (%(run)s, %(account)s, %(amount)s, %(key)s, %(actor)s) returning id, received_at
+
+-- name: stage_writeoff
+-- B2: a write-off instruction taken during a run.
+insert into billing.staged_writeoffs (run_id, account_id, amount, idempotency_key, received_by)
+values (%(run)s, %(account)s, %(amount)s, %(key)s, %(actor)s) returning id, received_at
+
+-- name: staged_totals
+-- What an account has staged and not yet settled (for authorisation and arrears).
+select
+    (select coalesce(sum(amount), 0) from billing.staged_deposits
+     where account_id = %(account)s and settled_at is null) as deposits,
+    (select coalesce(sum(amount), 0) from billing.staged_writeoffs
+     where account_id = %(account)s and settled_at is null) as writeoffs
+
+-- name: next_staged
+-- B4: the oldest unsettled staged items, deposits and write-offs in the order taken.
+select 'deposit' as kind, id, account_id, amount, received_at from billing.staged_deposits
+where settled_at is null
+union all
+select 'writeoff', id, account_id, amount, received_at from billing.staged_writeoffs
+where settled_at is null
+order by received_at, kind, id
+limit %(limit)s
+
+-- name: lock_staged_deposit
+-- One staged deposit, locked, if still unsettled.
+select * from billing.staged_deposits where id = %(id)s and settled_at is null for update
+
+-- name: lock_staged_writeoff
+-- One staged write-off, locked, if still unsettled.
+select * from billing.staged_writeoffs where id = %(id)s and settled_at is null for update
+
+-- name: settle_deposit
+-- Mark a staged deposit applied.
+update billing.staged_deposits set settled_at = now(), transaction_id = %(tx)s where id = %(id)s
+
+-- name: settle_writeoff
+-- Mark a staged write-off applied.
+update billing.staged_writeoffs set settled_at = now(), transaction_id = %(tx)s
+where id = %(id)s
+
+-- name: payment_by_key
+-- A payment by its idempotency key.
+select * from billing.payments where idempotency_key = %(key)s
+
+-- name: record_payment
+-- Remember a payment's outcome for replays.
+insert into billing.payments (idempotency_key, request_hash, account_id, kind, amount, outcome)
+values (%(key)s, %(hash)s, %(account)s, %(kind)s, %(amount)s, %(outcome)s)
+
+-- name: contracts_of
+-- The contracts of an account's customer, for service suspend and restore.
+select c.sa_id, c.product_code, c.status from customers.contracts c
+join ledger.accounts a on a.customer_id = c.customer_id
+where a.id = %(account)s and c.status <> 'terminated'
+order by c.sa_id
+
+-- name: set_account_status
+-- The account's service state (dunning suspends, payment restores).
+update ledger.accounts set status = %(status)s where id = %(account)s
+
+-- name: set_contract_status
+-- A contract's service state.
+update customers.contracts set status = %(status)s where sa_id = %(sa_id)s
+
+-- name: overdue_accounts
+-- Dunning: active accounts whose receivable exceeds what is not yet past due + grace.
+select a.id as account_id, b.amount as receivable
+from ledger.accounts a
+join ledger.balances b on b.account_id = a.id and b.book = 'receivable'
+where a.status = 'active' and b.amount > 0
+  and b.amount > (
+      select coalesce(sum(bl.amount - bl.paid_from_prepaid), 0) from ledger.bills bl
+      where bl.account_id = a.id and bl.due_date + a.grace_days >= %(today)s::date
+  )
+order by a.id
+limit %(limit)s
+
+-- name: reconcile
+-- B6 per account: snapshot + the run's bills + the settled staged items = final books.
+with snap as (
+    select account_id, book::text as book, amount from billing.snapshots where run_id = %(run)s
+),
+run_tx as (
+    select p.account_id, p.book::text as book, sum(p.amount) as amount
+    from ledger.transactions t join ledger.postings p on p.transaction_id = t.id
+    where t.reference in (select 'bill:' || id from ledger.bills where bill_run_id = %(run)s)
+    group by 1, 2
+),
+staged_tx as (
+    select p.account_id, p.book::text as book, sum(p.amount) as amount
+    from ledger.postings p
+    where p.transaction_id in (
+        select transaction_id from billing.staged_deposits where run_id = %(run)s
+        union all
+        select transaction_id from billing.staged_writeoffs where run_id = %(run)s)
+    group by 1, 2
+),
+later_tx as (
+    -- Online activity after the run settled (later payments, later runs) is not a
+    -- difference: the report can be run at any time after settlement.
+    select p.account_id, p.book::text as book, sum(p.amount) as amount
+    from ledger.transactions t join ledger.postings p on p.transaction_id = t.id
+    where t.created_at > (select settled_at from billing.runs where id = %(run)s)
+      and t.id not in (
+          select transaction_id from billing.staged_deposits
+          where run_id = %(run)s and transaction_id is not null
+          union all
+          select transaction_id from billing.staged_writeoffs
+          where run_id = %(run)s and transaction_id is not null)
+    group by 1, 2
+),
+expected as (
+    select account_id, book, sum(amount) as amount
+    from (select * from snap union all select * from run_tx union all select * from staged_tx
+          union all select * from later_tx) x
+    group by 1, 2
+),
+accounts as (
+    select id as account_id from ledger.accounts
+    where bill_cycle = (select bill_cycle from billing.runs where id = %(run)s)
+),
+final as (
+    select b.account_id, b.book::text as book, b.amount from ledger.balances b
+    join accounts using (account_id)
+)
+select coalesce(e.account_id, f.account_id) as account_id, coalesce(e.book, f.book) as book,
+       coalesce(e.amount, 0) as expected, coalesce(f.amount, 0) as final
+from expected e
+full join final f on f.account_id = e.account_id and f.book = e.book
+where coalesce(e.amount, 0) <> coalesce(f.amount, 0)
+order by 1, 2
+limit %(limit)s
+
+-- name: run_totals
+-- A run's totals for the reconciliation report.
+select
+    (select count(*) from ledger.bills where bill_run_id = %(run)s) as bills,
+    (select coalesce(sum(amount), 0) from ledger.bills where bill_run_id = %(run)s) as billed,
+    (select count(*) from billing.staged_deposits where run_id = %(run)s) as staged_deposits,
+    (select coalesce(sum(amount), 0) from billing.staged_deposits where run_id = %(run)s)
+        as staged_deposit_amount,
+    (select count(*) from billing.staged_writeoffs where run_id = %(run)s) as staged_writeoffs,
+    (select coalesce(sum(amount), 0) from billing.staged_writeoffs where run_id = %(run)s)
+        as staged_writeoff_amount,
+    (select count(*) from billing.staged_deposits where run_id = %(run)s and settled_at is null)
+      + (select count(*) from billing.staged_writeoffs
+         where run_id = %(run)s and settled_at is null) as unsettled

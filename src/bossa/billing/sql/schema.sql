@@ -1,0 +1,169 @@
+-- The whole current schema of billing; migrations/ are the steps that build it.
+-- windows, runs with their snapshot and per-account progress, and the staging stores
+-- for deposits and write-offs taken while a run holds the books.
+create schema billing;
+
+-- B1: planned bill-run windows (typically 4-12 hours).
+create table billing.windows (
+    id             bigint generated always as identity primary key,
+    bill_cycle     text not null,
+    planned_start  timestamptz not null,
+    planned_end    timestamptz not null check (planned_end > planned_start),
+    created_at     timestamptz not null default now(),
+    created_by     text not null default current_user
+);
+
+-- A run's real state: running (billing accounts; payments are staged), settling
+-- (applying what was staged; payments still staged), settled (normal processing).
+create table billing.runs (
+    id                bigint generated always as identity primary key,
+    bill_cycle        text not null,
+    period_start      date not null,
+    period_end        date not null check (period_end >= period_start),
+    due_days          integer not null default 20,
+    status            text not null check (status in ('running', 'settling', 'settled')),
+    planned_end       timestamptz,
+    accounts_total    integer not null default 0,
+    started_at        timestamptz not null default now(),
+    billed_at         timestamptz,
+    settled_at        timestamptz,
+    started_by        text not null,
+    unique (bill_cycle, period_start)
+);
+-- At most one run holds the books at a time.
+create unique index runs_one_open on billing.runs ((true)) where status <> 'settled';
+
+-- The accounts a run bills, each exactly once.
+create table billing.run_accounts (
+    run_id      bigint not null references billing.runs (id),
+    account_id  text not null,
+    billed      boolean not null default false,
+    primary key (run_id, account_id)
+) with (fillfactor = 70);
+create index run_accounts_pending on billing.run_accounts (run_id, account_id) where not billed;
+
+-- B6: every account's balances at the run's start.
+create table billing.snapshots (
+    run_id      bigint not null references billing.runs (id),
+    account_id  text not null,
+    book        ledger.book not null,
+    amount      bigint not null,
+    primary key (run_id, account_id, book)
+);
+
+-- B2: deposits taken during a run, answered at once, applied by settlement (B4).
+create table billing.staged_deposits (
+    id               bigint generated always as identity primary key,
+    run_id           bigint not null references billing.runs (id),
+    account_id       text not null references ledger.accounts (id),
+    amount           bigint not null check (amount > 0),
+    idempotency_key  text unique,
+    received_at      timestamptz not null default now(),
+    received_by      text not null,
+    settled_at       timestamptz,
+    transaction_id   bigint
+);
+create index staged_deposits_unsettled on billing.staged_deposits (id) where settled_at is null;
+
+-- B2: write-off (arrears payment) instructions taken during a run.
+create table billing.staged_writeoffs (
+    id               bigint generated always as identity primary key,
+    run_id           bigint not null references billing.runs (id),
+    account_id       text not null references ledger.accounts (id),
+    amount           bigint not null check (amount > 0),
+    idempotency_key  text unique,
+    received_at      timestamptz not null default now(),
+    received_by      text not null,
+    restore_sent_at  timestamptz,
+    settled_at       timestamptz,
+    transaction_id   bigint
+);
+create index staged_writeoffs_unsettled on billing.staged_writeoffs (id) where settled_at is null;
+
+-- Payments as the front office sees them (staged or posted), for idempotent replays.
+create table billing.payments (
+    idempotency_key  text primary key,
+    request_hash     text not null,
+    account_id       text not null,
+    kind             text not null check (kind in ('deposit', 'arrears')),
+    amount           bigint not null,
+    outcome          jsonb not null,
+    created_at       timestamptz not null default now()
+);
+
+-- Bill up to p_limit of a run's pending accounts in this transaction: recurring charges
+-- from the customer's contracts, usage rated in the period, one bill each, posted to
+-- the ledger, paid from prepaid funds where there are some. Accounts are claimed with
+-- SKIP LOCKED, so parallel workers share a run, and a worker killed mid-chunk leaves
+-- its accounts pending: each account is billed exactly once.
+create function billing.bill_chunk(p_run bigint, p_limit integer, p_actor text)
+returns integer
+language plpgsql as $$
+declare
+    v_run billing.runs;
+    r record;
+    v_recurring bigint;
+    v_usage bigint;
+    v_amount bigint;
+    v_prepaid bigint;
+    v_from_prepaid bigint;
+    v_bill bigint;
+    v_done integer := 0;
+begin
+    select * into v_run from billing.runs where id = p_run;
+    if v_run.status is distinct from 'running' then
+        return 0;
+    end if;
+    for r in
+        select ra.account_id, a.customer_id, a.currency
+        from billing.run_accounts ra
+        join ledger.accounts a on a.id = ra.account_id
+        where ra.run_id = p_run and not ra.billed
+        order by ra.account_id
+        limit p_limit
+        for update of ra skip locked
+    loop
+        select coalesce(sum(p.monthly_fee), 0) into v_recurring
+        from customers.contracts c
+        join customers.products p on p.code = c.product_code
+        where c.customer_id = r.customer_id and c.status <> 'terminated'
+          and p.currency = r.currency;
+        -- Claim the period's unbilled usage first (bill_id 0 marks it within this
+        -- transaction), so usage rated concurrently is billed next time, not lost.
+        with claimed as (
+            update ledger.rated_usage set bill_id = 0
+            where account_id = r.account_id and bill_id is null
+              and used_at < (v_run.period_end + 1)::timestamptz
+            returning charge
+        )
+        select coalesce(sum(charge), 0) into v_usage from claimed;
+        v_amount := v_recurring + v_usage;
+        insert into ledger.bills (account_id, bill_run_id, period_start, period_end,
+                                  recurring, usage, amount, due_date)
+        values (r.account_id, p_run, v_run.period_start, v_run.period_end, v_recurring, v_usage,
+                v_amount, v_run.period_end + v_run.due_days)
+        returning id into v_bill;
+        update ledger.rated_usage set bill_id = v_bill
+        where account_id = r.account_id and bill_id = 0;
+        if v_amount > 0 then
+            perform ledger.post(r.account_id, 'bill', v_amount,
+                                array['receivable', 'revenue']::ledger.book[],
+                                array[v_amount, -v_amount], null, 'bill:' || v_bill, p_actor);
+            select coalesce(-amount, 0) into v_prepaid from ledger.balances
+            where account_id = r.account_id and book = 'prepaid';
+            v_from_prepaid := least(greatest(coalesce(v_prepaid, 0), 0), v_amount);
+            if v_from_prepaid > 0 then
+                perform ledger.post(r.account_id, 'bill_from_prepaid', v_from_prepaid,
+                                    array['prepaid', 'receivable']::ledger.book[],
+                                    array[v_from_prepaid, -v_from_prepaid], null,
+                                    'bill:' || v_bill, p_actor);
+                update ledger.bills set paid_from_prepaid = v_from_prepaid where id = v_bill;
+            end if;
+        end if;
+        update billing.run_accounts set billed = true
+        where run_id = p_run and account_id = r.account_id;
+        v_done := v_done + 1;
+    end loop;
+    return v_done;
+end
+$$;

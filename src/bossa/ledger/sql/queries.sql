@@ -1,0 +1,42 @@
+-- Named queries of the ledger.
+
+-- name: account
+-- One account with its currency's exponent.
+select a.*, c.exponent from ledger.accounts a join ledger.currencies c on c.code = a.currency
+where a.id = %(account)s
+
+-- name: create_account
+-- Open a billing account.
+insert into ledger.accounts (id, customer_id, currency, bill_cycle, grace_days, created_by)
+values (%(account)s, %(customer)s, %(currency)s, %(cycle)s, %(grace_days)s, %(actor)s)
+on conflict (id) do nothing
+returning id
+
+-- name: post
+-- Post one balanced transaction and move the balances.
+select ledger.post(%(account)s, %(kind)s, %(amount)s, %(books)s::ledger.book[],
+                   %(amounts)s::bigint[], %(key)s, %(reference)s, %(actor)s) as id
+
+-- name: balances
+-- An account's balances by book.
+select book::text as book, amount from ledger.balances where account_id = %(account)s
+
+-- name: check_transactions
+-- Transactions whose postings do not sum to zero (must be none).
+select t.id, t.account_id, coalesce(sum(p.amount), 0) as total
+from ledger.transactions t left join ledger.postings p on p.transaction_id = t.id
+group by t.id, t.account_id
+having coalesce(sum(p.amount), 0) <> 0
+limit 100
+
+-- name: check_balances
+-- Balances that differ from the sum of their postings (must be none).
+with sums as (
+    select account_id, book, sum(amount) as total from ledger.postings group by 1, 2
+)
+select coalesce(b.account_id, s.account_id) as account_id, coalesce(b.book, s.book)::text as book,
+       b.amount as balance, s.total as postings
+from ledger.balances b
+full join sums s on s.account_id = b.account_id and s.book = b.book
+where coalesce(b.amount, 0) <> coalesce(s.total, 0)
+limit 100
