@@ -191,11 +191,14 @@ def demo(
 
 
 def _add_domain_groups() -> None:
+    from bossa.billing.cli import billing_app, ledger_app
     from bossa.journal.cli import journal_app
     from bossa.provisioning.cli import provisioning_app
 
     app.add_typer(journal_app, name="journal")
     app.add_typer(provisioning_app, name="provisioning")
+    app.add_typer(ledger_app, name="ledger")
+    app.add_typer(billing_app, name="billing")
 
 
 _add_domain_groups()

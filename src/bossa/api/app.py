@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bossa import __version__
 from bossa.api.settings import ApiSettings
+from bossa.billing import api as billing_api
 from bossa.errors import UserError
 from bossa.journal import api as journal_api
 from bossa.journal import gauges
@@ -89,4 +90,5 @@ def create_app(
 
     app.include_router(journal_api.router)
     app.include_router(provisioning_api.router)
+    app.include_router(billing_api.router)
     return app
