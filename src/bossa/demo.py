@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from bossa import config, logs
+from bossa.billing import demo as billing_demo
 from bossa.customers import load_sample
 from bossa.db import DatabaseSettings, EmbeddedPostgres, open_pool
 from bossa.db.migrations import migrate
@@ -83,7 +84,12 @@ async def tour(out: Console, *, serve: bool = False) -> None:
             next(chapter)
             await _journal_chapter(out, runtime)
             next(chapter)
-            await provisioning_demo.chapter(out, runtime, server)
+
+            async def billing_chapter() -> None:
+                next(chapter)
+                await billing_demo.chapter(out, runtime)
+
+            await provisioning_demo.chapter(out, runtime, server, then=billing_chapter)
             out.print(Rule())
             out.print(f"tour finished in {time.monotonic() - started:.1f}s")
             if serve:
@@ -97,6 +103,7 @@ def _chapters(out: Console) -> Any:
         "3. A sample operator: products, customers, contracts (SA_ID)",
         "4. The journal: per-contract order, retries, parking, an operator's hand",
         "5. Provisioning: an order completes while a server is down (P4, P5, P6)",
+        "6. Billing: a bill run that never stops business (B1-B6)",
     ]
     for title in titles:
         out.print(Rule(title, align="left"))

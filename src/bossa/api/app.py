@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bossa import __version__
 from bossa.api.settings import ApiSettings
 from bossa.billing import api as billing_api
+from bossa.billing import gauges as billing_gauges
 from bossa.errors import UserError
 from bossa.journal import api as journal_api
 from bossa.journal import gauges
@@ -86,6 +87,7 @@ def create_app(
         with contextlib.suppress(Exception):  # metrics of the process still serve if the DB is down
             async with asyncio.timeout(settings.ready_timeout_s):
                 await gauges.refresh(runtime.pool)
+                await billing_gauges.refresh(runtime.pool)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(journal_api.router)

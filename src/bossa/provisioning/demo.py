@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -101,7 +101,13 @@ def _aaa_database(server: EmbeddedPostgres, name: str) -> str:
     return f"postgresql+psycopg://postgres@{host}/{name}{query}"
 
 
-async def chapter(out: Console, runtime: Runtime, server: EmbeddedPostgres) -> None:
+async def chapter(
+    out: Console,
+    runtime: Runtime,
+    server: EmbeddedPostgres,
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """The chapter; `then` runs afterwards while its servers are still up."""
     if shutil.which("redis-server") is None:
         out.print("redis-server is not installed here: this chapter needs it (scripts/system-deps)")
         return
@@ -164,5 +170,7 @@ async def chapter(out: Console, runtime: Runtime, server: EmbeddedPostgres) -> N
                     )
                 ).fetchall()
             table(log, ["division", "mode", "commands"])
+            if then is not None:
+                await then()
         finally:
             await deliverer.close()

@@ -225,3 +225,17 @@ select
     (select count(*) from billing.staged_deposits where run_id = %(run)s and settled_at is null)
       + (select count(*) from billing.staged_writeoffs
          where run_id = %(run)s and settled_at is null) as unsettled
+
+-- name: gauges
+-- What an operator watches during a bill run: progress, staged items, settlement lag.
+select
+    (select id from billing.runs where status <> 'settled') as open_run,
+    (select count(*) filter (where billed)::float8 / greatest(count(*), 1)
+     from billing.run_accounts
+     where run_id = (select id from billing.runs where status <> 'settled')) as progress,
+    (select count(*) from billing.staged_deposits where settled_at is null) as staged_deposits,
+    (select count(*) from billing.staged_writeoffs where settled_at is null) as staged_writeoffs,
+    extract(epoch from now() - least(
+        (select min(received_at) from billing.staged_deposits where settled_at is null),
+        (select min(received_at) from billing.staged_writeoffs where settled_at is null)
+    )) as settlement_lag_s
