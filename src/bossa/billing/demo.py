@@ -43,7 +43,7 @@ async def chapter(out: Console, runtime: Runtime) -> None:
             for n in range(1001, 1005):
                 await ledger.create_account(conn, f"A-{n}", f"C-{n}", "KRW", actor="demo")
         out.print("Accounts A-1001..A-1004 (KRW). Prepayments before October's run:")
-        for account, amount in (
+        for account_id, amount in (
             ("A-1001", "5000000"),
             ("A-1003", "3000000"),
             ("A-1004", "1000000"),
@@ -110,11 +110,11 @@ async def chapter(out: Console, runtime: Runtime) -> None:
         async with runtime.pool.connection() as conn:
             for n in range(1001, 1005):
                 books = await ledger.balances(conn, f"A-{n}")
-                account = await ledger.account(conn, f"A-{n}")
+                state = await ledger.account(conn, f"A-{n}")
                 rows.append(
                     {
                         "account": f"A-{n}",
-                        "status": account.status,
+                        "status": state.status,
                         "prepaid": format_minor(-books["prepaid"], 0),
                         "owed": format_minor(books["receivable"], 0),
                     }
