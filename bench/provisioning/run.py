@@ -1,0 +1,800 @@
+"""bossa's provisioning (SPEC P) under load, against the raw clients, in one run.
+
+    .venv/bin/python -m bench.provisioning.run [--quick] [--json FILE] [--no-results]
+
+Starts its own durable PostgreSQL for bossa (fsync on), a second durable PostgreSQL as
+the SQL division (AAA), and a redis-server as the in-memory division (HDS), all on free
+ports in a temporary directory. Measures:
+
+1. orders: submit() latency and rate with N concurrent submitters, every division up,
+   then with Redis stopped (its commands go to the buffer);
+2. replay: a backlog of commands per division drained by BackupDaemon(run once),
+   against the raw client writing the same keys/rows to the same server (pipelined).
+
+Prints the settings, the figures, the ratios and the targets, diagnoses the misses
+(where the daemon's time goes, round trips, a cProfile of the event loop) and appends a
+dated section to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import cProfile
+import datetime as dt
+import io
+import itertools
+import json
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from tests.provisioning.servers import ServerProcess, redis_server  # noqa: E402
+from tests.support import free_port  # noqa: E402
+
+from bossa.customers import load_sample  # noqa: E402
+from bossa.db import EmbeddedPostgres, open_pool  # noqa: E402
+from bossa.db.migrations import migrate  # noqa: E402
+from bossa.journal import Journal, JournalSettings, NewEntry  # noqa: E402
+from bossa.provisioning import (  # noqa: E402
+    BackupDaemon,
+    Deliverer,
+    OrderRequest,
+    ProvisioningSettings,
+    lane_of,
+    submit,
+)
+from bossa.provisioning.sample import AAA, AAA_TABLE, HDS, load_sample_plans  # noqa: E402
+
+SQL_RAW_INSERT = (
+    "insert into aaa_subscribers (sa_id, cust_id, speed, status) values (%s, %s, %s, 'active')"
+)
+
+
+@dataclass
+class Settings:
+    quick: bool
+    submitters: int = 8
+    orders: int = 3_000  # measured orders per phase
+    warmup: int = 100  # orders before the all-up phase, not measured
+    backlog: int = 100_000  # commands per division
+    enqueue_batch: int = 1_000
+    concurrency: int = 4
+    batch: int = 100
+    diag_n: int = 5_000  # backlog of each diagnostic run (timed stages, cProfile, raw per command)
+    raw_chunk: int = 1_000  # commands per pipeline flush / executemany transaction
+    down_hold_s: float = 30.0
+
+    @classmethod
+    def make(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(quick=True, orders=600, warmup=50, backlog=10_000, diag_n=2_000)
+        return cls(quick=False)
+
+
+# -- small helpers ---------------------------------------------------------------------
+
+
+def git_ref() -> str:
+    try:
+        ref = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return ref + ("+dirty-src" if dirty else "")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def fmt(v: float | None) -> str:
+    if v is None or v != v:
+        return "n/a"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.targets: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.diagnostics: list[str] = []
+
+    def add(self, phase: str, case: str, value: float, unit: str) -> None:
+        self.rows.append({"phase": phase, "case": case, "value": value, "unit": unit})
+        print(f"  [{phase}] {case}: {fmt(value)} {unit}")
+
+    def target(self, name: str, value: float, goal: float, *, lower: bool = False) -> None:
+        met = value == value and (value <= goal if lower else value >= goal)
+        self.targets.append(
+            {"target": name, "value": value, "goal": goal, "met": met, "lower_is_better": lower}
+        )
+        sign = "<=" if lower else ">="
+        print(f"  {'MET ' if met else 'MISS'} {name}: {fmt(value)} (goal {sign} {goal})")
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        print(f"  note: {text}")
+
+    def diag(self, text: str) -> None:
+        self.diagnostics.append(text)
+        print(f"  diag: {text}")
+
+
+class Cpu:
+    """This process's CPU and the whole machine's over a block."""
+
+    @staticmethod
+    def _machine() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            parts = [int(x) for x in f.readline().split()[1:]]
+        return sum(parts), parts[3] + parts[4]
+
+    def __enter__(self) -> Cpu:
+        self.t0, self.p0, self.m0 = time.perf_counter(), time.process_time(), self._machine()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.py = time.process_time() - self.p0
+        total, idle = self._machine()
+        busy = (total - self.m0[0]) - (idle - self.m0[1])
+        self.machine = busy / os.sysconf("SC_CLK_TCK")
+
+    def summary(self) -> str:
+        other = max(0.0, self.machine - self.py)
+        return (
+            f"python process {self.py / self.wall:.0%} of a core, rest of machine"
+            f" {other / self.wall:.0%} of a core ({os.cpu_count()} cores)"
+        )
+
+
+class Stages:
+    """Wall time spent in named calls (summed over concurrent callers)."""
+
+    def __init__(self) -> None:
+        self.time: dict[str, float] = collections.defaultdict(float)
+        self.calls: dict[str, int] = collections.defaultdict(int)
+        self._lock = threading.Lock()
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.time[name] += seconds
+            self.calls[name] += 1
+
+    def wrap_async(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                self.add(name, time.perf_counter() - t0)
+
+        return timed
+
+    def wrap_sync(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(name, time.perf_counter() - t0)
+
+        return timed
+
+
+@contextlib.contextmanager
+def counted_checkouts(pool: Any) -> Iterator[list[int]]:
+    """Counts pool.connection() checkouts (each one also runs the pool's check query)."""
+    count = [0]
+    original = pool.connection
+
+    def connection(*args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    pool.connection = connection
+    try:
+        yield count
+    finally:
+        del pool.connection
+
+
+def pg_commits(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "select xact_commit from pg_stat_database where datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def pg_wal_lsn(dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def pg_wal_bytes(dsn: str, since: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("select pg_current_wal_lsn() - %s::pg_lsn", (since,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def redis_commands(url: str) -> int:
+    with redis.Redis.from_url(url) as r:
+        return int(r.info("stats")["total_commands_processed"])
+
+
+# -- the world -------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    bossa_dsn: str
+    target_dsn: str  # psycopg DSN of the AAA database
+    redis: ServerProcess
+    journal: Journal
+    deliverer: Deliverer
+    psettings: ProvisioningSettings
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def clear_targets(self) -> None:
+        with redis.Redis.from_url(self.redis.url) as r:
+            r.flushall()
+        with psycopg.connect(self.target_dsn, autocommit=True) as conn:
+            conn.execute("truncate aaa_subscribers")
+            conn.execute("truncate bossa_applied_commands")
+
+    def target_rows(self) -> int:
+        with psycopg.connect(self.target_dsn, autocommit=True) as conn:
+            row = conn.execute("select count(*) from aaa_subscribers").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def redis_keys(self) -> int:
+        with redis.Redis.from_url(self.redis.url) as r:
+            return int(r.dbsize())
+
+
+# -- 1. orders -------------------------------------------------------------------------
+
+
+async def order_phase(
+    world: World, prefix: str, n: int, submitters: int
+) -> tuple[list[float], float, collections.Counter[str]]:
+    latencies: list[float] = []
+    routes: collections.Counter[str] = collections.Counter()
+    counter = itertools.count()
+
+    async def submitter() -> None:
+        while (i := next(counter)) < n:
+            request = OrderRequest(
+                product="ADSL",
+                sa_id=f"{prefix}-{i}",
+                intf_code="4201",
+                cust_id="C-1",
+                bind_data={"speed": "100M"},
+            )
+            t0 = time.perf_counter()
+            result = await submit(
+                world.journal,
+                world.deliverer,
+                request,
+                channel="bench",
+                settings=world.psettings,
+            )
+            latencies.append(time.perf_counter() - t0)
+            routes[" ".join(f"{d}={r}" for d, r in sorted(result["divisions"].items()))] += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(submitter() for _ in range(submitters)))
+    return latencies, time.perf_counter() - t0, routes
+
+
+async def drain_buffer(world: World, division: str) -> int:
+    daemon = BackupDaemon(world.journal, world.deliverer, division, concurrency=4, batch_size=100)
+    await daemon.run(once=True)
+    return daemon.worker.stats.acked
+
+
+async def bench_orders(world: World, s: Settings, report: Report) -> None:
+    print(f"\n1. orders: {s.submitters} concurrent submitters, ADSL 4201 (AAA sql + HDS redis)")
+    await order_phase(world, "SA-warm", s.warmup, s.submitters)
+    results: dict[str, dict[str, Any]] = {}
+    for label in ("all up", "Redis down"):
+        if label == "Redis down":
+            world.redis.stop()
+        with Cpu() as cpu:
+            lat, wall, routes = await order_phase(
+                world, f"SA-{label.split()[0]}", s.orders, s.submitters
+            )
+        ms = [x * 1000 for x in lat]
+        fig = {
+            "orders_per_s": len(lat) / wall,
+            "p50_ms": pct(ms, 0.50),
+            "p99_ms": pct(ms, 0.99),
+            "max_ms": max(ms),
+            "routes": dict(routes),
+            "cpu": cpu.summary(),
+        }
+        results[label] = fig
+        report.add("orders", f"{label}: rate", fig["orders_per_s"], "orders/s")
+        report.add("orders", f"{label}: p50", fig["p50_ms"], "ms")
+        report.add("orders", f"{label}: p99", fig["p99_ms"], "ms")
+        report.add("orders", f"{label}: max", fig["max_ms"], "ms")
+        print(f"      routes {dict(routes)}; {cpu.summary()}")
+    world.redis.start()
+    # The Redis-down phase left its HDS commands in the buffer: deliver them (and check).
+    buffered = sum(n for r, n in results["Redis down"]["routes"].items() if "HDS=buffered" in r)
+    acked = await drain_buffer(world, "HDS")
+    if acked != buffered:
+        report.note(f"after the orders: {buffered} HDS commands buffered but {acked} replayed")
+    ratio = results["Redis down"]["p99_ms"] / results["all up"]["p99_ms"]
+    report.add("orders", "p99 Redis down / p99 all up", ratio, "x")
+    report.target("order p99 with one division down / all up", ratio, 1.1, lower=True)
+    world.extra["orders"] = results
+
+
+# -- 2. replay -------------------------------------------------------------------------
+
+
+def payload_for(division: str, server_type: str, command: Any, i: int, now: str) -> dict[str, Any]:
+    """Shaped as orders.accept() builds it."""
+    return {
+        "division": division,
+        "server_type": server_type,
+        "wo_no": f"WO-B{i:09d}",
+        "intf_code": "4201",
+        "cust_id": "C-1",
+        "command": command,
+        "bind_data": {"speed": "100M"},
+        "bind_method": True,
+        "logname": "bossa",
+        "ins_date": now,
+    }
+
+
+DIVISIONS = {
+    "HDS": ("memstore", HDS["4201"]),
+    "AAA": ("sql", AAA["4201"]),
+}
+
+
+async def fill(world: World, division: str, n: int, batch: int, prefix: str) -> float:
+    server_type, command = DIVISIONS[division]
+    now = datetime.now(UTC).isoformat()
+    t0 = time.perf_counter()
+    for start in range(0, n, batch):
+        await world.journal.enqueue(
+            [
+                NewEntry(
+                    lane_of(division),
+                    "provisioning.command",
+                    payload_for(division, server_type, command, i, now),
+                    key=f"{prefix}-{i}",
+                )
+                for i in range(start, min(n, start + batch))
+            ]
+        )
+    return n / (time.perf_counter() - t0)
+
+
+def raw_redis(url: str, n: int, chunk: int, prefix: str) -> float:
+    """The plain commands, pipelined on one connection, no transaction, no marker."""
+    with redis.Redis.from_url(url) as r:
+        t0 = time.perf_counter()
+        pipe = r.pipeline(transaction=False)
+        for i in range(n):
+            sa = f"{prefix}-{i}"
+            pipe.execute_command("HSET", f"sub:{sa}", "speed", "100M", "status", "active")
+            pipe.execute_command("RPUSH", f"log:{sa}", f"WO-B{i:09d} new")
+            if (i + 1) % chunk == 0:
+                pipe.execute()
+        pipe.execute()
+        return n / (time.perf_counter() - t0)
+
+
+def raw_sql(dsn: str, n: int, chunk: int, prefix: str) -> float:
+    """The plain inserts, psycopg executemany (pipeline mode), one transaction per chunk."""
+    with psycopg.connect(dsn) as conn:
+        t0 = time.perf_counter()
+        for start in range(0, n, chunk):
+            rows = [(f"{prefix}-{i}", "C-1", "100M") for i in range(start, min(n, start + chunk))]
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(SQL_RAW_INSERT, rows)
+        return n / (time.perf_counter() - t0)
+
+
+def raw_per_command(world: World, division: str, n: int, threads: int, prefix: str) -> float:
+    """The adapter's protocol without bossa: one once-only transaction per command,
+    `threads` connections (Redis: WATCH marker, EXISTS, MULTI, commands, SET marker, EXEC;
+    SQL: BEGIN, insert marker, insert row, COMMIT)."""
+    counter = itertools.count()
+
+    def work() -> None:
+        if division == "HDS":
+            with redis.Redis.from_url(world.redis.url) as r:
+                while (i := next(counter)) < n:
+                    sa, marker = f"{prefix}-{i}", f"bossa:applied:HDS:raw{i}"
+                    with r.pipeline(transaction=True) as pipe:
+                        pipe.watch(marker)
+                        if pipe.exists(marker):
+                            continue
+                        pipe.multi()
+                        pipe.execute_command(
+                            "HSET", f"sub:{sa}", "speed", "100M", "status", "active"
+                        )
+                        pipe.execute_command("RPUSH", f"log:{sa}", f"WO-B{i:09d} new")
+                        pipe.set(marker, i, ex=3600)
+                        pipe.execute()
+        else:
+            with psycopg.connect(world.target_dsn) as conn:
+                while (i := next(counter)) < n:
+                    with conn.transaction():
+                        conn.execute(
+                            "insert into bossa_applied_commands (entry_id, division, applied_at)"
+                            " values (%s, 'AAA', current_timestamp)",
+                            (-1 - i,),
+                        )
+                        conn.execute(SQL_RAW_INSERT, (f"{prefix}-{i}", "C-1", "100M"))
+
+    t0 = time.perf_counter()
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return n / (time.perf_counter() - t0)
+
+
+async def timed_drain(world: World, division: str, n: int) -> dict[str, Any]:
+    """Drain with every stage timed: where the daemon's time goes."""
+    stages = Stages()
+    journal, deliverer = world.journal, world.deliverer
+    adapter = await deliverer._adapter(division)  # built now, so its deliver can be wrapped
+    adapter.deliver = stages.wrap_sync("adapter.deliver (in its thread)", adapter.deliver)  # type: ignore[method-assign]
+    deliverer._adapter = stages.wrap_async(
+        "division lookup (Deliverer._adapter)", deliverer._adapter
+    )  # type: ignore[method-assign]
+    deliverer._mark = stages.wrap_async("mark up (Deliverer._mark)", deliverer._mark)  # type: ignore[method-assign]
+    deliverer.log = stages.wrap_async("provisioning.log insert (autocommit)", deliverer.log)  # type: ignore[method-assign]
+    journal.take = stages.wrap_async("journal.take (per batch)", journal.take)  # type: ignore[method-assign]
+    journal.ack = stages.wrap_async("journal.ack (per batch)", journal.ack)  # type: ignore[method-assign]
+    daemon = BackupDaemon(journal, deliverer, division, concurrency=4, batch_size=100)
+    daemon._deliver = stages.wrap_async("handler total (BackupDaemon._deliver)", daemon._deliver)  # type: ignore[method-assign]
+    daemon.worker.handlers["provisioning.command"] = daemon._deliver
+    daemon.worker.gate = stages.wrap_async("gate (division in use, per take)", daemon.worker.gate)
+    t0 = time.perf_counter()
+    try:
+        await daemon.run(once=True)
+    finally:
+        wall = time.perf_counter() - t0
+        with contextlib.suppress(AttributeError):
+            del adapter.deliver
+        for attr in ("_adapter", "_mark", "log"):
+            with contextlib.suppress(AttributeError):
+                delattr(deliverer, attr)
+        for attr in ("take", "ack"):
+            with contextlib.suppress(AttributeError):
+                delattr(journal, attr)
+    acked = daemon.worker.stats.acked
+    per_cmd = {name: stages.time[name] / max(1, acked) * 1000 for name in sorted(stages.time)}
+    return {
+        "acked": acked,
+        "wall_s": wall,
+        "slot_ms_per_command": wall * 4 / max(1, acked) * 1000,
+        "ms_per_command": per_cmd,
+        "calls": dict(stages.calls),
+    }
+
+
+async def profiled_drain(world: World, division: str) -> list[str]:
+    """cProfile of the event loop thread (the adapter's thread is not in it)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        await drain_buffer(world, division)
+    finally:
+        profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(12)
+    lines = [ln.rstrip() for ln in out.getvalue().splitlines() if ln.strip()]
+    start = next((k for k, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
+    return lines[start : start + 13]
+
+
+async def bench_replay(world: World, s: Settings, report: Report) -> None:
+    print(
+        f"\n2. replay: {s.backlog:,} commands per division, BackupDaemon once,"
+        f" concurrency {s.concurrency}, batch {s.batch}; raw = pipelined plain commands"
+    )
+    replay: dict[str, Any] = {}
+    for division in ("HDS", "AAA"):
+        world.clear_targets()
+        fill_rate = await fill(world, division, s.backlog, s.enqueue_batch, f"SA-{division}")
+        print(f"  {division}: backlog of {s.backlog:,} enqueued at {fill_rate:,.0f}/s")
+        commits0 = pg_commits(world.bossa_dsn)
+        tcommits0 = pg_commits(world.target_dsn)
+        lsn0 = pg_wal_lsn(world.bossa_dsn)
+        rcmds0 = redis_commands(world.redis.url)
+        with counted_checkouts(world.journal.pool) as checkouts, Cpu() as cpu:
+            acked = await drain_buffer(world, division)
+        bossa_rate = acked / cpu.wall
+        per_cmd = {
+            "bossa db commits": (pg_commits(world.bossa_dsn) - commits0) / acked,
+            "bossa db WAL bytes": pg_wal_bytes(world.bossa_dsn, lsn0) / acked,
+            "bossa pool checkouts": checkouts[0] / acked,
+            "target db commits": (pg_commits(world.target_dsn) - tcommits0) / acked,
+            "redis commands": (redis_commands(world.redis.url) - rcmds0) / acked,
+        }
+        if division == "HDS":
+            applied = world.redis_keys()
+            expected = 3 * s.backlog  # sub:, log: and the marker per command
+        else:
+            applied = world.target_rows()
+            expected = s.backlog
+        if acked != s.backlog or applied != expected:
+            report.note(
+                f"{division} replay: acked {acked} of {s.backlog}; {applied} applied, "
+                f"expected {expected}"
+            )
+        world.clear_targets()
+        if division == "HDS":
+            raw = await asyncio.to_thread(
+                raw_redis, world.redis.url, s.backlog, s.raw_chunk, f"SA-{division}"
+            )
+            raw_ok = world.redis_keys() == 2 * s.backlog
+        else:
+            raw = await asyncio.to_thread(
+                raw_sql, world.target_dsn, s.backlog, s.raw_chunk, f"SA-{division}"
+            )
+            raw_ok = world.target_rows() == s.backlog
+        if not raw_ok:
+            report.note(f"{division} raw run did not apply every command")
+        ratio = bossa_rate / raw
+        name = "Redis (HDS)" if division == "HDS" else "PostgreSQL (AAA)"
+        report.add("replay", f"{name}: bossa BackupDaemon", bossa_rate, "commands/s")
+        report.add("replay", f"{name}: raw client, pipelined", raw, "commands/s")
+        report.add("replay", f"{name}: bossa / raw", ratio, "x")
+        report.target(f"replay {name} vs raw client", ratio, 0.5)
+        print(f"      {cpu.summary()}")
+        print("      per command: " + ", ".join(f"{k} {v:.2f}" for k, v in per_cmd.items()))
+        replay[division] = {
+            "bossa_per_s": bossa_rate,
+            "raw_per_s": raw,
+            "ratio": ratio,
+            "cpu": cpu.summary(),
+            "per_command": per_cmd,
+        }
+        if ratio < 0.5:
+            replay[division]["diagnosis"] = await diagnose(world, s, division, report)
+    world.extra["replay"] = replay
+
+
+async def diagnose(world: World, s: Settings, division: str, report: Report) -> dict[str, Any]:
+    n = s.diag_n
+    print(f"  diagnosing {division} on {n:,} commands")
+    out: dict[str, Any] = {}
+    world.clear_targets()
+    per_cmd = await asyncio.to_thread(
+        raw_per_command, world, division, n, s.concurrency, f"SA-pc-{division}"
+    )
+    out["raw_per_command_per_s"] = per_cmd
+    report.diag(
+        f"{division}: the adapter's protocol without bossa (one once-only transaction per"
+        f" command, {s.concurrency} connections): {per_cmd:,.0f} commands/s"
+    )
+    world.clear_targets()
+    await fill(world, division, n, s.enqueue_batch, f"SA-t-{division}")
+    timed = await timed_drain(world, division, n)
+    out["timed"] = timed
+    parts = ", ".join(f"{k} {v:.3f}" for k, v in timed["ms_per_command"].items())
+    report.diag(
+        f"{division}: timed drain {timed['acked'] / timed['wall_s']:,.0f}/s;"
+        f" each of 4 slots spends {timed['slot_ms_per_command']:.3f} ms per command;"
+        f" ms per command by stage: {parts}"
+    )
+    world.clear_targets()
+    await fill(world, division, n, s.enqueue_batch, f"SA-p-{division}")
+    profile = await profiled_drain(world, division)
+    out["cprofile_tottime"] = profile
+    print("\n".join("      " + ln for ln in profile))
+    world.clear_targets()
+    return out
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+async def run(s: Settings, report: Report, base: Path) -> dict[str, Any]:
+    bossa_pg = EmbeddedPostgres(base / "bossa", port=free_port(), database="bossa", durable=True)
+    target_pg = EmbeddedPostgres(base / "aaa", port=free_port(), database="bossa", durable=True)
+    await asyncio.to_thread(bossa_pg.start)
+    await asyncio.to_thread(target_pg.start)
+    try:
+        with redis_server() as redis_proc:
+            return await run_with(s, report, bossa_pg, target_pg, redis_proc)
+    finally:
+        await asyncio.to_thread(bossa_pg.destroy)
+        await asyncio.to_thread(target_pg.destroy)
+
+
+async def run_with(
+    s: Settings,
+    report: Report,
+    bossa_pg: EmbeddedPostgres,
+    target_pg: EmbeddedPostgres,
+    redis_proc: ServerProcess,
+) -> dict[str, Any]:
+    bossa_dsn, target_dsn = bossa_pg.url(), target_pg.url()
+    await asyncio.to_thread(migrate, bossa_dsn)
+    with psycopg.connect(bossa_dsn) as conn:
+        load_sample(conn)
+        server = conn.execute(
+            "select version(), current_setting('fsync'), current_setting('synchronous_commit')"
+        ).fetchone()
+    with psycopg.connect(target_dsn, autocommit=True) as conn:
+        conn.execute(AAA_TABLE)
+    print(f"  bossa db: {server}")
+    psettings = ProvisioningSettings(down_hold_s=s.down_hold_s)
+    async with open_pool(bossa_dsn, min_size=16, max_size=16) as pool:
+        journal = Journal(pool, JournalSettings(), actor="bench")
+        target_url = target_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+        await load_sample_plans(pool, aaa_url=target_url, hds_url=redis_proc.url)
+        deliverer = Deliverer(pool, psettings)
+        world = World(bossa_dsn, target_dsn, redis_proc, journal, deliverer, psettings)
+        world.extra["server"] = server
+        with psycopg.connect(target_dsn, autocommit=True) as conn:
+            # the marker table exists before the first order (the adapter creates it too)
+            conn.execute(
+                "create table if not exists bossa_applied_commands (entry_id bigint primary"
+                " key, division varchar(64) not null, applied_at timestamp not null)"
+            )
+        try:
+            await bench_orders(world, s, report)
+            await bench_replay(world, s, report)
+        finally:
+            await deliverer.close()
+        return world.extra
+
+
+def append_results(
+    path: Path, s: Settings, report: Report, ref: str, command: str, extra: dict[str, Any]
+) -> None:
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"\n## {now} — provisioning: orders and replay{' (quick)' if s.quick else ''}\n",
+        f"- command: `{command}`",
+        f"- git ref: `{ref}`",
+        f"- machine: {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release};"
+        f" load average at start {extra.get('loadavg')}",
+        f"- bossa database: {extra.get('server')}; the AAA division is a second durable"
+        " PostgreSQL, HDS a redis-server (no persistence), all on this machine",
+        f"- settings: {s.submitters} submitters, {s.orders:,} orders per phase after"
+        f" {s.warmup} warm-up orders; backlog {s.backlog:,} commands per division,"
+        f" BackupDaemon concurrency {s.concurrency}, batch {s.batch}; raw clients flush"
+        f" every {s.raw_chunk:,} commands; down_hold_s {s.down_hold_s:g}",
+        "",
+        "| phase | case | value | unit |",
+        "|---|---|---:|---|",
+    ]
+    lines += [
+        f"| {r['phase']} | {r['case']} | {fmt(r['value'])} | {r['unit']} |" for r in report.rows
+    ]
+    lines += ["", "| target | value | goal | met |", "|---|---:|---:|---|"]
+    for t in report.targets:
+        goal = ("<= " if t["lower_is_better"] else ">= ") + fmt(t["goal"])
+        met = "yes" if t["met"] else "**no**"
+        lines.append(f"| {t['target']} | {fmt(t['value'])} | {goal} | {met} |")
+    replay = extra.get("replay", {})
+    if replay:
+        lines += ["", "Per replayed command (headline drains):", ""]
+        for division, r in replay.items():
+            per = ", ".join(f"{k} {v:,.2f}" for k, v in r["per_command"].items())
+            lines.append(f"- {division}: {per}; {r['cpu']}")
+    orders = extra.get("orders", {})
+    if orders:
+        lines += ["", "Orders:", ""]
+        for label, o in orders.items():
+            lines.append(f"- {label}: routes {o['routes']}; {o['cpu']}")
+    if report.notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in report.notes]
+    if report.diagnostics:
+        lines += ["", "Diagnostics of the misses:", ""] + [f"- {d}" for d in report.diagnostics]
+        for division, r in replay.items():
+            prof = r.get("diagnosis", {}).get("cprofile_tottime")
+            if prof:
+                lines += ["", f"cProfile of the {division} drain (event loop thread, by tottime):"]
+                lines += ["", "```", *prof, "```"]
+    if not path.exists():
+        path.write_text(
+            "# Benchmark results\n\nAppended by the benchmarks in bench/; newest last.\n"
+        )
+    with path.open("a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10k backlog, fewer orders")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--no-results", action="store_true", help="do not append to bench/RESULTS.md"
+    )
+    args = parser.parse_args()
+    s = Settings.make(args.quick)
+    ref = git_ref()
+    command = " ".join([".venv/bin/python -m bench.provisioning.run", *sys.argv[1:]])
+    print("bench/provisioning: orders (all up / one down) and buffer replay vs raw clients")
+    print(f"  git ref {ref}; {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    print(f"  settings: {s}")
+    report = Report()
+    loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"  load average at start: {loadavg}")
+    with tempfile.TemporaryDirectory(prefix="bossa-bench-prov-") as tmp:
+        extra = asyncio.run(run(s, report, Path(tmp)))
+    extra["loadavg"] = loadavg
+    if not args.no_results:
+        append_results(ROOT / "bench" / "RESULTS.md", s, report, ref, command, extra)
+        print("\nappended to bench/RESULTS.md")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "settings": asdict(s),
+                    "git_ref": ref,
+                    "rows": report.rows,
+                    "targets": report.targets,
+                    "notes": report.notes,
+                    "diagnostics": report.diagnostics,
+                    "extra": extra,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
