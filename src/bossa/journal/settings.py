@@ -65,6 +65,8 @@ class JournalSettings(BossaSettings):
     take_batch: int = Field(default=100, ge=1, le=10_000)
     #: Concurrent takers per lane in one worker process.
     concurrency: int = Field(default=4, ge=1, le=256)
+    #: Handlers run at once within one taken batch (its entries have distinct keys).
+    batch_concurrency: int = Field(default=16, ge=1, le=1_000)
     #: A worker wakes at least this often even if no notification arrives.
     poll_interval_s: float = Field(default=30.0, gt=0)
     #: How often a worker looks for expired leases in its lane.

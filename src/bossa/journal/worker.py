@@ -81,6 +81,7 @@ class Worker:
         self.listen_url = listen_url
         self.concurrency = concurrency or settings.concurrency
         self.batch_size = batch_size or settings.take_batch
+        self.batch_concurrency = settings.batch_concurrency
         self.poll_interval_s = poll_interval_s or settings.poll_interval_s
         self.reap_interval_s = settings.reap_interval_s
         self.stop_grace_s = stop_grace_s
@@ -250,16 +251,22 @@ class Worker:
         done: list[int] = []
         failures: list[Failure] = []
         unstarted: list[int] = []
-        try:
-            for entry in taken.entries:
+        gate = asyncio.Semaphore(self.batch_concurrency)
+
+        async def run_one(entry: Entry) -> None:
+            # A batch holds at most one entry per key, so its entries may run at once.
+            async with gate:
                 if self._stopping.is_set():
                     unstarted.append(entry.id)
-                    continue
+                    return
                 failure = await self._handle(entry)
-                if failure is None:
-                    done.append(entry.id)
-                else:
-                    failures.append(failure)
+            if failure is None:
+                done.append(entry.id)
+            else:
+                failures.append(failure)
+
+        try:
+            await asyncio.gather(*(run_one(entry) for entry in taken.entries))
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,7 +8,9 @@ an unreachable call, up after a success) and writes the provisioning log (P11).
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime
+from typing import Any
 
 from bossa.journal.store import Conn, Pool
 from bossa.logs import get_logger
@@ -19,6 +21,8 @@ from bossa.provisioning.settings import ProvisioningSettings
 
 __all__ = ["Deliverer"]
 
+_ROW_TTL_S = 1.0
+
 log = get_logger("bossa.provisioning")
 
 
@@ -27,11 +31,22 @@ class Deliverer:
         self.pool = pool
         self.settings = settings or ProvisioningSettings()
         self._adapters: dict[str, tuple[datetime, Adapter]] = {}
+        self._rows: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = asyncio.Lock()
 
-    async def _adapter(self, division: str) -> Adapter:
+    async def _division_row(self, division: str) -> dict[str, Any] | None:
+        # Read at most once a second per division, not once per command.
+        now = time.monotonic()
+        cached = self._rows.get(division)
+        if cached and now - cached[0] < _ROW_TTL_S:
+            return cached[1]
         async with self.pool.connection() as conn:
             row = await (await conn.execute(QUERIES["division"], {"division": division})).fetchone()
+        self._rows[division] = (now, row)
+        return row
+
+    async def _adapter(self, division: str) -> Adapter:
+        row = await self._division_row(division)
         if row is None:
             raise DeliveryError("NO_DIVISION", f"division {division} is not in the division table")
         async with self._lock:
@@ -66,6 +81,11 @@ class Deliverer:
         await self._mark(command.division, down=False)
 
     async def _mark(self, division: str, *, down: bool, error: str | None = None) -> None:
+        if not down:
+            row = await self._division_row(division)
+            if row is not None and row["down_until"] is None:
+                return  # not marked down (as of a second ago): no write per success
+        self._rows.pop(division, None)
         async with self.pool.connection() as conn:
             if down:
                 await conn.execute(

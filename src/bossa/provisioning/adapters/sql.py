@@ -46,11 +46,12 @@ class SqlAdapter:
         if password is not None:
             url = url.set(password=password)
         self.division = division
+        # No pre-ping (a round trip per command): a connection lost to a restart fails its
+        # command as unreachable, SQLAlchemy discards it, and the retry gets a fresh one.
         self._engine: Engine = create_engine(
             url,
-            pool_pre_ping=True,
-            pool_size=2,
-            max_overflow=2,
+            pool_size=8,
+            max_overflow=8,
             pool_timeout=division.timeout_s,
             connect_args=_connect_args(url.get_backend_name(), division.timeout_s),
         )
@@ -60,7 +61,10 @@ class SqlAdapter:
     def deliver(self, command: Command) -> None:
         try:
             conn = self._engine.connect()
-        except (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError) as exc:
+        except sa_exc.TimeoutError as exc:
+            # Our own pool is exhausted: the division is busy, not down.
+            raise DeliveryError("POOL_BUSY", _first_line(exc)) from exc
+        except (sa_exc.DBAPIError, OSError) as exc:
             raise DeliveryError("CONNECT", _first_line(exc), unreachable=True) from exc
         with conn:
             try:
