@@ -25,7 +25,7 @@ import psycopg_pool
 
 from bossa.journal import metrics
 from bossa.journal.models import Entry, EntryState, Taken
-from bossa.journal.store import Failure, Journal
+from bossa.journal.store import Conn, Failure, Journal
 from bossa.logs import get_logger
 
 __all__ = ["Handler", "HandlerError", "Worker", "WorkerStats"]
@@ -73,6 +73,7 @@ class Worker:
         poll_interval_s: float | None = None,
         stop_grace_s: float = 30.0,
         gate: Callable[[], Awaitable[bool]] | None = None,
+        after_ack: Callable[[Conn, list[Entry]], Awaitable[None]] | None = None,
     ) -> None:
         settings = journal.settings
         self.journal = journal
@@ -87,6 +88,9 @@ class Worker:
         self.stop_grace_s = stop_grace_s
         #: Asked before each take: False holds the worker as if its lane were paused.
         self.gate = gate
+        #: Runs in the ack's transaction with the entries accepted: a record of what was
+        #: done (a delivery log) commits with the ack or not at all, in one round trip.
+        self.after_ack = after_ack
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
         self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
@@ -306,7 +310,7 @@ class Worker:
         while True:
             try:
                 if done:
-                    accepted = await self.journal.ack(taken.token, done)
+                    accepted = await self._ack(taken, done)
                     stale = len(done) - len(accepted)
                     self.stats.acked += len(accepted)
                     metrics.ACKED.labels(self.lane).inc(len(accepted))
@@ -346,6 +350,14 @@ class Worker:
                 backoff = min(backoff * 2, 2.0)
             else:
                 return
+
+    async def _ack(self, taken: Taken, done: list[int]) -> set[int]:
+        if self.after_ack is None:
+            return await self.journal.ack(taken.token, done)
+        async with self.journal.pool.connection() as conn, conn.transaction():
+            accepted = await self.journal.ack(taken.token, done, conn=conn)
+            await self.after_ack(conn, [e for e in taken.entries if e.id in accepted])
+        return accepted
 
     async def _heartbeat(self, taken: Taken, pending: set[int]) -> None:
         policy = await self.journal.policy(self.lane)

@@ -52,6 +52,7 @@ class BackupDaemon:
             concurrency=concurrency,
             batch_size=batch_size,
             gate=self._division_in_use,
+            after_ack=self._log,
         )
 
     async def _division_in_use(self) -> bool:
@@ -69,8 +70,10 @@ class BackupDaemon:
             await self.deliverer.deliver(command)
         except DeliveryError as exc:
             raise HandlerError(exc.code, exc.message) from exc
-        async with self.journal.pool.connection() as conn:
-            await self.deliverer.log(conn, command, mode="backup", attempts=entry.attempts)
+
+    async def _log(self, conn: Any, entries: list[Entry]) -> None:
+        # P11, written with the ack: a logged delivery is an acked one.
+        await conn.execute(QUERIES["log_deliveries"], {"ids": [e.id for e in entries]})
 
     async def run(self, *, once: bool = False, install_signal_handlers: bool = False) -> None:
         await self.worker.run(until_idle=once, install_signal_handlers=install_signal_handlers)

@@ -106,6 +106,15 @@ insert into provisioning.log (entry_id, division, sa_id, wo_no, intf_code, mode,
 values (%(entry_id)s, %(division)s, %(sa_id)s, %(wo_no)s, %(intf_code)s, %(mode)s, %(attempts)s)
 on conflict (entry_id) do nothing
 
+-- name: log_deliveries
+-- P11 for a batch acked by a backup daemon, in the ack's transaction.
+insert into provisioning.log (entry_id, division, sa_id, wo_no, intf_code, mode, attempts)
+select e.id, e.payload ->> 'division', e.key, e.payload ->> 'wo_no', e.payload ->> 'intf_code',
+       'backup', e.attempts
+from journal.entries e
+where e.id = any (%(ids)s::bigint[])
+on conflict (entry_id) do nothing
+
 -- name: log_for
 -- The provisioning log of a contract or a work order.
 select entry_id, division, sa_id, wo_no, intf_code, mode, attempts, delivered_at
