@@ -7,9 +7,10 @@ deliver it later, in order per key, with its effect applied once. See docs/journ
 from bossa.journal.models import Claim, Enqueued, Entry, EntryState, NewEntry, Taken
 from bossa.journal.settings import JournalSettings, LanePolicy
 from bossa.journal.store import FailResult, Failure, Journal
-from bossa.journal.worker import Handler, HandlerError, Worker, WorkerStats
+from bossa.journal.worker import BatchHandler, Handler, HandlerError, Worker, WorkerStats
 
 __all__ = [
+    "BatchHandler",
     "Claim",
     "Enqueued",
     "Entry",

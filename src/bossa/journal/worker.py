@@ -28,9 +28,12 @@ from bossa.journal.models import Entry, EntryState, Taken
 from bossa.journal.store import Conn, Failure, Journal
 from bossa.logs import get_logger
 
-__all__ = ["Handler", "HandlerError", "Worker", "WorkerStats"]
+__all__ = ["BatchHandler", "Handler", "HandlerError", "Worker", "WorkerStats"]
 
 Handler = Callable[[Entry], Awaitable[None]] | Callable[[Entry], None]
+#: Handles a whole taken batch at once (entries of distinct keys) and says, per entry id,
+#: None for done or the Failure; an entry it leaves out fails as "not_handled".
+BatchHandler = Callable[[list[Entry]], Awaitable[dict[int, "Failure | None"]]]
 log = get_logger("bossa.journal.worker")
 
 _DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
@@ -74,6 +77,7 @@ class Worker:
         stop_grace_s: float = 30.0,
         gate: Callable[[], Awaitable[bool]] | None = None,
         after_ack: Callable[[Conn, list[Entry]], Awaitable[None]] | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         settings = journal.settings
         self.journal = journal
@@ -91,6 +95,8 @@ class Worker:
         #: Runs in the ack's transaction with the entries accepted: a record of what was
         #: done (a delivery log) commits with the ack or not at all, in one round trip.
         self.after_ack = after_ack
+        #: When set, takes the place of `handlers`: one call per batch (bulk delivery).
+        self.batch_handler = batch_handler
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
         self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
@@ -270,12 +276,44 @@ class Worker:
                 failures.append(failure)
 
         try:
-            await asyncio.gather(*(run_one(entry) for entry in taken.entries))
+            if self.batch_handler is not None:
+                await self._run_whole(taken.entries, done, failures, unstarted)
+            else:
+                await asyncio.gather(*(run_one(entry) for entry in taken.entries))
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
         await self._settle(taken, done, failures, unstarted)
+
+    async def _run_whole(
+        self, entries: list[Entry], done: list[int], failures: list[Failure], unstarted: list[int]
+    ) -> None:
+        assert self.batch_handler is not None
+        if self._stopping.is_set():
+            unstarted.extend(e.id for e in entries)
+            return
+        now = datetime.now(UTC)
+        for entry in entries:
+            metrics.START_LATENCY.labels(self.lane).observe(
+                max(0.0, (now - entry.created_at).total_seconds())
+            )
+        try:
+            outcome = await self.batch_handler(entries)
+        except Exception as exc:  # a handler's bug fails its batch, not the worker
+            outcome = {
+                e.id: Failure(e.id, type(exc).__name__, str(exc) or repr(exc)) for e in entries
+            }
+        for entry in entries:
+            if entry.id not in outcome:
+                failures.append(
+                    Failure(entry.id, "not_handled", "the batch handler gave no result")
+                )
+            elif (failure := outcome[entry.id]) is None:
+                done.append(entry.id)
+                self.stats.handled_ids.append(entry.id)
+            else:
+                failures.append(failure)
 
     async def _handle(self, entry: Entry) -> Failure | None:
         metrics.START_LATENCY.labels(self.lane).observe(

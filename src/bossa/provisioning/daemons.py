@@ -15,9 +15,9 @@ import contextlib
 from typing import Any
 
 from bossa.errors import UserError
-from bossa.journal import Entry, HandlerError, Journal, Worker
+from bossa.journal import Entry, Journal, Worker
+from bossa.journal.store import Failure
 from bossa.logs import get_logger
-from bossa.provisioning.adapters.base import DeliveryError
 from bossa.provisioning.catalogue import QUERIES
 from bossa.provisioning.delivery import Deliverer
 from bossa.provisioning.orders import OrderRequest, accept, command_of, deliver_direct, lane_of
@@ -47,12 +47,13 @@ class BackupDaemon:
         self.worker = Worker(
             journal,
             lane_of(division),
-            {"provisioning.command": self._deliver},
+            {},
             listen_url=listen_url,
             concurrency=concurrency,
             batch_size=batch_size,
             gate=self._division_in_use,
             after_ack=self._log,
+            batch_handler=self._deliver_batch,
         )
 
     async def _division_in_use(self) -> bool:
@@ -63,13 +64,15 @@ class BackupDaemon:
             ).fetchone()
         return bool(row and row["server_used"])
 
-    async def _deliver(self, entry: Entry) -> None:
-        assert entry.key is not None
-        command = command_of(entry.id, entry.key, entry.payload)
-        try:
-            await self.deliverer.deliver(command)
-        except DeliveryError as exc:
-            raise HandlerError(exc.code, exc.message) from exc
+    async def _deliver_batch(self, entries: list[Entry]) -> dict[int, Failure | None]:
+        # One entry per contract in a batch: delivered together, in one round trip where
+        # the adapter can (a Lua pipeline, one SQL transaction with a savepoint each).
+        commands = [command_of(e.id, e.key or "", e.payload) for e in entries]
+        results = await self.deliverer.deliver_many(self.division, commands)
+        return {
+            entry_id: None if error is None else Failure(entry_id, error.code, error.message)
+            for entry_id, error in results.items()
+        }
 
     async def _log(self, conn: Any, entries: list[Entry]) -> None:
         # P11, written with the ack: a logged delivery is an acked one.

@@ -80,6 +80,41 @@ class Deliverer:
             raise DeliveryError(type(exc).__name__, str(exc) or repr(exc)) from exc
         await self._mark(command.division, down=False)
 
+    async def deliver_many(
+        self, division: str, commands: list[Command]
+    ) -> dict[int, DeliveryError | None]:
+        """A batch for one division: in one round trip where the adapter can, one call
+        per command (at once, in threads) where it cannot."""
+        adapter = await self._adapter(division)
+        many = getattr(adapter, "deliver_many", None)
+        if many is not None:
+            try:
+                results: dict[int, DeliveryError | None] = await asyncio.to_thread(many, commands)
+            except Exception as exc:  # an adapter bug must not lose commands: they stay buffered
+                failure = DeliveryError(type(exc).__name__, str(exc) or repr(exc))
+                results = dict.fromkeys((c.entry_id for c in commands), failure)
+        else:
+
+            async def one(command: Command) -> DeliveryError | None:
+                try:
+                    await asyncio.to_thread(adapter.deliver, command)
+                except DeliveryError as exc:
+                    return exc
+                except Exception as exc:
+                    return DeliveryError(type(exc).__name__, str(exc) or repr(exc))
+                return None
+
+            outcomes = await asyncio.gather(*(one(c) for c in commands))
+            results = {c.entry_id: o for c, o in zip(commands, outcomes, strict=True)}
+        unreachable = next((r for r in results.values() if r is not None and r.unreachable), None)
+        if unreachable is not None:
+            await self._mark(
+                division, down=True, error=f"{unreachable.code}: {unreachable.message}"
+            )
+        elif any(r is None for r in results.values()):
+            await self._mark(division, down=False)
+        return results
+
     async def _mark(self, division: str, *, down: bool, error: str | None = None) -> None:
         if not down:
             row = await self._division_row(division)

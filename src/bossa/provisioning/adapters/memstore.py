@@ -7,6 +7,7 @@ repeat finds the marker and stops; a concurrent twin makes EXEC fail and retries
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import redis
@@ -21,6 +22,20 @@ from bossa.provisioning.adapters.base import Command, DeliveryError, Division, r
 __all__ = ["MARKER_TTL_S", "RedisAdapter", "marker_key"]
 
 MARKER_TTL_S = 30 * 24 * 3600  # longer than any entry stays in a buffer
+
+
+# Atomic on the server: a repeat finds the marker and does nothing. Redis has no
+# rollback, so a command refused half-way leaves the earlier ones applied and no marker
+# (as MULTI/EXEC would): the retry after an operator's fix applies the command again.
+_APPLY_ONCE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for _, tokens in ipairs(cjson.decode(ARGV[2])) do
+    local reply = redis.pcall(unpack(tokens))
+    if type(reply) == 'table' and reply.err then return redis.error_reply(reply.err) end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[1])
+return 1
+"""
 
 
 def marker_key(division: str, entry_id: int) -> str:
@@ -46,6 +61,7 @@ class RedisAdapter:
             retry=Retry(NoBackoff(), 1),
             **options,
         )
+        self._apply = self._client.register_script(_APPLY_ONCE)
 
     def deliver(self, command: Command) -> None:
         commands: list[list[Any]] = render(command.template, command.bind_data)
@@ -75,6 +91,39 @@ class RedisAdapter:
             # a retry (after an operator's fix) applies the command again.
             self._forget(marker)
             raise DeliveryError("REDIS", _first_line(failed[0]))
+
+    def deliver_many(self, commands: list[Command]) -> dict[int, DeliveryError | None]:
+        """A backup daemon's batch in one round trip: a pipeline of one Lua script call per
+        command, each atomic on the server (marker checked, commands run, marker set)."""
+        results: dict[int, DeliveryError | None] = {}
+        calls: list[Command] = []
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    try:
+                        tokens = [
+                            [str(t) for t in cmd]
+                            for cmd in render(command.template, command.bind_data)
+                        ]
+                    except (KeyError, IndexError, ValueError) as exc:
+                        results[command.entry_id] = DeliveryError("BIND", f"bind data lacks {exc}")
+                        continue
+                    marker = marker_key(self.division.name, command.entry_id)
+                    self._apply(
+                        keys=[marker],
+                        args=[MARKER_TTL_S, json.dumps(tokens), command.entry_id],
+                        client=pipe,
+                    )
+                    calls.append(command)
+                replies = pipe.execute(raise_on_error=False) if calls else []
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            down = DeliveryError("CONNECT", str(exc), unreachable=True)
+            return dict.fromkeys((c.entry_id for c in commands), down)
+        for command, reply in zip(calls, replies, strict=True):
+            results[command.entry_id] = (
+                DeliveryError("REDIS", _first_line(reply)) if isinstance(reply, Exception) else None
+            )
+        return results
 
     def close(self) -> None:
         self._client.close()

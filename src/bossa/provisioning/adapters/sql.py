@@ -79,6 +79,50 @@ class SqlAdapter:
             except sa_exc.StatementError as exc:  # a bind the template needs is missing
                 raise DeliveryError("BIND", _first_line(exc)) from exc
 
+    def deliver_many(self, commands: list[Command]) -> dict[int, DeliveryError | None]:
+        """A backup daemon's batch in ONE target transaction, a savepoint per command: one
+        commit (one WAL flush) for the batch, and a refused command still fails alone."""
+        try:
+            conn = self._engine.connect()
+        except sa_exc.TimeoutError as exc:
+            return dict.fromkeys(
+                (c.entry_id for c in commands), DeliveryError("POOL_BUSY", _first_line(exc))
+            )
+        except (sa_exc.DBAPIError, OSError) as exc:
+            down = DeliveryError("CONNECT", _first_line(exc), unreachable=True)
+            return dict.fromkeys((c.entry_id for c in commands), down)
+        results: dict[int, DeliveryError | None] = {}
+        with conn:
+            try:
+                self._ensure_marker(conn)
+                with conn.begin():
+                    for command in commands:
+                        results[command.entry_id] = self._apply_in_savepoint(conn, command)
+            except sa_exc.DBAPIError as exc:  # the connection or the commit failed: none applied
+                failure = _delivery_error(exc)
+                return dict.fromkeys((c.entry_id for c in commands), failure)
+        return results
+
+    def _apply_in_savepoint(self, conn: Connection, command: Command) -> DeliveryError | None:
+        savepoint = conn.begin_nested()
+        try:
+            self._mark(conn, command)
+            conn.execute(text(command.template), command.bind_data)
+        except _AlreadyApplied:
+            savepoint.rollback()
+            return None
+        except sa_exc.DBAPIError as exc:
+            failure = _delivery_error(exc)
+            if failure.unreachable:
+                raise  # the whole batch fails; nothing is committed
+            savepoint.rollback()
+            return failure
+        except sa_exc.StatementError as exc:
+            savepoint.rollback()
+            return DeliveryError("BIND", _first_line(exc))
+        savepoint.commit()
+        return None
+
     def close(self) -> None:
         self._engine.dispose()
 

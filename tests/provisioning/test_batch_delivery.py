@@ -1,0 +1,91 @@
+"""Batch delivery, the backup daemon's path: a batch of commands in one round trip (a
+pipeline of Lua calls on Redis, one transaction with a savepoint each on SQL), each
+applied once, a refused one failing alone, and interleaving with single deliveries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from bossa.provisioning.adapters import ServerType
+from bossa.provisioning.adapters.memstore import RedisAdapter
+from bossa.provisioning.adapters.sql import SqlAdapter
+from tests.provisioning import test_adapters
+from tests.provisioning.test_adapters import (
+    INSERT_SUB,
+    NASTY,
+    SqlTarget,
+    command,
+    division,
+    opened,
+    unique,
+)
+
+# The SQL targets (a PostgreSQL and a MariaDB of the tests' own) of the adapter tests.
+sql_target = test_adapters.sql_target
+
+
+def test_redis_batch_applies_each_once(redis_server: Any) -> None:
+    div = division(ServerType.MEMSTORE, redis_server.url, name="HDS")
+    sas = [unique("S") for _ in range(20)]
+    template = [["INCR", "hits:{sa_id}"], ["HSET", "sub:{sa_id}", "name", "{name}"]]
+    batch = [command(div, template, sa_id=sa, name=NASTY) for sa in sas]
+    bad = command(div, [["INCR", "hits:{sa_id}"], ["HSET", "hits:{sa_id}", "f", "v"]], sa_id=sas[0])
+    missing = command(div, [["SET", "k:{nope}", "1"]], sa_id="x")
+    with opened(div) as adapter:
+        assert isinstance(adapter, RedisAdapter)
+        first = adapter.deliver_many([*batch, bad, missing])
+        adapter.deliver(batch[3])  # a single delivery of the same entry: a no-op
+        again = adapter.deliver_many(batch)  # the at-least-once repeat: all no-ops
+    assert [first[c.entry_id] for c in batch] == [None] * 20
+    assert first[bad.entry_id] is not None
+    assert first[bad.entry_id].code == "REDIS"  # WRONGTYPE: HSET on a string key
+    assert first[missing.entry_id] is not None
+    assert first[missing.entry_id].code == "BIND"
+    assert set(again.values()) == {None}
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    # The refused command ran its first INCR before failing (Redis has no rollback) and
+    # left no marker, so a fixed retry applies it again: documented, as with MULTI/EXEC.
+    assert [client.get(f"hits:{sa}") for sa in sas] == ["2"] + ["1"] * 19
+    assert client.hget(f"sub:{sas[5]}", "name") == NASTY
+    assert not client.exists(f"bossa:applied:HDS:{bad.entry_id}")
+
+
+def test_sql_batch_in_one_transaction_with_savepoints(sql_target: SqlTarget) -> None:
+    table = sql_target.table()
+    div = division(ServerType.SQL, sql_target.url, name=unique("AAA_"))
+    batch = [command(div, INSERT_SUB.format(t=table), sa_id=f"S{n}", name=NASTY) for n in range(10)]
+    duplicate = command(div, INSERT_SUB.format(t=table), sa_id="S3", name="twin")  # refused
+    with opened(div) as adapter:
+        assert isinstance(adapter, SqlAdapter)
+        first = adapter.deliver_many([*batch[:5], duplicate, *batch[5:]])
+        again = adapter.deliver_many(batch)
+    assert [first[c.entry_id] for c in batch] == [None] * 10
+    error = first[duplicate.entry_id]
+    assert error is not None
+    assert error.code in {"23505", "1062"}
+    assert not error.unreachable
+    assert set(again.values()) == {None}
+    rows = sql_target.rows(f"select sa_id, name from {table} order by sa_id")
+    assert rows == [(f"S{n}", NASTY) for n in range(10)]
+    marked = sql_target.rows(
+        "select count(*) from bossa_applied_commands where division = :d", d=div.name
+    )
+    assert marked == [(10,)]  # the refused command left no marker
+
+
+@pytest.mark.fault
+def test_sql_batch_to_a_stopped_server_fails_whole(sql_target: SqlTarget) -> None:
+    div = division(ServerType.SQL, sql_target.url, name=unique("AAA_"))
+    table = sql_target.table()
+    batch = [command(div, INSERT_SUB.format(t=table), sa_id=f"S{n}", name="n") for n in range(3)]
+    sql_target.server.stop()
+    try:
+        with opened(div) as adapter:
+            assert isinstance(adapter, SqlAdapter)
+            results = adapter.deliver_many(batch)
+    finally:
+        sql_target.server.start()
+    assert all(r is not None and r.unreachable for r in results.values())
