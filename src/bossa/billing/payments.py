@@ -34,7 +34,8 @@ class PaymentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     account: str = Field(min_length=1, max_length=64)
-    amount: str | int = Field(
+    # Any: to_minor checks it and says why (a float, too many decimals, not a number).
+    amount: Any = Field(
         description="A decimal string in the currency ('12.50') or minor units as an integer string"
     )
     currency: str = Field(min_length=3, max_length=3)
@@ -45,7 +46,9 @@ class PaymentRequest(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise InvalidInput(first["msg"], field=".".join(map(str, first["loc"]))) from exc
+            raise InvalidInput(
+                first["msg"], field=str(first["loc"][0]) if first["loc"] else "payment"
+            ) from exc
 
     def fingerprint(self, kind: str) -> str:
         text = json.dumps({"kind": kind, **self.model_dump()}, sort_keys=True, default=str)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from psycopg import errors as pg_errors
@@ -24,6 +24,8 @@ from bossa.ledger import store as ledger
 __all__ = ["bill", "reconcile", "settle", "start_run"]
 
 Progress = Callable[[int, int], None]
+_CATCH_UP_ROUNDS = 3
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 async def start_run(
@@ -128,24 +130,35 @@ async def settle(pool: Pool, run_id: int, *, batch: int = 200, actor: str = "bil
     if run["status"] != "settling":
         raise Conflict(f"bill run {run_id} is still billing accounts", field="run")
     applied = 0
-    while True:
-        applied_now = await _settle_some(pool, batch, actor)
+    # Catch up in rounds, each up to what was staged when it began, so that a steady
+    # stream of payments cannot keep settlement going forever: each round is shorter.
+    for _ in range(_CATCH_UP_ROUNDS):
+        cutoff = datetime.now(UTC)
+        applied_now = 0
+        while True:
+            done = await _settle_some(pool, batch, actor, cutoff=cutoff)
+            applied_now += done
+            if done < batch:
+                break
         applied += applied_now
-        if applied_now == 0:
+        if applied_now < batch:
             break
-    # Under the exclusive lock no payment is being staged: apply the last ones, end staging.
+    # Under the exclusive lock no payment is being staged: apply the last few, end staging.
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(QUERIES["lock_books"])
-        applied += await _settle_some(pool, 1_000_000, actor, conn=conn)
+        applied += await _settle_some(pool, 1_000_000, actor, conn=conn, cutoff=None)
         await conn.execute(QUERIES["mark_settled"], {"run": run_id})
     return applied
 
 
-async def _settle_some(pool: Pool, limit: int, actor: str, *, conn: Conn | None = None) -> int:
+async def _settle_some(
+    pool: Pool, limit: int, actor: str, *, cutoff: datetime | None, conn: Conn | None = None
+) -> int:
     if conn is None:
         async with pool.connection() as own:
-            return await _settle_some(pool, limit, actor, conn=own)
-    items = await (await conn.execute(QUERIES["next_staged"], {"limit": limit})).fetchall()
+            return await _settle_some(pool, limit, actor, cutoff=cutoff, conn=own)
+    params = {"limit": limit, "cutoff": cutoff or _FAR_FUTURE}
+    items = await (await conn.execute(QUERIES["next_staged"], params)).fetchall()
     applied = 0
     for item in items:
         async with conn.transaction():

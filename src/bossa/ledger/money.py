@@ -22,6 +22,8 @@ def to_minor(value: object, exponent: int, *, field: str = "amount", currency: s
         raise InvalidInput(f"{value!r} is not an amount", field=field)
     if amount <= 0:
         raise InvalidInput("must be greater than zero", field=field)
+    if amount.adjusted() > 15:  # before any scaling: '1e300000' is a few typed characters
+        raise InvalidInput("is too large", field=field)
     exponent_of_value = amount.as_tuple().exponent
     assert isinstance(exponent_of_value, int)
     if -exponent_of_value > exponent:

@@ -70,7 +70,9 @@ returning id
 
 -- name: mark_settled
 -- Staging ends: payments post online again.
-update billing.runs set status = 'settled', settled_at = now()
+update billing.runs
+set status = 'settled', settled_at = now(),
+    settled_through = (select coalesce(max(id), 0) from ledger.transactions)
 where id = %(run)s and status = 'settling'
 
 -- name: stage_deposit
@@ -94,10 +96,10 @@ select
 -- name: next_staged
 -- B4: the oldest unsettled staged items, deposits and write-offs in the order taken.
 select 'deposit' as kind, id, account_id, amount, received_at from billing.staged_deposits
-where settled_at is null
+where settled_at is null and received_at <= %(cutoff)s
 union all
 select 'writeoff', id, account_id, amount, received_at from billing.staged_writeoffs
-where settled_at is null
+where settled_at is null and received_at <= %(cutoff)s
 order by received_at, kind, id
 limit %(limit)s
 
@@ -166,9 +168,14 @@ run_tx as (
     where t.reference in (select 'bill:' || id from ledger.bills where bill_run_id = %(run)s)
     group by 1, 2
 ),
+accounts as (
+    select id as account_id from ledger.accounts
+    where bill_cycle = (select bill_cycle from billing.runs where id = %(run)s)
+),
 staged_tx as (
     select p.account_id, p.book::text as book, sum(p.amount) as amount
     from ledger.postings p
+    join accounts using (account_id)
     where p.transaction_id in (
         select transaction_id from billing.staged_deposits where run_id = %(run)s
         union all
@@ -179,8 +186,12 @@ later_tx as (
     -- Online activity after the run settled (later payments, later runs) is not a
     -- difference: the report can be run at any time after settlement.
     select p.account_id, p.book::text as book, sum(p.amount) as amount
-    from ledger.transactions t join ledger.postings p on p.transaction_id = t.id
-    where t.created_at > (select settled_at from billing.runs where id = %(run)s)
+    from ledger.transactions t
+    join ledger.postings p on p.transaction_id = t.id
+    join accounts a on a.account_id = p.account_id
+    -- By id, not time: a payment that began before the switch but posted after it
+    -- holds an earlier now() yet a later id (it waited on the books lock).
+    where t.id > (select settled_through from billing.runs where id = %(run)s)
       and t.id not in (
           select transaction_id from billing.staged_deposits
           where run_id = %(run)s and transaction_id is not null
@@ -194,10 +205,6 @@ expected as (
     from (select * from snap union all select * from run_tx union all select * from staged_tx
           union all select * from later_tx) x
     group by 1, 2
-),
-accounts as (
-    select id as account_id from ledger.accounts
-    where bill_cycle = (select bill_cycle from billing.runs where id = %(run)s)
 ),
 final as (
     select b.account_id, b.book::text as book, b.amount from ledger.balances b

@@ -5,6 +5,11 @@
 select a.*, c.exponent from ledger.accounts a join ledger.currencies c on c.code = a.currency
 where a.id = %(account)s
 
+-- name: account_refs
+-- Does the customer exist, and is the currency known?
+select exists (select 1 from customers.customers where id = %(customer)s) as customer,
+       exists (select 1 from ledger.currencies where code = %(currency)s) as currency
+
 -- name: create_account
 -- Open a billing account.
 insert into ledger.accounts (id, customer_id, currency, bill_cycle, grace_days, created_by)
