@@ -492,17 +492,20 @@ async def timed_drain(world: World, division: str, n: int) -> dict[str, Any]:
     stages = Stages()
     journal, deliverer = world.journal, world.deliverer
     adapter = await deliverer._adapter(division)  # built now, so its deliver can be wrapped
-    adapter.deliver = stages.wrap_sync("adapter.deliver (in its thread)", adapter.deliver)  # type: ignore[method-assign]
+    adapter.deliver_many = stages.wrap_sync(  # type: ignore[attr-defined]
+        "adapter.deliver_many (per batch, in its thread)",
+        adapter.deliver_many,  # type: ignore[attr-defined]
+    )
     deliverer._adapter = stages.wrap_async(
         "division lookup (Deliverer._adapter)", deliverer._adapter
     )  # type: ignore[method-assign]
     deliverer._mark = stages.wrap_async("mark up (Deliverer._mark)", deliverer._mark)  # type: ignore[method-assign]
-    deliverer.log = stages.wrap_async("provisioning.log insert (autocommit)", deliverer.log)  # type: ignore[method-assign]
     journal.take = stages.wrap_async("journal.take (per batch)", journal.take)  # type: ignore[method-assign]
     journal.ack = stages.wrap_async("journal.ack (per batch)", journal.ack)  # type: ignore[method-assign]
     daemon = BackupDaemon(journal, deliverer, division, concurrency=4, batch_size=100)
-    daemon._deliver = stages.wrap_async("handler total (BackupDaemon._deliver)", daemon._deliver)  # type: ignore[method-assign]
-    daemon.worker.handlers["provisioning.command"] = daemon._deliver
+    daemon.worker.batch_handler = stages.wrap_async(
+        "batch handler total (BackupDaemon._deliver_batch)", daemon._deliver_batch
+    )
     daemon.worker.gate = stages.wrap_async("gate (division in use, per take)", daemon.worker.gate)
     t0 = time.perf_counter()
     try:
