@@ -19,7 +19,7 @@ from bossa.db import open_pool
 from bossa.journal import Journal, JournalSettings
 from bossa.journal.store import Pool
 from bossa.provisioning import BackupDaemon, Deliverer, OrderRequest, ProvisioningSettings, submit
-from bossa.provisioning.adapters import Command
+from bossa.provisioning.adapters import Command, DeliveryError
 from bossa.provisioning.catalogue import add_division, add_plan_command
 from tests.provisioning import servers
 
@@ -59,6 +59,15 @@ class LaggingDeliverer(Deliverer):
         await asyncio.sleep(random.uniform(0, 0.015))
         await super().deliver(command)
         await asyncio.sleep(random.uniform(0, 0.015))
+
+    async def deliver_many(
+        self, division: str, commands: list[Command]
+    ) -> dict[int, DeliveryError | None]:
+        # The backup daemon's batch path: the same lag around the whole batch.
+        await asyncio.sleep(random.uniform(0, 0.015))
+        results = await super().deliver_many(division, commands)
+        await asyncio.sleep(random.uniform(0, 0.015))
+        return results
 
 
 @pytest.mark.fault

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, bindparam, create_engine, make_url, text
 from sqlalchemy import exc as sa_exc
 
 from bossa.provisioning.adapters.base import Command, DeliveryError, Division
@@ -24,6 +25,9 @@ _CREATE_MARKER = text(
     " entry_id BIGINT NOT NULL PRIMARY KEY,"
     " division VARCHAR(64) NOT NULL,"
     " applied_at TIMESTAMP NOT NULL)"
+)
+_APPLIED_AMONG = text(f"SELECT entry_id FROM {MARKER_TABLE} WHERE entry_id IN :ids").bindparams(
+    bindparam("ids", expanding=True)
 )
 _INSERT_MARKER = text(
     f"INSERT INTO {MARKER_TABLE} (entry_id, division, applied_at)"
@@ -80,8 +84,9 @@ class SqlAdapter:
                 raise DeliveryError("BIND", _first_line(exc)) from exc
 
     def deliver_many(self, commands: list[Command]) -> dict[int, DeliveryError | None]:
-        """A backup daemon's batch in ONE target transaction, a savepoint per command: one
-        commit (one WAL flush) for the batch, and a refused command still fails alone."""
+        """A backup daemon's batch in ONE target transaction (one commit, one WAL flush):
+        first all at once (markers and each template in executemany); if the server
+        refuses anything, again with a savepoint per command, so a refused one fails alone."""
         try:
             conn = self._engine.connect()
         except sa_exc.TimeoutError as exc:
@@ -96,12 +101,42 @@ class SqlAdapter:
             try:
                 self._ensure_marker(conn)
                 with conn.begin():
+                    self._apply_all(conn, commands)
+                return dict.fromkeys((c.entry_id for c in commands), None)
+            except sa_exc.DBAPIError as exc:
+                if _delivery_error(exc).unreachable or conn.invalidated:
+                    return dict.fromkeys((c.entry_id for c in commands), _delivery_error(exc))
+                # One command (or a twin's marker) was refused and the whole try rolled
+                # back: redo the batch a savepoint per command, so only that one fails.
+            except sa_exc.StatementError:
+                pass  # a missing bind: found and reported per command below
+            try:
+                with conn.begin():
                     for command in commands:
                         results[command.entry_id] = self._apply_in_savepoint(conn, command)
             except sa_exc.DBAPIError as exc:  # the connection or the commit failed: none applied
                 failure = _delivery_error(exc)
                 return dict.fromkeys((c.entry_id for c in commands), failure)
         return results
+
+    def _apply_all(self, conn: Connection, commands: list[Command]) -> None:
+        """The fast path: markers in one executemany, then each distinct template once
+        with executemany over its commands (a batch has one command per contract, so
+        their order within the batch does not matter). Any refusal raises."""
+        ids = [c.entry_id for c in commands]
+        applied = {row[0] for row in conn.execute(_APPLIED_AMONG, {"ids": ids})}
+        todo = [c for c in commands if c.entry_id not in applied]
+        if not todo:
+            return
+        conn.execute(
+            _INSERT_MARKER,
+            [{"entry_id": c.entry_id, "division": self.division.name[:64]} for c in todo],
+        )
+        by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for command in todo:
+            by_template[command.template].append(command.bind_data)
+        for template, binds in by_template.items():
+            conn.execute(text(template), binds)
 
     def _apply_in_savepoint(self, conn: Connection, command: Command) -> DeliveryError | None:
         savepoint = conn.begin_nested()
