@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel
 
 from bossa.billing import runs
-from bossa.billing.payments import PaymentRequest, authorize, pay
+from bossa.billing.payments import PaymentRequest, account_summary, authorize, pay
 from bossa.billing.queries import QUERIES
 from bossa.billing.state import current_state
 from bossa.errors import NotFound
@@ -65,17 +65,7 @@ async def open_account(body: AccountBody, journal: JournalDep) -> dict[str, Any]
 @router.get("/ledger/accounts/{account}")
 async def show_account(account: str, journal: JournalDep) -> dict[str, Any]:
     async with journal.pool.connection() as conn:
-        acct = await ledger.account(conn, account)
-        books = await ledger.balances(conn, account)
-        staged = await (
-            await conn.execute(QUERIES["staged_totals"], {"account": account})
-        ).fetchone()
-    return {
-        "account": acct.__dict__,
-        "books": books,
-        "available": ledger.available(books),
-        "staged": staged,
-    }
+        return await account_summary(conn, account)
 
 
 @router.post("/billing/payments/deposit", status_code=201)

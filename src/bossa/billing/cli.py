@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bossa import config
 from bossa.billing import runs
 from bossa.billing.dunning import run_dunning
-from bossa.billing.payments import PaymentRequest, authorize, pay
+from bossa.billing.payments import PaymentRequest, account_summary, authorize, pay
 from bossa.billing.queries import QUERIES
 from bossa.billing.settings import BillingSettings
 from bossa.billing.state import current_state
@@ -90,17 +90,7 @@ def show_account(account: str) -> None:
 
     async def go(rt: Runtime) -> dict[str, Any]:
         async with rt.pool.connection() as conn:
-            acct = await ledger.account(conn, account)
-            books = await ledger.balances(conn, account)
-            staged = await (
-                await conn.execute(QUERIES["staged_totals"], {"account": account})
-            ).fetchone()
-        return {
-            "account": acct.__dict__,
-            "books": books,
-            "available": ledger.available(books),
-            "staged": staged,
-        }
+            return await account_summary(conn, account)
 
     print_json(_with(go))
 

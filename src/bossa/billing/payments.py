@@ -24,7 +24,14 @@ from bossa.journal.store import Conn
 from bossa.ledger import store as ledger
 from bossa.ledger.money import format_minor, to_minor
 
-__all__ = ["SERVICE_LANE", "PaymentRequest", "authorize", "pay", "service_changes"]
+__all__ = [
+    "SERVICE_LANE",
+    "PaymentRequest",
+    "account_summary",
+    "authorize",
+    "pay",
+    "service_changes",
+]
 
 #: Suspend and restore commands for contracts go through provisioning from this lane.
 SERVICE_LANE = "billing.service"
@@ -219,6 +226,21 @@ async def service_changes(
         )
     await journal.enqueue(entries, conn=conn)
     return [c["sa_id"] for c in contracts]
+
+
+async def account_summary(conn: Conn, account_id: str) -> dict[str, Any]:
+    """An account with its books, available funds and what is staged for it."""
+    acct = await ledger.account(conn, account_id)
+    books = await ledger.balances(conn, account_id)
+    staged = await (
+        await conn.execute(QUERIES["staged_totals"], {"account": account_id})
+    ).fetchone()
+    return {
+        "account": acct.__dict__,
+        "books": books,
+        "available": ledger.available(books),
+        "staged": staged,
+    }
 
 
 async def authorize(
