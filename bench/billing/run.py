@@ -749,8 +749,17 @@ def main() -> None:
     parser.add_argument(
         "--no-results", action="store_true", help="do not append to bench/RESULTS.md"
     )
+    parser.add_argument(
+        "--pay-workers",
+        type=int,
+        default=None,
+        help="bill-run workers during the payment phase (default 2, bill()'s default); on a"
+        " 2-core machine 1 leaves a core to the front office",
+    )
     args = parser.parse_args()
     settings = Settings.make(args.quick)
+    if args.pay_workers is not None:
+        settings.pay_workers = args.pay_workers
     ref = git_ref()
     port = free_port()
     print("bench/billing: bill-run throughput vs raw SQL, payment latency during a run")
