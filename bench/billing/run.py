@@ -61,7 +61,7 @@ class Settings:
     cells: list[tuple[int, int]] = field(default_factory=list)  # (workers, chunk)
     payers: int = 8
     pay_window_s: float = 20.0
-    pay_workers: int = 2  # the background run during the payment phase: bill()'s defaults
+    pay_workers: int = 1  # the background run during the payment phase: bill()'s defaults
     pay_chunk: int = 500
 
     @classmethod
@@ -753,8 +753,7 @@ def main() -> None:
         "--pay-workers",
         type=int,
         default=None,
-        help="bill-run workers during the payment phase (default 2, bill()'s default); on a"
-        " 2-core machine 1 leaves a core to the front office",
+        help="bill-run workers during the payment phase (default 1, BillingSettings' default)",
     )
     args = parser.parse_args()
     settings = Settings.make(args.quick)

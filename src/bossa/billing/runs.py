@@ -84,7 +84,7 @@ async def bill(
     pool: Pool,
     run_id: int,
     *,
-    workers: int = 2,
+    workers: int = 1,
     chunk: int = 500,
     actor: str = "billing",
     progress: Progress | None = None,
