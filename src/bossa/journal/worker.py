@@ -25,7 +25,7 @@ import psycopg_pool
 
 from bossa.journal import metrics
 from bossa.journal.models import Entry, EntryState, Taken
-from bossa.journal.store import Conn, Failure, Journal
+from bossa.journal.store import QUERIES, Conn, Failure, Journal
 from bossa.logs import get_logger
 
 __all__ = ["BatchHandler", "Handler", "HandlerError", "Worker", "WorkerStats"]
@@ -206,6 +206,7 @@ class Worker:
                 continue
             self._sleeping.append(index)
             try:
+                await self._register_sleep()  # before the quiet period is computed: no gap
                 await self._pause(wake, await self._quiet_period())
             finally:
                 if index in self._sleeping:
@@ -235,6 +236,13 @@ class Worker:
             )
             row = await cursor.fetchone()
         return not (row and row["busy"])
+
+    async def _register_sleep(self) -> None:
+        if self.listen_url is None:
+            return  # nobody would hear the NOTIFY: this worker polls
+        with contextlib.suppress(*_DB_ERRORS):
+            async with self.journal.pool.connection() as conn:
+                await conn.execute(QUERIES["sleep"], {"lane": self.lane}, prepare=True)
 
     async def _quiet_period(self) -> float:
         try:

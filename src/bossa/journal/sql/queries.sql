@@ -56,16 +56,18 @@ numbered_fresh as (
     select ord, row_number() over (order by ord) as rn from fresh
 ),
 woken as (
-    -- NOTIFY only wakes workers; it carries no work, so a lost one strands nothing.
-    select count(pg_notify('bossa_journal', l.lane)) as n
-    from (select distinct lane from fresh) l
+    -- NOTIFY only wakes workers (it carries no work, so a lost one strands nothing), and
+    -- only lanes with a worker asleep: see journal.sleepers.
+    delete from journal.sleepers s
+    where s.lane in (select lane from fresh)
+    returning pg_notify('bossa_journal', s.lane)
 )
 select nf.ord, nn.id, true as created
 from numbered_fresh nf join numbered_new nn using (rn)
 union all
 select d.ord, d.id, false from duplicate d
 union all
-select null, null, null from woken where n < 0
+select null, null, null from woken where false
 order by 1
 
 -- name: enqueue_plain
@@ -82,12 +84,12 @@ with inserted as (
     returning id, lane
 ),
 woken as (
-    select count(pg_notify('bossa_journal', l.lane)) as n
-    from (select distinct lane from inserted) l
+    delete from journal.sleepers s
+    where s.lane in (select lane from inserted)
+    returning pg_notify('bossa_journal', s.lane)
 )
 select row_number() over (order by id) as ord, id, true as created
 from inserted
-where (select n from woken) >= 0
 order by id
 
 -- name: enqueue_or_claim
@@ -115,11 +117,10 @@ inserted as (
            %(created_by)s
     from head
     returning id, state, lease_expires_at, created_at
-),
-woken as (
-    select pg_notify('bossa_journal', %(lane)s) from inserted where state = 'waiting'
 )
-select inserted.*, (select count(*) from woken) as woken from inserted
+-- No NOTIFY: the entry is either taken by the caller or waits behind the key's head,
+-- whose completion promotes it (and wakes a sleeping worker then).
+select * from inserted
 
 -- name: take
 -- Lease up to `limit` due ready entries of a lane, oldest first. At most one entry per
@@ -171,6 +172,11 @@ returning id
 -- name: reap_expired
 -- Leases that ran out: hand the entries out again (or park them after the last attempt).
 select * from journal.reap_expired(%(lane)s, %(max_attempts)s, %(limit)s)
+
+-- name: sleep
+-- A worker found nothing to do and is going to sleep: ask enqueue to NOTIFY this lane.
+insert into journal.sleepers (lane) values (%(lane)s)
+on conflict (lane) do update set since = now()
 
 -- name: next_due
 -- When the next ready entry of a lane falls due: the worker sleeps no longer than that.

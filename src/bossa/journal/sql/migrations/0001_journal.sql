@@ -63,6 +63,15 @@ create table journal.keys (
     primary key (lane, key)
 ) with (fillfactor = 50, autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0);
 
+-- Lanes with a worker asleep, waiting for a NOTIFY. Enqueue notifies only when it
+-- removes a row here: NOTIFY serialises committing transactions (a global lock held
+-- through the commit), so busy lanes, whose workers never sleep, must not pay it.
+-- Unlogged: a hint, rebuilt by the next worker that goes to sleep.
+create unlogged table journal.sleepers (
+    lane   text primary key,
+    since  timestamptz not null default now()
+);
+
 -- Every operator action: who, when, why, and the entry before and after.
 create table journal.audit (
     id        bigint generated always as identity primary key,
@@ -90,6 +99,7 @@ as $$
 declare
     k record;
     remaining integer;
+    woken bigint;
 begin
     for k in
         select u.lane, u.key, count(*)::integer as n
@@ -114,6 +124,10 @@ begin
                 order by e.id
                 limit 1
             ) and state = 'waiting';
+            if found then  -- wake a sleeping worker for the promoted entry
+                with s as (delete from journal.sleepers where lane = k.lane returning lane)
+                select count(pg_notify('bossa_journal', s.lane)) into woken from s;
+            end if;
         end if;
     end loop;
 end
