@@ -512,22 +512,26 @@ async def latency_bossa(system: Bossa, url: str, rate: float, seconds: float) ->
     async def handler(entry: Any) -> None:
         starts[entry.id] = time.perf_counter()
 
-    worker = Worker(
-        system.journal, LANE, {"noop": handler}, listen_url=url, concurrency=4, batch_size=100
-    )
-    task = asyncio.create_task(worker.run())
-    await asyncio.sleep(0.5)
-
-    async def send() -> None:
-        (res,) = await system.journal.enqueue(
-            [NewEntry(lane=LANE, kind="noop", payload=payload_of(60))]
+    # The worker gets a pool of its own, as a worker process would: sharing the
+    # producers' pool, its take and ack would queue behind hundreds of pending sends.
+    async with open_pool(url, min_size=1, max_size=8) as worker_pool:
+        journal = Journal(worker_pool, system.journal.settings)
+        worker = Worker(
+            journal, LANE, {"noop": handler}, listen_url=url, concurrency=4, batch_size=100
         )
-        commits[res.id] = time.perf_counter()
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.5)
 
-    await paced(send, rate, seconds)
-    await asyncio.sleep(1.0)
-    worker.stop()
-    await task
+        async def send() -> None:
+            (res,) = await system.journal.enqueue(
+                [NewEntry(lane=LANE, kind="noop", payload=payload_of(60))]
+            )
+            commits[res.id] = time.perf_counter()
+
+        await paced(send, rate, seconds)
+        await asyncio.sleep(1.0)
+        worker.stop()
+        await task
     return [max(0.0, starts[i] - c) for i, c in commits.items() if i in starts]
 
 
@@ -536,9 +540,13 @@ async def latency_pgmq(system: Pgmq, rate: float, seconds: float) -> list[float]
     starts: dict[int, float] = {}
     stop = asyncio.Event()
 
+    # Consumers on a pool of their own, as for bossa's worker: a consumer process.
+    consumer_pool = AutocommitPool(system.url, 8)
+    await consumer_pool.open()
+
     async def consumer() -> None:
         while not stop.is_set():
-            async with system.ac.pool.connection() as c:
+            async with consumer_pool.pool.connection() as c:
                 cur = await c.execute(
                     "select msg_id from pgmq.read_with_poll('bench', 30, 100, 1, 10)"
                 )
@@ -547,7 +555,7 @@ async def latency_pgmq(system: Pgmq, rate: float, seconds: float) -> list[float]
             for r in rows:
                 starts[r["msg_id"]] = now
             if rows:
-                async with system.ac.pool.connection() as c:
+                async with consumer_pool.pool.connection() as c:
                     await c.execute(
                         "select pgmq.archive('bench', %s::bigint[])",
                         ([r["msg_id"] for r in rows],),
@@ -568,6 +576,7 @@ async def latency_pgmq(system: Pgmq, rate: float, seconds: float) -> list[float]
     await asyncio.sleep(1.5)
     stop.set()
     await asyncio.gather(*consumers)
+    await consumer_pool.close()
     return [max(0.0, starts[i] - c) for i, c in commits.items() if i in starts]
 
 
