@@ -19,7 +19,6 @@ from psycopg import errors as pg_errors
 from bossa.billing.queries import QUERIES
 from bossa.errors import Conflict, NotFound
 from bossa.journal.store import Conn, Pool
-from bossa.ledger import store as ledger
 
 __all__ = ["bill", "reconcile", "settle", "start_run"]
 
@@ -157,31 +156,9 @@ async def _settle_some(
     if conn is None:
         async with pool.connection() as own:
             return await _settle_some(pool, limit, actor, cutoff=cutoff, conn=own)
-    params = {"limit": limit, "cutoff": cutoff or _FAR_FUTURE}
-    items = await (await conn.execute(QUERIES["next_staged"], params)).fetchall()
-    applied = 0
-    for item in items:
-        async with conn.transaction():
-            kind = item["kind"]
-            locked = await (
-                await conn.execute(QUERIES[f"lock_staged_{kind}"], {"id": item["id"]})
-            ).fetchone()
-            if locked is None:
-                continue  # another settler applied it
-            shape = ledger.DEPOSIT if kind == "deposit" else ledger.WRITEOFF
-            tx = await ledger.post(
-                conn,
-                item["account_id"],
-                kind,
-                int(item["amount"]),
-                shape,
-                actor=actor,
-                key=f"staged-{kind}:{item['id']}",
-                reference=f"staged-{kind}:{item['id']}",
-            )
-            await conn.execute(QUERIES[f"settle_{kind}"], {"id": item["id"], "tx": tx})
-            applied += 1
-    return applied
+    params = {"limit": limit, "cutoff": cutoff or _FAR_FUTURE, "actor": actor}
+    row = await (await conn.execute(QUERIES["settle_batch"], params)).fetchone()
+    return int(row["applied"]) if row else 0
 
 
 async def reconcile(pool: Pool, run_id: int, *, limit: int = 1000) -> dict[str, Any]:

@@ -93,32 +93,9 @@ select
     (select coalesce(sum(amount), 0) from billing.staged_writeoffs
      where account_id = %(account)s and settled_at is null) as writeoffs
 
--- name: next_staged
--- B4: the oldest unsettled staged items, deposits and write-offs in the order taken.
-select 'deposit' as kind, id, account_id, amount, received_at from billing.staged_deposits
-where settled_at is null and received_at <= %(cutoff)s
-union all
-select 'writeoff', id, account_id, amount, received_at from billing.staged_writeoffs
-where settled_at is null and received_at <= %(cutoff)s
-order by received_at, kind, id
-limit %(limit)s
-
--- name: lock_staged_deposit
--- One staged deposit, locked, if still unsettled.
-select * from billing.staged_deposits where id = %(id)s and settled_at is null for update
-
--- name: lock_staged_writeoff
--- One staged write-off, locked, if still unsettled.
-select * from billing.staged_writeoffs where id = %(id)s and settled_at is null for update
-
--- name: settle_deposit
--- Mark a staged deposit applied.
-update billing.staged_deposits set settled_at = now(), transaction_id = %(tx)s where id = %(id)s
-
--- name: settle_writeoff
--- Mark a staged write-off applied.
-update billing.staged_writeoffs set settled_at = now(), transaction_id = %(tx)s
-where id = %(id)s
+-- name: settle_batch
+-- B4: apply the next staged items (see billing.settle_batch).
+select billing.settle_batch(%(cutoff)s, %(limit)s, %(actor)s) as applied
 
 -- name: payment_by_key
 -- A payment by its idempotency key.

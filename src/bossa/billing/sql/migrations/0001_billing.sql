@@ -172,3 +172,56 @@ begin
     return v_done;
 end
 $$;
+
+-- B4: apply up to p_limit staged items taken up to p_cutoff, deposits and write-offs in
+-- the order they were taken, in this one transaction (one round trip, one commit per
+-- batch). Each item is locked and marked as it is posted: a settler killed mid-batch
+-- applied none of its batch, and the ledger's idempotency keys forbid applying twice.
+create function billing.settle_batch(p_cutoff timestamptz, p_limit integer, p_actor text)
+returns integer
+language plpgsql as $$
+declare
+    r record;
+    v_tx bigint;
+    v_done integer := 0;
+begin
+    for r in
+        select s.kind, s.id, s.account_id, s.amount
+        from (
+            select 'deposit' as kind, id, account_id, amount, received_at
+            from billing.staged_deposits
+            where settled_at is null and received_at <= p_cutoff
+            union all
+            select 'writeoff', id, account_id, amount, received_at
+            from billing.staged_writeoffs
+            where settled_at is null and received_at <= p_cutoff
+        ) s
+        order by s.received_at, s.kind, s.id
+        limit p_limit
+    loop
+        if r.kind = 'deposit' then
+            perform 1 from billing.staged_deposits
+            where id = r.id and settled_at is null for update skip locked;
+            continue when not found;  -- another settler has it
+            v_tx := ledger.post(r.account_id, 'deposit', r.amount,
+                                array['cash', 'prepaid']::ledger.book[],
+                                array[r.amount, -r.amount],
+                                'staged-deposit:' || r.id, 'staged-deposit:' || r.id, p_actor);
+            update billing.staged_deposits set settled_at = now(), transaction_id = v_tx
+            where id = r.id;
+        else
+            perform 1 from billing.staged_writeoffs
+            where id = r.id and settled_at is null for update skip locked;
+            continue when not found;
+            v_tx := ledger.post(r.account_id, 'writeoff', r.amount,
+                                array['cash', 'receivable']::ledger.book[],
+                                array[r.amount, -r.amount],
+                                'staged-writeoff:' || r.id, 'staged-writeoff:' || r.id, p_actor);
+            update billing.staged_writeoffs set settled_at = now(), transaction_id = v_tx
+            where id = r.id;
+        end if;
+        v_done := v_done + 1;
+    end loop;
+    return v_done;
+end
+$$;
