@@ -292,7 +292,9 @@ async def test_payments_throughout_a_run_over_10000_accounts(db_url: str, wide: 
 
     # Arrears paid during the run restored service at once: queued before settlement.
     restored = {a["account"]: a["restored"] for a in staged.values() if a["restored"]}
-    assert len(restored) >= 50, len(restored)
+    # How many depends on how long the run lasts (it got shorter as billing and
+    # settlement got faster); what matters is that there are some, all queued in time.
+    assert len(restored) >= 10, len(restored)
     assert set(restored) <= set(suspended)
     async with pool.connection() as conn:
         entries = await (
