@@ -151,7 +151,7 @@ async def retry(journal: Journal, entry_id: int, *, actor: str, reason: str | No
         await _audit(
             change, actor=actor, action="retry", reason=reason, after={"state": state.value}
         )
-        await conn.execute("select pg_notify('bossa_journal', %s)", (change.entry["lane"],))
+        await conn.execute(QUERIES["wake"], {"lane": change.entry["lane"]})
     return state.value
 
 
@@ -188,7 +188,7 @@ async def discard(journal: Journal, entry_id: int, *, actor: str, reason: str) -
         await _audit(
             change, actor=actor, action="discard", reason=reason, after={"state": "discarded"}
         )
-        await conn.execute("select pg_notify('bossa_journal', %s)", (change.entry["lane"],))
+        await conn.execute(QUERIES["wake"], {"lane": change.entry["lane"]})
 
 
 async def edit(

@@ -229,11 +229,7 @@ class Worker:
 
         Parked entries wait for an operator, so they do not keep the pass running."""
         async with self.journal.pool.connection() as conn:
-            cursor = await conn.execute(
-                "select exists (select 1 from journal.entries where lane = %s and"
-                " state in ('ready', 'taken')) as busy",
-                (self.lane,),
-            )
+            cursor = await conn.execute(QUERIES["lane_busy"], {"lane": self.lane})
             row = await cursor.fetchone()
         return not (row and row["busy"])
 

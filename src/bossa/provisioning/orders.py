@@ -232,12 +232,7 @@ def command_of(entry_id: int, sa_id: str, payload: dict[str, Any]) -> Command:
 
 
 async def _known_down(conn: Conn, division: str) -> bool:
-    row = await (
-        await conn.execute(
-            "select down_until > now() as down from provisioning.divisions where division = %s",
-            (division,),
-        )
-    ).fetchone()
+    row = await (await conn.execute(QUERIES["known_down"], {"division": division})).fetchone()
     return bool(row and row["down"])
 
 

@@ -178,6 +178,21 @@ select * from journal.reap_expired(%(lane)s, %(max_attempts)s, %(limit)s)
 insert into journal.sleepers (lane) values (%(lane)s)
 on conflict (lane) do update set since = now()
 
+-- name: lane_busy
+-- Anything ready (due now or after a backoff) or leased in the lane? (--once passes end
+-- when not.)
+select exists (
+    select 1 from journal.entries where lane = %(lane)s and state in ('ready', 'taken')
+) as busy
+
+-- name: wake
+-- Wake the lane's workers after an operator made an entry due (only if one sleeps).
+with woken as (
+    delete from journal.sleepers where lane = %(lane)s
+    returning pg_notify('bossa_journal', lane)
+)
+select count(*) as woken from woken
+
 -- name: next_due
 -- When the next ready entry of a lane falls due: the worker sleeps no longer than that.
 select min(not_before) as due from journal.entries where lane = %(lane)s and state = 'ready'

@@ -89,6 +89,11 @@ set cust_id = coalesce(excluded.cust_id, provisioning.service_records.cust_id),
     last_wo_no = excluded.last_wo_no,
     updated_at = now()
 
+-- name: known_down
+-- P4a: is the division known to be down right now?
+select coalesce(down_until > now(), false) as down
+from provisioning.divisions where division = %(division)s
+
 -- name: mark_down
 -- P4a: a call found the division unreachable; orders skip the call until down_until.
 update provisioning.divisions
