@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
@@ -200,8 +201,17 @@ async def _serve(out: Console, runtime: Runtime) -> None:
     async def same_runtime() -> AsyncIterator[Runtime]:
         yield runtime
 
+    class Server(uvicorn.Server):
+        # uvicorn re-raises SIGINT/SIGTERM once it has shut down, which would end the
+        # process before the tour's embedded PostgreSQL is stopped: stop it gently.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     app = create_app(same_runtime, api)
     out.print(f"API on http://{api.host}:{api.port}/docs  (Ctrl-C to stop)")
-    server = uvicorn.Server(uvicorn.Config(app, host=api.host, port=api.port, log_config=None))
+    server = Server(uvicorn.Config(app, host=api.host, port=api.port, log_config=None))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda: setattr(server, "should_exit", True))
     await server.serve()
-    await asyncio.sleep(0)
