@@ -57,11 +57,9 @@ class BackupDaemon:
         )
 
     async def _division_in_use(self) -> bool:
-        # SERVER_USED off: the buffer keeps filling and nothing is sent until it is on again.
-        async with self.journal.pool.connection() as conn:
-            row = await (
-                await conn.execute(QUERIES["division"], {"division": self.division})
-            ).fetchone()
+        # SERVER_USED off: the buffer keeps filling and nothing is sent until it is on
+        # again. The row is the deliverer's, read at most once a second.
+        row = await self.deliverer.division_row(self.division)
         return bool(row and row["server_used"])
 
     async def _deliver_batch(self, entries: list[Entry]) -> dict[int, Failure | None]:

@@ -34,7 +34,7 @@ class Deliverer:
         self._rows: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = asyncio.Lock()
 
-    async def _division_row(self, division: str) -> dict[str, Any] | None:
+    async def division_row(self, division: str) -> dict[str, Any] | None:
         # Read at most once a second per division, not once per command.
         now = time.monotonic()
         cached = self._rows.get(division)
@@ -46,7 +46,7 @@ class Deliverer:
         return row
 
     async def _adapter(self, division: str) -> Adapter:
-        row = await self._division_row(division)
+        row = await self.division_row(division)
         if row is None:
             raise DeliveryError("NO_DIVISION", f"division {division} is not in the division table")
         async with self._lock:
@@ -117,7 +117,7 @@ class Deliverer:
 
     async def _mark(self, division: str, *, down: bool, error: str | None = None) -> None:
         if not down:
-            row = await self._division_row(division)
+            row = await self.division_row(division)
             if row is not None and row["down_until"] is None:
                 return  # not marked down (as of a second ago): no write per success
         self._rows.pop(division, None)
