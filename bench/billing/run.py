@@ -36,7 +36,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench.journal.run import Cpu, fmt, free_port, git_ref, pct  # noqa: E402
+from bench.common import Cpu, fmt, free_port, git_ref, pct  # noqa: E402
 from bossa.billing import PaymentRequest, bill, pay, reconcile, settle, start_run  # noqa: E402
 from bossa.db import EmbeddedPostgres, open_pool  # noqa: E402
 from bossa.db.migrations import migrate  # noqa: E402

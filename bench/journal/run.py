@@ -18,8 +18,6 @@ import json
 import os
 import random
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,9 @@ from psycopg_pool import AsyncConnectionPool
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
+from bench.common import Cpu, fmt, free_port, git_ref, pct  # noqa: E402
 from bossa.db import EmbeddedPostgres, open_pool  # noqa: E402
 from bossa.db.migrations import migrate  # noqa: E402
 from bossa.journal import Journal, JournalSettings, NewEntry, Worker  # noqa: E402
@@ -93,40 +93,6 @@ def payload_of(size: int, **extra: Any) -> dict[str, Any]:
 
 
 # -- CPU accounting --------------------------------------------------------------------
-
-
-def _machine_ticks() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        parts = [int(x) for x in f.readline().split()[1:]]
-    idle = parts[3] + parts[4]
-    return sum(parts), idle
-
-
-class Cpu:
-    """Python-process CPU and whole-machine CPU over a block (the rest is mostly PostgreSQL)."""
-
-    def __enter__(self) -> Cpu:
-        self.t0 = time.perf_counter()
-        self.p0 = time.process_time()
-        self.m0 = _machine_ticks()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.t0
-        self.py = time.process_time() - self.p0
-        total, idle = _machine_ticks()
-        ticks = total - self.m0[0]
-        busy = ticks - (idle - self.m0[1])
-        hz = os.sysconf("SC_CLK_TCK")
-        self.machine = busy / hz
-
-    def summary(self) -> str:
-        ncpu = os.cpu_count() or 1
-        other = max(0.0, self.machine - self.py)
-        return (
-            f"python {self.py / self.wall:.0%} of a core, rest of machine "
-            f"{other / self.wall:.0%} of a core ({ncpu} cores)"
-        )
 
 
 # -- the systems -----------------------------------------------------------------------
@@ -593,13 +559,6 @@ async def paced(send: Callable[[], Awaitable[None]], rate: float, seconds: float
     await asyncio.gather(*tasks)
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
 # -- kill -9 redelivery ----------------------------------------------------------------
 
 CHILD = """
@@ -764,33 +723,6 @@ async def diagnostics(system: Bossa, url: str, backlog: int) -> dict[str, Any]:
 # -- the run ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def git_ref() -> str:
-    try:
-        ref = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "src"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return ref + ("+dirty-src" if dirty else "")
-
-
 class Report:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -837,14 +769,6 @@ class Report:
         )
         sign = "<=" if lower else ">="
         print(f"  {'MET ' if met else 'MISS'} {name}: {fmt(value)} (goal {sign} {goal})")
-
-
-def fmt(v: float | None) -> str:
-    if v is None or v != v:
-        return "n/a"
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    return f"{v:.2f}"
 
 
 async def run(settings: Settings, report: Report, base: Path, port: int) -> dict[str, Any]:

@@ -29,7 +29,6 @@ import itertools
 import json
 import os
 import pstats
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from tests.provisioning.servers import ServerProcess, redis_server  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
+from bench.common import Cpu, fmt, git_ref, pct  # noqa: E402
 from bossa.customers import load_sample  # noqa: E402
 from bossa.db import EmbeddedPostgres, open_pool  # noqa: E402
 from bossa.db.migrations import migrate  # noqa: E402
@@ -93,43 +93,6 @@ class Settings:
 # -- small helpers ---------------------------------------------------------------------
 
 
-def git_ref() -> str:
-    try:
-        ref = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "src"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return ref + ("+dirty-src" if dirty else "")
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def fmt(v: float | None) -> str:
-    if v is None or v != v:
-        return "n/a"
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    return f"{v:.2f}"
-
-
 class Report:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -156,34 +119,6 @@ class Report:
     def diag(self, text: str) -> None:
         self.diagnostics.append(text)
         print(f"  diag: {text}")
-
-
-class Cpu:
-    """This process's CPU and the whole machine's over a block."""
-
-    @staticmethod
-    def _machine() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            parts = [int(x) for x in f.readline().split()[1:]]
-        return sum(parts), parts[3] + parts[4]
-
-    def __enter__(self) -> Cpu:
-        self.t0, self.p0, self.m0 = time.perf_counter(), time.process_time(), self._machine()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.t0
-        self.py = time.process_time() - self.p0
-        total, idle = self._machine()
-        busy = (total - self.m0[0]) - (idle - self.m0[1])
-        self.machine = busy / os.sysconf("SC_CLK_TCK")
-
-    def summary(self) -> str:
-        other = max(0.0, self.machine - self.py)
-        return (
-            f"python process {self.py / self.wall:.0%} of a core, rest of machine"
-            f" {other / self.wall:.0%} of a core ({os.cpu_count()} cores)"
-        )
 
 
 class Stages:
