@@ -1,5 +1,5 @@
-"""Batch delivery, the backup daemon's path: a batch of commands in one round trip (a
-pipeline of Lua calls on Redis, one transaction with a savepoint each on SQL), each
+"""Batch delivery, the backup daemon's path: a batch of commands in a round trip or two
+(one script call per chunk on Redis, one transaction with a savepoint each on SQL), each
 applied once, a refused one failing alone, and interleaving with single deliveries."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from bossa.provisioning.adapters import ServerType
+from bossa.provisioning.adapters import ServerType, memstore
 from bossa.provisioning.adapters.memstore import RedisAdapter
 from bossa.provisioning.adapters.sql import SqlAdapter
 from tests.provisioning import test_adapters
@@ -51,6 +51,41 @@ def test_redis_batch_applies_each_once(redis_server: Any) -> None:
     assert [client.get(f"hits:{sa}") for sa in sas] == ["2"] + ["1"] * 19
     assert client.hget(f"sub:{sas[5]}", "name") == NASTY
     assert not client.exists(f"bossa:applied:HDS:{bad.entry_id}")
+
+
+def test_redis_batch_over_several_script_calls(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch is cut into script calls of SCRIPT_CHUNK commands; a refusal in one chunk
+    # fails that command alone and the next chunks still run.
+    monkeypatch.setattr(memstore, "SCRIPT_CHUNK", 4)
+    div = division(ServerType.MEMSTORE, redis_server.url, name="HDS")
+    sas = [unique("C") for _ in range(10)]
+    batch = [command(div, [["RPUSH", "log:{sa_id}", "{name}"]], sa_id=sa, name="x") for sa in sas]
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.set(f"log:{sas[5]}", "a string: RPUSH is refused")
+    with opened(div) as adapter:
+        assert isinstance(adapter, RedisAdapter)
+        results = adapter.deliver_many(batch)
+    refused = results[batch[5].entry_id]
+    assert refused is not None
+    assert refused.code == "REDIS"
+    assert "WRONGTYPE" in refused.message
+    assert [results[c.entry_id] for i, c in enumerate(batch) if i != 5] == [None] * 9
+    assert [client.lrange(f"log:{sa}", 0, -1) for i, sa in enumerate(sas) if i != 5] == [["x"]] * 9
+
+
+@pytest.mark.fault
+def test_redis_batch_to_a_stopped_server_fails_whole(redis_server: Any) -> None:
+    div = division(ServerType.MEMSTORE, redis_server.url, name="HDS")
+    batch = [command(div, [["SET", "k:{sa_id}", "1"]], sa_id=unique("D")) for _ in range(3)]
+    redis_server.stop()
+    try:
+        with opened(div) as adapter:
+            results = adapter.deliver_many(batch)  # type: ignore[attr-defined]
+    finally:
+        redis_server.start()
+    assert all(r is not None and r.unreachable for r in results.values())
 
 
 def test_sql_batch_in_one_transaction_with_savepoints(sql_target: SqlTarget) -> None:

@@ -24,18 +24,41 @@ __all__ = ["MARKER_TTL_S", "RedisAdapter", "marker_key"]
 MARKER_TTL_S = 30 * 24 * 3600  # longer than any entry stays in a buffer
 
 
-# Atomic on the server: a repeat finds the marker and does nothing. Redis has no
-# rollback, so a command refused half-way leaves the earlier ones applied and no marker
-# (as MULTI/EXEC would): the retry after an operator's fix applies the command again.
-_APPLY_ONCE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for _, tokens in ipairs(cjson.decode(ARGV[2])) do
-    local reply = redis.pcall(unpack(tokens))
-    if type(reply) == 'table' and reply.err then return redis.error_reply(reply.err) end
+# A backup daemon's batch in one call, each command atomic on the server (a script runs
+# alone): a command whose marker exists is skipped (0), otherwise its tokens run and its
+# marker is set (1). Redis has no rollback, so a command refused half-way leaves its
+# earlier tokens applied and no marker (as MULTI/EXEC would); its reply is the error text
+# and the script goes on with the next command, which belongs to another contract.
+_APPLY_BATCH = """
+local ttl = ARGV[1]
+local batch = cjson.decode(ARGV[2])
+local replies = {}
+for i, marker in ipairs(KEYS) do
+    if redis.call('EXISTS', marker) == 1 then
+        replies[i] = 0
+    else
+        local refused = nil
+        for _, tokens in ipairs(batch[i][2]) do
+            local reply = redis.pcall(unpack(tokens))
+            if type(reply) == 'table' and reply.err then
+                refused = reply.err
+                break
+            end
+        end
+        if refused then
+            replies[i] = refused
+        else
+            redis.call('SET', marker, batch[i][1], 'EX', ttl)
+            replies[i] = 1
+        end
+    end
 end
-redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[1])
-return 1
+return replies
 """
+
+# Commands per script call: a script blocks the server while it runs, so a big batch is
+# cut into calls of about a millisecond each.
+SCRIPT_CHUNK = 250
 
 
 def marker_key(division: str, entry_id: int) -> str:
@@ -61,7 +84,7 @@ class RedisAdapter:
             retry=Retry(NoBackoff(), 1),
             **options,
         )
-        self._apply = self._client.register_script(_APPLY_ONCE)
+        self._apply = self._client.register_script(_APPLY_BATCH)
 
     def deliver(self, command: Command) -> None:
         commands: list[list[Any]] = render(command.template, command.bind_data)
@@ -93,36 +116,43 @@ class RedisAdapter:
             raise DeliveryError("REDIS", _first_line(failed[0]))
 
     def deliver_many(self, commands: list[Command]) -> dict[int, DeliveryError | None]:
-        """A backup daemon's batch in one round trip: a pipeline of one Lua script call per
-        command, each atomic on the server (marker checked, commands run, marker set)."""
+        """A backup daemon's batch: one script call per SCRIPT_CHUNK commands (see
+        _APPLY_BATCH), so a batch costs a round trip or two, not one per command."""
         results: dict[int, DeliveryError | None] = {}
-        calls: list[Command] = []
-        try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    try:
-                        tokens = [
-                            [str(t) for t in cmd]
-                            for cmd in render(command.template, command.bind_data)
-                        ]
-                    except (KeyError, IndexError, ValueError) as exc:
-                        results[command.entry_id] = DeliveryError("BIND", f"bind data lacks {exc}")
-                        continue
-                    marker = marker_key(self.division.name, command.entry_id)
-                    self._apply(
-                        keys=[marker],
-                        args=[MARKER_TTL_S, json.dumps(tokens), command.entry_id],
-                        client=pipe,
-                    )
-                    calls.append(command)
-                replies = pipe.execute(raise_on_error=False) if calls else []
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            down = DeliveryError("CONNECT", str(exc), unreachable=True)
-            return dict.fromkeys((c.entry_id for c in commands), down)
-        for command, reply in zip(calls, replies, strict=True):
-            results[command.entry_id] = (
-                DeliveryError("REDIS", _first_line(reply)) if isinstance(reply, Exception) else None
-            )
+        rendered: list[tuple[Command, list[list[str]]]] = []
+        for command in commands:
+            try:
+                tokens = [
+                    [str(t) for t in cmd] for cmd in render(command.template, command.bind_data)
+                ]
+            except (KeyError, IndexError, ValueError) as exc:
+                results[command.entry_id] = DeliveryError("BIND", f"bind data lacks {exc}")
+                continue
+            rendered.append((command, tokens))
+        for start in range(0, len(rendered), SCRIPT_CHUNK):
+            chunk = rendered[start : start + SCRIPT_CHUNK]
+            try:
+                replies = self._apply(
+                    keys=[marker_key(self.division.name, c.entry_id) for c, _ in chunk],
+                    args=[
+                        MARKER_TTL_S,
+                        json.dumps([[c.entry_id, tokens] for c, tokens in chunk]),
+                    ],
+                )
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                down = DeliveryError("CONNECT", str(exc), unreachable=True)
+                results.update(dict.fromkeys((c.entry_id for c, _ in rendered[start:]), down))
+                break
+            except ResponseError as exc:
+                # The script itself stopped (out of memory, a script timeout): what ran
+                # before holds its markers, so the retry of the whole chunk is safe.
+                failure = DeliveryError("REDIS", _first_line(exc))
+                results.update(dict.fromkeys((c.entry_id for c, _ in chunk), failure))
+                continue
+            for (command, _), reply in zip(chunk, replies, strict=True):
+                results[command.entry_id] = (
+                    None if isinstance(reply, int) else DeliveryError("REDIS", _text(reply))
+                )
         return results
 
     def close(self) -> None:
@@ -136,3 +166,9 @@ class RedisAdapter:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def _text(reply: Any) -> str:
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else "refused"
