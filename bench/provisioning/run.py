@@ -77,8 +77,9 @@ class Settings:
     warmup: int = 100  # orders before the all-up phase, not measured
     backlog: int = 100_000  # commands per division
     enqueue_batch: int = 1_000
-    concurrency: int = 4
-    batch: int = 100
+    # The backup daemon's own defaults (BOSSA_PROVISIONING_BACKUP_*) unless --batch/--concurrency.
+    concurrency: int = field(default_factory=lambda: ProvisioningSettings().backup_concurrency)
+    batch: int = field(default_factory=lambda: ProvisioningSettings().backup_batch)
     diag_n: int = 5_000  # backlog of each diagnostic run (timed stages, cProfile, raw per command)
     raw_chunk: int = 1_000  # commands per pipeline flush / executemany transaction
     down_hold_s: float = 30.0
@@ -267,7 +268,7 @@ async def order_phase(
 
 
 async def drain_buffer(world: World, division: str) -> int:
-    daemon = BackupDaemon(world.journal, world.deliverer, division, concurrency=4, batch_size=100)
+    daemon = BackupDaemon(world.journal, world.deliverer, division)
     await daemon.run(once=True)
     return daemon.worker.stats.acked
 
@@ -437,7 +438,7 @@ async def timed_drain(world: World, division: str, n: int) -> dict[str, Any]:
     deliverer._mark = stages.wrap_async("mark up (Deliverer._mark)", deliverer._mark)  # type: ignore[method-assign]
     journal.take = stages.wrap_async("journal.take (per batch)", journal.take)  # type: ignore[method-assign]
     journal.ack = stages.wrap_async("journal.ack (per batch)", journal.ack)  # type: ignore[method-assign]
-    daemon = BackupDaemon(journal, deliverer, division, concurrency=4, batch_size=100)
+    daemon = BackupDaemon(journal, deliverer, division)
     daemon.worker.batch_handler = stages.wrap_async(
         "batch handler total (BackupDaemon._deliver_batch)", daemon._deliver_batch
     )
@@ -615,7 +616,9 @@ async def run_with(
     with psycopg.connect(target_dsn, autocommit=True) as conn:
         conn.execute(AAA_TABLE)
     print(f"  bossa db: {server}")
-    psettings = ProvisioningSettings(down_hold_s=s.down_hold_s)
+    psettings = ProvisioningSettings(
+        down_hold_s=s.down_hold_s, backup_batch=s.batch, backup_concurrency=s.concurrency
+    )
     async with open_pool(bossa_dsn, min_size=16, max_size=16) as pool:
         journal = Journal(pool, JournalSettings(), actor="bench")
         target_url = target_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
@@ -700,8 +703,14 @@ def main() -> None:
     parser.add_argument(
         "--no-results", action="store_true", help="do not append to bench/RESULTS.md"
     )
+    parser.add_argument("--batch", type=int, help="backup daemon batch (default: its own)")
+    parser.add_argument("--concurrency", type=int, help="backup daemon batches in hand")
     args = parser.parse_args()
     s = Settings.make(args.quick)
+    if args.batch:
+        s.batch = args.batch
+    if args.concurrency:
+        s.concurrency = args.concurrency
     ref = git_ref()
     command = " ".join([".venv/bin/python -m bench.provisioning.run", *sys.argv[1:]])
     print("bench/provisioning: orders (all up / one down) and buffer replay vs raw clients")

@@ -8,6 +8,8 @@ import json
 import uuid
 from typing import Any
 
+import pytest
+
 from bossa.journal import Journal, NewEntry
 from bossa.journal.store import QUERIES, Pool
 
@@ -55,9 +57,11 @@ def take_params(limit: int = 100) -> dict[str, Any]:
     return {"lane": "l", "limit": limit, "token": uuid.uuid4(), "lease_ms": 30_000}
 
 
-async def test_take_uses_the_ready_index(journal: Journal, pool: Pool) -> None:
+@pytest.mark.parametrize("limit", [100, 1_000])
+async def test_take_uses_the_ready_index(journal: Journal, pool: Pool, limit: int) -> None:
+    # A backup daemon takes a thousand at once: a join would scan the table for them.
     await backlog(journal, pool, 20_000)
-    plan = await explain(pool, QUERIES["take"], take_params(), analyze=False)
+    plan = await explain(pool, QUERIES["take"], take_params(limit), analyze=False)
     every = nodes(plan["Plan"])
     assert any(n.get("Index Name") == "entries_ready" for n in every), every
     assert not any(n["Node Type"] == "Seq Scan" for n in every), every

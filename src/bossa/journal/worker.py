@@ -16,7 +16,7 @@ import contextlib
 import inspect
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,7 +58,6 @@ class WorkerStats:
     reaped: int = 0
     stale_acks: int = 0
     db_errors: int = 0
-    handled_ids: list[int] = field(default_factory=list)
 
 
 class Worker:
@@ -298,10 +297,9 @@ class Worker:
             unstarted.extend(e.id for e in entries)
             return
         now = datetime.now(UTC)
+        started = metrics.START_LATENCY.labels(self.lane)
         for entry in entries:
-            metrics.START_LATENCY.labels(self.lane).observe(
-                max(0.0, (now - entry.created_at).total_seconds())
-            )
+            started.observe(max(0.0, (now - entry.created_at).total_seconds()))
         try:
             outcome = await self.batch_handler(entries)
         except Exception as exc:  # a handler's bug fails its batch, not the worker
@@ -315,7 +313,6 @@ class Worker:
                 )
             elif (failure := outcome[entry.id]) is None:
                 done.append(entry.id)
-                self.stats.handled_ids.append(entry.id)
             else:
                 failures.append(failure)
 
@@ -340,7 +337,6 @@ class Worker:
             return Failure(entry.id, exc.code, exc.message)
         except Exception as exc:  # a handler's bug must fail its entry, not the worker
             return Failure(entry.id, type(exc).__name__, str(exc) or repr(exc))
-        self.stats.handled_ids.append(entry.id)
         return None
 
     async def _settle(

@@ -444,14 +444,28 @@ def order_daemon(
 def backup_daemon(
     division: Annotated[str, typer.Option(help="The division (DIVISION) whose buffer to send.")],
     once: Annotated[bool, typer.Option(help="Send what is waiting, then exit.")] = False,
-    concurrency: Annotated[int, typer.Option(help="Contracts delivered at once.")] = 4,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Batches in hand at once [default: BOSSA_PROVISIONING_BACKUP_CONCURRENCY]"
+        ),
+    ] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option(min=1, help="Commands per batch [default: BOSSA_PROVISIONING_BACKUP_BATCH]"),
+    ] = None,
 ) -> None:
     """Deliver a division's buffer oldest first, per contract in order (P6)."""
 
     async def go(rt: Runtime) -> None:
         deliverer = Deliverer(rt.pool, _settings())
         daemon = BackupDaemon(
-            rt.journal, deliverer, division, listen_url=rt.url, concurrency=concurrency
+            rt.journal,
+            deliverer,
+            division,
+            listen_url=rt.url,
+            concurrency=concurrency,
+            batch_size=batch,
         )
         try:
             await daemon.run(once=once, install_signal_handlers=True)

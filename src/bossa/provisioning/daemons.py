@@ -38,9 +38,10 @@ class BackupDaemon:
         division: str,
         *,
         listen_url: str | None = None,
-        concurrency: int = 4,
-        batch_size: int = 50,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
+        settings = deliverer.settings
         self.journal = journal
         self.deliverer = deliverer
         self.division = division
@@ -49,8 +50,8 @@ class BackupDaemon:
             lane_of(division),
             {},
             listen_url=listen_url,
-            concurrency=concurrency,
-            batch_size=batch_size,
+            concurrency=concurrency or settings.backup_concurrency,
+            batch_size=batch_size or settings.backup_batch,
             gate=self._division_in_use,
             after_ack=self._log,
             batch_handler=self._deliver_batch,

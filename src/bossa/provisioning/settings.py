@@ -24,5 +24,12 @@ class ProvisioningSettings(BossaSettings):
     receipt_batch: int = Field(default=50, ge=1, le=10_000)
     #: How often an idle order daemon looks at its receive table.
     receipt_poll_s: float = Field(default=1.0, gt=0)
+    #: Commands a backup daemon takes and delivers at once. An SQL division gets a batch
+    #: in one transaction and a Redis one in a script call per 250, so bigger batches
+    #: replay a backlog faster; SOAP and REST divisions call once per command (at most
+    #: a few at once), and the lease is extended while a batch is in hand.
+    backup_batch: int = Field(default=500, ge=1, le=10_000)
+    #: Batches a backup daemon has in hand at once (each holds distinct contracts).
+    backup_concurrency: int = Field(default=4, ge=1, le=64)
     #: The LOGNAME recorded with each command.
     logname: str = "bossa"

@@ -124,23 +124,23 @@ select * from inserted
 
 -- name: take
 -- Lease up to `limit` due ready entries of a lane, oldest first. At most one entry per
--- key is ever ready, so a batch never holds two entries of one key.
-with picked as (
-    select id
-    from journal.entries
-    where lane = %(lane)s and state = 'ready' and not_before <= now()
-    order by not_before, id
-    limit %(limit)s
-    for update skip locked
-)
+-- key is ever ready, so a batch never holds two entries of one key. The ids go in as an
+-- array, so the update walks the primary key for them whatever the batch size (a join
+-- with a big batch was planned as a sequential scan of the whole table).
 update journal.entries e
 set state = 'taken',
     attempts = e.attempts + 1,
     lease_token = %(token)s,
     lease_expires_at = now() + make_interval(secs => %(lease_ms)s / 1000.0),
     taken_at = now()
-from picked
-where e.id = picked.id
+where e.id = any (array(
+    select id
+    from journal.entries
+    where lane = %(lane)s and state = 'ready' and not_before <= now()
+    order by not_before, id
+    limit %(limit)s
+    for update skip locked
+))
 returning e.id, e.lane, e.key, e.kind, e.payload, e.attempts, e.created_at, e.lease_expires_at
 
 -- name: ack

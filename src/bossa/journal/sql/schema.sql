@@ -89,7 +89,10 @@ create index audit_entry on journal.audit (entry_id);
 -- After entries of these keys reached a final state (done, discarded), in the same
 -- transaction: count them off their keys, drop keys with nothing left, and make the
 -- next entry of every other key ready, unless that next entry is parked.
--- Keys are locked in (lane, key) order so that concurrent batches cannot deadlock.
+-- Set-based, a statement per step rather than per key: a backup daemon's batch of a
+-- thousand contracts is one lock pass, one delete and (for keys with more) one update.
+-- Keys are locked in (lane, key) order so that concurrent batches cannot deadlock; the
+-- counts read under those locks stay true until the transaction ends.
 -- A generic plan: with a hot key's statistics a custom plan may walk the primary key
 -- through every finished entry before the key's head (tests/journal/test_query_plans.py).
 create function journal.advance_keys(p_lanes text[], p_keys text[]) returns void
@@ -97,39 +100,62 @@ language plpgsql
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-    k record;
-    remaining integer;
-    woken bigint;
+    v_lanes text[];
+    v_keys text[];
+    v_left integer[];
+    v_woken bigint;
 begin
-    for k in
-        select u.lane, u.key, count(*)::integer as n
-        from unnest(p_lanes, p_keys) as u(lane, key)
-        where u.key is not null
-        group by u.lane, u.key
-        order by u.lane, u.key
-    loop
-        update journal.keys set unfinished = unfinished - k.n
-        where lane = k.lane and key = k.key
-        returning unfinished into remaining;
-        if remaining is null then
-            continue;
-        elsif remaining <= 0 then
-            delete from journal.keys where lane = k.lane and key = k.key;
-        else
-            update journal.entries set state = 'ready'
-            where id = (
-                select e.id from journal.entries e
-                where e.lane = k.lane and e.key = k.key
-                  and e.state in ('waiting', 'ready', 'taken', 'parked')
-                order by e.id
+    select array_agg(l.lane), array_agg(l.key), array_agg(l.remaining)
+    into v_lanes, v_keys, v_left
+    from (
+        select k.lane, k.key, k.unfinished - f.n as remaining
+        from journal.keys k
+        join (
+            select u.lane, u.key, count(*)::integer as n
+            from unnest(p_lanes, p_keys) as u(lane, key)
+            where u.key is not null
+            group by u.lane, u.key
+        ) f on k.lane = f.lane and k.key = f.key
+        order by k.lane, k.key
+        for update of k
+    ) l;
+    if v_lanes is null then
+        return;
+    end if;
+
+    delete from journal.keys k
+    using unnest(v_lanes, v_keys, v_left) as r(lane, key, remaining)
+    where r.remaining <= 0 and k.lane = r.lane and k.key = r.key;
+
+    if not exists (select from unnest(v_left) as r(remaining) where r.remaining > 0) then
+        return;  -- the common case: every key is finished with
+    end if;
+    update journal.keys k set unfinished = r.remaining
+    from unnest(v_lanes, v_keys, v_left) as r(lane, key, remaining)
+    where r.remaining > 0 and k.lane = r.lane and k.key = r.key;
+
+    -- Each remaining key's head becomes ready if it was waiting, and a worker asleep on
+    -- its lane is woken.
+    with promoted as (
+        update journal.entries e set state = 'ready'
+        where e.id in (
+            select (
+                select h.id from journal.entries h
+                where h.lane = r.lane and h.key = r.key
+                  and h.state in ('waiting', 'ready', 'taken', 'parked')
+                order by h.id
                 limit 1
-            ) and state = 'waiting';
-            if found then  -- wake a sleeping worker for the promoted entry
-                with s as (delete from journal.sleepers where lane = k.lane returning lane)
-                select count(pg_notify('bossa_journal', s.lane)) into woken from s;
-            end if;
-        end if;
-    end loop;
+            )
+            from unnest(v_lanes, v_keys, v_left) as r(lane, key, remaining)
+            where r.remaining > 0
+        ) and e.state = 'waiting'
+        returning e.lane
+    ), woken as (
+        delete from journal.sleepers s
+        where s.lane in (select p.lane from promoted p)
+        returning s.lane
+    )
+    select count(pg_notify('bossa_journal', w.lane)) into v_woken from woken w;
 end
 $$;
 

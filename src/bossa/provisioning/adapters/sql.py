@@ -11,7 +11,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy import exc as sa_exc
 
 from bossa.provisioning.adapters.base import Command, DeliveryError, Division
@@ -25,9 +25,6 @@ _CREATE_MARKER = text(
     " entry_id BIGINT NOT NULL PRIMARY KEY,"
     " division VARCHAR(64) NOT NULL,"
     " applied_at TIMESTAMP NOT NULL)"
-)
-_APPLIED_AMONG = text(f"SELECT entry_id FROM {MARKER_TABLE} WHERE entry_id IN :ids").bindparams(
-    bindparam("ids", expanding=True)
 )
 _INSERT_MARKER = text(
     f"INSERT INTO {MARKER_TABLE} (entry_id, division, applied_at)"
@@ -122,18 +119,14 @@ class SqlAdapter:
     def _apply_all(self, conn: Connection, commands: list[Command]) -> None:
         """The fast path: markers in one executemany, then each distinct template once
         with executemany over its commands (a batch has one command per contract, so
-        their order within the batch does not matter). Any refusal raises."""
-        ids = [c.entry_id for c in commands]
-        applied = {row[0] for row in conn.execute(_APPLIED_AMONG, {"ids": ids})}
-        todo = [c for c in commands if c.entry_id not in applied]
-        if not todo:
-            return
+        their order within the batch does not matter). Any refusal raises, a marker
+        that exists already too (a repeat after a crash): the savepoint path sorts it out."""
         conn.execute(
             _INSERT_MARKER,
-            [{"entry_id": c.entry_id, "division": self.division.name[:64]} for c in todo],
+            [{"entry_id": c.entry_id, "division": self.division.name[:64]} for c in commands],
         )
         by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for command in todo:
+        for command in commands:
             by_template[command.template].append(command.bind_data)
         for template, binds in by_template.items():
             conn.execute(text(template), binds)
