@@ -30,6 +30,13 @@ _INSERT_MARKER = text(
     f"INSERT INTO {MARKER_TABLE} (entry_id, division, applied_at)"
     " VALUES (:entry_id, :division, CURRENT_TIMESTAMP)"
 )
+# PostgreSQL: a batch's markers in one statement, the ids as one array parameter. (An
+# executemany costs psycopg a round of parameter handling per row; PyMySQL already
+# folds an executemany of INSERT ... VALUES into one multi-row statement.)
+_INSERT_MARKERS_PG = text(
+    f"INSERT INTO {MARKER_TABLE} (entry_id, division, applied_at)"
+    " SELECT unnest(CAST(:entry_ids AS BIGINT[])), :division, CURRENT_TIMESTAMP"
+)
 # Duplicate key: PostgreSQL SQLSTATE, MySQL/MariaDB error number.
 _DUPLICATE_CODES = {"23505", "1062"}
 # MySQL/MariaDB client errors that mean "no server there" rather than "server said no".
@@ -47,6 +54,7 @@ class SqlAdapter:
         if password is not None:
             url = url.set(password=password)
         self.division = division
+        self._postgres = url.get_backend_name() == "postgresql"
         # No pre-ping (a round trip per command): a connection lost to a restart fails its
         # command as unreachable, SQLAlchemy discards it, and the retry gets a fresh one.
         self._engine: Engine = create_engine(
@@ -121,10 +129,16 @@ class SqlAdapter:
         with executemany over its commands (a batch has one command per contract, so
         their order within the batch does not matter). Any refusal raises, a marker
         that exists already too (a repeat after a crash): the savepoint path sorts it out."""
-        conn.execute(
-            _INSERT_MARKER,
-            [{"entry_id": c.entry_id, "division": self.division.name[:64]} for c in commands],
-        )
+        division = self.division.name[:64]
+        if self._postgres:
+            conn.execute(
+                _INSERT_MARKERS_PG,
+                {"entry_ids": [c.entry_id for c in commands], "division": division},
+            )
+        else:
+            conn.execute(
+                _INSERT_MARKER, [{"entry_id": c.entry_id, "division": division} for c in commands]
+            )
         by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for command in commands:
             by_template[command.template].append(command.bind_data)
