@@ -80,14 +80,14 @@ class Settings:
     # The backup daemon's own defaults (BOSSA_PROVISIONING_BACKUP_*) unless --batch/--concurrency.
     concurrency: int = field(default_factory=lambda: ProvisioningSettings().backup_concurrency)
     batch: int = field(default_factory=lambda: ProvisioningSettings().backup_batch)
-    diag_n: int = 5_000  # backlog of each diagnostic run (timed stages, cProfile, raw per command)
+    diag_n: int = 20_000  # backlog of each diagnostic run (timed stages, cProfile, raw per command)
     raw_chunk: int = 1_000  # commands per pipeline flush / executemany transaction
     down_hold_s: float = 30.0
 
     @classmethod
     def make(cls, quick: bool) -> Settings:
         if quick:
-            return cls(quick=True, orders=600, warmup=50, backlog=10_000, diag_n=2_000)
+            return cls(quick=True, orders=600, warmup=50, backlog=10_000, diag_n=5_000)
         return cls(quick=False)
 
 
@@ -547,11 +547,27 @@ async def bench_replay(world: World, s: Settings, report: Report) -> None:
             "per_command": per_cmd,
         }
         if ratio < 0.5:
-            replay[division]["diagnosis"] = await diagnose(world, s, division, report)
+            replay[division]["diagnosis"] = await diagnose(world, s, division, report, raw)
     world.extra["replay"] = replay
 
 
-async def diagnose(world: World, s: Settings, division: str, report: Report) -> dict[str, Any]:
+async def journal_only_drain(world: World, division: str) -> float:
+    """The backup daemon's ceiling here: everything but the delivery (the adapter says
+    "applied" without a call), so what remains is the journal's and the log's cost."""
+    adapter = await world.deliverer._adapter(division)
+    real = adapter.deliver_many  # type: ignore[attr-defined]
+    adapter.deliver_many = lambda commands: dict.fromkeys(c.entry_id for c in commands)  # type: ignore[attr-defined]
+    try:
+        with Cpu() as cpu:
+            acked = await drain_buffer(world, division)
+    finally:
+        adapter.deliver_many = real  # type: ignore[attr-defined]
+    return acked / cpu.wall
+
+
+async def diagnose(
+    world: World, s: Settings, division: str, report: Report, raw_rate: float
+) -> dict[str, Any]:
     n = s.diag_n
     print(f"  diagnosing {division} on {n:,} commands")
     out: dict[str, Any] = {}
@@ -571,8 +587,18 @@ async def diagnose(world: World, s: Settings, division: str, report: Report) -> 
     parts = ", ".join(f"{k} {v:.3f}" for k, v in timed["ms_per_command"].items())
     report.diag(
         f"{division}: timed drain {timed['acked'] / timed['wall_s']:,.0f}/s;"
-        f" each of 4 slots spends {timed['slot_ms_per_command']:.3f} ms per command;"
+        f" each of {s.concurrency} slots spends {timed['slot_ms_per_command']:.3f} ms per"
+        " command;"
         f" ms per command by stage: {parts}"
+    )
+    world.clear_targets()
+    await fill(world, division, n, s.enqueue_batch, f"SA-j-{division}")
+    bound = await journal_only_drain(world, division)
+    out["journal_only_per_s"] = bound
+    report.diag(
+        f"{division}: the same daemon with a no-op adapter (journal take, ack and P11 log"
+        f" only, nothing sent): {bound:,.0f} commands/s; the target needs"
+        f" {0.5 * raw_rate:,.0f}/s (0.5 x raw)"
     )
     world.clear_targets()
     await fill(world, division, n, s.enqueue_batch, f"SA-p-{division}")
