@@ -107,3 +107,33 @@ async def test_next_due_uses_the_ready_index(journal: Journal, pool: Pool) -> No
     await backlog(journal, pool, 1_000)
     due = await explain(pool, QUERIES["next_due"], {"lane": "l"}, analyze=False)
     assert any(n.get("Index Name") == "entries_ready" for n in nodes(due["Plan"]))
+
+
+async def test_key_bookkeeping_walks_the_keys_primary_key(journal: Journal, pool: Pool) -> None:
+    """advance_keys locks a batch's key rows with a generic plan (the function sets
+    plan_cache_mode): with 20k keys unfinished it must look them up by primary key, not
+    scan the table once per ack."""
+    for start in range(0, 20_000, 5_000):
+        await journal.enqueue(
+            [NewEntry("l", "k", {"n": n}, key=f"c{n}") for n in range(start, start + 5_000)]
+        )
+    async with pool.connection() as conn:
+        await conn.execute("analyze journal.keys")
+        await conn.execute(
+            "prepare lock_keys (text[], text[]) as"
+            " select k.lane, k.key from journal.keys k"
+            " join (select u.lane, u.key, count(*)::integer as n"
+            "       from unnest($1, $2) as u(lane, key) where u.key is not null"
+            "       group by u.lane, u.key) f on k.lane = f.lane and k.key = f.key"
+            " order by k.lane, k.key for update of k"
+        )
+        await conn.execute("set plan_cache_mode = force_generic_plan")
+        row = await (
+            await conn.execute("explain (format json) execute lock_keys('{l}', '{c1}')")
+        ).fetchone()
+    assert row is not None
+    every = nodes(row["QUERY PLAN"][0]["Plan"])
+    assert any(n.get("Index Name") == "keys_pkey" for n in every), every
+    assert not any(
+        n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "keys" for n in every
+    ), every

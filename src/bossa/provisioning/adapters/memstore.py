@@ -176,6 +176,9 @@ def _tokens(template: list[list[str]], bind_data: dict[str, Any]) -> list[list[s
     for cmd in template:
         row: list[str] = []
         for token in cmd:
+            if not isinstance(token, str):  # a number in an edited payload: as deliver() sends it
+                row.append(str(token))
+                continue
             whole, formatted = parsed(token)
             if whole is not None:
                 row.append(str(bind_data[whole]))
