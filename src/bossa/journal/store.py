@@ -246,13 +246,18 @@ class Journal:
             return {int(row["id"]) for row in await cursor.fetchall()}
 
     async def fail(
-        self, token: uuid.UUID, lane: str, failures: Sequence[Failure]
+        self,
+        token: uuid.UUID,
+        lane: str,
+        failures: Sequence[Failure],
+        *,
+        conn: Conn | None = None,
     ) -> list[FailResult]:
         """Record errors and schedule retries (or park); returns what became of each entry."""
         if not failures:
             return []
         policy = await self.policy(lane)
-        async with self._tx(None) as tx:
+        async with self._tx(conn) as tx:
             cursor = await tx.execute(
                 QUERIES["fail"],
                 {

@@ -264,24 +264,31 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 async def deliver_direct(
     conn_factory: Any, journal: Journal, deliverer: Deliverer, accepted: Accepted
 ) -> dict[str, Any]:
-    """Call the divisions claimed for direct delivery, all at once, then record the result."""
+    """Call the divisions claimed for direct delivery, all at once; then record every
+    outcome (ack and P11 log, or the failure that leaves the command in its buffer) and
+    the order's result in one pipelined transaction: a few round trips, not a dozen."""
 
-    async def one(division: str, claim: Claim, command: Command) -> None:
-        assert claim.token is not None
+    async def one(command: Command) -> DeliveryError | None:
         try:
             await deliverer.deliver(command)
         except DeliveryError as exc:
-            await journal.fail(
-                claim.token, lane_of(division), [Failure(claim.entry_id, exc.code, exc.message)]
-            )
-            accepted.routes[division] = "buffered"
-            return
-        async with conn_factory() as conn, conn.transaction():
-            await journal.ack(claim.token, [claim.entry_id], conn=conn)
-            await deliverer.log(conn, command, mode="direct", attempts=1)
+            return exc
+        return None
 
-    await asyncio.gather(*(one(d, c, cmd) for d, (c, cmd) in accepted.claims.items()))
-    async with conn_factory() as conn, conn.transaction():
+    claims = list(accepted.claims.items())
+    outcomes = await asyncio.gather(*(one(command) for _, (_, command) in claims))
+    for (division, _), error in zip(claims, outcomes, strict=True):
+        if error is not None:
+            accepted.routes[division] = "buffered"
+    async with conn_factory() as conn, conn.pipeline(), conn.transaction():
+        for (division, (claim, command)), error in zip(claims, outcomes, strict=True):
+            assert claim.token is not None
+            if error is None:
+                await journal.ack(claim.token, [claim.entry_id], conn=conn)
+                await deliverer.log(conn, command, mode="direct", attempts=1)
+            else:
+                failure = Failure(claim.entry_id, error.code, error.message)
+                await journal.fail(claim.token, lane_of(division), [failure], conn=conn)
         await conn.execute(
             QUERIES["complete_order"], {"wo_no": accepted.wo_no, "result": Jsonb(accepted.routes)}
         )
