@@ -3,6 +3,7 @@ number formatting and a CPU split between this process and the rest of the machi
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -85,3 +86,24 @@ class Cpu:
             f"python {self.py / self.wall:.0%} of a core, rest of machine"
             f" {other / self.wall:.0%} of a core ({os.cpu_count()} cores)"
         )
+
+
+def base_parser(description: str, quick_help: str) -> argparse.ArgumentParser:
+    """The flags every benchmark takes: --quick, --json, --no-results."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--no-results", action="store_true", help="do not append to bench/RESULTS.md"
+    )
+    return parser
+
+
+def append_section(path: Path, lines: list[str]) -> None:
+    """Append one run's section to bench/RESULTS.md (created with its heading if new)."""
+    if not path.exists():
+        path.write_text(
+            "# Benchmark results\n\nAppended by the benchmarks in bench/; newest last.\n"
+        )
+    with path.open("a") as f:
+        f.write("\n".join(lines) + "\n")

@@ -15,7 +15,6 @@ section to bench/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import json
@@ -36,7 +35,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bench.common import Cpu, fmt, free_port, git_ref, pct  # noqa: E402
+from bench.common import Cpu, append_section, base_parser, fmt, free_port, git_ref, pct  # noqa: E402
 from bossa.billing import PaymentRequest, bill, pay, reconcile, settle, start_run  # noqa: E402
 from bossa.db import EmbeddedPostgres, open_pool  # noqa: E402
 from bossa.db.migrations import migrate  # noqa: E402
@@ -740,17 +739,11 @@ def append_results(
     lines += [f"- W={c['workers']} C={c['chunk']}: {c['cpu']}" for c in out["cells"]]
     if out.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in out["notes"]]
-    with path.open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    append_section(path, lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10k accounts (about 2 minutes)")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument(
-        "--no-results", action="store_true", help="do not append to bench/RESULTS.md"
-    )
+    parser = base_parser(__doc__.split("\n")[0], "10k accounts (about 2 minutes)")
     parser.add_argument(
         "--pay-workers",
         type=int,

@@ -10,7 +10,6 @@ checks the targets, and appends a dated section to bench/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Cpu, fmt, free_port, git_ref, pct  # noqa: E402
+from bench.common import Cpu, append_section, base_parser, fmt, free_port, git_ref, pct  # noqa: E402
 from bossa.db import EmbeddedPostgres, open_pool  # noqa: E402
 from bossa.db.migrations import migrate  # noqa: E402
 from bossa.journal import Journal, JournalSettings, NewEntry, Worker  # noqa: E402
@@ -1099,21 +1098,11 @@ def append_results(
     if extra.get("cpu"):
         lines += ["", "CPU during bossa's runs:", ""]
         lines += [f"- {k}: {v}" for k, v in extra["cpu"].items()]
-    if not path.exists():
-        path.write_text(
-            "# Benchmark results\n\nAppended by the benchmarks in bench/; newest last.\n"
-        )
-    with path.open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    append_section(path, lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smaller run (about 2 minutes)")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument(
-        "--no-results", action="store_true", help="do not append to bench/RESULTS.md"
-    )
+    parser = base_parser(__doc__.split("\n")[0], "a smaller run (about 2 minutes)")
     args = parser.parse_args()
     settings = Settings.make(args.quick)
     ref = git_ref()

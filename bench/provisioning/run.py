@@ -18,7 +18,6 @@ dated section to bench/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
@@ -49,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from tests.provisioning.servers import ServerProcess, redis_server  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
-from bench.common import Cpu, fmt, git_ref, pct  # noqa: E402
+from bench.common import Cpu, append_section, base_parser, fmt, git_ref, pct  # noqa: E402
 from bossa.customers import load_sample  # noqa: E402
 from bossa.db import EmbeddedPostgres, open_pool  # noqa: E402
 from bossa.db.migrations import migrate  # noqa: E402
@@ -714,21 +713,11 @@ def append_results(
             if prof:
                 lines += ["", f"cProfile of the {division} drain (event loop thread, by tottime):"]
                 lines += ["", "```", *prof, "```"]
-    if not path.exists():
-        path.write_text(
-            "# Benchmark results\n\nAppended by the benchmarks in bench/; newest last.\n"
-        )
-    with path.open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    append_section(path, lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="10k backlog, fewer orders")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument(
-        "--no-results", action="store_true", help="do not append to bench/RESULTS.md"
-    )
+    parser = base_parser(__doc__.split("\n")[0], "10k backlog, fewer orders")
     parser.add_argument("--batch", type=int, help="backup daemon batch (default: its own)")
     parser.add_argument("--concurrency", type=int, help="backup daemon batches in hand")
     args = parser.parse_args()

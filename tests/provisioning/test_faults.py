@@ -30,9 +30,10 @@ from bossa.customers import load_sample
 from bossa.db import open_pool
 from bossa.journal import Journal, JournalSettings
 from bossa.journal.store import Pool
-from bossa.provisioning import BackupDaemon, Deliverer, OrderRequest, ProvisioningSettings, submit
+from bossa.provisioning import BackupDaemon, Deliverer, ProvisioningSettings
 from bossa.provisioning.catalogue import add_division, add_plan_command
 from tests.provisioning import servers
+from tests.provisioning.ordering import numbered_order
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -284,15 +285,11 @@ async def test_random_outages_lose_nothing_repeat_nothing_reorder_nothing(
             async def submitter(mine: list[str]) -> None:
                 for seq in range(ORDERS_PER_CONTRACT):
                     for sa_id in mine:
-                        result = await submit(
+                        result = await numbered_order(
                             journal,
                             order_deliverer,
-                            OrderRequest(
-                                product="ADSL",
-                                sa_id=sa_id,
-                                intf_code="4201" if seq == 0 else "4202",
-                                bind_data={"seq": seq},
-                            ),
+                            sa_id,
+                            seq,
                             channel="fault-test",
                             settings=SETTINGS,
                         )
@@ -449,17 +446,8 @@ async def test_backup_daemon_killed_mid_delivery_loses_and_repeats_nothing(
     try:
         for seq in range(5):
             for sa_id in contracts:
-                result = await submit(
-                    journal,
-                    deliverer,
-                    OrderRequest(
-                        product="ADSL",
-                        sa_id=sa_id,
-                        intf_code="4201" if seq == 0 else "4202",
-                        bind_data={"seq": seq},
-                    ),
-                    channel="fault-test",
-                    settings=SETTINGS,
+                result = await numbered_order(
+                    journal, deliverer, sa_id, seq, channel="fault-test", settings=SETTINGS
                 )
                 assert result["divisions"] == {"SLOWPG": "buffered"}
     finally:

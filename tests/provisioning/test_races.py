@@ -18,10 +18,11 @@ from bossa.customers import load_sample
 from bossa.db import open_pool
 from bossa.journal import Journal, JournalSettings
 from bossa.journal.store import Pool
-from bossa.provisioning import BackupDaemon, Deliverer, OrderRequest, ProvisioningSettings, submit
+from bossa.provisioning import BackupDaemon, Deliverer, ProvisioningSettings
 from bossa.provisioning.adapters import Command, DeliveryError
 from bossa.provisioning.catalogue import add_division, add_plan_command
 from tests.provisioning import servers
+from tests.provisioning.ordering import numbered_order
 
 ROUNDS = 100
 ORDERS_PER_ROUND = 6  # one buffered while the division is down, then five more at once
@@ -102,17 +103,8 @@ async def test_direct_delivery_never_overtakes_the_backup_daemon(
         routes: list[list[str]] = []
 
         async def order(sa_id: str, seq: int) -> str:
-            result = await submit(
-                journal,
-                deliverer,
-                OrderRequest(
-                    product="ADSL",
-                    sa_id=sa_id,
-                    intf_code="4201" if seq == 0 else "4202",
-                    bind_data={"seq": seq},
-                ),
-                channel="race-test",
-                settings=SETTINGS,
+            result = await numbered_order(
+                journal, deliverer, sa_id, seq, channel="race-test", settings=SETTINGS
             )
             assert result["status"] == "completed"
             return str(result["divisions"]["FLAP"])
