@@ -15,10 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bossa.db import open_pool
+from bossa.db import Pool, open_pool
 from bossa.db.migrations import migrate
 from bossa.journal import Journal, JournalSettings
-from bossa.journal.store import Pool
 from tests.support import own_postgres, scratch_database, with_database, xdist_worker
 
 

@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bossa import config
-from bossa.db import DatabaseSettings, database, open_pool
+from bossa.db import DatabaseSettings, Pool, database, open_pool
 from bossa.db.migrations import MigrationError, migrate, pending
 from bossa.journal import Journal, JournalSettings
-from bossa.journal.store import Pool
 
 __all__ = ["Runtime", "running"]
 

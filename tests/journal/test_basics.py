@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from bossa.db import Pool
 from bossa.errors import InvalidInput
 from bossa.journal import EntryState, Failure, Journal, NewEntry
-from bossa.journal.store import Pool
 
 
 async def state_of(pool: Pool, entry_id: int) -> str:

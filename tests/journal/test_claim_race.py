@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+from bossa.db import Pool
 from bossa.journal import Claim, Failure, Journal, NewEntry
-from bossa.journal.store import Pool
 
 LANE = "provisioning"
 

@@ -18,11 +18,10 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from bossa.db import open_pool
+from bossa.db import Pool, open_pool
 from bossa.db.migrations import migrate
 from bossa.journal import Journal, JournalSettings, NewEntry, operator
 from bossa.journal.models import Entry
-from bossa.journal.store import Pool
 from bossa.journal.worker import HandlerError, Worker
 from tests.support import own_postgres
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from bossa.db import Pool
 from bossa.journal import Journal, NewEntry
-from bossa.journal.store import QUERIES, Pool
+from bossa.journal.store import QUERIES
 
 
 async def explain(pool: Pool, query: str, params: dict[str, Any], *, analyze: bool) -> Any:

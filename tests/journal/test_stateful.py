@@ -27,11 +27,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from bossa.db import open_pool
+from bossa.db import Pool, open_pool
 from bossa.errors import Conflict
 from bossa.journal import Journal, JournalSettings, NewEntry, operator
 from bossa.journal.models import Entry
-from bossa.journal.store import Failure, Pool
+from bossa.journal.store import Failure
 from bossa.journal.worker import Worker
 
 T = TypeVar("T")

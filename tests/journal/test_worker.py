@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
+from bossa.db import Pool
 from bossa.journal import Entry, Journal, JournalSettings, NewEntry, Worker
 from bossa.journal import operator as ops
-from bossa.journal.store import Pool
 
 
 async def count(pool: Pool, where: str = "true") -> int:

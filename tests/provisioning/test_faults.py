@@ -27,9 +27,8 @@ import pytest
 import redis
 
 from bossa.customers import load_sample
-from bossa.db import open_pool
+from bossa.db import Pool, open_pool
 from bossa.journal import Journal, JournalSettings
-from bossa.journal.store import Pool
 from bossa.provisioning import BackupDaemon, Deliverer, ProvisioningSettings
 from bossa.provisioning.catalogue import add_division, add_plan_command
 from tests.provisioning import servers

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Gauge
 
 from bossa.billing.queries import QUERIES
-from bossa.journal.store import Pool
+from bossa.db import Pool
 
 __all__ = ["refresh"]
 

@@ -18,9 +18,9 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bossa.billing.queries import QUERIES
+from bossa.db import Conn
 from bossa.errors import Conflict, InvalidInput
 from bossa.journal import Journal, NewEntry
-from bossa.journal.store import Conn
 from bossa.ledger import store as ledger
 from bossa.ledger.money import format_minor, to_minor
 

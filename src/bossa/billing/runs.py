@@ -17,8 +17,8 @@ from typing import Any
 from psycopg import errors as pg_errors
 
 from bossa.billing.queries import QUERIES
+from bossa.db import Conn, Pool
 from bossa.errors import Conflict, NotFound
-from bossa.journal.store import Conn, Pool
 
 __all__ = ["bill", "reconcile", "settle", "start_run"]
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from bossa.billing.queries import QUERIES
-from bossa.journal.store import Conn
+from bossa.db import Conn
 
 __all__ = ["BillPeriodState", "current_state"]
 

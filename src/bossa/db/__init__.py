@@ -2,29 +2,40 @@
 
 `database(settings)` is the one way in: with `BOSSA_DATABASE_URL` set it uses that server
 and starts nothing; without it, it runs the embedded PostgreSQL for as long as the block
-lasts. `open_pool(url)` gives the psycopg 3 async pool that every module shares.
+lasts. `open_pool(url)` gives the psycopg 3 async pool that every module shares. `Conn`
+and `Pool` are the types every module's store takes; `user_errors()` turns a driver
+error the caller caused into bossa's typed errors.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bossa.db.embedded import EmbeddedPostgres, EmbeddedStatus
+from bossa.db.errors import translate, user_errors
 from bossa.db.settings import DatabaseSettings
 
 __all__ = [
+    "Conn",
     "DatabaseSettings",
     "EmbeddedPostgres",
     "EmbeddedStatus",
+    "Pool",
     "database",
     "embedded_from",
     "open_pool",
+    "translate",
+    "user_errors",
 ]
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+Pool = AsyncConnectionPool[Conn]
 
 
 def embedded_from(settings: DatabaseSettings) -> EmbeddedPostgres:
@@ -53,7 +64,7 @@ async def _configure(conn: psycopg.AsyncConnection[object]) -> None:
 @contextlib.asynccontextmanager
 async def open_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, name: str = "bossa"
-) -> AsyncIterator[AsyncConnectionPool[psycopg.AsyncConnection[dict[str, object]]]]:
+) -> AsyncIterator[Pool]:
     """An open async pool whose connections return rows as dicts.
 
     Connections are in autocommit: a single statement (the journal's take, ack, enqueue)
@@ -62,7 +73,7 @@ async def open_pool(
     PostgreSQL restarts, a stale connection fails once, the pool discards it, and callers
     retry, as every bossa worker does.
     """
-    pool: AsyncConnectionPool[psycopg.AsyncConnection[dict[str, object]]] = AsyncConnectionPool(
+    pool: Pool = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,

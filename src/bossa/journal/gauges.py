@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Gauge
 
+from bossa.db import Pool
 from bossa.journal import operator
-from bossa.journal.store import Pool
 
 __all__ = ["refresh"]
 

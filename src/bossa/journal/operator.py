@@ -13,9 +13,10 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from bossa.db import Conn, Pool
 from bossa.errors import Conflict, InvalidInput, NotFound
 from bossa.journal.models import EntryState, encode_payload
-from bossa.journal.store import QUERIES, Conn, Journal, Pool
+from bossa.journal.store import QUERIES, Journal
 
 __all__ = [
     "EntryFilter",
@@ -199,7 +200,7 @@ async def edit(
     async with journal.pool.connection() as conn, conn.transaction():
         change = await _locked(conn, entry_id)
         _refuse_unless(change, {EntryState.WAITING, EntryState.READY, EntryState.PARKED}, "edit")
-        policy = await journal.policy(change.entry["lane"])
+        policy = await journal.policy(change.entry["lane"], conn=conn)
         text = encode_payload(payload, field_name="payload", max_bytes=policy.max_payload_bytes)
         await conn.execute(QUERIES["set_payload"], {"id": entry_id, "payload": text})
         await _audit(

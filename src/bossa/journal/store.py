@@ -17,8 +17,8 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool
 
+from bossa.db import Conn, Pool
 from bossa.journal.models import (
     Claim,
     Enqueued,
@@ -32,12 +32,10 @@ from bossa.journal.models import (
 from bossa.journal.settings import JournalSettings, LanePolicy
 from bossa.sql import load_queries
 
-__all__ = ["Conn", "FailResult", "Failure", "Journal", "Pool"]
+__all__ = ["FailResult", "Failure", "Journal"]
 
 QUERIES = load_queries("bossa.journal", "sql/queries.sql")
 
-Conn = psycopg.AsyncConnection[dict[str, Any]]
-Pool = AsyncConnectionPool[Conn]
 
 _POLICY_TTL_S = 5.0
 _DEDUP_RETRIES = 3
@@ -90,13 +88,21 @@ class Journal:
 
     # -- lane policies ---------------------------------------------------------------
 
-    async def policy(self, lane: str, *, fresh: bool = False) -> LanePolicy:
-        """The lane's effective settings: defaults with its stored overrides, cached briefly."""
+    async def policy(
+        self, lane: str, *, fresh: bool = False, conn: Conn | None = None
+    ) -> LanePolicy:
+        """The lane's effective settings: defaults with its stored overrides, cached briefly.
+
+        A caller inside a transaction passes its connection: checking out a second one
+        while holding the first deadlocks a pool whose every connection is so held.
+        """
         now = time.monotonic()
         cached = self._policies.get(lane)
         if cached and not fresh and now - cached[0] < _POLICY_TTL_S:
             return cached[1]
-        async with self.pool.connection() as conn:
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.pool.connection())
             row = await (await conn.execute(QUERIES["lane_settings"], {"lane": lane})).fetchone()
         policy = self._defaults.merged(dict(row["settings"]) if row else {}, lane=lane)
         self._policies[lane] = (now, policy)
@@ -137,7 +143,7 @@ class Journal:
         if not entries:
             return []
         limits = {
-            lane: (await self.policy(lane)).max_payload_bytes
+            lane: (await self.policy(lane, conn=conn)).max_payload_bytes
             for lane in {e.lane for e in entries if isinstance(e.lane, str)}
         }
         batch = encode_batch(entries, limits)
@@ -181,7 +187,7 @@ class Journal:
             raise ValueError("enqueue_or_claim needs a key: it orders by key")
         if entry.dedup_key is not None or entry.not_before is not None:
             raise ValueError("enqueue_or_claim delivers now: no dedup_key or not_before")
-        policy = await self.policy(entry.lane)
+        policy = await self.policy(entry.lane, conn=conn)
         encode_batch([entry], policy.max_payload_bytes)  # validates names
         token = uuid.uuid4()
         params = {
@@ -256,7 +262,7 @@ class Journal:
         """Record errors and schedule retries (or park); returns what became of each entry."""
         if not failures:
             return []
-        policy = await self.policy(lane)
+        policy = await self.policy(lane, conn=conn)
         async with self._tx(conn) as tx:
             cursor = await tx.execute(
                 QUERIES["fail"],

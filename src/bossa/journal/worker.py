@@ -23,9 +23,10 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
+from bossa.db import Conn
 from bossa.journal import metrics
 from bossa.journal.models import Entry, EntryState, Taken
-from bossa.journal.store import QUERIES, Conn, Failure, Journal
+from bossa.journal.store import QUERIES, Failure, Journal
 from bossa.logs import get_logger
 
 __all__ = ["BatchHandler", "Handler", "HandlerError", "Worker", "WorkerStats"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bossa.db import Conn
 from bossa.errors import InvalidInput, NotFound
-from bossa.journal.store import Conn
 from bossa.sql import load_queries
 
 __all__ = ["QUERIES", "Account", "account", "balances", "check", "create_account", "post"]

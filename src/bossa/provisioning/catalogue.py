@@ -14,8 +14,8 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from bossa.db import Conn, Pool
 from bossa.errors import InvalidInput, NotFound
-from bossa.journal.store import Conn, Pool
 from bossa.provisioning.adapters.base import Division, ServerType, placeholders
 from bossa.sql import load_queries
 

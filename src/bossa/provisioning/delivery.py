@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bossa.journal.store import Conn, Pool
+from bossa.db import Conn, Pool
 from bossa.logs import get_logger
 from bossa.provisioning.adapters import adapter_for
 from bossa.provisioning.adapters.base import Adapter, Command, DeliveryError

@@ -23,9 +23,10 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bossa.db import Conn
 from bossa.errors import Conflict, InvalidInput
 from bossa.journal import Claim, Journal, NewEntry
-from bossa.journal.store import Conn, Failure
+from bossa.journal.store import Failure
 from bossa.provisioning.adapters.base import Command, DeliveryError
 from bossa.provisioning.catalogue import QUERIES, PlanCommand, get_division, plan_for
 from bossa.provisioning.delivery import Deliverer
@@ -189,7 +190,7 @@ async def accept(
             "ins_date": now.isoformat(),
         }
         entry = NewEntry(lane_of(step.division), "provisioning.command", payload, key=request.sa_id)
-        policy = await journal.policy(entry.lane)
+        policy = await journal.policy(entry.lane, conn=conn)
         known_down = (
             division.server_used is False
             or policy.paused

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bossa.db import Pool
 from bossa.errors import InvalidInput
-from bossa.journal.store import Pool
 from bossa.provisioning.catalogue import add_division, add_plan_command, update_division
 
 __all__ = ["AAA_TABLE", "load_sample_plans"]
