@@ -123,7 +123,11 @@ def _recreate(server: EmbeddedPostgres) -> None:
 async def _runtime(url: str) -> AsyncIterator[Runtime]:
     settings = config.load(JournalSettings, backoff_base_ms=200, backoff_max_ms=400, max_attempts=3)
     async with open_pool(url, max_size=6) as pool:
-        yield Runtime(url, pool, Journal(pool, settings, actor="demo"), embedded=True)
+        runtime = Runtime.around(url, Journal(pool, settings, actor="demo"), embedded=True)
+        try:
+            yield runtime
+        finally:
+            await runtime.deliverer.close()
 
 
 async def _journal_chapter(out: Console, runtime: Runtime) -> None:

@@ -1,7 +1,10 @@
-"""What a running bossa process holds: its settings, its database, a pool and the journal.
+"""What a running bossa process holds: its settings, its database, a pool and the
+long-lived services built on them (the journal, provisioning's deliverer).
 
-Every long-running command (serve, workers, demo) enters `running()`; it validates all
-settings first, so a bad one stops start-up with a message that names it.
+Every long-running command (serve, workers, demo) and every CLI command enters
+`running()`. It loads and checks every settings section once, first, so a bad one stops
+start-up with a message that names it; edges then take settings and services from the
+runtime instead of building their own. Everything is closed in reverse order.
 """
 
 from __future__ import annotations
@@ -9,13 +12,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bossa import config
+from bossa.config import BossaSettings
 from bossa.db import DatabaseSettings, Pool, database, open_pool
 from bossa.db.migrations import MigrationError, migrate, pending
 from bossa.journal import Journal, JournalSettings
+from bossa.provisioning import Deliverer, ProvisioningSettings
 
 __all__ = ["Runtime", "running"]
+
+S = TypeVar("S", bound=BossaSettings)
 
 
 @dataclass
@@ -23,16 +31,43 @@ class Runtime:
     url: str
     pool: Pool
     journal: Journal
+    deliverer: Deliverer
     embedded: bool
+    sections: dict[str, BossaSettings]
+
+    @classmethod
+    def around(
+        cls,
+        url: str,
+        journal: Journal,
+        *,
+        embedded: bool,
+        provisioning: ProvisioningSettings | None = None,
+    ) -> Runtime:
+        """A runtime around a journal (and its pool) that the caller opened and will close:
+        the demo's and the tests'. The deliverer is built here; close it with the pool."""
+        sections = config.load_all()
+        if provisioning is not None:
+            sections["provisioning"] = provisioning
+        deliverer = Deliverer(journal.pool, provisioning or ProvisioningSettings())
+        return cls(url, journal.pool, journal, deliverer, embedded, sections)
+
+    def settings(self, cls: type[S]) -> S:
+        """The section of type `cls`, as loaded and checked at start-up."""
+        section = self.sections[cls.section]
+        assert isinstance(section, cls)
+        return section
 
 
 @contextlib.asynccontextmanager
 async def running(*, actor: str = "bossa", pool_max: int | None = None) -> AsyncIterator[Runtime]:
-    settings = config.load_all()
-    db_settings = settings["database"]
+    sections = config.load_all()
+    db_settings = sections["database"]
     assert isinstance(db_settings, DatabaseSettings)
-    journal_settings = settings["journal"]
+    journal_settings = sections["journal"]
     assert isinstance(journal_settings, JournalSettings)
+    provisioning_settings = sections["provisioning"]
+    assert isinstance(provisioning_settings, ProvisioningSettings)
     embedded = db_settings.database_url is None
     with database(db_settings) as url:
         _ensure_schema(url, embedded=embedded)
@@ -41,7 +76,18 @@ async def running(*, actor: str = "bossa", pool_max: int | None = None) -> Async
             min_size=db_settings.pool_min_size,
             max_size=pool_max or db_settings.pool_max_size,
         ) as pool:
-            yield Runtime(url, pool, Journal(pool, journal_settings, actor=actor), embedded)
+            deliverer = Deliverer(pool, provisioning_settings)
+            try:
+                yield Runtime(
+                    url,
+                    pool,
+                    Journal(pool, journal_settings, actor=actor),
+                    deliverer,
+                    embedded,
+                    sections,
+                )
+            finally:
+                await deliverer.close()
 
 
 def _ensure_schema(url: str, *, embedded: bool) -> None:

@@ -23,7 +23,7 @@ async def client(journal: Journal, db_url: str) -> AsyncIterator[httpx.AsyncClie
     with psycopg.connect(db_url) as conn:
         load_sample(conn)
     app = create_app()
-    app.state.runtime = Runtime(db_url, journal.pool, journal, embedded=False)
+    app.state.runtime = Runtime.around(db_url, journal, embedded=False)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bossa") as http:
         for n in range(1001, 1005):

@@ -15,7 +15,7 @@ from bossa.runtime import Runtime
 @pytest.fixture
 async def client(journal: Journal, db_url: str) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app()
-    app.state.runtime = Runtime(db_url, journal.pool, journal, embedded=False)
+    app.state.runtime = Runtime.around(db_url, journal, embedded=False)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bossa") as http:
         yield http

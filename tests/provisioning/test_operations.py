@@ -190,7 +190,7 @@ async def test_buffer_views_and_the_operators_hand(
 @pytest.fixture
 async def client(journal: Journal, db_url: str, aaa: Deliverer) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app()
-    app.state.runtime = Runtime(db_url, journal.pool, journal, embedded=False)
+    app.state.runtime = Runtime.around(db_url, journal, embedded=False)
     app.state.deliverer = aaa
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bossa") as http:
