@@ -7,7 +7,15 @@ traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "Conflict", "InvalidInput", "NotFound", "UserError"]
+__all__ = [
+    "ConfigError",
+    "Conflict",
+    "Forbidden",
+    "InvalidInput",
+    "NotFound",
+    "Unauthenticated",
+    "UserError",
+]
 
 
 class UserError(Exception):
@@ -37,6 +45,19 @@ class Conflict(UserError):
     """The request contradicts the current state (a replayed key with new content, ...)."""
 
     http_status = 409
+
+
+class Unauthenticated(UserError):
+    """No credential, or one that is unknown, expired or revoked."""
+
+    http_status = 401
+
+
+class Forbidden(UserError):
+    """The credential is good but its role may not do this (or the thing belongs to
+    another module: a provisioning lane cannot be written through the generic journal)."""
+
+    http_status = 403
 
 
 class ConfigError(UserError):
