@@ -7,9 +7,12 @@ traceback.
 
 from __future__ import annotations
 
+from pydantic import BaseModel, Field
+
 __all__ = [
     "ConfigError",
     "Conflict",
+    "ErrorBody",
     "Forbidden",
     "InvalidInput",
     "NotFound",
@@ -62,3 +65,15 @@ class Forbidden(UserError):
 
 class ConfigError(UserError):
     """A setting that stops start-up; `field` is the environment variable's name."""
+
+
+class ErrorBody(BaseModel):
+    """How the API answers every error: the same text the CLI prints."""
+
+    error: str = Field(description="The whole message, `field: reason` when a field is named")
+    field: str | None = Field(description="The field, parameter or setting at fault, if one is")
+    reason: str = Field(description="Why it was refused")
+
+    @classmethod
+    def of(cls, exc: UserError) -> ErrorBody:
+        return cls(error=str(exc), field=exc.field, reason=exc.reason)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from bossa import config
+from bossa.access import AccessSettings, Authenticator
 from bossa.config import BossaSettings
 from bossa.db import DatabaseSettings, Pool, database, open_pool
 from bossa.db.migrations import MigrationError, migrate, pending
@@ -34,6 +35,7 @@ class Runtime:
     deliverer: Deliverer
     embedded: bool
     sections: dict[str, BossaSettings]
+    authenticator: Authenticator
 
     @classmethod
     def around(
@@ -50,7 +52,10 @@ class Runtime:
         if provisioning is not None:
             sections["provisioning"] = provisioning
         deliverer = Deliverer(journal.pool, provisioning or ProvisioningSettings())
-        return cls(url, journal.pool, journal, deliverer, embedded, sections)
+        access = sections["access"]
+        assert isinstance(access, AccessSettings)
+        authenticator = Authenticator(journal.pool, access)
+        return cls(url, journal.pool, journal, deliverer, embedded, sections, authenticator)
 
     def settings(self, cls: type[S]) -> S:
         """The section of type `cls`, as loaded and checked at start-up."""
@@ -68,6 +73,8 @@ async def running(*, actor: str = "bossa", pool_max: int | None = None) -> Async
     assert isinstance(journal_settings, JournalSettings)
     provisioning_settings = sections["provisioning"]
     assert isinstance(provisioning_settings, ProvisioningSettings)
+    access_settings = sections["access"]
+    assert isinstance(access_settings, AccessSettings)
     embedded = db_settings.database_url is None
     with database(db_settings) as url:
         _ensure_schema(url, embedded=embedded)
@@ -85,6 +92,7 @@ async def running(*, actor: str = "bossa", pool_max: int | None = None) -> Async
                     deliverer,
                     embedded,
                     sections,
+                    Authenticator(pool, access_settings),
                 )
             finally:
                 await deliverer.close()
