@@ -171,12 +171,16 @@ def serve(
     config.load_all()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = config.load(ApiSettings, **overrides)
+    tls = {}
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
     uvicorn.run(
         create_app(settings=settings),
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
+        **tls,  # type: ignore[arg-type]
     )
 
 
@@ -191,10 +195,12 @@ def demo(
 
 
 def _add_domain_groups() -> None:
+    from bossa.access.cli import access_app
     from bossa.billing.cli import billing_app, ledger_app
     from bossa.journal.cli import journal_app
     from bossa.provisioning.cli import provisioning_app
 
+    app.add_typer(access_app, name="access")
     app.add_typer(journal_app, name="journal")
     app.add_typer(provisioning_app, name="provisioning")
     app.add_typer(ledger_app, name="ledger")
