@@ -34,6 +34,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
 from bench.common import Cpu, append_section, base_parser, fmt, free_port, git_ref, pct  # noqa: E402
 from bossa.billing import PaymentRequest, bill, pay, reconcile, settle, start_run  # noqa: E402

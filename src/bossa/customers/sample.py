@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from bossa.customers import store
+
 __all__ = ["SampleOperator", "load_sample"]
 
 # The seed's examples (KR 10-1512875): ADSL broadband, WiBro wireless, SoIP VoIP.
@@ -35,23 +37,13 @@ class SampleOperator:
     products: int
     customers: int
     contracts: int
+    #: Every contract: (SA_ID, CUST_ID, customer, product code, product name), for the tour.
+    listing: tuple[tuple[str, str, str, str, str], ...] = ()
 
 
 def load_sample(conn: psycopg.Connection[tuple[object, ...]]) -> SampleOperator:
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "insert into customers.products (code, name, monthly_fee, currency)"
-            " values (%s, %s, %s, %s) on conflict do nothing",
-            PRODUCTS,
-        )
-        cur.executemany(
-            "insert into customers.customers (id, name, msisdn) values (%s, %s, %s)"
-            " on conflict do nothing",
-            CUSTOMERS,
-        )
-        cur.executemany(
-            "insert into customers.contracts (sa_id, customer_id, product_code)"
-            " values (%s, %s, %s) on conflict do nothing",
-            CONTRACTS,
-        )
-    return SampleOperator(len(PRODUCTS), len(CUSTOMERS), len(CONTRACTS))
+    with conn.transaction():
+        store.add_sample(conn, PRODUCTS, CUSTOMERS, CONTRACTS)
+    return SampleOperator(
+        len(PRODUCTS), len(CUSTOMERS), len(CONTRACTS), tuple(store.contract_listing(conn))
+    )

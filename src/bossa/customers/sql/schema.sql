@@ -26,6 +26,22 @@ create table customers.contracts (
     status       text        not null default 'active'
                              check (status in ('active', 'suspended', 'terminated')),
     created_at   timestamptz not null default now(),
-    created_by   text        not null default current_user
+    created_by   text        not null default current_user,
+    -- Who last changed `status` and when (customers.set_contract_status).
+    status_changed_at timestamptz,
+    status_changed_by text
 );
 create index contracts_customer on customers.contracts (customer_id);
+
+-- published: customers.product_codes
+-- The products that exist, for SQL that must check a product code.
+create view customers.product_codes as
+select code from customers.products;
+
+-- published: customers.contract_fees
+-- Each contract with its product's monthly fee and currency: what a bill run charges.
+-- A plain join: the planner inlines it, so a bill run's plan is the same as on the tables.
+create view customers.contract_fees as
+select c.sa_id, c.customer_id, c.product_code, c.status, p.monthly_fee, p.currency
+from customers.contracts c
+join customers.products p on p.code = c.product_code;
