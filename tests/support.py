@@ -51,6 +51,9 @@ def scratch_database(admin_url: str, *, template: str | None = None) -> Iterator
 def own_postgres(*, durable: bool = False) -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL of the test's own on a free TCP port: for tests that stop or kill it."""
     base = Path(tempfile.mkdtemp(prefix="bossa-pg-"))
+    # mkdtemp makes it private (0700); run as root, the server's own user must enter it,
+    # or its cluster would move to /var/lib/bossa/clusters. The folder is the test's own.
+    base.chmod(0o755)
     server = EmbeddedPostgres(base, port=free_port(), database="bossa", durable=durable)
     server.start()
     try:

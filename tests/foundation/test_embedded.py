@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -27,9 +28,17 @@ def bossa(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.fixture
+def data(tmp_path: Path) -> Iterator[Path]:
+    """A data directory, its cluster deleted afterwards: run as root, pytest's private
+    tmp_path puts the cluster under /var/lib/bossa/clusters, which pytest never cleans."""
+    folder = tmp_path / "data"
+    yield folder
+    EmbeddedPostgres(folder).destroy()
+
+
 @pytest.mark.slow
-def test_db_commands_and_holders(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_db_commands_and_holders(data: Path) -> None:
     assert "stopped" in bossa(data, "db", "status").stdout
     started = bossa(data, "db", "start")
     assert started.returncode == 0, started.stderr
@@ -51,14 +60,14 @@ def test_db_commands_and_holders(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_tour(tmp_path: Path) -> None:
-    result = bossa(tmp_path / "data", "demo")
+def test_demo_tour(data: Path) -> None:
+    result = bossa(data, "demo")
     assert result.returncode == 0, result.stderr
     for chapter in ("1. The database", "2. The schema", "3. A sample operator", "4. The journal"):
         assert chapter in result.stdout
     assert "SA-5003 4202 change" in result.stdout
     assert "tour finished" in result.stdout
     assert "Traceback" not in result.stderr
-    again = bossa(tmp_path / "data", "demo")  # idempotent: the same story twice
+    again = bossa(data, "demo")  # idempotent: the same story twice
     assert again.returncode == 0, again.stderr
-    assert not EmbeddedPostgres(tmp_path / "data").status().running
+    assert not EmbeddedPostgres(data).status().running

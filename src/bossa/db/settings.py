@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -10,11 +11,16 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from bossa.config import BossaSettings, register
+from bossa.db.embedded import SYSTEM_DIR
 
 __all__ = ["DatabaseSettings"]
 
 
 def _default_data_dir() -> Path:
+    # Root's home is private (0700), out of reach of the user the server runs as; root's
+    # services keep their data in /var/lib, and so does bossa's embedded server.
+    if os.geteuid() == 0:
+        return SYSTEM_DIR / "data"
     return Path(platformdirs.user_data_dir("bossa"))
 
 
@@ -25,7 +31,8 @@ class DatabaseSettings(BossaSettings):
 
     #: A libpq URL or conninfo. Unset: bossa starts its embedded PostgreSQL.
     database_url: SecretStr | None = None
-    #: Where the embedded PostgreSQL keeps its cluster (pg/) and run files (run/).
+    #: Where the embedded PostgreSQL keeps its cluster (pg/) and run files (run/); for
+    #: root, /var/lib/bossa/data.
     data_dir: Path = Field(default_factory=_default_data_dir)
     #: TCP port for the embedded server on 127.0.0.1; 0 listens on its Unix socket only.
     embedded_port: int = Field(default=0, ge=0, le=65535)
