@@ -147,6 +147,7 @@ async def test_bad_input_enqueues_nothing(
 
 
 async def test_unknown_lane_setting_is_refused(journal: Journal) -> None:
+    await journal.declare_lane("l", owner="journal")
     with pytest.raises(InvalidInput, match="max_atempts") as caught:
         await journal.set_policy("l", {"max_atempts": 3}, actor="op")
     assert "known settings" in str(caught.value)

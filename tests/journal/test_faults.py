@@ -20,7 +20,7 @@ import pytest
 
 from bossa.db import Pool, open_pool
 from bossa.db.migrations import migrate
-from bossa.journal import Journal, JournalSettings, NewEntry, operator
+from bossa.journal import Journal, JournalSettings, NewEntry, service
 from bossa.journal.models import Entry
 from bossa.journal.worker import HandlerError, Worker
 from tests.support import own_postgres
@@ -114,6 +114,7 @@ async def test_worker_killed_mid_batch(db_url: str, journal: Journal, pool: Pool
         NewEntry(LANE, "cmd", {"seq": seq}, key=f"SA-{key}") for seq in range(4) for key in range(8)
     ]
     ids = [r.id for r in await journal.enqueue(entries)]
+    await journal.declare_lane(LANE, owner="journal")  # `journal work` refuses a typo
     env = worker_env(db_url)
 
     first = await asyncio.create_subprocess_exec(
@@ -370,6 +371,7 @@ async def test_poison_entry_parks_and_blocks_only_its_key(
         NewEntry(LANE, "cmd", {"seq": seq}, key=f"SA-{k}") for seq in range(5) for k in range(4)
     ]
     ids = [r.id for r in await journal.enqueue(batch)]
+    await journal.declare_lane(LANE, owner="journal")  # operators name declared lanes only
     poison, behind = ids[0], ids[1:3]
     element = Element()
 
@@ -388,10 +390,8 @@ async def test_poison_entry_parks_and_blocks_only_its_key(
     for k in range(4):
         assert element.seen[f"SA-{k}"] == list(range(5))  # other keys kept flowing
     assert poison_key not in element.seen
-    blocked = await operator.blocked_keys(pool, LANE)
-    assert [(b["key"], b["head_id"], b["state"]) for b in blocked] == [
-        (poison_key, poison, "parked")
-    ]
+    blocked = await service.blocked_keys(journal, LANE)
+    assert [(b.key, b.head_id, b.state) for b in blocked] == [(poison_key, poison, "parked")]
 
     await drain(journal, element)  # another pass: the key stays blocked
     assert (await entry_row(pool, poison))["state"] == "parked"
@@ -399,20 +399,20 @@ async def test_poison_entry_parks_and_blocks_only_its_key(
 
     if action == "retry":
         element.fixed = True  # the element was repaired
-        assert await operator.retry(journal, poison, actor="op", reason="NE fixed") == "ready"
+        assert await service.retry(journal, poison, actor="op", reason="NE fixed") == "ready"
         expected = [0, 1, 2]
     elif action == "edit":
-        await operator.edit(
+        await service.edit(
             journal, poison, {"seq": 0, "poison": False}, actor="op", reason="drop the bad option"
         )
         # Editing alone does not unblock: the entry stays parked until it is retried.
         await drain(journal, element)
         assert (await entry_row(pool, poison))["state"] == "parked"
         assert poison_key not in element.seen
-        assert await operator.retry(journal, poison, actor="op") == "ready"
+        assert await service.retry(journal, poison, actor="op") == "ready"
         expected = [0, 1, 2]
     else:
-        await operator.discard(journal, poison, actor="op", reason="customer cancelled")
+        await service.discard(journal, poison, actor="op", reason="customer cancelled")
         expected = [1, 2]
 
     await drain(journal, element)
@@ -424,6 +424,6 @@ async def test_poison_entry_parks_and_blocks_only_its_key(
         assert final["payload"] == {"seq": 0, "poison": False}
     assert [(await entry_row(pool, i))["state"] for i in behind] == ["done", "done"]
     assert await rows(pool, "select * from journal.keys") == []
-    assert await operator.blocked_keys(pool, LANE) == []
-    audit = [a["action"] for a in (await operator.show(pool, poison))["audit"]]
+    assert await service.blocked_keys(journal, LANE) == []
+    audit = [a.action for a in (await service.show(journal, poison)).audit]
     assert audit == {"retry": ["retry"], "edit": ["edit", "retry"], "discard": ["discard"]}[action]

@@ -24,6 +24,7 @@ async def client(journal: Journal, db_url: str) -> AsyncIterator[httpx.AsyncClie
 async def park_one(journal: Journal) -> int:
     entry = await journal.enqueue_one(NewEntry("aaa", "cmd", {"v": 1}, key="SA-1"))
     await journal.enqueue_one(NewEntry("aaa", "cmd", {"v": 2}, key="SA-1"))
+    await journal.declare_lane("aaa", owner="journal")
     await journal.set_policy("aaa", {"max_attempts": 1}, actor="test")
     taken = await journal.take("aaa", 1)
     await journal.fail(taken.token, "aaa", [Failure(entry.id, "ORA-00001", "unique constraint")])
@@ -82,6 +83,7 @@ async def test_http_errors_name_the_field(client: httpx.AsyncClient, journal: Jo
     )
     assert empty_lane.status_code == 422
     assert empty_lane.json()["field"] == "entry.lane"
+    await journal.declare_lane("aaa", owner="journal")
     bad_setting = await client.patch(
         "/journal/lanes/aaa", json={"actor": "kim", "settings": {"max_tries": 2}}
     )

@@ -29,7 +29,7 @@ from hypothesis.stateful import (
 
 from bossa.db import Pool, open_pool
 from bossa.errors import Conflict
-from bossa.journal import Journal, JournalSettings, NewEntry, operator
+from bossa.journal import Journal, JournalSettings, NewEntry, service
 from bossa.journal.models import Entry
 from bossa.journal.store import Failure
 from bossa.journal.worker import Worker
@@ -251,16 +251,16 @@ class JournalModel(RuleBasedStateMachine):
         """Run an operator action; it must be refused exactly when the state forbids it."""
         try:
             if action == "retry":
-                result: Any = self.run(operator.retry(self.journal, entry_id, actor="op"))
+                result: Any = self.run(service.retry(self.journal, entry_id, actor="op"))
             elif action == "park":
-                result = self.run(operator.park(self.journal, entry_id, actor="op"))
+                result = self.run(service.park(self.journal, entry_id, actor="op"))
             elif action == "discard":
                 result = self.run(
-                    operator.discard(self.journal, entry_id, actor="op", reason="model")
+                    service.discard(self.journal, entry_id, actor="op", reason="model")
                 )
             else:
                 payload = self.next_payload()
-                result = self.run(operator.edit(self.journal, entry_id, payload, actor="op"))
+                result = self.run(service.edit(self.journal, entry_id, payload, actor="op"))
                 self.payload[entry_id] = payload
         except Conflict:
             assert self.state[entry_id] not in allowed, f"{action} refused on {entry_id}"

@@ -16,8 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from bossa.db import Pool
-from bossa.journal import Entry, Journal, JournalSettings, NewEntry, Worker
-from bossa.journal import operator as ops
+from bossa.journal import Entry, Journal, JournalSettings, NewEntry, Worker, service
 
 
 async def count(pool: Pool, where: str = "true") -> int:
@@ -54,12 +53,13 @@ async def test_heartbeat_keeps_the_lease(journal: Journal) -> None:
 
 async def test_purge_keeps_retention(journal: Journal, pool: Pool) -> None:
     await journal.enqueue([NewEntry("l", "k", {"n": n}) for n in range(30)])
+    await journal.declare_lane("l", owner="journal")
     taken = await journal.take("l", 20)
     await journal.ack(taken.token, taken.ids)
-    assert await ops.purge(journal) == 0  # within the default retention
+    assert await service.purge(journal) == 0  # within the default retention
     await journal.set_policy("l", {"retention_s": 0}, actor="test")
     journal.settings = journal.settings.model_copy(update={"purge_batch": 7})
-    assert await ops.purge(journal, "l") == 20
+    assert await service.purge(journal, "l") == 20
     assert await count(pool) == 10
 
 
@@ -131,6 +131,7 @@ def test_sigterm_finishes_the_entry_in_hand_and_gives_back_the_rest(db_url: str)
             " select 'slow', 'k', jsonb_build_object('n', n), 'ready', 'test'"
             " from generate_series(1, 20) n"
         )
+        conn.execute("select journal.declare_lane('slow', 'journal')")
     env = {
         **os.environ,
         "BOSSA_DATABASE_URL": db_url,

@@ -1,56 +1,43 @@
-"""`bossa journal ...`: enqueue, look, act on entries, run workers."""
+"""`bossa journal ...`: enqueue, look, act on entries, tune lanes, run workers.
+
+Each command parses its options, calls one function of `service` and renders the
+result with `bossa.terminal`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from bossa.clitools import ActorOpt, JsonOpt, ReasonOpt, json_arg, with_runtime
 from bossa.errors import InvalidInput
-from bossa.journal import operator
-from bossa.journal.models import NewEntry
-from bossa.runtime import Runtime, running
+from bossa.journal import service
+from bossa.journal.models import EntryError, EntryFilter, NewEntry
+from bossa.runtime import Runtime
 from bossa.terminal import out, print_json, table
 
 __all__ = ["journal_app"]
 
-T = TypeVar("T")
 journal_app = typer.Typer(help="The durable queue under every system.", no_args_is_help=True)
 
-ActorOpt = Annotated[str, typer.Option("--actor", envvar="USER", help="Who acts (audited).")]
-ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (audited).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output.")]
 
-
-def _with(action: Callable[[Runtime], Awaitable[T]]) -> T:
-    async def go() -> T:
-        async with running(actor="cli", pool_max=4) as runtime:
-            return await action(runtime)
-
-    return asyncio.run(go())
-
-
-def _json_arg(text: str, field: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"is not JSON: {exc.msg} at character {exc.pos}", field=field) from exc
+def _error_cell(last: EntryError | None) -> str:
+    return f"{last.code}: {last.message}"[:60] if last else ""
 
 
 @journal_app.command("enqueue")
 def enqueue(
-    lane: Annotated[str, typer.Argument(help="Lane (who consumes).")],
+    lane: Annotated[str, typer.Argument(help="Lane (who consumes); declared if new.")],
     kind: Annotated[str, typer.Argument(help="Kind (which handler).")],
     payload: Annotated[str, typer.Argument(help="Payload as JSON.")],
     key: Annotated[str | None, typer.Option(help="Ordering key (e.g. a contract's SA_ID).")] = None,
     dedup_key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
 ) -> None:
-    """Enqueue one entry."""
-    entry = NewEntry(lane, kind, _json_arg(payload, "payload"), key=key, dedup_key=dedup_key)
-    result = _with(lambda rt: rt.journal.enqueue_one(entry))
+    """Enqueue one entry on a lane of your own (not on another module's lane)."""
+    entry = NewEntry(lane, kind, json_arg(payload, "payload"), key=key, dedup_key=dedup_key)
+    result = with_runtime(lambda rt: service.enqueue(rt.journal, entry))
     out.print(f"entry {result.id} {'enqueued' if result.created else 'already pending (dedup)'}")
 
 
@@ -68,35 +55,38 @@ def list_entries(
     as_json: JsonOpt = False,
 ) -> None:
     """List entries, oldest first."""
-    where = operator.EntryFilter(lane, state, key, older_than, error_code, after_id, limit)
-    rows = _with(lambda rt: operator.list_entries(rt.pool, where))
+    where = EntryFilter(lane, state, key, older_than, error_code, after_id, limit)
+    rows = with_runtime(lambda rt: service.list_entries(rt.journal, where))
     if as_json:
-        print_json(rows)
+        print_json([row.model_dump(mode="json") for row in rows])
         return
-    for row in rows:
-        last = row["last_error"] or {}
-        row["error"] = f"{last.get('code')}: {last.get('message')}"[:60] if last else ""
-    table(rows, ["id", "lane", "key", "kind", "state", "attempts", "created_at", "error"])
+    table(
+        [{**row.model_dump(), "error": _error_cell(row.last_error)} for row in rows],
+        ["id", "lane", "key", "kind", "state", "attempts", "created_at", "error"],
+    )
 
 
 @journal_app.command("show")
 def show(entry_id: int, as_json: JsonOpt = False) -> None:
     """One entry with its error history and audit."""
-    entry = _with(lambda rt: operator.show(rt.pool, entry_id))
-    print_json(entry) if as_json else out.print(entry)
+    entry = with_runtime(lambda rt: service.show(rt.journal, entry_id))
+    if as_json:
+        print_json(entry.model_dump(mode="json"))
+    else:
+        out.print(entry.model_dump())
 
 
 @journal_app.command("retry")
 def retry(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt = None) -> None:
     """Make a parked or backing-off entry due now, with fresh attempts."""
-    state = _with(lambda rt: operator.retry(rt.journal, entry_id, actor=actor, reason=reason))
+    state = with_runtime(lambda rt: service.retry(rt.journal, entry_id, actor=actor, reason=reason))
     out.print(f"entry {entry_id} is {state}")
 
 
 @journal_app.command("park")
 def park(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt = None) -> None:
     """Park an entry; it keeps blocking its key."""
-    _with(lambda rt: operator.park(rt.journal, entry_id, actor=actor, reason=reason))
+    with_runtime(lambda rt: service.park(rt.journal, entry_id, actor=actor, reason=reason))
     out.print(f"entry {entry_id} parked")
 
 
@@ -107,7 +97,7 @@ def discard(
     actor: ActorOpt = "operator",
 ) -> None:
     """Give up on an entry; its key moves on."""
-    _with(lambda rt: operator.discard(rt.journal, entry_id, actor=actor, reason=reason))
+    with_runtime(lambda rt: service.discard(rt.journal, entry_id, actor=actor, reason=reason))
     out.print(f"entry {entry_id} discarded")
 
 
@@ -118,35 +108,67 @@ def edit(
     actor: ActorOpt = "operator",
     reason: ReasonOpt = None,
 ) -> None:
-    """Replace an entry's payload (not while it is in flight)."""
-    value = _json_arg(payload, "payload")
-    _with(lambda rt: operator.edit(rt.journal, entry_id, value, actor=actor, reason=reason))
+    """Replace an entry's payload (not while it is in flight; not on another module's lane)."""
+    value = json_arg(payload, "payload")
+    with_runtime(lambda rt: service.edit(rt.journal, entry_id, value, actor=actor, reason=reason))
     out.print(f"entry {entry_id} edited")
 
 
 @journal_app.command("blocked")
-def blocked(lane: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False) -> None:
+def blocked(
+    lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Keys whose head is parked or failing."""
-    rows = _with(lambda rt: operator.blocked_keys(rt.pool, lane))
+    rows = with_runtime(lambda rt: service.blocked_keys(rt.journal, lane))
     if as_json:
-        print_json(rows)
+        print_json([row.model_dump(mode="json") for row in rows])
         return
-    for row in rows:
-        last = row["last_error"] or {}
-        row["error"] = f"{last.get('code')}: {last.get('message')}"[:60] if last else ""
-    table(rows, ["lane", "key", "unfinished", "head_id", "state", "attempts", "error"])
+    table(
+        [{**row.model_dump(), "error": _error_cell(row.last_error)} for row in rows],
+        ["lane", "key", "unfinished", "head_id", "state", "attempts", "error"],
+    )
 
 
 @journal_app.command("stats")
 def stats(as_json: JsonOpt = False) -> None:
     """Entries by lane and state, oldest age, recent throughput."""
-    report = _with(lambda rt: operator.counts(rt.pool))
+    report = with_runtime(lambda rt: service.counts(rt.journal))
     if as_json:
-        print_json(report)
+        print_json(report.model_dump(mode="json"))
         return
-    table(report["by_state"], ["lane", "state", "entries", "oldest_age_s"])
-    for lane, rate in report["throughput_per_s"].items():
+    table(
+        [row.model_dump() for row in report.by_state],
+        ["lane", "state", "entries", "oldest_age_s"],
+    )
+    for lane, rate in report.throughput_per_s.items():
         out.print(f"{lane}: {rate:.1f} finished/s over the last minute")
+
+
+@journal_app.command("lanes")
+def lanes(as_json: JsonOpt = False) -> None:
+    """Every declared lane, with the module that owns it and its stored overrides."""
+    rows = with_runtime(lambda rt: service.lanes(rt.journal))
+    if as_json:
+        print_json([row.model_dump(mode="json") for row in rows])
+        return
+    table(
+        [{**row.model_dump(), "settings": json.dumps(row.settings)} for row in rows],
+        ["lane", "owner", "settings", "created_at", "created_by", "updated_by"],
+    )
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for item in items:
+        setting, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"{item!r} must look like NAME=VALUE", field="--set")
+        try:
+            changes[setting.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[setting.strip()] = value
+    return changes
 
 
 @journal_app.command("lane")
@@ -157,33 +179,27 @@ def lane(
     ] = None,
     actor: ActorOpt = "operator",
 ) -> None:
-    """Show a lane's policy, or change it with --set."""
-    changes: dict[str, Any] = {}
-    for item in set_ or []:
-        setting, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidInput(f"{item!r} must look like NAME=VALUE", field="--set")
-        try:
-            changes[setting.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[setting.strip()] = value
+    """Show a declared lane's policy, or change it with --set."""
+    changes = _settings(set_ or [])
     if changes:
-        policy = _with(lambda rt: rt.journal.set_policy(name, changes, actor=actor))
+        policy = with_runtime(
+            lambda rt: service.set_lane_policy(rt.journal, name, changes, actor=actor)
+        )
     else:
-        policy = _with(lambda rt: rt.journal.policy(name, fresh=True))
+        policy = with_runtime(lambda rt: service.lane_policy(rt.journal, name))
     print_json(policy.model_dump())
 
 
 @journal_app.command("purge")
-def purge(lane: Annotated[str | None, typer.Option()] = None) -> None:
+def purge(lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None) -> None:
     """Delete finished entries past their lane's retention."""
-    deleted = _with(lambda rt: operator.purge(rt.journal, lane))
+    deleted = with_runtime(lambda rt: service.purge(rt.journal, lane))
     out.print(f"{deleted} finished entries purged")
 
 
 @journal_app.command("work")
 def work(
-    lane: Annotated[str, typer.Option(help="The lane to consume.")],
+    lane: Annotated[str, typer.Option(help="The lane to consume (a declared one).")],
     handler: Annotated[
         str | None, typer.Option(help="module:function run for every kind (an integrator's own).")
     ] = None,
@@ -196,7 +212,6 @@ def work(
 ) -> None:
     """Run a worker on a lane until SIGTERM (or until idle with --once)."""
     from bossa.journal.handlers import REGISTRY, load_handler
-    from bossa.journal.worker import Worker
 
     handlers = dict(REGISTRY)
     if handler:
@@ -207,13 +222,18 @@ def work(
         start_http_server(metrics_port, addr="127.0.0.1")
 
     async def go(rt: Runtime) -> None:
-        worker = Worker(
-            rt.journal, lane, handlers, listen_url=rt.url, concurrency=concurrency, batch_size=batch
+        worker = await service.work(
+            rt.journal,
+            lane,
+            handlers,
+            listen_url=rt.url,
+            concurrency=concurrency,
+            batch_size=batch,
+            until_idle=once,
         )
-        await worker.run(install_signal_handlers=True, until_idle=once)
         out.print(
             f"{lane}: {worker.stats.acked} done, {worker.stats.failed} failed, "
             f"{worker.stats.parked} parked, {worker.stats.released} given back"
         )
 
-    _with(go)
+    with_runtime(go)

@@ -1,7 +1,10 @@
-"""Handlers a generic `bossa journal work` can run, by entry kind.
+"""The registry of entry kinds a generic `bossa journal work` can run: kind -> handler.
 
-Domain modules register theirs on import; `--handler module:function` adds an
-integrator's own for every kind ("*").
+Its role in the shape: what `lanes.py` is to a domain module (the handlers of the
+module's own daemons), this is to the journal's generic worker, which consumes the
+lanes owned by 'journal' (an operator's or integrator's own). Domain modules run their
+own daemons instead. `--handler module:function` adds an integrator's own for every
+kind ("*").
 """
 
 from __future__ import annotations

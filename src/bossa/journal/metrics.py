@@ -1,22 +1,29 @@
 """Prometheus metrics of the journal: what workers do, and what the tables hold.
 
 Worker counters live in the worker's process (expose them with `--metrics-port`); the
-table gauges are read from PostgreSQL at scrape time by the API's /metrics.
+table gauges are read from PostgreSQL at scrape time by the API's /metrics (`refresh`).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from bossa.db import Pool
+from bossa.journal import store
 
 __all__ = [
     "ACKED",
+    "ENTRIES",
     "FAILED",
     "LEASE_EXPIRED",
+    "OLDEST",
     "PARKED",
     "RELEASED",
     "STALE_ACKS",
     "START_LATENCY",
     "TAKEN",
+    "THROUGHPUT",
+    "refresh",
 ]
 
 TAKEN = Counter("bossa_journal_taken", "Entries taken by workers", ["lane"])
@@ -38,3 +45,29 @@ START_LATENCY = Histogram(
     ["lane"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+
+ENTRIES = Gauge("bossa_journal_entries", "Journal entries by lane and state", ["lane", "state"])
+OLDEST = Gauge(
+    "bossa_journal_oldest_age_seconds",
+    "Age of the oldest entry by lane and state (pending age for unfinished states)",
+    ["lane", "state"],
+)
+THROUGHPUT = Gauge(
+    "bossa_journal_finished_per_second",
+    "Entries finished per second over the last minute",
+    ["lane"],
+)
+
+
+async def refresh(pool: Pool) -> None:
+    """Read the table gauges now (the API's /metrics calls this on every scrape)."""
+    async with pool.connection() as conn:
+        report = await store.counts(conn, window_s=60.0)
+    ENTRIES.clear()
+    OLDEST.clear()
+    THROUGHPUT.clear()
+    for row in report.by_state:
+        ENTRIES.labels(row.lane, row.state).set(row.entries)
+        OLDEST.labels(row.lane, row.state).set(float(row.oldest_age_s or 0))
+    for lane, rate in report.throughput_per_s.items():
+        THROUGHPUT.labels(lane).set(rate)

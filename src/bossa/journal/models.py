@@ -1,12 +1,15 @@
 """What the journal holds, as plain values, and the checks on what callers hand it.
 
-No I/O here: validation of new entries and the shapes returned by take and enqueue, so
+No I/O here: validation of new entries, the shapes returned by take and enqueue (plain
+dataclasses: the hot path builds thousands of them), and the typed rows an operator
+sees (pydantic: the API returns them as its response bodies, the CLI renders them), so
 that the rules can be tested without a database.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,20 +17,32 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from bossa.errors import InvalidInput
 
 __all__ = [
     "FINAL_STATES",
+    "GENERIC_OWNER",
     "UNFINISHED_STATES",
     "Claim",
     "Enqueued",
     "Entry",
+    "EntryFilter",
     "EntryState",
+    "Lane",
     "NewEntry",
     "Taken",
+    "check_owner",
     "encode_batch",
+    "lane_name",
 ]
 
+#: The owner of lanes no module consumes: an operator's or integrator's own, worked by
+#: `bossa journal work`. Only these may be written through the generic operator routes.
+GENERIC_OWNER = "journal"
+
+_OWNER = re.compile(r"[a-z][a-z0-9_]*")
 MAX_NAME_LENGTH = 200
 MAX_KEY_LENGTH = 500
 
@@ -125,6 +140,13 @@ def _name(value: object, field_name: str, *, optional: bool = False, limit: int)
     return value
 
 
+def lane_name(value: object, field_name: str = "lane") -> str:
+    """A lane's name as operators and modules type it, refused when it cannot be one."""
+    name = _name(value, field_name, limit=MAX_NAME_LENGTH)
+    assert name is not None
+    return name
+
+
 def encode_payload(payload: Any, *, field_name: str, max_bytes: int) -> str:
     """The payload as JSON text, refused if it is not JSON or larger than allowed."""
     try:
@@ -192,3 +214,143 @@ def encode_batch(
         batch.not_befores.append(entry.not_before)
         batch.dedup_keys.append(dedup)
     return batch
+
+
+def check_owner(owner: str) -> str:
+    """A lane's owner is a module's name (the same rule as journal.lanes' check)."""
+    if not _OWNER.fullmatch(owner):
+        raise InvalidInput(f"{owner!r} is not a module's name", field="owner")
+    return owner
+
+
+class Lane(BaseModel):
+    """A declared lane: who consumes it, its stored overrides, who declared and changed it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lane: str
+    #: The module that consumes the lane ('provisioning', 'billing', ...), or 'journal'.
+    owner: str
+    #: The overrides stored for the lane; the effective policy is the defaults with these.
+    settings: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+
+
+# -- what an operator sees (P10) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """Which entries `journal list` shows: any of lane, state, key, age, last error code."""
+
+    lane: str | None = None
+    state: str | None = None
+    key: str | None = None
+    older_than_s: float | None = None
+    error_code: str | None = None
+    after_id: int = 0
+    limit: int = 100
+
+    def checked(self) -> EntryFilter:
+        if self.state is not None and self.state not in set(EntryState):
+            known = ", ".join(EntryState)
+            raise InvalidInput(f"unknown state {self.state!r} (known: {known})", field="state")
+        if not 1 <= self.limit <= 10_000:
+            raise InvalidInput("must be between 1 and 10000", field="limit")
+        return self
+
+
+class EntryError(BaseModel):
+    """One failed attempt, as journal.fail and the reaper record it."""
+
+    attempt: int
+    code: str
+    message: str
+    at: datetime
+
+
+class EntryRecord(BaseModel):
+    """One entry, every column: what `show` and the operator's actions work on."""
+
+    id: int
+    lane: str
+    key: str | None
+    kind: str
+    payload: Any
+    state: EntryState
+    not_before: datetime
+    attempts: int
+    lease_token: uuid.UUID | None
+    lease_expires_at: datetime | None
+    dedup_key: str | None
+    errors: list[EntryError]
+    created_at: datetime
+    created_by: str
+    taken_at: datetime | None
+    finished_at: datetime | None
+
+
+class AuditRecord(BaseModel):
+    """An operator's action on an entry: who, when, why, and the entry before and after."""
+
+    at: datetime
+    actor: str
+    action: str
+    reason: str | None
+    before: Any
+    after: Any
+
+
+class EntryDetail(EntryRecord):
+    """An entry with the operator actions taken on it, oldest first."""
+
+    audit: list[AuditRecord]
+
+
+class EntrySummary(BaseModel):
+    """A row of `journal list`: an entry with its last error instead of all of them."""
+
+    id: int
+    lane: str
+    key: str | None
+    kind: str
+    state: EntryState
+    attempts: int
+    not_before: datetime
+    created_at: datetime
+    finished_at: datetime | None
+    dedup_key: str | None
+    last_error: EntryError | None
+    payload: Any
+
+
+class BlockedKey(BaseModel):
+    """A key whose head is parked or failing: a contract an operator should look at."""
+
+    lane: str
+    key: str
+    #: The key's unfinished entries, head included.
+    unfinished: int
+    head_id: int
+    state: EntryState
+    attempts: int
+    last_error: EntryError | None
+    created_at: datetime
+
+
+class StateCount(BaseModel):
+    lane: str
+    state: EntryState
+    entries: int
+    #: Age of the lane's oldest entry in this state.
+    oldest_age_s: float | None
+
+
+class Counts(BaseModel):
+    """Entries by lane and state, and entries finished per second per lane lately."""
+
+    by_state: list[StateCount]
+    throughput_per_s: dict[str, float]

@@ -1,8 +1,14 @@
-"""The journal's operations on PostgreSQL: enqueue, claim, take, ack, fail, heartbeat.
+"""The journal's storage: the only code that loads and runs sql/queries.sql.
 
-Only named queries from sql/queries.sql run here. Each operation either joins the
-caller's transaction (pass `conn`) or runs in a short transaction of its own; none
-holds a transaction open while a handler works.
+Two kinds of callers, two kinds of code:
+
+- `Journal`, the hot-path API every module and worker uses (enqueue, claim, take, ack,
+  fail, heartbeat, the lane registry and policies). Each method is one of the journal's
+  own one-statement transactions: it joins the caller's transaction when given `conn`
+  (and then never checks out another connection), or runs on a pooled autocommit
+  connection. None holds a transaction open while a handler works.
+- Plain functions taking a `Conn` for the operator's use cases in `service.py`, which
+  owns their transactions. They open nothing.
 """
 
 from __future__ import annotations
@@ -17,28 +23,42 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.types.json import Jsonb
 
 from bossa.db import Conn, Pool
+from bossa.errors import Forbidden, NotFound
 from bossa.journal.models import (
+    AuditRecord,
+    BlockedKey,
     Claim,
+    Counts,
     Enqueued,
     Entry,
+    EntryFilter,
+    EntryRecord,
     EntryState,
+    EntrySummary,
+    Lane,
     NewEntry,
+    StateCount,
     Taken,
+    check_owner,
     encode_batch,
     encode_payload,
+    lane_name,
 )
 from bossa.journal.settings import JournalSettings, LanePolicy
 from bossa.sql import load_queries
 
-__all__ = ["FailResult", "Failure", "Journal"]
+__all__ = ["QUERIES", "FailResult", "Failure", "Journal"]
 
 QUERIES = load_queries("bossa.journal", "sql/queries.sql")
 
 
 _POLICY_TTL_S = 5.0
 _DEDUP_RETRIES = 3
+#: SQLSTATE raised by journal.declare_lane for a lane another module owns.
+_LANE_OWNED = "BJ001"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,50 +106,69 @@ class Journal:
         async with self.pool.connection() as own:
             yield own
 
-    # -- lane policies ---------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _conn(self, conn: Conn | None) -> AsyncIterator[Conn]:
+        """The caller's connection as it is, or a pooled one: never a second one."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.pool.connection() as own:
+            yield own
+
+    # -- the lane registry and lane policies -----------------------------------------
+
+    async def declare_lane(self, lane: str, *, owner: str, conn: Conn | None = None) -> None:
+        """Declare `lane` for the module that consumes it; idempotent. Refused (Forbidden)
+        when another module declared it first. Enqueue and take never ask for this."""
+        async with self._tx(conn) as tx:
+            await declare_lane(tx, lane, owner, self.actor)
+
+    async def lane(self, lane: str, *, conn: Conn | None = None) -> Lane:
+        """A declared lane, or NotFound naming it."""
+        async with self._conn(conn) as c:
+            return await lane_of(c, lane)
+
+    async def lanes(self, *, conn: Conn | None = None) -> list[Lane]:
+        """Every declared lane with its owner, by name."""
+        async with self._conn(conn) as c:
+            rows = await (await c.execute(QUERIES["lanes"])).fetchall()
+        return [Lane.model_validate(row) for row in rows]
 
     async def policy(
         self, lane: str, *, fresh: bool = False, conn: Conn | None = None
     ) -> LanePolicy:
         """The lane's effective settings: defaults with its stored overrides, cached briefly.
 
-        A caller inside a transaction passes its connection: checking out a second one
-        while holding the first deadlocks a pool whose every connection is so held.
+        Any lane, declared or not (the hot path never asks). A caller inside a
+        transaction passes its connection: checking out a second one while holding the
+        first deadlocks a pool whose every connection is so held.
         """
         now = time.monotonic()
         cached = self._policies.get(lane)
         if cached and not fresh and now - cached[0] < _POLICY_TTL_S:
             return cached[1]
-        async with contextlib.AsyncExitStack() as stack:
-            if conn is None:
-                conn = await stack.enter_async_context(self.pool.connection())
-            row = await (await conn.execute(QUERIES["lane_settings"], {"lane": lane})).fetchone()
+        async with self._conn(conn) as c:
+            row = await (await c.execute(QUERIES["lane_settings"], {"lane": lane})).fetchone()
         policy = self._defaults.merged(dict(row["settings"]) if row else {}, lane=lane)
         self._policies[lane] = (now, policy)
         return policy
 
-    async def set_policy(self, lane: str, changes: dict[str, Any], *, actor: str) -> LanePolicy:
-        """Change a lane's overrides; unknown names and bad values are refused, nothing stored."""
-        async with self.pool.connection() as conn, conn.transaction():
-            row = await (await conn.execute(QUERIES["lane_settings"], {"lane": lane})).fetchone()
-            stored = dict(row["settings"]) if row else {}
+    async def set_policy(
+        self, lane: str, changes: dict[str, Any], *, actor: str, conn: Conn | None = None
+    ) -> LanePolicy:
+        """Change a declared lane's overrides (NotFound for an undeclared one); unknown
+        names and bad values are refused, nothing stored. Any owner's lane: operators
+        tune provisioning's lanes here, and provisioning pauses its divisions here."""
+        async with self._conn(conn) as c, c.transaction():
+            stored = dict((await lane_of(c, lane)).settings)
             stored.update(changes)
             policy = self._defaults.merged(stored, lane=lane)  # validates before writing
-            await conn.execute(
-                QUERIES["upsert_lane_settings"],
-                {"lane": lane, "settings": psycopg.types.json.Jsonb(stored), "actor": actor},
+            await c.execute(
+                QUERIES["update_lane_settings"],
+                {"lane": lane, "settings": Jsonb(stored), "actor": actor},
             )
-            await conn.execute(
-                QUERIES["audit"],
-                {
-                    "actor": actor,
-                    "action": "set-lane",
-                    "entry_id": None,
-                    "lane": lane,
-                    "reason": None,
-                    "before": None,
-                    "after": psycopg.types.json.Jsonb(changes),
-                },
+            await record_audit(
+                c, actor=actor, action="set-lane", lane=lane, after=changes, entry_id=None
             )
         self._policies.pop(lane, None)
         return policy
@@ -315,6 +354,8 @@ class Journal:
             )
             return [(int(r["id"]), EntryState(r["state"])) for r in await cursor.fetchall()]
 
+    # -- what a worker asks between batches ------------------------------------------
+
     async def next_wakeup(self, lane: str) -> datetime | None:
         """The earliest of the lane's next due entry and next lease expiry."""
         async with self.pool.connection() as conn:
@@ -326,3 +367,179 @@ class Journal:
             t for t in (due["due"] if due else None, lease["expires"] if lease else None) if t
         ]
         return min(times) if times else None
+
+    async def busy(self, lane: str) -> bool:
+        """Anything ready (due now or after a backoff) or leased in the lane?"""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(QUERIES["lane_busy"], {"lane": lane})).fetchone()
+        return bool(row and row["busy"])
+
+    async def sleep(self, lane: str) -> None:
+        """A worker of `lane` goes to sleep: ask enqueue to NOTIFY the lane."""
+        async with self.pool.connection() as conn:
+            await conn.execute(QUERIES["sleep"], {"lane": lane}, prepare=True)
+
+
+# -- the lane registry -------------------------------------------------------------------
+
+
+async def declare_lane(conn: Conn, lane: str, owner: str, actor: str) -> None:
+    """Declare a lane for `owner`; Forbidden when another module owns it."""
+    params = {"lane": lane_name(lane), "owner": check_owner(owner), "actor": actor}
+    try:
+        await conn.execute(QUERIES["declare_lane"], params)
+    except psycopg.Error as exc:
+        if exc.sqlstate != _LANE_OWNED:
+            raise
+        holder = exc.diag.message_hint or "another module"
+        raise Forbidden(
+            f"lane {lane!r} belongs to {holder}; it cannot be declared for {owner}", field="lane"
+        ) from None
+
+
+async def find_lane(conn: Conn, lane: str) -> Lane | None:
+    row = await (await conn.execute(QUERIES["lane"], {"lane": lane})).fetchone()
+    return None if row is None else Lane.model_validate(row)
+
+
+async def lane_of(conn: Conn, lane: str) -> Lane:
+    """A declared lane, or NotFound naming it: an operator's typo must not make a lane."""
+    found = await find_lane(conn, lane)
+    if found is None:
+        raise NotFound(f"no lane {lane!r}: no module or operator declared it", field="lane")
+    return found
+
+
+# -- one entry, for the operator's actions -----------------------------------------------
+
+
+async def entry(conn: Conn, entry_id: int) -> EntryRecord | None:
+    row = await (await conn.execute(QUERIES["entry"], {"id": entry_id})).fetchone()
+    return None if row is None else EntryRecord.model_validate(row)
+
+
+async def entry_for_update(conn: Conn, entry_id: int) -> EntryRecord:
+    """The entry, locked until the transaction ends (the caller holds its key's lock)."""
+    row = await (await conn.execute(QUERIES["entry_for_update"], {"id": entry_id})).fetchone()
+    assert row is not None, "entries are deleted only by purge, and only when finished"
+    return EntryRecord.model_validate(row)
+
+
+async def lock_key(conn: Conn, lane: str, key: str) -> None:
+    """The per-key lock enqueue and ack take too: an operator never races a worker."""
+    await conn.execute(QUERIES["lock_key"], {"lane": lane, "key": key})
+
+
+async def is_head(conn: Conn, lane: str, key: str, entry_id: int) -> bool:
+    """True when no unfinished entry of the same key comes before this one."""
+    params = {"lane": lane, "key": key, "id": entry_id}
+    row = await (await conn.execute(QUERIES["is_head"], params)).fetchone()
+    return bool(row and row["head"])
+
+
+async def set_state(
+    conn: Conn,
+    entry_id: int,
+    state: EntryState,
+    *,
+    not_before: datetime | None = None,
+    attempts: int | None = None,
+) -> None:
+    await conn.execute(
+        QUERIES["set_state"],
+        {"id": entry_id, "state": state.value, "not_before": not_before, "attempts": attempts},
+    )
+
+
+async def set_payload(conn: Conn, entry_id: int, payload: str) -> None:
+    """Store an already encoded (checked) payload."""
+    await conn.execute(QUERIES["set_payload"], {"id": entry_id, "payload": payload})
+
+
+async def advance_keys(conn: Conn, lanes: list[str], keys: list[str]) -> None:
+    """Count finished entries off their keys and make each key's next entry ready."""
+    await conn.execute(QUERIES["advance_keys"], {"lanes": lanes, "keys": keys})
+
+
+async def wake(conn: Conn, lane: str) -> None:
+    """Wake a worker asleep on the lane (if one is): an entry became due."""
+    await conn.execute(QUERIES["wake"], {"lane": lane})
+
+
+async def record_audit(
+    conn: Conn,
+    *,
+    actor: str,
+    action: str,
+    entry_id: int | None,
+    lane: str,
+    reason: str | None = None,
+    before: Any = None,
+    after: Any = None,
+) -> None:
+    await conn.execute(
+        QUERIES["audit"],
+        {
+            "actor": actor,
+            "action": action,
+            "entry_id": entry_id,
+            "lane": lane,
+            "reason": reason,
+            "before": None if before is None else Jsonb(before),
+            "after": None if after is None else Jsonb(after),
+        },
+    )
+
+
+async def audit_of_entry(conn: Conn, entry_id: int) -> list[AuditRecord]:
+    rows = await (await conn.execute(QUERIES["audit_of_entry"], {"id": entry_id})).fetchall()
+    return [AuditRecord.model_validate(row) for row in rows]
+
+
+# -- reports -----------------------------------------------------------------------------
+
+
+async def list_entries(conn: Conn, where: EntryFilter) -> list[EntrySummary]:
+    params = {
+        "lane": where.lane,
+        "state": where.state,
+        "key": where.key,
+        "older_than_s": where.older_than_s,
+        "error_code": where.error_code,
+        "after_id": where.after_id,
+        "limit": where.limit,
+    }
+    rows = await (await conn.execute(QUERIES["list_entries"], params)).fetchall()
+    return [EntrySummary.model_validate(row) for row in rows]
+
+
+async def blocked_keys(conn: Conn, lane: str | None, limit: int) -> list[BlockedKey]:
+    params = {"lane": lane, "limit": limit}
+    rows = await (await conn.execute(QUERIES["blocked_keys"], params)).fetchall()
+    return [BlockedKey.model_validate(row) for row in rows]
+
+
+async def counts(conn: Conn, window_s: float) -> Counts:
+    by_state = await (await conn.execute(QUERIES["counts"])).fetchall()
+    finished = await (await conn.execute(QUERIES["throughput"], {"seconds": window_s})).fetchall()
+    return Counts(
+        by_state=[StateCount.model_validate(row) for row in by_state],
+        throughput_per_s={row["lane"]: row["finished"] / window_s for row in finished},
+    )
+
+
+# -- retention ---------------------------------------------------------------------------
+
+
+async def finished_lanes(conn: Conn) -> list[str]:
+    """Lanes holding finished entries."""
+    rows = await (await conn.execute(QUERIES["finished_lanes"])).fetchall()
+    return [str(row["lane"]) for row in rows]
+
+
+async def purge(conn: Conn, lane: str, *, retention_s: int, limit: int) -> int:
+    """Delete up to `limit` finished entries of `lane` past `retention_s`; returns how many."""
+    cursor = await conn.execute(
+        QUERIES["purge"], {"lane": lane, "retention_s": retention_s, "limit": limit}
+    )
+    return cursor.rowcount

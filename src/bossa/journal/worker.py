@@ -1,4 +1,9 @@
-"""The worker runtime: takes a lane's entries in batches and runs their handlers.
+"""The generic consumer: takes a lane's entries in batches and runs their handlers.
+
+Every daemon is one of these: each module's `lanes.py` builds a `Worker` on its lanes
+with its handlers (provisioning's backup daemon, billing's service daemon), and
+`bossa journal work` runs one with the handlers of `handlers.py`. Apart from LISTEN on
+its wake-up connection it runs no SQL of its own: everything goes through `Journal`.
 
 Per lane, `concurrency` takers share one LISTEN connection that wakes them on NOTIFY;
 each also wakes at the lane's next due time or lease expiry, and at least every
@@ -26,7 +31,7 @@ import psycopg_pool
 from bossa.db import Conn
 from bossa.journal import metrics
 from bossa.journal.models import Entry, EntryState, Taken
-from bossa.journal.store import QUERIES, Failure, Journal
+from bossa.journal.store import Failure, Journal
 from bossa.logs import get_logger
 
 __all__ = ["BatchHandler", "Handler", "HandlerError", "Worker", "WorkerStats"]
@@ -228,17 +233,13 @@ class Worker:
         """Nothing ready (due now or after a backoff) and nothing leased: the pass is over.
 
         Parked entries wait for an operator, so they do not keep the pass running."""
-        async with self.journal.pool.connection() as conn:
-            cursor = await conn.execute(QUERIES["lane_busy"], {"lane": self.lane})
-            row = await cursor.fetchone()
-        return not (row and row["busy"])
+        return not await self.journal.busy(self.lane)
 
     async def _register_sleep(self) -> None:
         if self.listen_url is None:
             return  # nobody would hear the NOTIFY: this worker polls
         with contextlib.suppress(*_DB_ERRORS):
-            async with self.journal.pool.connection() as conn:
-                await conn.execute(QUERIES["sleep"], {"lane": self.lane}, prepare=True)
+            await self.journal.sleep(self.lane)
 
     async def _quiet_period(self) -> float:
         try:

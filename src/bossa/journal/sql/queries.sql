@@ -206,16 +206,26 @@ where state = 'taken' and lane = %(lane)s
 -- One lane's stored overrides.
 select settings from journal.lanes where lane = %(lane)s
 
--- name: all_lane_settings
--- Every lane's stored overrides, for reports and `bossa journal lanes`.
-select lane, settings, updated_at, updated_by from journal.lanes order by lane
+-- name: declare_lane
+-- Declare a lane for its owner (idempotent; refused with SQLSTATE BJ001 for another owner).
+select journal.declare_lane(%(lane)s, %(owner)s, %(actor)s)
 
--- name: upsert_lane_settings
--- Store a lane's overrides (the whole validated object).
-insert into journal.lanes (lane, settings, updated_by)
-values (%(lane)s, %(settings)s::jsonb, %(actor)s)
-on conflict (lane) do update
-set settings = excluded.settings, updated_at = now(), updated_by = excluded.updated_by
+-- name: lane
+-- One declared lane: its owner, its stored overrides, who declared it and who changed them.
+select lane, owner, settings, created_at, created_by, updated_at, updated_by
+from journal.lanes where lane = %(lane)s
+
+-- name: lanes
+-- Every declared lane, for `bossa journal lanes`.
+select lane, owner, settings, created_at, created_by, updated_at, updated_by
+from journal.lanes order by lane
+
+-- name: update_lane_settings
+-- Store a declared lane's overrides (the whole validated object); no row, no lane.
+update journal.lanes
+set settings = %(settings)s::jsonb, updated_at = now(), updated_by = %(actor)s
+where lane = %(lane)s
+returning lane
 
 -- name: lock_key
 -- The per-key lock every operator action on a keyed entry takes first.

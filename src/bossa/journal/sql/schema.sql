@@ -6,12 +6,19 @@ create schema journal;
 -- blocking its key; done and discarded are final.
 create type journal.state as enum ('waiting', 'ready', 'taken', 'parked', 'done', 'discarded');
 
--- Per-lane settings that override the defaults in JournalSettings (validated in Python).
+-- The lane registry: a lane exists once declared, and belongs to the module that consumes
+-- it (`owner`: 'provisioning', 'billing', ..., or 'journal' for an operator's own lanes).
+-- Operator commands refuse an undeclared lane (a typo), and the generic operator routes
+-- refuse to create or rewrite entries on another module's lane. `settings` override the
+-- defaults in JournalSettings (validated in Python); `updated_*` say who changed them.
 create table journal.lanes (
     lane        text        primary key check (lane <> ''),
     settings    jsonb       not null default '{}' check (jsonb_typeof(settings) = 'object'),
     updated_at  timestamptz not null default now(),
-    updated_by  text        not null default current_user
+    updated_by  text        not null default current_user,
+    owner       text        not null check (owner ~ '^[a-z][a-z0-9_]*$'),
+    created_at  timestamptz not null default now(),
+    created_by  text        not null default current_user
 );
 
 create table journal.entries (
@@ -231,3 +238,35 @@ language sql as $$
     where e.id = expired.id
     returning e.id, e.state
 $$;
+
+-- published: journal.declare_lane
+-- Declare a lane for the module that consumes it; idempotent. A lane already declared
+-- for another module is refused: two modules consuming one lane would each take the
+-- other's entries.
+create function journal.declare_lane(p_lane text, p_owner text, p_actor text default null)
+returns void
+language plpgsql as $$
+declare
+    v_owner text;
+begin
+    insert into journal.lanes (lane, owner, created_by, updated_by)
+    values (p_lane, p_owner, coalesce(p_actor, current_user), coalesce(p_actor, current_user))
+    on conflict (lane) do nothing;
+    select l.owner into v_owner from journal.lanes l where l.lane = p_lane;
+    if v_owner is distinct from p_owner then
+        raise exception 'lane % is owned by %, not %', p_lane, v_owner, p_owner
+            using errcode = 'BJ001', hint = v_owner;
+    end if;
+end
+$$;
+
+-- published: journal.lane_entries
+-- The journal's entries as other modules may read them (never journal.entries itself):
+-- the columns are a stable interface, the table's layout is the journal's own.
+create view journal.lane_entries as
+select e.id, e.lane, e.key, e.kind, e.payload, e.state::text as state, e.attempts,
+       e.not_before, e.created_at, e.created_by, e.taken_at, e.finished_at, e.errors,
+       e.errors -> -1 ->> 'code' as last_error_code,
+       e.errors -> -1 ->> 'message' as last_error_message,
+       (e.errors -> -1 ->> 'at')::timestamptz as last_error_at
+from journal.entries e;
