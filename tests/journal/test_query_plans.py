@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -88,7 +89,7 @@ async def test_promotion_uses_the_key_index_even_for_a_hot_key(
         await conn.execute(
             "prepare promote (text, text) as select e.id from journal.entries e"
             " where e.lane = $1 and e.key = $2"
-            " and e.state in ('waiting', 'ready', 'taken', 'parked') order by e.id limit 1"
+            " and journal.unfinished(e.state) order by e.id limit 1"
         )
         await conn.execute("set plan_cache_mode = force_generic_plan")
         row = await (
@@ -138,3 +139,60 @@ async def test_key_bookkeeping_walks_the_keys_primary_key(journal: Journal, pool
     assert not any(
         n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "keys" for n in every
     ), every
+
+
+async def plan_of(pool: Pool, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return nodes((await explain(pool, QUERIES[name], params, analyze=False))["Plan"])
+
+
+def uses(every: list[dict[str, Any]], index: str) -> bool:
+    return any(n.get("Index Name") == index for n in every)
+
+
+async def test_unfinished_lookups_use_the_partial_indexes(journal: Journal, pool: Pool) -> None:
+    """The queries that ask "unfinished?" (journal.unfinished) must still match the
+    partial indexes whose predicate asks the same: the planner proves a partial index
+    usable only from a predicate it can match."""
+    await backlog(journal, pool, 20_000)
+    await journal.enqueue([NewEntry("l", "k", {"n": n}, dedup_key=f"d{n}") for n in range(2_000)])
+    async with pool.connection() as conn:
+        await conn.execute("analyze journal.entries")
+    head = await plan_of(pool, "is_head", {"lane": "l", "key": "k5", "id": 10**9})
+    assert uses(head, "entries_key_unfinished"), head
+    blocked = await plan_of(pool, "blocked_keys", {"lane": "l", "limit": 100})
+    assert uses(blocked, "entries_key_unfinished"), blocked
+    dedup = await plan_of(
+        pool,
+        "enqueue",
+        {
+            "lanes": ["l"],
+            "keys": [None],
+            "kinds": ["k"],
+            "payloads": ["{}"],
+            "not_befores": [None],
+            "dedup_keys": ["d1"],
+            "created_by": "t",
+        },
+    )
+    assert uses(dedup, "entries_dedup"), dedup
+
+
+async def test_finished_lookups_use_the_finished_index(journal: Journal, pool: Pool) -> None:
+    await backlog(journal, pool, 20_000)
+    lanes = await plan_of(pool, "finished_lanes", {})
+    assert uses(lanes, "entries_finished"), lanes
+    assert not any(n["Node Type"] == "Seq Scan" for n in lanes), lanes
+    purge = await plan_of(pool, "purge", {"lane": "done", "retention_s": 0, "limit": 100})
+    assert uses(purge, "entries_finished"), purge
+
+
+def test_the_final_states_are_said_once() -> None:
+    """journal.finished says which states are final; nothing else spells the list out
+    but the one index whose comment says why (entries_finished)."""
+    sql = resources.files("bossa.journal").joinpath("sql")
+    queries = sql.joinpath("queries.sql").read_text()
+    schema = sql.joinpath("schema.sql").read_text()
+    for text in (queries, schema):
+        assert "'waiting', 'ready', 'taken', 'parked'" not in text
+    assert "in ('done', 'discarded')" not in queries
+    assert schema.count("in ('done', 'discarded')") == 2  # journal.finished, entries_finished

@@ -17,7 +17,7 @@ duplicate as (
     from input i
     join journal.entries e
       on e.lane = i.lane and e.dedup_key = i.dedup_key
-     and e.state in ('waiting', 'ready', 'taken', 'parked')
+     and journal.unfinished(e.state)
     where i.dedup_key is not null
 ),
 fresh as (
@@ -244,7 +244,7 @@ select * from journal.entries where id = %(id)s
 select not exists (
     select 1 from journal.entries
     where lane = %(lane)s and key = %(key)s and id < %(id)s
-      and state in ('waiting', 'ready', 'taken', 'parked')
+      and journal.unfinished(state)
 ) as head
 
 -- name: audit
@@ -273,7 +273,7 @@ order by lane, state
 -- Entries finished per lane in the last `seconds`.
 select lane, count(*) as finished
 from journal.entries
-where state in ('done', 'discarded') and finished_at > now() - make_interval(secs => %(seconds)s)
+where journal.finished(state) and finished_at > now() - make_interval(secs => %(seconds)s)
 group by lane
 order by lane
 
@@ -285,7 +285,7 @@ from journal.keys k
 cross join lateral (
     select e.id, e.state, e.attempts, e.errors, e.created_at
     from journal.entries e
-    where e.lane = k.lane and e.key = k.key and e.state in ('waiting', 'ready', 'taken', 'parked')
+    where e.lane = k.lane and e.key = k.key and journal.unfinished(e.state)
     order by e.id
     limit 1
 ) h
@@ -299,7 +299,7 @@ limit %(limit)s
 delete from journal.entries
 where id in (
     select id from journal.entries
-    where lane = %(lane)s and state in ('done', 'discarded')
+    where lane = %(lane)s and journal.finished(state)
       and finished_at < now() - make_interval(secs => %(retention_s)s)
     limit %(limit)s
 )
@@ -307,11 +307,11 @@ where id in (
 -- name: finished_lanes
 -- Lanes with finished entries, by a loose scan of entries_finished (not the whole table).
 with recursive lanes as (
-    select min(lane) as lane from journal.entries where state in ('done', 'discarded')
+    select min(lane) as lane from journal.entries where journal.finished(state)
     union all
     select (
         select min(e.lane) from journal.entries e
-        where e.state in ('done', 'discarded') and e.lane > lanes.lane
+        where journal.finished(e.state) and e.lane > lanes.lane
     )
     from lanes
     where lanes.lane is not null
@@ -339,7 +339,7 @@ update journal.entries
 set state = %(state)s::journal.state,
     not_before = coalesce(%(not_before)s, not_before),
     attempts = coalesce(%(attempts)s, attempts),
-    finished_at = case when %(state)s in ('done', 'discarded') then now() end
+    finished_at = case when journal.finished(%(state)s::journal.state) then now() end
 where id = %(id)s
 returning *
 

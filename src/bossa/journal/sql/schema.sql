@@ -6,6 +6,20 @@ create schema journal;
 -- blocking its key; done and discarded are final.
 create type journal.state as enum ('waiting', 'ready', 'taken', 'parked', 'done', 'discarded');
 
+-- Which states are final, said once. Every query, function and index predicate that asks
+-- "finished?" or "unfinished?" calls these. They are plain immutable SQL functions, so the
+-- planner inlines them (into `state = any ('{done,discarded}')` and its negation) in the
+-- queries and in the partial index predicates alike, and still proves the partial indexes
+-- usable (tests/journal/test_query_plans.py). They must stay inlinable: no STRICT, no SET,
+-- no plpgsql. The index entries_finished spells the list out: see its comment.
+create function journal.finished(p_state journal.state) returns boolean
+language sql immutable parallel safe
+as $$ select p_state in ('done', 'discarded') $$;
+
+create function journal.unfinished(p_state journal.state) returns boolean
+language sql immutable parallel safe
+as $$ select not journal.finished(p_state) $$;
+
 -- The lane registry: a lane exists once declared, and belongs to the module that consumes
 -- it (`owner`: 'provisioning', 'billing', ..., or 'journal' for an operator's own lanes).
 -- Operator commands refuse an undeclared lane (a typo), and the generic operator routes
@@ -53,10 +67,15 @@ create table journal.entries (
 create index entries_ready on journal.entries (lane, not_before, id) where state = 'ready';
 -- A key's unfinished entries in order: the head and the ones waiting behind it.
 create index entries_key_unfinished on journal.entries (lane, key, id)
-    where key is not null and state in ('waiting', 'ready', 'taken', 'parked');
+    where key is not null and journal.unfinished(state);
 create unique index entries_dedup on journal.entries (lane, dedup_key)
-    where dedup_key is not null and state in ('waiting', 'ready', 'taken', 'parked');
+    where dedup_key is not null and journal.unfinished(state);
 create index entries_leases on journal.entries (lease_expires_at) where state = 'taken';
+-- The one place the final states stay written out, beside journal.finished: this index
+-- holds every finished entry within retention, and rebuilding it on journal.finished
+-- would block enqueue for as long as reading all of them takes. The planner inlines
+-- journal.finished(state) into exactly this predicate, so purge and finished_lanes
+-- (which call the function) still use it; change both together.
 create index entries_finished on journal.entries (lane, finished_at)
     where state in ('done', 'discarded');
 
@@ -149,7 +168,7 @@ begin
             select (
                 select h.id from journal.entries h
                 where h.lane = r.lane and h.key = r.key
-                  and h.state in ('waiting', 'ready', 'taken', 'parked')
+                  and journal.unfinished(h.state)
                 order by h.id
                 limit 1
             )
