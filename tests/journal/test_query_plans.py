@@ -193,6 +193,6 @@ def test_the_final_states_are_said_once() -> None:
     queries = sql.joinpath("queries.sql").read_text()
     schema = sql.joinpath("schema.sql").read_text()
     for text in (queries, schema):
-        assert "'waiting', 'ready', 'taken', 'parked'" not in text
+        assert "in ('waiting', 'ready', 'taken', 'parked')" not in text
     assert "in ('done', 'discarded')" not in queries
     assert schema.count("in ('done', 'discarded')") == 2  # journal.finished, entries_finished
