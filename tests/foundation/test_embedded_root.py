@@ -134,6 +134,52 @@ def test_demo_from_a_checkout_in_a_private_folder(private: Path, checkout: Path)
     assert _modes(data.parent) == before  # nothing of the operator's was opened up
 
 
+_COPY_AND_RELOCATE = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import psycopg
+    from bossa.db import EmbeddedPostgres
+
+    os.umask(0o077)  # what root's own folders would get: the server's user could not enter
+    data, system, port = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    server = EmbeddedPostgres(data, port=port, durable=False, system_dir=system)
+    server.start()
+    try:
+        with psycopg.connect(server.url()) as conn:
+            conn.execute("select 1")
+        status = server.status()
+        print(os.readlink(f"/proc/{status.pid}/exe"))
+        print(status.cluster_dir)
+    finally:
+        server.destroy()
+    """
+)
+
+
+def test_binaries_and_cluster_out_of_reach_move_to_the_system_folder(
+    private: Path, checkout: Path
+) -> None:
+    # A system folder of the test's own, so the copy is made here and now, under a
+    # umask that would keep the server's user out of anything made without care.
+    system = Path(tempfile.mkdtemp(prefix="bossa-system-"))
+    system.chmod(0o755)
+    try:
+        before = _modes(private)
+        data = private / "data"
+        result = _bossa(
+            checkout, data, "-c", _COPY_AND_RELOCATE, str(data), str(system), str(free_port())
+        )
+        assert result.returncode == 0, result.stderr
+        executable, cluster = (Path(line) for line in result.stdout.split())
+        assert executable.is_relative_to(system / "embedded"), executable
+        assert cluster.is_relative_to(system / "clusters"), cluster
+        assert not cluster.exists()  # destroy() deleted it where it lived
+        assert _modes(private) == before
+    finally:
+        shutil.rmtree(system, ignore_errors=True)
+
+
 def test_a_cluster_out_of_reach_stops_with_one_line(private: Path) -> None:
     # A cluster already made in the private folder (by an older bossa, or by hand) cannot
     # be moved silently: bossa says what to change, on one line, and starts nothing.
