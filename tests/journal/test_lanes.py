@@ -3,6 +3,11 @@ operator doors cannot write another module's entries, and the hot path never ask
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -214,3 +219,38 @@ def test_the_registry_migration_declares_the_lanes_in_use(empty_db_url: str) -> 
         "rating.cdr": ("rating", {"max_attempts": 2}),
         "sms": ("journal", {}),
     }
+
+
+def bossa(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bossa.cli", "journal", *args],
+        env={**os.environ, "BOSSA_DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_cli_says_what_the_api_says(
+    client: httpx.AsyncClient, journal: Journal, db_url: str
+) -> None:
+    await journal.declare_lane("provisioning.AAA", owner="provisioning")
+    typo = await asyncio.to_thread(
+        bossa, db_url, "lane", "provisioning.AAAX", "--set", "paused=true"
+    )
+    assert typo.returncode == 2
+    over_http = await client.patch(
+        "/journal/lanes/provisioning.AAAX", json={"actor": "kim", "settings": {"paused": True}}
+    )
+    assert typo.stderr.strip() == f"error: {over_http.json()['error']}"
+    assert "no lane 'provisioning.AAAX'" in typo.stderr
+
+    foreign = await asyncio.to_thread(bossa, db_url, "enqueue", "provisioning.AAA", "cmd", "{}")
+    assert foreign.returncode == 2
+    assert "belongs to provisioning" in foreign.stderr
+    listed = await asyncio.to_thread(bossa, db_url, "lanes", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(lane["lane"], lane["owner"]) for lane in json.loads(listed.stdout)] == [
+        ("provisioning.AAA", "provisioning")
+    ]
