@@ -16,7 +16,7 @@ import pytest
 from bossa.api import create_app
 from bossa.customers import load_sample
 from bossa.journal import Journal
-from bossa.journal import operator as journal_ops
+from bossa.journal import service as journal_service
 from bossa.provisioning import (
     BackupDaemon,
     Deliverer,
@@ -27,6 +27,7 @@ from bossa.provisioning import (
     add_plan_command,
     submit,
 )
+from bossa.provisioning import service as provisioning
 from bossa.provisioning.sample import AAA, AAA_TABLE
 from bossa.runtime import Runtime
 from tests.provisioning import servers
@@ -161,19 +162,16 @@ async def test_buffer_views_and_the_operators_hand(
         "provisioning.AAA", {"max_attempts": 2, "backoff_base_ms": 0}, actor="t"
     )
     await BackupDaemon(journal, aaa, "AAA").run(once=True)
-    blocked = await journal_ops.blocked_keys(journal.pool, "provisioning.AAA")
+    blocked = [
+        b.model_dump() for b in await journal_service.blocked_keys(journal, "provisioning.AAA")
+    ]
     assert [(b["key"], b["state"]) for b in blocked] == [("SA-9", "parked")]
     assert blocked[0]["last_error"]["code"] == "22001"  # value too long for varchar(16)
     head = blocked[0]["head_id"]
-    entry = await journal_ops.show(journal.pool, head)
-    await journal_ops.edit(
-        journal,
-        head,
-        {**entry["payload"], "bind_data": {"speed": "1G"}},
-        actor="kim",
-        reason="speed too long",
+    await provisioning.edit_binds(
+        journal, head, {"speed": "1G"}, actor="kim", reason="speed too long"
     )
-    await journal_ops.retry(journal, head, actor="kim")
+    await provisioning.retry(journal, head, actor="kim")
     await BackupDaemon(journal, aaa, "AAA").run(once=True)
     assert subscribers(pg_target) == [("SA-9", "1G", "suspended")]
     with psycopg.connect(db_url) as conn:
@@ -190,11 +188,13 @@ async def test_buffer_views_and_the_operators_hand(
 @pytest.fixture
 async def client(journal: Journal, db_url: str, aaa: Deliverer) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app()
-    app.state.runtime = Runtime.around(db_url, journal, embedded=False)
-    app.state.deliverer = aaa
+    app.state.runtime = Runtime.around(db_url, journal, embedded=False, provisioning=SETTINGS)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bossa") as http:
-        yield http
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://bossa") as http:
+            yield http
+    finally:
+        await app.state.runtime.deliverer.close()
 
 
 async def test_orders_over_http(

@@ -17,9 +17,14 @@ import redis
 from bossa.customers import load_sample
 from bossa.db import Pool, open_pool
 from bossa.journal import Journal, JournalSettings
-from bossa.provisioning import BackupDaemon, Deliverer, ProvisioningSettings
+from bossa.provisioning import (
+    BackupDaemon,
+    Deliverer,
+    ProvisioningSettings,
+    add_division,
+    add_plan_command,
+)
 from bossa.provisioning.adapters import Command, DeliveryError
-from bossa.provisioning.catalogue import add_division, add_plan_command
 from tests.provisioning import servers
 from tests.provisioning.ordering import numbered_order
 

@@ -1,17 +1,29 @@
 """Backup-mode provisioning (P1-P11): orders that complete while a downstream server is
 down, its command kept in that server's buffer and delivered later, in per-contract
-order, once. See docs/provisioning.md."""
+order, once. See docs/provisioning.md.
 
-from bossa.provisioning.adapters.base import Command, DeliveryError, Division, ServerType
-from bossa.provisioning.catalogue import (
+The public face: the order and division models, the use cases other modules and the
+runtime call (`submit` an order, divisions and plans), the `Deliverer` the runtime
+holds, and the daemons.
+"""
+
+from bossa.provisioning.adapters.base import Command, DeliveryError
+from bossa.provisioning.lanes import BackupDaemon, Deliverer, OrderDaemon, lane_of
+from bossa.provisioning.models import (
+    Division,
+    Order,
+    OrderRequest,
+    OrderType,
+    ProvisioningCommand,
+    ServerType,
+)
+from bossa.provisioning.service import (
     add_division,
     add_plan_command,
     list_divisions,
+    submit,
     update_division,
 )
-from bossa.provisioning.daemons import BackupDaemon, OrderDaemon
-from bossa.provisioning.delivery import Deliverer
-from bossa.provisioning.orders import OrderRequest, lane_of, submit
 from bossa.provisioning.settings import ProvisioningSettings
 
 __all__ = [
@@ -20,8 +32,11 @@ __all__ = [
     "Deliverer",
     "DeliveryError",
     "Division",
+    "Order",
     "OrderDaemon",
     "OrderRequest",
+    "OrderType",
+    "ProvisioningCommand",
     "ProvisioningSettings",
     "ServerType",
     "add_division",

@@ -1,29 +1,27 @@
-"""`bossa provisioning ...`: divisions, plans, orders, buffers, daemons, the log."""
+"""`bossa provisioning ...`: divisions, plans, orders, buffers, daemons, the log.
+
+Each command parses its options, calls one service function against the runtime (whose
+deliverer and settings it uses) and renders the answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+import signal
+from typing import Annotated, Any
 
 import typer
 
-from bossa import config
+from bossa.clitools import ActorOpt, JsonOpt, ReasonOpt, json_arg, with_runtime
 from bossa.errors import InvalidInput
-from bossa.journal import operator as journal_ops
-from bossa.provisioning import catalogue
-from bossa.provisioning.catalogue import QUERIES
-from bossa.provisioning.daemons import BackupDaemon, OrderDaemon
-from bossa.provisioning.delivery import Deliverer
-from bossa.provisioning.orders import OrderRequest, lane_of, submit
+from bossa.provisioning import service
+from bossa.provisioning.models import BufferRow, OrderRequest, describe
 from bossa.provisioning.settings import ProvisioningSettings
-from bossa.runtime import Runtime, running
+from bossa.runtime import Runtime
 from bossa.terminal import out, print_json, table
 
 __all__ = ["provisioning_app"]
 
-T = TypeVar("T")
 provisioning_app = typer.Typer(
     help="Backup-mode provisioning: divisions, plans, orders, buffers, daemons.",
     no_args_is_help=True,
@@ -37,27 +35,26 @@ provisioning_app.add_typer(plan_app, name="plan")
 provisioning_app.add_typer(order_app, name="order")
 provisioning_app.add_typer(buffer_app, name="buffer")
 
-ActorOpt = Annotated[str, typer.Option("--actor", envvar="USER", help="Who acts (audited).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output.")]
+# A daemon holds a connection per batch in hand, plus its listener and direct calls.
+_DAEMON_POOL = 8
 
 
-def _with(action: Callable[[Runtime], Awaitable[T]]) -> T:
-    async def go() -> T:
-        async with running(actor="cli", pool_max=8) as runtime:
-            return await action(runtime)
-
-    return asyncio.run(go())
-
-
-def _settings() -> ProvisioningSettings:
-    return config.load(ProvisioningSettings)
+def _binds(items: list[str], option: str = "--bind") -> dict[str, str]:
+    binds: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InvalidInput(f"{item!r} must look like NAME=VALUE", field=option)
+        binds[name] = value
+    return binds
 
 
-def _json_or_text(text: str) -> Any:
+def _template(text: str) -> Any:
+    """A plan command as typed: JSON for memstore, SOAP and REST, else SQL text."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # SQL text
+        return json_arg(text, "command")
+    except InvalidInput:
+        return text
 
 
 def _division_values(
@@ -78,11 +75,9 @@ def _division_values(
         "server_name": name,
         "timeout_ms": timeout_ms,
         "server_used": used,
+        "credentials": None if password is None else {"password": password},
     }
-    values = {k: v for k, v in values.items() if v is not None}
-    if password is not None:
-        values["credentials"] = {"password": password}
-    return values
+    return {k: v for k, v in values.items() if v is not None}
 
 
 TypeOpt = Annotated[str | None, typer.Option("--type", help="SERVER_TYPE: sql|memstore|soap|rest")]
@@ -99,6 +94,16 @@ PasswordOpt = Annotated[
     ),
 ]
 TimeoutOpt = Annotated[int | None, typer.Option("--timeout-ms", help="Call timeout.")]
+DIVISION_COLUMNS = [
+    "division",
+    "server_type",
+    "server_url",
+    "server_ip",
+    "server_port",
+    "server_name",
+    "server_used",
+    "down_until",
+]
 
 
 @division_app.command("add")
@@ -115,7 +120,7 @@ def division_add(
 ) -> None:
     """Add a division."""
     values = _division_values(server_type, url, ip, port, name, password, timeout_ms, None)
-    _with(lambda rt: catalogue.add_division(rt.pool, division, values, actor=actor))
+    with_runtime(lambda rt: service.add_division(rt.pool, division, values, actor=actor))
     out.print(f"division {division} added")
 
 
@@ -134,43 +139,40 @@ def division_set(
 ) -> None:
     """Change a division (SERVER_USED off: orders buffer its commands, nothing is sent)."""
     values = _division_values(server_type, url, ip, port, name, password, timeout_ms, used)
-    _with(lambda rt: catalogue.update_division(rt.pool, division, values, actor=actor))
+    with_runtime(lambda rt: service.update_division(rt.pool, division, values, actor=actor))
     out.print(f"division {division} updated")
 
 
 @division_app.command("list")
 def division_list(as_json: JsonOpt = False) -> None:
     """The division table, credentials masked."""
-    rows = _with(lambda rt: catalogue.list_divisions(rt.pool))
+    rows = [
+        d.model_dump(mode="json") for d in with_runtime(lambda rt: service.list_divisions(rt.pool))
+    ]
     if as_json:
         print_json(rows)
         return
-    table(
-        rows,
-        [
-            "division",
-            "server_type",
-            "server_url",
-            "server_ip",
-            "server_port",
-            "server_name",
-            "server_used",
-            "down_until",
-        ],
-    )
+    table(rows, DIVISION_COLUMNS)
+
+
+@division_app.command("show")
+def division_show(division: str) -> None:
+    """One division with its known state, credentials masked."""
+    found = with_runtime(lambda rt: service.show_division(rt.pool, division))
+    print_json(found.model_dump(mode="json"))
 
 
 @provisioning_app.command("pause")
 def pause(division: str, actor: ActorOpt = "operator") -> None:
     """Stop the division's backup daemon from sending (its buffer keeps filling)."""
-    _with(lambda rt: rt.journal.set_policy(lane_of(division), {"paused": True}, actor=actor))
+    with_runtime(lambda rt: service.pause(rt.journal, division, actor=actor))
     out.print(f"division {division} paused")
 
 
 @provisioning_app.command("resume")
 def resume(division: str, actor: ActorOpt = "operator") -> None:
     """Let the division's backup daemon send again."""
-    _with(lambda rt: rt.journal.set_policy(lane_of(division), {"paused": False}, actor=actor))
+    with_runtime(lambda rt: service.resume(rt.journal, division, actor=actor))
     out.print(f"division {division} resumed")
 
 
@@ -184,9 +186,9 @@ def plan_add(
     actor: ActorOpt = "operator",
 ) -> None:
     """Add (or replace) a division's command in a product's plan."""
-    template = _json_or_text(command)
-    _with(
-        lambda rt: catalogue.add_plan_command(
+    template = _template(command)
+    with_runtime(
+        lambda rt: service.add_plan_command(
             rt.pool, product, intf_code, division, template, position=position, actor=actor
         )
     )
@@ -196,18 +198,13 @@ def plan_add(
 @plan_app.command("list")
 def plan_list(as_json: JsonOpt = False) -> None:
     """Every plan command."""
-
-    async def rows(rt: Runtime) -> list[dict[str, Any]]:
-        async with rt.pool.connection() as conn:
-            return await (await conn.execute(QUERIES["plans"])).fetchall()
-
-    found = _with(rows)
+    rows = [p.model_dump(mode="json") for p in with_runtime(lambda rt: service.list_plans(rt.pool))]
     if as_json:
-        print_json(found)
+        print_json(rows)
         return
-    for row in found:
-        row["command"] = catalogue.describe(row["command"])[:70]
-    table(found, ["product_code", "intf_code", "order_type", "position", "division", "command"])
+    for row in rows:
+        row["command"] = describe(row["command"])[:70]
+    table(rows, ["product_code", "intf_code", "order_type", "position", "division", "command"])
 
 
 @order_app.command("submit")
@@ -223,12 +220,6 @@ def order_submit(
     ] = None,
 ) -> None:
     """Submit an order and provision it now (buffering what cannot be delivered)."""
-    binds: dict[str, Any] = {}
-    for item in bind or []:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidInput(f"{item!r} must look like NAME=VALUE", field="--bind")
-        binds[name] = value
     request = OrderRequest.parse(
         {
             "product": product,
@@ -236,41 +227,27 @@ def order_submit(
             "intf_code": intf_code,
             "cust_id": cust_id,
             "wo_no": wo_no,
-            "bind_data": binds,
+            "bind_data": _binds(bind or []),
         }
     )
 
     async def go(rt: Runtime) -> dict[str, Any]:
-        deliverer = Deliverer(rt.pool, _settings())
-        try:
-            return await submit(
-                rt.journal,
-                deliverer,
-                request,
-                channel="cli",
-                idempotency_key=idempotency_key,
-                settings=_settings(),
-            )
-        finally:
-            await deliverer.close()
+        return await service.submit(
+            rt.journal,
+            rt.deliverer,
+            request,
+            channel="cli",
+            idempotency_key=idempotency_key,
+            settings=rt.settings(ProvisioningSettings),
+        )
 
-    print_json(_with(go))
+    print_json(with_runtime(go))
 
 
 @order_app.command("show")
 def order_show(wo_no: str) -> None:
     """One order with where each division's command went."""
-
-    async def go(rt: Runtime) -> dict[str, Any] | None:
-        async with rt.pool.connection() as conn:
-            return await (
-                await conn.execute(QUERIES["order_by_wo_no"], {"wo_no": wo_no})
-            ).fetchone()
-
-    row = _with(go)
-    if row is None:
-        raise InvalidInput(f"no work order {wo_no}", field="wo_no")
-    print_json(row)
+    print_json(with_runtime(lambda rt: service.order(rt.pool, wo_no)).model_dump(mode="json"))
 
 
 @buffer_app.command("list")
@@ -283,63 +260,33 @@ def buffer_list(
     limit: int = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """A division's buffer with the seed's columns, oldest first."""
-
-    async def go(rt: Runtime) -> list[dict[str, Any]]:
-        async with rt.pool.connection() as conn:
-            return await (
-                await conn.execute(
-                    QUERIES["buffer"],
-                    {
-                        "lane": lane_of(division),
-                        "state": state,
-                        "older_than_s": older_than,
-                        "limit": limit,
-                    },
-                )
-            ).fetchall()
-
-    rows = _with(go)
+    """A division's buffer with the seed's columns, oldest first (as the API shows it)."""
+    found = with_runtime(
+        lambda rt: service.buffer(
+            rt.pool, division, state=state, older_than_s=older_than, limit=limit
+        )
+    )
+    rows = [row.model_dump(mode="json") for row in found]
     if as_json:
         print_json(rows)
         return
     for row in rows:
-        row["command"] = catalogue.describe(row["command"])[:40]
-        row["bind_data"] = json.dumps(row["bind_data"], ensure_ascii=False)[:40]
-    table(
-        rows,
-        [
-            "entry_id",
-            "state",
-            "division",
-            "startdate",
-            "enddate",
-            "sa_id",
-            "wo_no",
-            "intf_code",
-            "command",
-            "bind_data",
-            "errcode",
-            "errmsg",
-            "errdate",
-        ],
-    )
+        row["command"] = describe(row["command"])[:40]
+        row["bind_data"] = describe(row["bind_data"])[:40]
+    table(rows, list(BufferRow.model_fields))
 
 
 @buffer_app.command("show")
 def buffer_show(entry_id: int) -> None:
     """One buffered command with its error history and audit."""
-    print_json(_with(lambda rt: journal_ops.show(rt.pool, entry_id)))
+    found = with_runtime(lambda rt: service.buffered_command(rt.journal, entry_id))
+    print_json(found.model_dump(mode="json"))
 
 
 @buffer_app.command("retry")
-def buffer_retry(
-    entry_id: int,
-    actor: ActorOpt = "operator",
-    reason: Annotated[str | None, typer.Option()] = None,
-) -> None:
+def buffer_retry(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt = None) -> None:
     """Send a parked or backing-off command again now."""
-    state = _with(lambda rt: journal_ops.retry(rt.journal, entry_id, actor=actor, reason=reason))
+    state = with_runtime(lambda rt: service.retry(rt.journal, entry_id, actor=actor, reason=reason))
     out.print(f"entry {entry_id} is {state}")
 
 
@@ -348,38 +295,20 @@ def buffer_edit_binds(
     entry_id: int,
     bind: Annotated[list[str], typer.Option(help="NAME=VALUE to change")],
     actor: ActorOpt = "operator",
-    reason: Annotated[str | None, typer.Option()] = None,
+    reason: ReasonOpt = None,
 ) -> None:
     """Change a buffered command's bind data (to fix what made it fail)."""
-
-    async def go(rt: Runtime) -> None:
-        entry = await journal_ops.show(rt.pool, entry_id)
-        payload = dict(entry["payload"])
-        binds = dict(payload.get("bind_data", {}))
-        for item in bind:
-            name, sep, value = item.partition("=")
-            if not sep or name not in binds:
-                known = ", ".join(sorted(binds)) or "none"
-                raise InvalidInput(
-                    f"{item!r} must be NAME=VALUE for a bind the command has ({known})",
-                    field="--bind",
-                )
-            binds[name] = value
-        payload["bind_data"] = binds
-        await journal_ops.edit(rt.journal, entry_id, payload, actor=actor, reason=reason)
-
-    _with(go)
+    changes = _binds(bind)
+    with_runtime(
+        lambda rt: service.edit_binds(rt.journal, entry_id, changes, actor=actor, reason=reason)
+    )
     out.print(f"entry {entry_id} bind data changed")
 
 
 @buffer_app.command("park")
-def buffer_park(
-    entry_id: int,
-    actor: ActorOpt = "operator",
-    reason: Annotated[str | None, typer.Option()] = None,
-) -> None:
+def buffer_park(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt = None) -> None:
     """Hold a command (its contract's later commands wait too)."""
-    _with(lambda rt: journal_ops.park(rt.journal, entry_id, actor=actor, reason=reason))
+    with_runtime(lambda rt: service.park(rt.journal, entry_id, actor=actor, reason=reason))
     out.print(f"entry {entry_id} parked")
 
 
@@ -388,7 +317,7 @@ def buffer_discard(
     entry_id: int, reason: Annotated[str, typer.Option()], actor: ActorOpt = "operator"
 ) -> None:
     """Give up on a command; the contract's next command goes on."""
-    _with(lambda rt: journal_ops.discard(rt.journal, entry_id, actor=actor, reason=reason))
+    with_runtime(lambda rt: service.discard(rt.journal, entry_id, actor=actor, reason=reason))
     out.print(f"entry {entry_id} discarded")
 
 
@@ -400,20 +329,20 @@ def log_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """P11: successful provisioning, per contract or work order."""
-
-    async def go(rt: Runtime) -> list[dict[str, Any]]:
-        async with rt.pool.connection() as conn:
-            return await (
-                await conn.execute(
-                    QUERIES["log_for"], {"sa_id": sa_id, "wo_no": wo_no, "limit": limit}
-                )
-            ).fetchall()
-
-    rows = _with(go)
+    found = with_runtime(
+        lambda rt: service.delivery_log(rt.pool, sa_id=sa_id, wo_no=wo_no, limit=limit)
+    )
+    rows = [row.model_dump(mode="json") for row in found]
     if as_json:
         print_json(rows)
         return
     table(rows, ["delivered_at", "sa_id", "wo_no", "intf_code", "division", "mode", "attempts"])
+
+
+def _stop_on_signals(stop: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
 
 
 @provisioning_app.command("order-daemon")
@@ -424,20 +353,14 @@ def order_daemon(
     """Fetch a product's receive table and provision its orders (several instances are safe)."""
 
     async def go(rt: Runtime) -> None:
-        deliverer = Deliverer(rt.pool, _settings())
-        daemon = OrderDaemon(rt.journal, deliverer, product, _settings())
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, daemon.stop)
-        try:
-            await (daemon.run_once() if once else daemon.run())
-        finally:
-            await deliverer.close()
+        daemon = await service.order_daemon(
+            rt.journal, rt.deliverer, product, rt.settings(ProvisioningSettings)
+        )
+        _stop_on_signals(daemon.stop)
+        await (daemon.run_once() if once else daemon.run())
         out.print(f"{product}: {daemon.processed} orders processed, {daemon.rejected} rejected")
 
-    _with(go)
+    with_runtime(go, pool_max=_DAEMON_POOL)
 
 
 @provisioning_app.command("backup-daemon")
@@ -458,22 +381,18 @@ def backup_daemon(
     """Deliver a division's buffer oldest first, per contract in order (P6)."""
 
     async def go(rt: Runtime) -> None:
-        deliverer = Deliverer(rt.pool, _settings())
-        daemon = BackupDaemon(
+        daemon = await service.backup_daemon(
             rt.journal,
-            deliverer,
+            rt.deliverer,
             division,
             listen_url=rt.url,
             concurrency=concurrency,
             batch_size=batch,
         )
-        try:
-            await daemon.run(once=once, install_signal_handlers=True)
-        finally:
-            await deliverer.close()
+        await daemon.run(once=once, install_signal_handlers=True)
         stats = daemon.worker.stats
         out.print(
             f"{division}: {stats.acked} delivered, {stats.failed} failed, {stats.parked} parked"
         )
 
-    _with(go)
+    with_runtime(go, pool_max=_DAEMON_POOL)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -21,9 +22,8 @@ from psycopg import sql
 from rich.console import Console
 
 from bossa.db import EmbeddedPostgres
-from bossa.provisioning.daemons import BackupDaemon
-from bossa.provisioning.delivery import Deliverer
-from bossa.provisioning.orders import OrderRequest, submit
+from bossa.provisioning import service
+from bossa.provisioning.models import OrderRequest
 from bossa.provisioning.sample import AAA_TABLE, load_sample_plans
 from bossa.provisioning.settings import ProvisioningSettings
 from bossa.runtime import Runtime
@@ -111,66 +111,65 @@ async def chapter(
     if shutil.which("redis-server") is None:
         out.print("redis-server is not installed here: this chapter needs it (scripts/system-deps)")
         return
-    settings = ProvisioningSettings(down_hold_s=60)
+    settings = runtime.settings(ProvisioningSettings)
     aaa_url = _aaa_database(server, "bossa_demo_aaa")
     with _redis() as redis_server:
         await load_sample_plans(runtime.pool, aaa_url=aaa_url, hds_url=redis_server.url)
         out.print(f"divisions: AAA (SQL, {aaa_url.split('?')[0]}), HDS (Redis, {redis_server.url})")
-        deliverer = Deliverer(runtime.pool, settings)
-        try:
 
-            async def order(sa_id: str, intf_code: str, speed: str | None = None) -> None:
-                binds = {"speed": speed} if speed else {}
-                request = OrderRequest(
-                    product="ADSL", sa_id=sa_id, intf_code=intf_code, bind_data=binds
-                )
-                result = await submit(
-                    runtime.journal, deliverer, request, channel="demo", settings=settings
-                )
-                routes = ", ".join(f"{d} {how}" for d, how in result["divisions"].items())
-                out.print(
-                    f"  order {result['wo_no']} {sa_id} {intf_code}: {result['status']} ({routes})"
-                )
-
-            out.print("Both servers up: a new ADSL line is provisioned directly.")
-            await order("SA-5001", "4201", "20M")
-            out.print(
-                "[bold]Redis stops.[/bold] Orders still complete; HDS commands wait in "
-                "its buffer, per contract in order."
+        async def order(sa_id: str, intf_code: str, speed: str | None = None) -> None:
+            binds = {"speed": speed} if speed else {}
+            request = OrderRequest(
+                product="ADSL", sa_id=sa_id, intf_code=intf_code, bind_data=binds
             )
-            redis_server.stop()
-            await order("SA-5004", "4201", "50M")
-            await order("SA-5001", "4202", "100M")
-            await order("SA-5004", "4204")
-            async with runtime.pool.connection() as conn:
-                rows = await (
-                    await conn.execute(
-                        "select entry_id, division, sa_id, wo_no, intf_code, errcode, state"
-                        " from provisioning.mmdb_plan_buffer where state <> 'done'"
-                        " order by entry_id"
-                    )
-                ).fetchall()
-            table(rows, ["entry_id", "division", "sa_id", "wo_no", "intf_code", "errcode", "state"])
-            out.print("[bold]Redis is back.[/bold] The HDS backup daemon delivers its buffer.")
-            redis_server.start()
-            await BackupDaemon(runtime.journal, deliverer, "HDS", concurrency=2).run(once=True)
-            import redis
+            result = await service.submit(
+                runtime.journal, runtime.deliverer, request, channel="demo", settings=settings
+            )
+            routes = ", ".join(f"{d} {how}" for d, how in result["divisions"].items())
+            out.print(
+                f"  order {result['wo_no']} {sa_id} {intf_code}: {result['status']} ({routes})"
+            )
 
-            store = redis.Redis.from_url(redis_server.url, decode_responses=True)
-            for sa_id in ("SA-5001", "SA-5004"):
-                entries: list[str] = store.lrange(f"log:{sa_id}", 0, -1)  # type: ignore[assignment]
-                history = " -> ".join(x.split()[1] for x in entries)
-                out.print(f"  Redis {sa_id}: {store.hgetall(f'sub:{sa_id}')}  ({history})")
-            store.close()
-            async with runtime.pool.connection() as conn:
-                log = await (
-                    await conn.execute(
-                        "select division, mode, count(*) as commands from provisioning.log"
-                        " group by 1, 2 order by 1, 2"
-                    )
-                ).fetchall()
-            table(log, ["division", "mode", "commands"])
-            if then is not None:
-                await then()
-        finally:
-            await deliverer.close()
+        out.print("Both servers up: a new ADSL line is provisioned directly.")
+        await order("SA-5001", "4201", "20M")
+        out.print(
+            "[bold]Redis stops.[/bold] Orders still complete; HDS commands wait in "
+            "its buffer, per contract in order."
+        )
+        redis_server.stop()
+        await order("SA-5004", "4201", "50M")
+        await order("SA-5001", "4202", "100M")
+        await order("SA-5004", "4204")
+        waiting = [
+            row.model_dump()
+            for row in await service.buffer(runtime.pool, "HDS")
+            if row.state != "done"
+        ]
+        table(waiting, ["entry_id", "division", "sa_id", "wo_no", "intf_code", "errcode", "state"])
+        out.print("[bold]Redis is back.[/bold] The HDS backup daemon delivers its buffer.")
+        redis_server.start()
+        daemon = await service.backup_daemon(
+            runtime.journal, runtime.deliverer, "HDS", concurrency=2
+        )
+        await daemon.run(once=True)
+        import redis
+
+        store = redis.Redis.from_url(redis_server.url, decode_responses=True)
+        for sa_id in ("SA-5001", "SA-5004"):
+            entries: list[str] = store.lrange(f"log:{sa_id}", 0, -1)  # type: ignore[assignment]
+            history = " -> ".join(x.split()[1] for x in entries)
+            out.print(f"  Redis {sa_id}: {store.hgetall(f'sub:{sa_id}')}  ({history})")
+        store.close()
+        delivered: Counter[tuple[str, str]] = Counter()
+        for sa_id in ("SA-5001", "SA-5004"):
+            for row in await service.delivery_log(runtime.pool, sa_id=sa_id):
+                delivered[row.division, row.mode.value] += 1
+        table(
+            [
+                {"division": division, "mode": mode, "commands": n}
+                for (division, mode), n in sorted(delivered.items())
+            ],
+            ["division", "mode", "commands"],
+        )
+        if then is not None:
+            await then()

@@ -7,7 +7,8 @@ from typing import Any
 
 from bossa.db import Pool
 from bossa.errors import InvalidInput
-from bossa.provisioning.catalogue import add_division, add_plan_command, update_division
+from bossa.provisioning.models import OrderType
+from bossa.provisioning.service import add_division, add_plan_command, update_division
 
 __all__ = ["AAA_TABLE", "load_sample_plans"]
 
@@ -21,28 +22,28 @@ create table if not exists aaa_subscribers (
 """
 
 AAA: dict[str, str] = {
-    "4201": "insert into aaa_subscribers (sa_id, cust_id, speed, status)"
+    OrderType.NEW: "insert into aaa_subscribers (sa_id, cust_id, speed, status)"
     " values (:sa_id, :cust_id, :speed, 'active')",
-    "4202": "update aaa_subscribers set speed = :speed where sa_id = :sa_id",
-    "4203": "delete from aaa_subscribers where sa_id = :sa_id",
-    "4204": "update aaa_subscribers set status = 'suspended' where sa_id = :sa_id",
-    "4205": "update aaa_subscribers set status = 'active' where sa_id = :sa_id",
+    OrderType.CHANGE: "update aaa_subscribers set speed = :speed where sa_id = :sa_id",
+    OrderType.TERMINATE: "delete from aaa_subscribers where sa_id = :sa_id",
+    OrderType.SUSPEND: "update aaa_subscribers set status = 'suspended' where sa_id = :sa_id",
+    OrderType.RESUME: "update aaa_subscribers set status = 'active' where sa_id = :sa_id",
 }
 HDS: dict[str, list[list[str]]] = {
-    "4201": [
+    OrderType.NEW: [
         ["HSET", "sub:{sa_id}", "speed", "{speed}", "status", "active"],
         ["RPUSH", "log:{sa_id}", "{wo_no} new"],
     ],
-    "4202": [
+    OrderType.CHANGE: [
         ["HSET", "sub:{sa_id}", "speed", "{speed}"],
         ["RPUSH", "log:{sa_id}", "{wo_no} change"],
     ],
-    "4203": [["DEL", "sub:{sa_id}"], ["RPUSH", "log:{sa_id}", "{wo_no} terminate"]],
-    "4204": [
+    OrderType.TERMINATE: [["DEL", "sub:{sa_id}"], ["RPUSH", "log:{sa_id}", "{wo_no} terminate"]],
+    OrderType.SUSPEND: [
         ["HSET", "sub:{sa_id}", "status", "suspended"],
         ["RPUSH", "log:{sa_id}", "{wo_no} suspend"],
     ],
-    "4205": [
+    OrderType.RESUME: [
         ["HSET", "sub:{sa_id}", "status", "active"],
         ["RPUSH", "log:{sa_id}", "{wo_no} resume"],
     ],

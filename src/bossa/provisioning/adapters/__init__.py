@@ -16,7 +16,6 @@ from bossa.provisioning.adapters.base import (
     DeliveryError,
     Division,
     ServerType,
-    placeholders,
     render,
 )
 
@@ -28,7 +27,6 @@ __all__ = [
     "Division",
     "ServerType",
     "adapter_for",
-    "placeholders",
     "render",
 ]
 

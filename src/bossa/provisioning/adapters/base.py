@@ -1,21 +1,20 @@
 """What every interworking adapter (P3) offers, and the shapes it works on.
 
 An adapter is the only code that speaks a division's wire protocol. It delivers one
-command (a template from the catalogue plus the order's bind data) and makes the effect
+command (a template from the plan plus the order's bind data) and makes the effect
 idempotent at the target, keyed by the journal entry id: delivery is at least once, the
-effect is applied once.
+effect is applied once. What it is given (`Division`, `ServerType`) and the rules of a
+template's shape (`placeholders`) are in `bossa.provisioning.models`.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
-import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bossa.errors import InvalidInput
+from bossa.provisioning.models import Division, ServerType
 
 __all__ = [
     "Adapter",
@@ -23,35 +22,10 @@ __all__ = [
     "DeliveryError",
     "Division",
     "ServerType",
+    "first_line",
     "parsed",
-    "placeholders",
     "render",
 ]
-
-
-class ServerType(enum.StrEnum):
-    """SERVER_TYPE: how a division is reached (the seed's DB link, MMDB and SOAP, and REST)."""
-
-    SQL = "sql"
-    MEMSTORE = "memstore"
-    SOAP = "soap"
-    REST = "rest"
-
-
-@dataclass(frozen=True)
-class Division:
-    """A row of the division table (P7)."""
-
-    name: str  # DIVISION
-    server_type: ServerType  # SERVER_TYPE
-    server_ip: str | None = None  # SERVER_IP
-    server_port: int | None = None  # SERVER_PORT
-    server_url: str | None = None  # SERVER_URL: SQLAlchemy URL, redis://, WSDL or base URL
-    server_name: str | None = None  # SERVER_NAME
-    server_used: bool = True  # SERVER_USED
-    #: Secrets (password, token); never logged, masked in every listing.
-    credentials: dict[str, str] = field(default_factory=dict, repr=False)
-    timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +38,7 @@ class Command:
     wo_no: str  # WO_NO
     intf_code: str  # INTF_CODE
     cust_id: str | None  # CUST_ID
-    #: The catalogue's template for this server type (see render()).
+    #: The plan's template for this server type (see render()).
     template: Any  # COMMAND
     bind_data: dict[str, Any]  # BIND_DATA
     logname: str = "bossa"  # LOGNAME
@@ -90,73 +64,6 @@ class Adapter(Protocol):
         """Apply the command once at the target (a repeat with the same entry id is a no-op)."""
 
     def close(self) -> None: ...
-
-
-_SQL_BIND = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def placeholders(server_type: ServerType, template: Any) -> set[str]:
-    """The bind variables a template needs; refuses a template of the wrong shape.
-
-    sql: SQL text with `:name` binds (values are always bound, never spliced);
-    memstore: a list of Redis command lists, each token may hold `{name}`;
-    soap: {"operation": str, "params": {name: "{bind}" | constant}};
-    rest: {"method": str, "path": "/x/{bind}", "body": {...}} with `{name}` in strings.
-    """
-    if server_type is ServerType.SQL:
-        if not isinstance(template, str) or not template.strip():
-            raise InvalidInput("must be SQL text with :name binds", field="command")
-        return set(_SQL_BIND.findall(template))
-    names: set[str] = set()
-    for text in _strings(template, server_type):
-        for _, name, _, _ in string.Formatter().parse(text):
-            if name is not None:
-                if not name.isidentifier():
-                    raise InvalidInput(f"placeholder {{{name}}} is not a name", field="command")
-                names.add(name)
-    return names
-
-
-def _strings(template: Any, server_type: ServerType) -> list[str]:
-    if server_type is ServerType.MEMSTORE:
-        ok = isinstance(template, list) and all(
-            isinstance(cmd, list) and cmd and all(isinstance(t, str) for t in cmd)
-            for cmd in template
-        )
-        if not ok:
-            raise InvalidInput(
-                "must be a list of Redis commands (lists of strings)", field="command"
-            )
-        return [token for cmd in template for token in cmd]
-    if server_type is ServerType.SOAP:
-        if not (
-            isinstance(template, dict)
-            and isinstance(template.get("operation"), str)
-            and isinstance(template.get("params", {}), dict)
-        ):
-            raise InvalidInput('must be {"operation": ..., "params": {...}}', field="command")
-        return [v for v in template.get("params", {}).values() if isinstance(v, str)]
-    if server_type is ServerType.REST:
-        if not (
-            isinstance(template, dict)
-            and isinstance(template.get("method"), str)
-            and isinstance(template.get("path"), str)
-        ):
-            raise InvalidInput(
-                'must be {"method": ..., "path": ..., "body": {...}}', field="command"
-            )
-        return [template["path"], *_nested_strings(template.get("body"))]
-    raise InvalidInput(f"unknown server type {server_type!r}", field="server_type")
-
-
-def _nested_strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _nested_strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _nested_strings(v)]
-    return []
 
 
 def render(value: Any, bind_data: dict[str, Any]) -> Any:
@@ -186,3 +93,16 @@ def parsed(text: str) -> tuple[str | None, bool]:
     if len(fields) == 1 and text == "{" + fields[0] + "}":
         return fields[0], True
     return None, bool(fields) or "{" in text or "}" in text
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text, for ERRMSG: drivers append context and hints.
+
+    PyMySQL's str() is "(1062, \"Duplicate entry ...\")": its message is taken instead."""
+    args: tuple[Any, ...] = getattr(exc, "args", ())
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        text = args[1]
+    else:
+        text = str(exc)
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

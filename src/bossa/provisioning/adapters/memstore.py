@@ -17,7 +17,14 @@ from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from bossa.provisioning.adapters.base import Command, DeliveryError, Division, parsed, render
+from bossa.provisioning.adapters.base import (
+    Command,
+    DeliveryError,
+    Division,
+    first_line,
+    parsed,
+    render,
+)
 
 __all__ = ["MARKER_TTL_S", "RedisAdapter", "marker_key"]
 
@@ -107,13 +114,13 @@ class RedisAdapter:
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise DeliveryError("CONNECT", str(exc), unreachable=True) from exc
         except ResponseError as exc:  # EXECABORT: a command was refused, nothing applied
-            raise DeliveryError("REDIS", _first_line(exc)) from exc
+            raise DeliveryError("REDIS", first_line(exc)) from exc
         failed = [r for r in results if isinstance(r, ResponseError)]
         if failed:
             # Redis has no rollback: the other commands took effect. Drop the marker so
             # a retry (after an operator's fix) applies the command again.
             self._forget(marker)
-            raise DeliveryError("REDIS", _first_line(failed[0]))
+            raise DeliveryError("REDIS", first_line(failed[0]))
 
     def deliver_many(self, commands: list[Command]) -> dict[int, DeliveryError | None]:
         """A backup daemon's batch: one script call per SCRIPT_CHUNK commands (see
@@ -147,7 +154,7 @@ class RedisAdapter:
             except ResponseError as exc:
                 # The script itself stopped (out of memory, a script timeout): what ran
                 # before holds its markers, so the retry of the whole chunk is safe.
-                failure = DeliveryError("REDIS", _first_line(exc))
+                failure = DeliveryError("REDIS", first_line(exc))
                 results.update(dict.fromkeys((c.entry_id for c, _ in chunk), failure))
                 continue
             for (command, _), reply in zip(chunk, replies, strict=True):
@@ -162,11 +169,6 @@ class RedisAdapter:
     def _forget(self, marker: str) -> None:
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
             self._client.delete(marker)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _tokens(template: list[list[str]], bind_data: dict[str, Any]) -> list[list[str]]:

@@ -14,27 +14,28 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy import exc as sa_exc
 
-from bossa.provisioning.adapters.base import Command, DeliveryError, Division
+from bossa.provisioning.adapters.base import Command, DeliveryError, Division, first_line
 
 __all__ = ["MARKER_TABLE", "SqlAdapter"]
 
 MARKER_TABLE = "bossa_applied_commands"
 
+# The marker table's name is written out (MARKER_TABLE): no statement is built from text.
 _CREATE_MARKER = text(
-    f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} ("
+    "CREATE TABLE IF NOT EXISTS bossa_applied_commands ("
     " entry_id BIGINT NOT NULL PRIMARY KEY,"
     " division VARCHAR(64) NOT NULL,"
     " applied_at TIMESTAMP NOT NULL)"
 )
 _INSERT_MARKER = text(
-    f"INSERT INTO {MARKER_TABLE} (entry_id, division, applied_at)"
+    "INSERT INTO bossa_applied_commands (entry_id, division, applied_at)"
     " VALUES (:entry_id, :division, CURRENT_TIMESTAMP)"
 )
 # PostgreSQL: a batch's markers in one statement, the ids as one array parameter. (An
 # executemany costs psycopg a round of parameter handling per row; PyMySQL already
 # folds an executemany of INSERT ... VALUES into one multi-row statement.)
 _INSERT_MARKERS_PG = text(
-    f"INSERT INTO {MARKER_TABLE} (entry_id, division, applied_at)"
+    "INSERT INTO bossa_applied_commands (entry_id, division, applied_at)"
     " SELECT unnest(CAST(:entry_ids AS BIGINT[])), :division, CURRENT_TIMESTAMP"
 )
 # Duplicate key: PostgreSQL SQLSTATE, MySQL/MariaDB error number.
@@ -72,9 +73,9 @@ class SqlAdapter:
             conn = self._engine.connect()
         except sa_exc.TimeoutError as exc:
             # Our own pool is exhausted: the division is busy, not down.
-            raise DeliveryError("POOL_BUSY", _first_line(exc)) from exc
+            raise DeliveryError("POOL_BUSY", first_line(exc)) from exc
         except (sa_exc.DBAPIError, OSError) as exc:
-            raise DeliveryError("CONNECT", _first_line(exc), unreachable=True) from exc
+            raise DeliveryError("CONNECT", first_line(exc), unreachable=True) from exc
         with conn:
             try:
                 self._ensure_marker(conn)
@@ -86,7 +87,7 @@ class SqlAdapter:
             except sa_exc.DBAPIError as exc:
                 raise _delivery_error(exc) from exc
             except sa_exc.StatementError as exc:  # a bind the template needs is missing
-                raise DeliveryError("BIND", _first_line(exc)) from exc
+                raise DeliveryError("BIND", first_line(exc)) from exc
 
     def deliver_many(self, commands: list[Command]) -> dict[int, DeliveryError | None]:
         """A backup daemon's batch in ONE target transaction (one commit, one WAL flush):
@@ -96,10 +97,10 @@ class SqlAdapter:
             conn = self._engine.connect()
         except sa_exc.TimeoutError as exc:
             return dict.fromkeys(
-                (c.entry_id for c in commands), DeliveryError("POOL_BUSY", _first_line(exc))
+                (c.entry_id for c in commands), DeliveryError("POOL_BUSY", first_line(exc))
             )
         except (sa_exc.DBAPIError, OSError) as exc:
-            down = DeliveryError("CONNECT", _first_line(exc), unreachable=True)
+            down = DeliveryError("CONNECT", first_line(exc), unreachable=True)
             return dict.fromkeys((c.entry_id for c in commands), down)
         results: dict[int, DeliveryError | None] = {}
         with conn:
@@ -161,7 +162,7 @@ class SqlAdapter:
             return failure
         except sa_exc.StatementError as exc:
             savepoint.rollback()
-            return DeliveryError("BIND", _first_line(exc))
+            return DeliveryError("BIND", first_line(exc))
         savepoint.commit()
         return None
 
@@ -223,20 +224,9 @@ def _dbapi_code(exc: sa_exc.DBAPIError) -> str | None:
 
 def _delivery_error(exc: sa_exc.DBAPIError) -> DeliveryError:
     code = _dbapi_code(exc)
-    message = _first_line(exc.orig if exc.orig is not None else exc)
+    message = first_line(exc.orig if exc.orig is not None else exc)
     if exc.connection_invalidated or code in _MYSQL_UNREACHABLE:
         return DeliveryError("CONNECT", message, unreachable=True)
     if code is None and isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return DeliveryError("CONNECT", message, unreachable=True)
     return DeliveryError(code or type(exc.orig).__name__, message)
-
-
-def _first_line(exc: BaseException) -> str:
-    # PyMySQL's str() is "(1062, \"Duplicate entry ...\")"; take the message itself.
-    args: tuple[Any, ...] = getattr(exc, "args", ())
-    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
-        text_ = args[1]
-    else:
-        text_ = str(exc)
-    lines = text_.strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

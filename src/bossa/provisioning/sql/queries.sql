@@ -1,8 +1,12 @@
--- Named queries of provisioning.
+-- Named queries of provisioning, run only by store.py.
 
 -- name: division
 -- One division (P7).
-select * from provisioning.divisions where division = %(division)s
+select division, server_type::text as server_type, server_ip, server_port, server_url,
+       server_name, server_used, credentials, timeout_ms, down_until, last_error, updated_at,
+       updated_by
+from provisioning.divisions
+where division = %(division)s
 
 -- name: divisions
 -- Every division, for operators.
@@ -12,9 +16,49 @@ select division, server_type::text as server_type, server_ip, server_port, serve
 from provisioning.divisions
 order by division
 
--- name: product
--- Does the product exist?
-select code from customers.products where code = %(product)s
+-- name: insert_division
+-- A new division with its type; its other values follow with update_division, in the
+-- same transaction, so that the table's defaults stay the only defaults.
+insert into provisioning.divisions (division, server_type, created_by, updated_by)
+values (%(division)s, %(server_type)s::provisioning.server_type, %(actor)s, %(actor)s)
+on conflict (division) do nothing
+returning division
+
+-- name: update_division
+-- Change the values given (a null leaves the column as it is).
+update provisioning.divisions
+set server_type = coalesce(%(server_type)s::provisioning.server_type, server_type),
+    server_url = coalesce(%(server_url)s::text, server_url),
+    server_ip = coalesce(%(server_ip)s::text, server_ip),
+    server_port = coalesce(%(server_port)s::integer, server_port),
+    server_name = coalesce(%(server_name)s::text, server_name),
+    server_used = coalesce(%(server_used)s::boolean, server_used),
+    timeout_ms = coalesce(%(timeout_ms)s::integer, timeout_ms),
+    credentials = coalesce(%(credentials)s::jsonb, credentials),
+    updated_at = now(),
+    updated_by = %(actor)s
+where division = %(division)s
+returning division
+
+-- name: declare_lane
+-- The division's buffer is a journal lane that provisioning owns.
+select journal.declare_lane(%(lane)s, 'provisioning', %(actor)s)
+
+-- name: known_down
+-- P4a: is the division known to be down right now?
+select coalesce(down_until > now(), false) as down
+from provisioning.divisions where division = %(division)s
+
+-- name: mark_down
+-- P4a: a call found the division unreachable; orders skip the call until down_until.
+update provisioning.divisions
+set down_until = now() + make_interval(secs => %(hold_s)s), last_error = %(error)s
+where division = %(division)s
+
+-- name: mark_up
+-- The division answered again.
+update provisioning.divisions set down_until = null
+where division = %(division)s and down_until is not null
 
 -- name: upsert_plan_command
 -- Add or replace one division's command in a product's plan for an order type.
@@ -41,11 +85,10 @@ where product_code = %(product)s order by intf_code
 
 -- name: plans
 -- Every plan command, for operators.
-select p.product_code, p.intf_code, c.name as order_type, p.position, p.division,
+select p.product_code, p.intf_code, p.position, p.division,
        d.server_type::text as server_type, p.command, p.bind_method
 from provisioning.plan_commands p
 join provisioning.divisions d using (division)
-join provisioning.intf_codes c using (intf_code)
 order by p.product_code, p.intf_code, p.position, p.division
 
 -- name: order_by_key
@@ -75,6 +118,7 @@ returning wo_no
 update provisioning.orders
 set status = 'completed', result = %(result)s, completed_at = now()
 where wo_no = %(wo_no)s
+returning *
 
 -- name: upsert_service_record
 -- P2: the service record follows the order (status from the order type).
@@ -89,35 +133,14 @@ set cust_id = coalesce(excluded.cust_id, provisioning.service_records.cust_id),
     last_wo_no = excluded.last_wo_no,
     updated_at = now()
 
--- name: known_down
--- P4a: is the division known to be down right now?
-select coalesce(down_until > now(), false) as down
-from provisioning.divisions where division = %(division)s
-
--- name: mark_down
--- P4a: a call found the division unreachable; orders skip the call until down_until.
-update provisioning.divisions
-set down_until = now() + make_interval(secs => %(hold_s)s), last_error = %(error)s
-where division = %(division)s
-
--- name: mark_up
--- The division answered again.
-update provisioning.divisions set down_until = null
-where division = %(division)s and down_until is not null
-
--- name: log_delivery
--- P11: record a successful provisioning (once per journal entry).
-insert into provisioning.log (entry_id, division, sa_id, wo_no, intf_code, mode, attempts)
-values (%(entry_id)s, %(division)s, %(sa_id)s, %(wo_no)s, %(intf_code)s, %(mode)s, %(attempts)s)
-on conflict (entry_id) do nothing
-
 -- name: log_deliveries
--- P11 for a batch acked by a backup daemon, in the ack's transaction.
+-- P11: successful provisionings, direct or from the buffer, once per journal entry; in
+-- the transaction that acks them, so a logged delivery is an acked one.
 insert into provisioning.log (entry_id, division, sa_id, wo_no, intf_code, mode, attempts)
-select e.id, e.payload ->> 'division', e.key, e.payload ->> 'wo_no', e.payload ->> 'intf_code',
-       'backup', e.attempts
-from journal.entries e
-where e.id = any (%(ids)s::bigint[])
+select * from unnest(
+    %(entry_ids)s::bigint[], %(divisions)s::text[], %(sa_ids)s::text[], %(wo_nos)s::text[],
+    %(intf_codes)s::text[], %(modes)s::text[], %(attempts)s::integer[]
+)
 on conflict (entry_id) do nothing
 
 -- name: log_for
@@ -153,18 +176,16 @@ where product_code = %(product)s and id = %(id)s
 
 -- name: buffer
 -- A division's buffer with the seed's columns, oldest first.
-select e.id as entry_id, e.state::text as state, e.attempts,
-       e.payload ->> 'division' as division, e.created_at as startdate,
-       case when e.state = 'done' then e.finished_at end as enddate,
-       e.key as sa_id, e.payload ->> 'wo_no' as wo_no, e.payload ->> 'intf_code' as intf_code,
-       e.payload ->> 'cust_id' as cust_id, e.payload -> 'command' as command,
-       e.payload -> 'bind_data' as bind_data, e.errors -> -1 ->> 'code' as errcode,
-       e.errors -> -1 ->> 'message' as errmsg, (e.errors -> -1 ->> 'at')::timestamptz as errdate,
-       e.payload ->> 'logname' as logname
-from journal.entries e
-where e.lane = %(lane)s
-  and (%(state)s::text is null or e.state::text = %(state)s)
+select entry_id, state, attempts, division, startdate, enddate, sa_id, wo_no, intf_code,
+       cust_id, command, bind_data, errcode, errmsg, errdate, logname
+from provisioning.commands
+where lane = %(lane)s
+  and (%(state)s::text is null or state = %(state)s)
   and (%(older_than_s)s::float8 is null
-       or e.created_at < now() - make_interval(secs => %(older_than_s)s::float8))
-order by e.id
+       or startdate < now() - make_interval(secs => %(older_than_s)s::float8))
+order by entry_id
 limit %(limit)s
+
+-- name: command_exists
+-- Is this journal entry a provisioning command?
+select exists (select from provisioning.commands where entry_id = %(id)s) as found

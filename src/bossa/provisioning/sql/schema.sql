@@ -1,6 +1,7 @@
--- The whole current schema of provisioning; migrations/ are the steps that build it.
--- service record, receive tables per product, the provisioning log, and the plan
--- buffers as views over the journal.
+-- The whole current schema of provisioning; migrations/ are the steps that build it:
+-- divisions, plans, orders, the service record, receive tables per product, the
+-- provisioning log, and the plan buffers as views over the journal's published
+-- journal.lane_entries.
 create schema provisioning;
 
 create type provisioning.server_type as enum ('sql', 'memstore', 'soap', 'rest');
@@ -26,19 +27,11 @@ create table provisioning.divisions (
     updated_by   text not null default current_user
 );
 
--- INTF_CODE: the order types.
-create table provisioning.intf_codes (
-    intf_code  text primary key check (intf_code ~ '^[0-9]{4}$'),
-    name       text not null
-);
-insert into provisioning.intf_codes (intf_code, name) values
-    ('4201', 'new'), ('4202', 'change'), ('4203', 'terminate'),
-    ('4204', 'suspend'), ('4205', 'resume');
-
 -- The provisioning plan: per product and order type, the command for each division.
 create table provisioning.plan_commands (
     product_code text not null references customers.products (code),
-    intf_code    text not null references provisioning.intf_codes (intf_code),
+    -- INTF_CODE: the order types are models.OrderType, checked when a plan is added.
+    intf_code    text not null check (intf_code ~ '^[0-9]{4}$'),
     division     text not null references provisioning.divisions (division),
     position     smallint not null default 0,
     command      jsonb not null,                  -- COMMAND template for the division's type
@@ -58,7 +51,7 @@ create table provisioning.orders (
     product_code     text not null references customers.products (code),
     sa_id            text not null,                   -- SA_ID
     cust_id          text,                            -- CUST_ID
-    intf_code        text not null references provisioning.intf_codes (intf_code),
+    intf_code        text not null check (intf_code ~ '^[0-9]{4}$'),      -- INTF_CODE
     bind_data        jsonb not null,
     channel          text not null,
     status           text not null check (status in ('accepted', 'completed')),
@@ -113,61 +106,55 @@ create table provisioning.log (
 create index log_sa_id on provisioning.log (sa_id, delivered_at);
 create index log_wo_no on provisioning.log (wo_no);
 
--- P8: the SQL plan buffer, with the seed's columns, over the journal's entries.
-create view provisioning.sql_plan_buffer as
-select e.id as entry_id, e.state::text as state, e.attempts,
-       e.payload ->> 'division' as division,
-       e.created_at as startdate,
-       case when e.state = 'done' then e.finished_at end as enddate,
+-- Every provisioning command the journal holds, one row per entry of kind
+-- provisioning.command, with the payload's fields (models.ProvisioningCommand) as
+-- columns. The only SQL that knows those fields: the buffers below and the named
+-- queries read this view, and tests/provisioning/test_payload.py holds it to the model.
+create view provisioning.commands as
+select e.id as entry_id,
+       e.lane,
+       e.state,
+       e.attempts,
        e.key as sa_id,
+       e.payload ->> 'division' as division,
+       e.payload ->> 'server_type' as server_type,
+       e.payload ->> 'product' as product,
        e.payload ->> 'wo_no' as wo_no,
-       (e.payload ->> 'ins_date')::timestamptz as ins_date,
        e.payload ->> 'intf_code' as intf_code,
        e.payload ->> 'cust_id' as cust_id,
-       e.payload ->> 'command' as command,
+       e.payload -> 'command' as command,
        e.payload -> 'bind_data' as bind_data,
        (e.payload ->> 'bind_method')::boolean as bind_method,
-       e.errors -> -1 ->> 'code' as errcode,
-       e.errors -> -1 ->> 'message' as errmsg,
        e.payload ->> 'logname' as logname,
-       (e.errors -> -1 ->> 'at')::timestamptz as errdate
-from journal.entries e
-where e.lane like 'provisioning.%' and e.payload ->> 'server_type' = 'sql';
+       (e.payload ->> 'ins_date')::timestamptz as ins_date,
+       e.created_at as startdate,
+       case when e.state = 'done' then e.finished_at end as enddate,
+       e.last_error_code as errcode,
+       e.last_error_message as errmsg,
+       e.last_error_at as errdate
+from journal.lane_entries e
+where e.lane like 'provisioning.%' and e.kind = 'provisioning.command';
+
+-- P8: the SQL plan buffer, with the seed's columns.
+create view provisioning.sql_plan_buffer as
+select entry_id, state, attempts, division, startdate, enddate, sa_id, wo_no, ins_date,
+       intf_code, cust_id, command #>> '{}' as command, bind_data, bind_method, errcode,
+       errmsg, logname, errdate
+from provisioning.commands
+where server_type = 'sql';
 
 -- P9: the MMDB plan buffer (in-memory store divisions).
 create view provisioning.mmdb_plan_buffer as
-select e.id as entry_id, e.state::text as state, e.attempts,
-       e.payload ->> 'division' as division,
-       e.key as sa_id,
-       e.payload ->> 'wo_no' as wo_no,
-       (e.payload ->> 'ins_date')::timestamptz as ins_date,
-       e.payload ->> 'logname' as logname,
-       e.payload ->> 'command' as command,
-       e.errors -> -1 ->> 'code' as errcode,
-       e.errors -> -1 ->> 'message' as errmsg,
-       (e.errors -> -1 ->> 'at')::timestamptz as errdate,
-       e.created_at as recv_date,
-       e.payload ->> 'intf_code' as intf_code
-from journal.entries e
-where e.lane like 'provisioning.%' and e.payload ->> 'server_type' = 'memstore';
+select entry_id, state, attempts, division, sa_id, wo_no, ins_date, logname,
+       command #>> '{}' as command, errcode, errmsg, errdate, startdate as recv_date,
+       intf_code
+from provisioning.commands
+where server_type = 'memstore';
 
 -- The backup-mode buffer of protocol divisions (SOAP, REST).
 create view provisioning.backup_mode_buffer as
-select e.id as entry_id, e.state::text as state, e.attempts,
-       e.payload ->> 'division' as division,
-       e.payload ->> 'server_type' as server_type,
-       e.created_at as startdate,
-       case when e.state = 'done' then e.finished_at end as enddate,
-       e.key as sa_id,
-       e.payload ->> 'wo_no' as wo_no,
-       (e.payload ->> 'ins_date')::timestamptz as ins_date,
-       e.payload ->> 'intf_code' as intf_code,
-       e.payload ->> 'cust_id' as cust_id,
-       e.payload ->> 'command' as command,
-       e.payload -> 'bind_data' as bind_data,
-       e.errors -> -1 ->> 'code' as errcode,
-       e.errors -> -1 ->> 'message' as errmsg,
-       e.payload ->> 'logname' as logname,
-       (e.errors -> -1 ->> 'at')::timestamptz as errdate
-from journal.entries e
-where e.lane like 'provisioning.%' and e.payload ->> 'server_type' in ('soap', 'rest');
+select entry_id, state, attempts, division, server_type, startdate, enddate, sa_id, wo_no,
+       ins_date, intf_code, cust_id, command #>> '{}' as command, bind_data, errcode, errmsg,
+       logname, errdate
+from provisioning.commands
+where server_type in ('soap', 'rest');
