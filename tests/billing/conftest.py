@@ -7,7 +7,7 @@ import pytest
 
 from bossa.customers import load_sample
 from bossa.journal import Journal
-from bossa.ledger import create_account
+from bossa.ledger import AccountRequest, open_account
 
 
 @pytest.fixture
@@ -18,6 +18,7 @@ async def accounts(journal: Journal, db_url: str) -> list[str]:
     ids = []
     async with journal.pool.connection() as conn:
         for n in range(1001, 1005):
-            await create_account(conn, f"A-{n}", f"C-{n}", "KRW", actor="test")
+            request = AccountRequest(account=f"A-{n}", customer=f"C-{n}", currency="KRW")
+            await open_account(conn, request, actor="test")
             ids.append(f"A-{n}")
     return ids

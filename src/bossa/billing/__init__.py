@@ -1,24 +1,46 @@
 """Bill runs without stopping business (B1-B6): staging during runs, settlement after,
 reconciliation with the snapshot, dunning and restore. See docs/billing.md."""
 
-from bossa.billing.dunning import run_dunning
-from bossa.billing.payments import PaymentRequest, authorize, pay
-from bossa.billing.runs import bill, reconcile, settle, start_run
-from bossa.billing.service import ServiceDaemon
+from bossa.billing.lanes import SERVICE_LANE, ServiceDaemon
+from bossa.billing.models import BillPeriodState, PaymentRequest, RunStatus, ServiceOrder
+from bossa.billing.service import (
+    account_summary,
+    add_window,
+    authorize,
+    bill,
+    bill_period_state,
+    check_books,
+    current_state,
+    open_account,
+    pay,
+    reconcile,
+    run_dunning,
+    run_status,
+    settle,
+    start_run,
+)
 from bossa.billing.settings import BillingSettings
-from bossa.billing.state import BillPeriodState, current_state
 
 __all__ = [
+    "SERVICE_LANE",
     "BillPeriodState",
     "BillingSettings",
     "PaymentRequest",
+    "RunStatus",
     "ServiceDaemon",
+    "ServiceOrder",
+    "account_summary",
+    "add_window",
     "authorize",
     "bill",
+    "bill_period_state",
+    "check_books",
     "current_state",
+    "open_account",
     "pay",
     "reconcile",
     "run_dunning",
+    "run_status",
     "settle",
     "start_run",
 ]

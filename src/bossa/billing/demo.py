@@ -8,13 +8,9 @@ from datetime import date
 
 from rich.console import Console
 
-from bossa.billing.dunning import run_dunning
-from bossa.billing.payments import PaymentRequest, pay
-from bossa.billing.runs import bill, reconcile, settle, start_run
-from bossa.billing.service import ServiceDaemon
-from bossa.ledger import store as ledger
-from bossa.ledger.money import format_minor
-from bossa.provisioning import Deliverer
+from bossa.billing import service
+from bossa.billing.models import PaymentRequest
+from bossa.ledger import AccountRequest, format_minor
 from bossa.runtime import Runtime
 from bossa.terminal import table
 
@@ -23,11 +19,10 @@ __all__ = ["chapter"]
 
 async def chapter(out: Console, runtime: Runtime) -> None:
     journal = runtime.journal
-    deliverer = Deliverer(runtime.pool)
-    service = ServiceDaemon(journal, deliverer)
+    pool = runtime.pool
 
     async def say_payment(account: str, amount: str, kind: str) -> None:
-        result = await pay(
+        result = await service.pay(
             journal,
             PaymentRequest(account=account, amount=amount, currency="KRW"),
             kind=kind,
@@ -38,89 +33,83 @@ async def chapter(out: Console, runtime: Runtime) -> None:
         )
         out.print(f"  {kind} {amount} KRW from {account}: {result['status']}{extra}")
 
-    try:
-        async with runtime.pool.connection() as conn:
-            for n in range(1001, 1005):
-                await ledger.create_account(conn, f"A-{n}", f"C-{n}", "KRW", actor="demo")
-        out.print("Accounts A-1001..A-1004 (KRW). Prepayments before October's run:")
-        for account_id, amount in (
-            ("A-1001", "5000000"),
-            ("A-1003", "3000000"),
-            ("A-1004", "1000000"),
-        ):
-            await say_payment(account_id, amount, "deposit")
-        october = await start_run(
-            runtime.pool,
-            cycle="MONTHLY",
-            period_start=date(2026, 10, 1),
-            period_end=date(2026, 10, 31),
-            actor="demo",
-        )
-        billed = await bill(runtime.pool, october)
-        await settle(runtime.pool, october)
-        out.print(
-            f"October run {october}: {billed} accounts billed and settled. A-1002 paid nothing."
-        )
-        suspended = await run_dunning(journal, today=date(2026, 12, 15))
-        await service.run(once=True)
-        out.print(
-            f"Dunning on 2026-12-15 suspends {', '.join(suspended)}: order 4204 for its "
-            "contract goes through provisioning."
-        )
+    for n in range(1001, 1005):
+        request = AccountRequest(account=f"A-{n}", customer=f"C-{n}", currency="KRW")
+        await service.open_account(pool, request, actor="demo")
+    out.print("Accounts A-1001..A-1004 (KRW). Prepayments before October's run:")
+    for account_id, amount in (
+        ("A-1001", "5000000"),
+        ("A-1003", "3000000"),
+        ("A-1004", "1000000"),
+    ):
+        await say_payment(account_id, amount, "deposit")
+    october = await service.start_run(
+        pool,
+        cycle="MONTHLY",
+        period_start=date(2026, 10, 1),
+        period_end=date(2026, 10, 31),
+        actor="demo",
+    )
+    billed = await service.bill(pool, october)
+    await service.settle(pool, october)
+    out.print(f"October run {october}: {billed} accounts billed and settled. A-1002 paid nothing.")
+    suspended = await service.run_dunning(journal, today=date(2026, 12, 15), actor="demo")
+    await service.send_service_orders(journal, runtime.deliverer, once=True)
+    out.print(
+        f"Dunning on 2026-12-15 suspends {', '.join(suspended)}: order 4204 for its "
+        "contract goes through provisioning."
+    )
 
-        november = await start_run(
-            runtime.pool,
-            cycle="MONTHLY",
-            period_start=date(2026, 11, 1),
-            period_end=date(2026, 11, 30),
-            actor="demo",
-        )
-        out.print(
-            f"[bold]November run {november} starts[/bold]: the books are snapshot; payments "
-            "are staged and answered at once."
-        )
-        await say_payment("A-1004", "500000", "deposit")
-        await say_payment("A-1002", "1900000", "arrears")
-        await service.run(once=True)
-        async with runtime.pool.connection() as conn:
-            restored = await (
-                await conn.execute(
-                    "select wo_no, sa_id, intf_code, result, completed_at from provisioning.orders"
-                    " where sa_id = 'SA-5003' and intf_code = '4205'"
-                )
-            ).fetchall()
-        for row in restored:
-            out.print(
-                f"  restore {row['wo_no']} for {row['sa_id']} completed during the run: "
-                f"{row['result']}"
+    november = await service.start_run(
+        pool,
+        cycle="MONTHLY",
+        period_start=date(2026, 11, 1),
+        period_end=date(2026, 11, 30),
+        actor="demo",
+    )
+    out.print(
+        f"[bold]November run {november} starts[/bold]: the books are snapshot; payments "
+        "are staged and answered at once."
+    )
+    await say_payment("A-1004", "500000", "deposit")
+    await say_payment("A-1002", "1900000", "arrears")
+    await service.send_service_orders(journal, runtime.deliverer, once=True)
+    async with pool.connection() as conn:
+        # The tour shows provisioning's own record of the restore (its orders table).
+        restored = await (
+            await conn.execute(
+                "select wo_no, sa_id, intf_code, result, completed_at from provisioning.orders"
+                " where sa_id = 'SA-5003' and intf_code = '4205'"
             )
-        billed = await bill(runtime.pool, november)
-        out.print(f"  {billed} accounts billed; the run is over, settlement begins")
-        await say_payment("A-1003", "250000", "deposit")
-        applied = await settle(runtime.pool, november)
-        out.print(f"Settlement applies the {applied} staged items in the order they were taken.")
-        report = await reconcile(runtime.pool, november)
-        totals = report["totals"]
+        ).fetchall()
+    for row in restored:
         out.print(
-            f"Reconciliation of run {november}: {totals['bills']} bills, "
-            f"{totals['staged_deposits']} staged deposits, {totals['staged_writeoffs']} "
-            f"staged write-offs; {'no difference' if report['reconciled'] else 'DIFFERENCES'}"
+            f"  restore {row['wo_no']} for {row['sa_id']} completed during the run: {row['result']}"
         )
-        rows = []
-        async with runtime.pool.connection() as conn:
-            for n in range(1001, 1005):
-                books = await ledger.balances(conn, f"A-{n}")
-                state = await ledger.account(conn, f"A-{n}")
-                rows.append(
-                    {
-                        "account": f"A-{n}",
-                        "status": state.status,
-                        "prepaid": format_minor(-books["prepaid"], 0),
-                        "owed": format_minor(books["receivable"], 0),
-                    }
-                )
-            check = await ledger.check(conn)
-        table(rows, ["account", "status", "prepaid", "owed"])
-        out.print("ledger check: " + ("ok" if not any(check.values()) else str(check)))
-    finally:
-        await deliverer.close()
+    billed = await service.bill(pool, november)
+    out.print(f"  {billed} accounts billed; the run is over, settlement begins")
+    await say_payment("A-1003", "250000", "deposit")
+    applied = await service.settle(pool, november)
+    out.print(f"Settlement applies the {applied} staged items in the order they were taken.")
+    report = await service.reconcile(pool, november)
+    totals = report["totals"]
+    out.print(
+        f"Reconciliation of run {november}: {totals['bills']} bills, "
+        f"{totals['staged_deposits']} staged deposits, {totals['staged_writeoffs']} "
+        f"staged write-offs; {'no difference' if report['reconciled'] else 'DIFFERENCES'}"
+    )
+    rows = []
+    for n in range(1001, 1005):
+        summary = await service.account_summary(pool, f"A-{n}")
+        books = summary["books"]
+        rows.append(
+            {
+                "account": f"A-{n}",
+                "status": summary["account"]["status"],
+                "prepaid": format_minor(-books["prepaid"], 0),
+                "owed": format_minor(books["receivable"], 0),
+            }
+        )
+    check = await service.check_books(pool)
+    table(rows, ["account", "status", "prepaid", "owed"])
+    out.print("ledger check: " + ("ok" if not any(check.values()) else str(check)))

@@ -1,45 +1,504 @@
-"""The service daemon: sends the suspend and restore commands that billing queued
-(dunning, arrears paid) to provisioning as orders 4204 / 4205, in order per contract."""
+"""Billing's use cases, one function each: take a payment (B2, B3), authorise an order,
+show an account, open / bill / settle / reconcile a bill run (B1, B4-B6), plan a
+window, run dunning. Each opens its connection and transaction, or takes the caller's
+(`current_state`), never both; names operators type (an account, a run, a bill cycle)
+are checked here, so the API and the CLI refuse them with the same words.
+
+Every step of a run is resumable: a worker killed mid-chunk leaves its accounts
+unbilled (the chunk is one transaction); settlement killed mid-way resumes with the items
+not yet settled (each batch is one transaction that marks its items).
+
+Payments never wait for a run. Outside a run a payment posts to the online books; during
+one it is staged and answered at once. The decision staged-or-posted is taken under a
+lock that a run's start and end take exclusively, so no payment straddles the snapshot
+or the switch back.
+"""
 
 from __future__ import annotations
 
-from bossa.billing.payments import SERVICE_LANE
-from bossa.errors import UserError
-from bossa.journal import Entry, HandlerError, Journal, Worker
-from bossa.provisioning import Deliverer, OrderRequest, submit
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
 
-__all__ = ["ServiceDaemon"]
+from psycopg import errors as pg_errors
+
+from bossa import customers, ledger
+from bossa.billing import lanes, store
+from bossa.billing.models import (
+    BillPeriodState,
+    PaymentKind,
+    PaymentRequest,
+    PaymentStatus,
+    RunStatus,
+    ServiceOrder,
+    Window,
+    WindowRequest,
+    arrears_left,
+    check_arrears_payment,
+    overrunning,
+    payment_status,
+    recipe_of,
+    restores_service,
+)
+from bossa.billing.settings import MAX_WORKERS
+from bossa.db import Conn, Pool
+from bossa.errors import Conflict, InvalidInput, NotFound
+from bossa.journal import Journal
+from bossa.ledger import AccountRequest, AccountStatus, available, format_minor, to_minor
+from bossa.provisioning import Deliverer
+
+__all__ = [
+    "account_summary",
+    "add_window",
+    "authorize",
+    "bill",
+    "bill_period_state",
+    "check_books",
+    "current_state",
+    "open_account",
+    "pay",
+    "reconcile",
+    "run_dunning",
+    "run_status",
+    "send_service_orders",
+    "settle",
+    "start_run",
+]
+
+Progress = Callable[[int, int], None]
+_CATCH_UP_ROUNDS = 3
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
-class ServiceDaemon:
-    def __init__(
-        self, journal: Journal, deliverer: Deliverer, *, listen_url: str | None = None
-    ) -> None:
-        self.journal = journal
-        self.deliverer = deliverer
-        handlers = {"service.resume": self._send, "service.suspend": self._send}
-        self.worker = Worker(
-            journal, SERVICE_LANE, handlers, listen_url=listen_url, concurrency=2, batch_size=50
-        )
+# -- accounts ----------------------------------------------------------------------------
 
-    async def _send(self, entry: Entry) -> None:
-        payload = entry.payload
-        request = OrderRequest(
-            product=payload["product"], sa_id=payload["sa_id"], intf_code=payload["intf_code"]
-        )
-        try:
-            await submit(
-                self.journal,
-                self.deliverer,
-                request,
-                channel="billing",
-                idempotency_key=f"billing-service:{entry.id}",
+
+async def open_account(pool: Pool, request: AccountRequest, *, actor: str) -> bool:
+    """Open a billing account in the ledger; False when it exists already."""
+    async with pool.connection() as conn, conn.transaction():
+        return await ledger.open_account(conn, request, actor=actor)
+
+
+async def account_summary(pool: Pool, account_id: str) -> dict[str, Any]:
+    """An account with its books, available funds and what is staged for it."""
+    async with pool.connection() as conn:
+        acct = await ledger.account(conn, account_id)
+        books = await ledger.balances(conn, account_id)
+        deposits, writeoffs = await store.staged_totals(conn, account_id)
+    return {
+        "account": {**acct.__dict__, "status": acct.status.value},
+        "books": books,
+        "available": available(books),
+        "staged": {"deposits": deposits, "writeoffs": writeoffs},
+    }
+
+
+async def check_books(pool: Pool) -> dict[str, list[dict[str, Any]]]:
+    """The ledger's invariants; every list empty when the books are sound."""
+    async with pool.connection() as conn:
+        return await ledger.check(conn)
+
+
+# -- payments (B2, B3) -------------------------------------------------------------------
+
+
+async def pay(
+    journal: Journal,
+    request: PaymentRequest,
+    *,
+    kind: str,
+    actor: str,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """Take a deposit (kind 'deposit') or an arrears payment (kind 'arrears'). Replaying an
+    idempotency key answers the first outcome; with other content it is a Conflict."""
+    try:
+        payment_kind = PaymentKind(kind)
+    except ValueError:
+        raise InvalidInput("must be deposit or arrears", field="kind") from None
+    fingerprint = request.fingerprint(kind)
+    try:
+        async with journal.pool.connection() as conn, conn.transaction():
+            if idempotency_key is not None:
+                replay = await _replay(conn, idempotency_key, fingerprint)
+                if replay is not None:
+                    return replay
+            outcome = await _take(
+                conn, journal, request, kind=payment_kind, actor=actor, key=idempotency_key
             )
-        except UserError as exc:  # e.g. the product has no plan for 4204/4205
-            raise HandlerError(type(exc).__name__, str(exc)) from exc
+            if idempotency_key is not None:
+                await store.record_payment(
+                    conn,
+                    key=idempotency_key,
+                    fingerprint=fingerprint,
+                    account_id=request.account,
+                    kind=payment_kind,
+                    amount=outcome["amount_minor"],
+                    outcome=outcome,
+                )
+    except pg_errors.UniqueViolation:
+        if idempotency_key is None:
+            raise
+        async with journal.pool.connection() as conn:  # a concurrent twin won: replay it
+            replay = await _replay(conn, idempotency_key, fingerprint)
+        if replay is None:
+            raise
+        return replay
+    return outcome
 
-    async def run(self, *, once: bool = False, install_signal_handlers: bool = False) -> None:
-        await self.worker.run(until_idle=once, install_signal_handlers=install_signal_handlers)
 
-    def stop(self) -> None:
-        self.worker.stop()
+async def _replay(conn: Conn, key: str, fingerprint: str) -> dict[str, Any] | None:
+    row = await store.payment_by_key(conn, key)
+    if row is None:
+        return None
+    if row["request_hash"] != fingerprint:
+        raise Conflict("was used before for a payment with other content", field="idempotency_key")
+    return {**row["outcome"], "replay": True}
+
+
+async def _take(
+    conn: Conn,
+    journal: Journal,
+    request: PaymentRequest,
+    *,
+    kind: PaymentKind,
+    actor: str,
+    key: str | None,
+) -> dict[str, Any]:
+    account = await ledger.account(conn, request.account, lock=True)
+    if request.currency.upper() != account.currency:
+        raise InvalidInput(f"is not the account's currency ({account.currency})", field="currency")
+    minor = to_minor(request.amount, account.exponent, currency=account.currency)
+    await store.lock_books_shared(conn)
+    run = await store.open_run(conn)
+    outcome: dict[str, Any] = {
+        "account": account.id,
+        "kind": kind.value,
+        "amount": format_minor(minor, account.exponent),
+        "amount_minor": minor,
+        "currency": account.currency,
+        "restored": [],
+    }
+    if kind is PaymentKind.ARREARS:
+        books = await ledger.balances(conn, account.id)
+        _, staged_writeoffs = await store.staged_totals(conn, account.id)
+        arrears = arrears_left(books["receivable"], staged_writeoffs)
+        check_arrears_payment(minor, arrears, exponent=account.exponent, currency=account.currency)
+        suspended = account.status is AccountStatus.SUSPENDED
+        if restores_service(suspended=suspended, minor=minor, arrears=arrears):
+            outcome["restored"] = await _service_changes(
+                conn,
+                journal,
+                account.id,
+                account.customer_id,
+                restore=True,
+                reason=f"arrears paid by {actor}",
+                actor=actor,
+            )
+    if payment_status(run is not None) is PaymentStatus.STAGED:
+        assert run is not None
+        row = await store.stage(
+            conn, kind, run_id=run["id"], account_id=account.id, amount=minor, key=key, actor=actor
+        )
+        outcome.update(
+            status=PaymentStatus.STAGED.value,
+            run_id=run["id"],
+            staged_id=row["id"],
+            received_at=row["received_at"].isoformat(),
+        )
+        return outcome
+    reference = f"payment:{key}" if key else None
+    tx = await ledger.post(
+        conn, account.id, recipe_of(kind), minor, actor=actor, key=reference, reference=reference
+    )
+    outcome.update(status=PaymentStatus.POSTED.value, transaction_id=tx)
+    return outcome
+
+
+async def _service_changes(
+    conn: Conn,
+    journal: Journal,
+    account_id: str,
+    customer_id: str,
+    *,
+    restore: bool,
+    reason: str,
+    actor: str,
+) -> list[str]:
+    """Suspend or restore the account and every live contract of its customer, through
+    the ledger's and customers' services, and queue the provisioning order (4204/4205)
+    of each on the service lane, in the caller's transaction; returns the contracts."""
+    status = "active" if restore else "suspended"
+    await ledger.set_account_status(conn, account_id, AccountStatus(status), actor=actor)
+    contracts = [
+        c
+        for c in await customers.contracts_of_customer(conn, customer_id)
+        if c.status is not customers.ContractStatus.TERMINATED
+    ]
+    orders = [
+        ServiceOrder.change(
+            restore=restore,
+            account=account_id,
+            sa_id=c.sa_id,
+            product=c.product_code,
+            reason=reason,
+        )
+        for c in contracts
+    ]
+    for contract in contracts:
+        await customers.set_contract_status(conn, contract.sa_id, status, actor=actor)
+    await lanes.enqueue_service_orders(journal, conn, orders)
+    return [c.sa_id for c in contracts]
+
+
+async def authorize(
+    journal: Journal, account_id: str, amount: object, currency: str
+) -> dict[str, Any]:
+    """B3: may this order be charged now? Online funds plus what is staged for the account."""
+    async with journal.pool.connection() as conn:
+        account = await ledger.account(conn, account_id)
+        if currency.upper() != account.currency:
+            raise InvalidInput(
+                f"is not the account's currency ({account.currency})", field="currency"
+            )
+        minor = to_minor(amount, account.exponent, currency=account.currency)
+        books = await ledger.balances(conn, account_id)
+        deposits, writeoffs = await store.staged_totals(conn, account_id)
+    funds = available(books) + deposits + writeoffs
+    return {
+        "account": account_id,
+        "authorized": funds >= minor,
+        "funds": format_minor(funds, account.exponent),
+        "amount": format_minor(minor, account.exponent),
+        "currency": account.currency,
+    }
+
+
+# -- B1: the bill period -----------------------------------------------------------------
+
+
+async def current_state(conn: Conn, *, now: datetime | None = None) -> BillPeriodState:
+    """Whether a run holds the books, in the caller's connection. Staging follows the
+    run's real state, not the plan (B5)."""
+    run = await store.open_run(conn)
+    window = await store.planned_window(conn)
+    planned_end = run["planned_end"] if run else None
+    return BillPeriodState(
+        staging=run is not None,
+        run_id=run["id"] if run else None,
+        run_status=run["status"] if run else None,
+        planned_window=Window.model_validate(window) if window else None,
+        overrunning=overrunning(planned_end, now or datetime.now(UTC)),
+    )
+
+
+async def bill_period_state(pool: Pool) -> BillPeriodState:
+    async with pool.connection() as conn:
+        return await current_state(conn)
+
+
+async def add_window(pool: Pool, request: WindowRequest, *, actor: str) -> int:
+    """Plan a bill-run window for a bill cycle that has accounts; returns its id."""
+    if request.planned_end <= request.planned_start:
+        raise InvalidInput("must be after planned_start", field="planned_end")
+    async with pool.connection() as conn, conn.transaction():
+        await _check_cycle(conn, request.bill_cycle)
+        return await store.add_window(
+            conn, request.bill_cycle, request.planned_start, request.planned_end, actor=actor
+        )
+
+
+async def _check_cycle(conn: Conn, cycle: str) -> None:
+    if not await store.cycle_has_accounts(conn, cycle):
+        raise NotFound(f"no account bills in cycle {cycle}", field="cycle")
+
+
+# -- runs (B4-B6) ------------------------------------------------------------------------
+
+
+async def start_run(
+    pool: Pool,
+    *,
+    cycle: str,
+    period_start: date,
+    period_end: date,
+    due_days: int = 20,
+    planned_end: datetime | None = None,
+    actor: str,
+) -> int:
+    """Open a run: from this commit on, payments are staged (B2)."""
+    if period_end < period_start:
+        raise InvalidInput("must not be before period_start", field="period_end")
+    if due_days < 0:
+        raise InvalidInput("must not be negative", field="due_days")
+    try:
+        async with pool.connection() as conn, conn.transaction():
+            await _check_cycle(conn, cycle)
+            await store.lock_books(conn)
+            return await store.start_run(
+                conn,
+                cycle=cycle,
+                period_start=period_start,
+                period_end=period_end,
+                due_days=due_days,
+                planned_end=planned_end,
+                actor=actor,
+            )
+    except pg_errors.UniqueViolation as exc:
+        async with pool.connection() as conn:
+            open_run = await store.open_run(conn)
+        if exc.diag.constraint_name == "runs_one_open" and open_run:
+            raise Conflict(
+                f"bill run {open_run['id']} is still {open_run['status']}", field="cycle"
+            ) from exc
+        raise Conflict(
+            f"the {cycle} cycle was already billed for {period_start}", field="period"
+        ) from exc
+
+
+async def _run(conn: Conn, run_id: int) -> dict[str, Any]:
+    row = await store.run(conn, run_id)
+    if row is None:
+        raise NotFound(f"no bill run {run_id}", field="run")
+    return row
+
+
+async def run_status(pool: Pool, run_id: int) -> dict[str, Any]:
+    """A run, with the accounts billed so far and the share of the whole."""
+    async with pool.connection() as conn:
+        row = await _run(conn, run_id)
+        billed, total = await store.progress(conn, run_id)
+    return {**row, "billed": billed, "progress": billed / (total or 1)}
+
+
+async def bill(
+    pool: Pool,
+    run_id: int,
+    *,
+    workers: int = 1,
+    chunk: int = 500,
+    actor: str = "billing",
+    progress: Progress | None = None,
+) -> int:
+    """Bill the run's pending accounts with parallel workers; when none is left, the run is
+    over (B5) and settlement may begin. Returns the accounts billed by this call."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InvalidInput(f"must be between 1 and {MAX_WORKERS}", field="workers")
+    if chunk < 1:
+        raise InvalidInput("must be at least 1", field="chunk")
+    async with pool.connection() as conn:
+        await _run(conn, run_id)
+    billed = 0
+
+    async def worker() -> None:
+        nonlocal billed
+        while True:
+            async with pool.connection() as conn:
+                done = await store.bill_chunk(conn, run_id, chunk, actor=actor)
+            if done == 0:
+                return
+            billed += done
+            if progress:
+                async with pool.connection() as conn:
+                    progress(*await store.progress(conn, run_id))
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    async with pool.connection() as conn:
+        await store.mark_settling(conn, run_id)
+    return billed
+
+
+async def settle(pool: Pool, run_id: int, *, batch: int = 200, actor: str = "billing") -> int:
+    """B4: apply the staged deposits and write-offs in the order they were taken, each
+    once; then end staging. Returns the items applied by this call."""
+    async with pool.connection() as conn:
+        run = await _run(conn, run_id)
+    if run["status"] == RunStatus.SETTLED:
+        return 0
+    if run["status"] != RunStatus.SETTLING:
+        raise Conflict(f"bill run {run_id} is still billing accounts", field="run")
+    applied = 0
+    # Catch up in rounds, each up to what was staged when it began, so that a steady
+    # stream of payments cannot keep settlement going forever: each round is shorter.
+    for _ in range(_CATCH_UP_ROUNDS):
+        cutoff = datetime.now(UTC)
+        applied_now = 0
+        while True:
+            async with pool.connection() as conn:
+                done = await store.settle_batch(conn, cutoff, batch, actor=actor)
+            applied_now += done
+            if done < batch:
+                break
+        applied += applied_now
+        if applied_now < batch:
+            break
+    # Under the exclusive lock no payment is being staged: apply the last few, end staging.
+    async with pool.connection() as conn, conn.transaction():
+        await store.lock_books(conn)
+        applied += await store.settle_batch(conn, _FAR_FUTURE, 1_000_000, actor=actor)
+        await store.mark_settled(conn, run_id)
+    return applied
+
+
+async def reconcile(pool: Pool, run_id: int, *, limit: int = 1000) -> dict[str, Any]:
+    """B6: snapshot + the run's charges + the settled staged items = the final books,
+    per account and in total; every difference listed (none expected)."""
+    async with pool.connection() as conn:
+        run = await _run(conn, run_id)
+        if run["status"] != RunStatus.SETTLED:
+            raise Conflict(
+                f"bill run {run_id} is {run['status']}: reconcile after settlement", field="run"
+            )
+        differences = await store.reconcile(conn, run_id, limit=limit)
+        totals = await store.run_totals(conn, run_id)
+    return {
+        "run": run_id,
+        "status": run["status"],
+        "reconciled": not differences,
+        "differences": differences,
+        "totals": totals,
+        "started_at": run["started_at"],
+        "billed_at": run["billed_at"],
+        "settled_at": run["settled_at"],
+    }
+
+
+# -- dunning -----------------------------------------------------------------------------
+
+
+async def run_dunning(
+    journal: Journal, *, today: date, limit: int = 1000, actor: str = "billing"
+) -> list[str]:
+    """Suspend every active account whose arrears are past their bills' due date plus its
+    grace days, each in its own transaction with its contracts' suspend orders; returns
+    the accounts suspended. Paying the arrears restores them (`pay`)."""
+    async with journal.pool.connection() as conn:
+        overdue = await store.overdue_accounts(conn, today=today, limit=limit)
+    for account_id in overdue:
+        async with journal.pool.connection() as conn, conn.transaction():
+            account = await ledger.account(conn, account_id)
+            await _service_changes(
+                conn,
+                journal,
+                account_id,
+                account.customer_id,
+                restore=False,
+                reason=f"arrears overdue on {today}",
+                actor=actor,
+            )
+    return overdue
+
+
+async def send_service_orders(
+    journal: Journal,
+    deliverer: Deliverer,
+    *,
+    listen_url: str | None = None,
+    once: bool = False,
+    install_signal_handlers: bool = False,
+) -> None:
+    """Run the service lane's daemon: each queued suspend or restore becomes a provisioning
+    order. `once` stops when the lane is idle."""
+    daemon = lanes.ServiceDaemon(journal, deliverer, listen_url=listen_url)
+    await daemon.run(once=once, install_signal_handlers=install_signal_handlers)

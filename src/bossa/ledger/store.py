@@ -1,57 +1,52 @@
-"""Accounts, balanced postings and balances: the online books.
+"""The ledger's named queries (sql/queries.sql), as functions that take a connection.
 
-Every change goes through `ledger.post`, a SQL function that refuses postings that do
-not sum to zero and moves `ledger.balances` in the same transaction, so the invariants
-(`check()`) hold at every commit.
+Every change to the books goes through `ledger.post`, a SQL function that refuses
+postings that do not sum to zero and moves `ledger.balances` in the same transaction,
+so the invariants (`check_*`) hold at every commit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from bossa.db import Conn
-from bossa.errors import InvalidInput, NotFound
+from bossa.ledger.models import Account, AccountStatus, Recipe
 from bossa.sql import load_queries
 
-__all__ = ["QUERIES", "Account", "account", "balances", "check", "create_account", "post"]
+__all__ = [
+    "QUERIES",
+    "account",
+    "balances",
+    "check_balances",
+    "check_transactions",
+    "create_account",
+    "currency_exists",
+    "post",
+    "set_account_status",
+]
 
 QUERIES = load_queries("bossa.ledger", "sql/queries.sql")
 
-# Double-entry shapes of each movement, positive = debit.
-DEPOSIT = (("cash", 1), ("prepaid", -1))  # money in, owed back as service
-BILL = (("receivable", 1), ("revenue", -1))  # charges billed
-BILL_FROM_PREPAID = (("prepaid", 1), ("receivable", -1))  # a bill paid from prepaid funds
-WRITEOFF = (("cash", 1), ("receivable", -1))  # arrears paid off
 
-
-@dataclass(frozen=True)
-class Account:
-    id: str
-    customer_id: str
-    currency: str
-    exponent: int
-    status: str
-    grace_days: int
-    bill_cycle: str
-
-
-async def account(conn: Conn, account_id: str, *, lock: bool = False) -> Account:
-    # NO KEY UPDATE: it serialises payments on the account without waiting for the
-    # key-share locks a bill-run chunk's foreign keys hold on it (bench/billing: 22 s).
-    query = QUERIES["account"] + (" for no key update of a" if lock else "")
-    row = await (await conn.execute(query.encode(), {"account": account_id})).fetchone()
+async def account(conn: Conn, account_id: str, *, lock: bool = False) -> Account | None:
+    query = QUERIES["account_locked" if lock else "account"]
+    row = await (await conn.execute(query, {"account": account_id})).fetchone()
     if row is None:
-        raise NotFound(f"no account {account_id}", field="account")
+        return None
     return Account(
         row["id"],
         row["customer_id"],
         row["currency"],
         row["exponent"],
-        row["status"],
+        AccountStatus(row["status"]),
         row["grace_days"],
         row["bill_cycle"],
     )
+
+
+async def currency_exists(conn: Conn, currency: str) -> bool:
+    row = await (await conn.execute(QUERIES["currency_exists"], {"currency": currency})).fetchone()
+    return bool(row and row["found"])
 
 
 async def create_account(
@@ -60,23 +55,11 @@ async def create_account(
     customer_id: str,
     currency: str,
     *,
-    cycle: str = "MONTHLY",
-    grace_days: int = 14,
+    cycle: str,
+    grace_days: int,
     actor: str,
 ) -> bool:
-    if not account_id:
-        raise InvalidInput("must not be empty", field="account")
-    known = await (
-        await conn.execute(QUERIES["account_refs"], {"customer": customer_id, "currency": currency})
-    ).fetchone()
-    assert known is not None
-    if not known["customer"]:
-        raise NotFound(f"no customer {customer_id}", field="customer")
-    if not known["currency"]:
-        raise InvalidInput(
-            f"unknown currency {currency!r} (an ISO 4217 code in ledger.currencies)",
-            field="currency",
-        )
+    """False when the account exists already."""
     row = await (
         await conn.execute(
             QUERIES["create_account"],
@@ -93,27 +76,39 @@ async def create_account(
     return row is not None
 
 
+async def set_account_status(
+    conn: Conn, account_id: str, status: AccountStatus, *, actor: str
+) -> bool:
+    """False when there is no such account."""
+    row = await (
+        await conn.execute(
+            QUERIES["set_account_status"],
+            {"account": account_id, "status": status.value, "actor": actor},
+        )
+    ).fetchone()
+    return row is not None
+
+
 async def post(
     conn: Conn,
     account_id: str,
-    kind: str,
+    recipe: Recipe,
     amount: int,
-    shape: tuple[tuple[str, int], ...],
     *,
     actor: str,
-    key: str | None = None,
-    reference: str | None = None,
+    key: str | None,
+    reference: str | None,
 ) -> int:
-    """Post `amount` in the given double-entry shape; returns the transaction id."""
+    books, amounts = recipe.postings(amount)
     row = await (
         await conn.execute(
             QUERIES["post"],
             {
                 "account": account_id,
-                "kind": kind,
+                "kind": recipe.kind,
                 "amount": amount,
-                "books": [book for book, _ in shape],
-                "amounts": [sign * amount for _, sign in shape],
+                "books": books,
+                "amounts": amounts,
                 "key": key,
                 "reference": reference,
                 "actor": actor,
@@ -126,18 +121,12 @@ async def post(
 
 async def balances(conn: Conn, account_id: str) -> dict[str, int]:
     rows = await (await conn.execute(QUERIES["balances"], {"account": account_id})).fetchall()
-    found = {"prepaid": 0, "receivable": 0, "cash": 0, "revenue": 0}
-    found.update({row["book"]: int(row["amount"]) for row in rows})
-    return found
+    return {row["book"]: int(row["amount"]) for row in rows}
 
 
-def available(books: dict[str, int]) -> int:
-    """Funds the customer can spend: prepaid (a credit, so negated) less what is owed."""
-    return -books["prepaid"] - books["receivable"]
+async def check_transactions(conn: Conn) -> list[dict[str, Any]]:
+    return await (await conn.execute(QUERIES["check_transactions"])).fetchall()
 
 
-async def check(conn: Conn) -> dict[str, list[dict[str, Any]]]:
-    """The ledger's invariants: balanced transactions, balances equal to postings."""
-    unbalanced = await (await conn.execute(QUERIES["check_transactions"])).fetchall()
-    drifted = await (await conn.execute(QUERIES["check_balances"])).fetchall()
-    return {"unbalanced_transactions": unbalanced, "balances_off": drifted}
+async def check_balances(conn: Conn) -> list[dict[str, Any]]:
+    return await (await conn.execute(QUERIES["check_balances"])).fetchall()

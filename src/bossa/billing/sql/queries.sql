@@ -40,13 +40,17 @@ returning id
 -- B6: the books of every account of the cycle at the run's start.
 insert into billing.snapshots (run_id, account_id, book, amount)
 select %(run)s, b.account_id, b.book, b.amount
-from ledger.balances b join ledger.accounts a on a.id = b.account_id
+from ledger.book_balances b join ledger.billing_accounts a on a.id = b.account_id
 where a.bill_cycle = %(cycle)s
 
 -- name: run_accounts
 -- The accounts the run bills.
 insert into billing.run_accounts (run_id, account_id)
-select %(run)s, id from ledger.accounts where bill_cycle = %(cycle)s
+select %(run)s, id from ledger.billing_accounts where bill_cycle = %(cycle)s
+
+-- name: cycle_has_accounts
+-- Does any account bill in this cycle (a run or a window for an unknown cycle is a typo)?
+select exists (select 1 from ledger.billing_accounts where bill_cycle = %(cycle)s) as found
 
 -- name: set_total
 -- How many accounts the run bills.
@@ -72,7 +76,7 @@ returning id
 -- Staging ends: payments post online again.
 update billing.runs
 set status = 'settled', settled_at = now(),
-    settled_through = (select coalesce(max(id), 0) from ledger.transactions)
+    settled_through = (select coalesce(max(id), 0) from ledger.posted_transactions)
 where id = %(run)s and status = 'settling'
 
 -- name: stage_deposit
@@ -106,29 +110,14 @@ select * from billing.payments where idempotency_key = %(key)s
 insert into billing.payments (idempotency_key, request_hash, account_id, kind, amount, outcome)
 values (%(key)s, %(hash)s, %(account)s, %(kind)s, %(amount)s, %(outcome)s)
 
--- name: contracts_of
--- The contracts of an account's customer, for service suspend and restore.
-select c.sa_id, c.product_code, c.status from customers.contracts c
-join ledger.accounts a on a.customer_id = c.customer_id
-where a.id = %(account)s and c.status <> 'terminated'
-order by c.sa_id
-
--- name: set_account_status
--- The account's service state (dunning suspends, payment restores).
-update ledger.accounts set status = %(status)s where id = %(account)s
-
--- name: set_contract_status
--- A contract's service state.
-update customers.contracts set status = %(status)s where sa_id = %(sa_id)s
-
 -- name: overdue_accounts
 -- Dunning: active accounts whose receivable exceeds what is not yet past due + grace.
 select a.id as account_id, b.amount as receivable
-from ledger.accounts a
-join ledger.balances b on b.account_id = a.id and b.book = 'receivable'
+from ledger.billing_accounts a
+join ledger.book_balances b on b.account_id = a.id and b.book = 'receivable'
 where a.status = 'active' and b.amount > 0
   and b.amount > (
-      select coalesce(sum(bl.amount - bl.paid_from_prepaid), 0) from ledger.bills bl
+      select coalesce(sum(bl.amount - bl.paid_from_prepaid), 0) from ledger.issued_bills bl
       where bl.account_id = a.id and bl.due_date + a.grace_days >= %(today)s::date
   )
 order by a.id
@@ -141,17 +130,19 @@ with snap as (
 ),
 run_tx as (
     select p.account_id, p.book::text as book, sum(p.amount) as amount
-    from ledger.transactions t join ledger.postings p on p.transaction_id = t.id
-    where t.reference in (select 'bill:' || id from ledger.bills where bill_run_id = %(run)s)
+    from ledger.posted_transactions t
+    join ledger.transaction_postings p on p.transaction_id = t.id
+    where t.reference in (
+        select 'bill:' || id from ledger.issued_bills where bill_run_id = %(run)s)
     group by 1, 2
 ),
 accounts as (
-    select id as account_id from ledger.accounts
+    select id as account_id from ledger.billing_accounts
     where bill_cycle = (select bill_cycle from billing.runs where id = %(run)s)
 ),
 staged_tx as (
     select p.account_id, p.book::text as book, sum(p.amount) as amount
-    from ledger.postings p
+    from ledger.transaction_postings p
     join accounts using (account_id)
     where p.transaction_id in (
         select transaction_id from billing.staged_deposits where run_id = %(run)s
@@ -163,8 +154,8 @@ later_tx as (
     -- Online activity after the run settled (later payments, later runs) is not a
     -- difference: the report can be run at any time after settlement.
     select p.account_id, p.book::text as book, sum(p.amount) as amount
-    from ledger.transactions t
-    join ledger.postings p on p.transaction_id = t.id
+    from ledger.posted_transactions t
+    join ledger.transaction_postings p on p.transaction_id = t.id
     join accounts a on a.account_id = p.account_id
     -- By id, not time: a payment that began before the switch but posted after it
     -- holds an earlier now() yet a later id (it waited on the books lock).
@@ -184,7 +175,7 @@ expected as (
     group by 1, 2
 ),
 final as (
-    select b.account_id, b.book::text as book, b.amount from ledger.balances b
+    select b.account_id, b.book::text as book, b.amount from ledger.book_balances b
     join accounts using (account_id)
 )
 select coalesce(e.account_id, f.account_id) as account_id, coalesce(e.book, f.book) as book,
@@ -198,8 +189,9 @@ limit %(limit)s
 -- name: run_totals
 -- A run's totals for the reconciliation report.
 select
-    (select count(*) from ledger.bills where bill_run_id = %(run)s) as bills,
-    (select coalesce(sum(amount), 0) from ledger.bills where bill_run_id = %(run)s) as billed,
+    (select count(*) from ledger.issued_bills where bill_run_id = %(run)s) as bills,
+    (select coalesce(sum(amount), 0) from ledger.issued_bills where bill_run_id = %(run)s)
+        as billed,
     (select count(*) from billing.staged_deposits where run_id = %(run)s) as staged_deposits,
     (select coalesce(sum(amount), 0) from billing.staged_deposits where run_id = %(run)s)
         as staged_deposit_amount,

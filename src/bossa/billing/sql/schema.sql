@@ -57,7 +57,9 @@ create table billing.snapshots (
 create table billing.staged_deposits (
     id               bigint generated always as identity primary key,
     run_id           bigint not null references billing.runs (id),
-    account_id       text not null references ledger.accounts (id),
+    -- A ledger account; checked by the ledger's service as the payment is taken (no
+    -- foreign key: modules meet through published relations, not each other's tables).
+    account_id       text not null,
     amount           bigint not null check (amount > 0),
     idempotency_key  text unique,
     received_at      timestamptz not null default now(),
@@ -71,12 +73,13 @@ create index staged_deposits_unsettled on billing.staged_deposits (id) where set
 create table billing.staged_writeoffs (
     id               bigint generated always as identity primary key,
     run_id           bigint not null references billing.runs (id),
-    account_id       text not null references ledger.accounts (id),
+    -- A ledger account; checked by the ledger's service as the payment is taken (no
+    -- foreign key: modules meet through published relations, not each other's tables).
+    account_id       text not null,
     amount           bigint not null check (amount > 0),
     idempotency_key  text unique,
     received_at      timestamptz not null default now(),
     received_by      text not null,
-    restore_sent_at  timestamptz,
     settled_at       timestamptz,
     transaction_id   bigint
 );
@@ -93,11 +96,11 @@ create table billing.payments (
     created_at       timestamptz not null default now()
 );
 
--- Bill up to p_limit of a run's pending accounts in this transaction: recurring charges
--- from the customer's contracts, usage rated in the period, one bill each, posted to
--- the ledger, paid from prepaid funds where there are some. Accounts are claimed with
--- SKIP LOCKED, so parallel workers share a run, and a worker killed mid-chunk leaves
--- its accounts pending: each account is billed exactly once.
+-- Bill up to p_limit of a run's pending accounts in this transaction: the recurring
+-- charges of the customer's contracts (customers.contract_fees) and the ledger's half,
+-- usage, the bill and its postings (ledger.issue_bill). Accounts are claimed with SKIP
+-- LOCKED, so parallel workers share a run, and a worker killed mid-chunk leaves its
+-- accounts pending: each account is billed exactly once.
 create function billing.bill_chunk(p_run bigint, p_limit integer, p_actor text)
 returns integer
 language plpgsql as $$
@@ -105,12 +108,6 @@ declare
     v_run billing.runs;
     r record;
     v_recurring bigint;
-    v_usage bigint;
-    v_usage_ids bigint[];
-    v_amount bigint;
-    v_prepaid bigint;
-    v_from_prepaid bigint;
-    v_bill bigint;
     v_done integer := 0;
 begin
     select * into v_run from billing.runs where id = p_run;
@@ -120,51 +117,18 @@ begin
     for r in
         select ra.account_id, a.customer_id, a.currency
         from billing.run_accounts ra
-        join ledger.accounts a on a.id = ra.account_id
+        join ledger.billing_accounts a on a.id = ra.account_id
         where ra.run_id = p_run and not ra.billed
         order by ra.account_id
         limit p_limit
         for update of ra skip locked
     loop
-        select coalesce(sum(p.monthly_fee), 0) into v_recurring
-        from customers.contracts c
-        join customers.products p on p.code = c.product_code
-        where c.customer_id = r.customer_id and c.status <> 'terminated'
-          and p.currency = r.currency;
-        -- Claim the period's unbilled usage first (bill_id 0 marks it within this
-        -- transaction), so usage rated concurrently is billed next time, not lost.
-        with claimed as (
-            update ledger.rated_usage set bill_id = 0
-            where account_id = r.account_id and bill_id is null
-              and used_at < (v_run.period_end + 1)::timestamptz
-            returning id, charge
-        )
-        select coalesce(sum(charge), 0), array_agg(id) into v_usage, v_usage_ids from claimed;
-        v_amount := v_recurring + v_usage;
-        insert into ledger.bills (account_id, bill_run_id, period_start, period_end,
-                                  recurring, usage, amount, due_date)
-        values (r.account_id, p_run, v_run.period_start, v_run.period_end, v_recurring, v_usage,
-                v_amount, v_run.period_end + v_run.due_days)
-        returning id into v_bill;
-        if v_usage_ids is not null then
-            -- By primary key: no index covers bill_id = 0 (bench/billing found the scan).
-            update ledger.rated_usage set bill_id = v_bill where id = any (v_usage_ids);
-        end if;
-        if v_amount > 0 then
-            perform ledger.post(r.account_id, 'bill', v_amount,
-                                array['receivable', 'revenue']::ledger.book[],
-                                array[v_amount, -v_amount], null, 'bill:' || v_bill, p_actor);
-            select coalesce(-amount, 0) into v_prepaid from ledger.balances
-            where account_id = r.account_id and book = 'prepaid';
-            v_from_prepaid := least(greatest(coalesce(v_prepaid, 0), 0), v_amount);
-            if v_from_prepaid > 0 then
-                perform ledger.post(r.account_id, 'bill_from_prepaid', v_from_prepaid,
-                                    array['prepaid', 'receivable']::ledger.book[],
-                                    array[v_from_prepaid, -v_from_prepaid], null,
-                                    'bill:' || v_bill, p_actor);
-                update ledger.bills set paid_from_prepaid = v_from_prepaid where id = v_bill;
-            end if;
-        end if;
+        select coalesce(sum(f.monthly_fee), 0) into v_recurring
+        from customers.contract_fees f
+        where f.customer_id = r.customer_id and f.status <> 'terminated'
+          and f.currency = r.currency;
+        perform ledger.issue_bill(r.account_id, p_run, v_run.period_start, v_run.period_end,
+                                  v_run.period_end + v_run.due_days, v_recurring, p_actor);
         update billing.run_accounts set billed = true
         where run_id = p_run and account_id = r.account_id;
         v_done := v_done + 1;
@@ -225,3 +189,6 @@ begin
     return v_done;
 end
 $$;
+
+-- The service lane (suspend and restore orders for provisioning) is billing's own.
+select journal.declare_lane('billing.service', 'billing');

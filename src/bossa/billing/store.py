@@ -1,0 +1,212 @@
+"""Billing's named queries (sql/queries.sql), as functions that take a connection. The
+only code that runs them; none opens a connection or a transaction."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from bossa.billing.models import PaymentKind
+from bossa.db import Conn
+from bossa.sql import load_queries
+
+__all__ = [
+    "QUERIES",
+    "add_window",
+    "bill_chunk",
+    "cycle_has_accounts",
+    "gauges",
+    "lock_books",
+    "lock_books_shared",
+    "mark_settled",
+    "mark_settling",
+    "open_run",
+    "overdue_accounts",
+    "payment_by_key",
+    "planned_window",
+    "progress",
+    "reconcile",
+    "record_payment",
+    "run",
+    "run_totals",
+    "settle_batch",
+    "stage",
+    "staged_totals",
+    "start_run",
+]
+
+QUERIES = load_queries("bossa.billing", "sql/queries.sql")
+
+Row = dict[str, Any]
+
+
+async def _one(conn: Conn, name: str, params: dict[str, Any] | None = None) -> Row | None:
+    return await (await conn.execute(QUERIES[name], params)).fetchone()
+
+
+async def _all(conn: Conn, name: str, params: dict[str, Any] | None = None) -> list[Row]:
+    return await (await conn.execute(QUERIES[name], params)).fetchall()
+
+
+async def lock_books_shared(conn: Conn) -> None:
+    await conn.execute(QUERIES["lock_books_shared"])
+
+
+async def lock_books(conn: Conn) -> None:
+    await conn.execute(QUERIES["lock_books"])
+
+
+async def open_run(conn: Conn) -> Row | None:
+    return await _one(conn, "open_run")
+
+
+async def run(conn: Conn, run_id: int) -> Row | None:
+    return await _one(conn, "run", {"run": run_id})
+
+
+async def planned_window(conn: Conn) -> Row | None:
+    return await _one(conn, "planned_window")
+
+
+async def add_window(conn: Conn, cycle: str, start: datetime, end: datetime, *, actor: str) -> int:
+    row = await _one(
+        conn, "add_window", {"cycle": cycle, "start": start, "end": end, "actor": actor}
+    )
+    assert row is not None
+    return int(row["id"])
+
+
+async def cycle_has_accounts(conn: Conn, cycle: str) -> bool:
+    row = await _one(conn, "cycle_has_accounts", {"cycle": cycle})
+    return bool(row and row["found"])
+
+
+async def start_run(
+    conn: Conn,
+    *,
+    cycle: str,
+    period_start: date,
+    period_end: date,
+    due_days: int,
+    planned_end: datetime | None,
+    actor: str,
+) -> int:
+    """Open the run, snapshot the cycle's books and list its accounts; returns its id."""
+    row = await _one(
+        conn,
+        "start_run",
+        {
+            "cycle": cycle,
+            "period_start": period_start,
+            "period_end": period_end,
+            "due_days": due_days,
+            "planned_end": planned_end,
+            "actor": actor,
+        },
+    )
+    assert row is not None
+    run_id = int(row["id"])
+    await conn.execute(QUERIES["snapshot"], {"run": run_id, "cycle": cycle})
+    cursor = await conn.execute(QUERIES["run_accounts"], {"run": run_id, "cycle": cycle})
+    await conn.execute(QUERIES["set_total"], {"run": run_id, "total": cursor.rowcount})
+    return run_id
+
+
+async def bill_chunk(conn: Conn, run_id: int, limit: int, *, actor: str) -> int:
+    row = await _one(conn, "bill_chunk", {"run": run_id, "limit": limit, "actor": actor})
+    return int(row["billed"]) if row else 0
+
+
+async def progress(conn: Conn, run_id: int) -> tuple[int, int]:
+    """(accounts billed, accounts of the run)."""
+    row = await _one(conn, "progress", {"run": run_id})
+    assert row is not None
+    return int(row["billed"]), int(row["total"])
+
+
+async def mark_settling(conn: Conn, run_id: int) -> None:
+    await conn.execute(QUERIES["mark_settling"], {"run": run_id})
+
+
+async def mark_settled(conn: Conn, run_id: int) -> None:
+    await conn.execute(QUERIES["mark_settled"], {"run": run_id})
+
+
+async def settle_batch(conn: Conn, cutoff: datetime, limit: int, *, actor: str) -> int:
+    row = await _one(conn, "settle_batch", {"cutoff": cutoff, "limit": limit, "actor": actor})
+    return int(row["applied"]) if row else 0
+
+
+async def stage(
+    conn: Conn,
+    kind: PaymentKind,
+    *,
+    run_id: int,
+    account_id: str,
+    amount: int,
+    key: str | None,
+    actor: str,
+) -> Row:
+    """B2: a deposit or a write-off instruction taken during a run; its id and time."""
+    name = "stage_deposit" if kind is PaymentKind.DEPOSIT else "stage_writeoff"
+    params = {"run": run_id, "account": account_id, "amount": amount, "key": key, "actor": actor}
+    row = await _one(conn, name, params)
+    assert row is not None
+    return row
+
+
+async def staged_totals(conn: Conn, account_id: str) -> tuple[int, int]:
+    """(deposits, write-offs) staged for the account and not yet settled."""
+    row = await _one(conn, "staged_totals", {"account": account_id})
+    assert row is not None
+    return int(row["deposits"]), int(row["writeoffs"])
+
+
+async def payment_by_key(conn: Conn, key: str) -> Row | None:
+    return await _one(conn, "payment_by_key", {"key": key})
+
+
+async def record_payment(
+    conn: Conn,
+    *,
+    key: str,
+    fingerprint: str,
+    account_id: str,
+    kind: PaymentKind,
+    amount: int,
+    outcome: dict[str, Any],
+) -> None:
+    await conn.execute(
+        QUERIES["record_payment"],
+        {
+            "key": key,
+            "hash": fingerprint,
+            "account": account_id,
+            "kind": kind.value,
+            "amount": amount,
+            "outcome": Jsonb(outcome),
+        },
+    )
+
+
+async def overdue_accounts(conn: Conn, *, today: date, limit: int) -> list[str]:
+    rows = await _all(conn, "overdue_accounts", {"today": today, "limit": limit})
+    return [row["account_id"] for row in rows]
+
+
+async def reconcile(conn: Conn, run_id: int, *, limit: int) -> list[Row]:
+    return await _all(conn, "reconcile", {"run": run_id, "limit": limit})
+
+
+async def run_totals(conn: Conn, run_id: int) -> Row:
+    row = await _one(conn, "run_totals", {"run": run_id})
+    assert row is not None
+    return row
+
+
+async def gauges(conn: Conn) -> Row:
+    row = await _one(conn, "gauges")
+    assert row is not None
+    return row

@@ -1,0 +1,150 @@
+"""The ledger's values and pure rules: accounts, the books, money in minor units, and the
+double-entry recipe of each movement. No I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bossa.errors import InvalidInput
+
+__all__ = [
+    "DEPOSIT",
+    "WRITEOFF",
+    "Account",
+    "AccountRequest",
+    "AccountStatus",
+    "Book",
+    "Recipe",
+    "available",
+    "format_minor",
+    "parse_model",
+    "to_minor",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Book(StrEnum):
+    """Where an amount sits (`ledger.book`). Customer books are per account; operator books
+    (cash, revenue) are kept per account too, so every posting is attributable."""
+
+    #: What the customer paid in advance (a liability: credit balance).
+    PREPAID = "prepaid"
+    #: What the customer owes: bills issued and not yet paid (debit balance).
+    RECEIVABLE = "receivable"
+    CASH = "cash"
+    REVENUE = "revenue"
+
+
+class AccountStatus(StrEnum):
+    """Service state as billing sees it: suspended by dunning, restored on payment."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    customer_id: str
+    currency: str
+    #: Minor units of the currency: 10^exponent of them make one (KRW 0, USD 2, KWD 3).
+    exponent: int
+    status: AccountStatus
+    grace_days: int
+    bill_cycle: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The double-entry shape of a movement: each book with its sign, positive = debit.
+    The legs sum to zero, so any amount posted with a recipe balances."""
+
+    kind: str
+    legs: tuple[tuple[Book, int], ...]
+
+    def postings(self, amount: int) -> tuple[list[str], list[int]]:
+        """The books and signed amounts `ledger.post` takes."""
+        return [book.value for book, _ in self.legs], [sign * amount for _, sign in self.legs]
+
+
+#: Money in, owed back as service.
+DEPOSIT = Recipe("deposit", ((Book.CASH, 1), (Book.PREPAID, -1)))
+#: Arrears paid off.
+WRITEOFF = Recipe("writeoff", ((Book.CASH, 1), (Book.RECEIVABLE, -1)))
+# A bill (receivable +a, revenue -a) and a bill paid from prepaid funds (prepaid +a,
+# receivable -a) are posted only by `ledger.issue_bill`, in SQL, inside a bill run's chunk.
+
+
+def available(books: dict[str, int]) -> int:
+    """Funds the customer can spend: prepaid (a credit, so negated) less what is owed."""
+    return -books["prepaid"] - books["receivable"]
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    """`data` as `model`, a validation failure as `InvalidInput` naming the first field,
+    with pydantic's message: the API's request validation says the same."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or model.__name__
+        raise InvalidInput(first["msg"], field=field) from exc
+
+
+class AccountRequest(BaseModel):
+    """Open a billing account for a customer."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    account: str = Field(max_length=64, description="The account id, e.g. A-1001")
+    customer: str = Field(max_length=64, description="The customer (CUST_ID)")
+    currency: str = Field(description="ISO 4217 code, in ledger.currencies")
+    bill_cycle: str = Field(default="MONTHLY", min_length=1, max_length=32)
+    grace_days: int = Field(
+        default=14, ge=0, le=3650, description="Days past a bill's due date before dunning"
+    )
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        return parse_model(cls, data)
+
+
+def to_minor(value: object, exponent: int, *, field: str = "amount", currency: str = "") -> int:
+    """'12.50' in a 2-decimal currency -> 1250. Refuses floats, zero, negatives, and more
+    decimals than the currency has."""
+    if isinstance(value, (bool, float)):
+        raise InvalidInput("must be a decimal string or an integer, not a float", field=field)
+    try:
+        amount = Decimal(str(value).strip()) if isinstance(value, str | int | Decimal) else None
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite():
+        raise InvalidInput(f"{value!r} is not an amount", field=field)
+    if amount <= 0:
+        raise InvalidInput("must be greater than zero", field=field)
+    if amount.adjusted() > 15:  # before any scaling: '1e300000' is a few typed characters
+        raise InvalidInput("is too large", field=field)
+    exponent_of_value = amount.as_tuple().exponent
+    assert isinstance(exponent_of_value, int)
+    if -exponent_of_value > exponent:
+        raise InvalidInput(
+            f"has more decimals than {currency or 'the currency'} has ({exponent})", field=field
+        )
+    minor = int(amount.scaleb(exponent))
+    if minor > 10**15:
+        raise InvalidInput("is too large", field=field)
+    return minor
+
+
+def format_minor(minor: int, exponent: int) -> str:
+    if exponent == 0:
+        return str(minor)
+    sign = "-" if minor < 0 else ""
+    whole, fraction = divmod(abs(minor), 10**exponent)
+    return f"{sign}{whole}.{fraction:0{exponent}d}"
