@@ -109,6 +109,9 @@ async def test_module_lanes_are_tuned_but_not_written_by_the_generic_doors(
     assert (await service.show(journal, command.id)).payload == {"v": 9}
     # Retry, park and discard stay open to operators on every lane.
     await service.park(journal, command.id, actor="kim")
+    # No generic worker on it: it has no handler for provisioning's commands.
+    with pytest.raises(Forbidden, match="provisioning's own daemon"):
+        await service.work(journal, "provisioning.AAA", {}, listen_url=None, until_idle=True)
 
 
 async def test_the_operators_enqueue_declares_a_new_lane_for_the_journal(

@@ -335,9 +335,17 @@ async def work(
     batch_size: int | None = None,
     until_idle: bool = False,
 ) -> Worker:
-    """Run a generic worker on a declared lane until SIGTERM (or until idle); returns it
-    with its stats. An undeclared lane is an operator's typo: NotFound, nothing runs."""
-    await journal.lane(lane)
+    """Run a generic worker on one of the journal's own lanes until SIGTERM (or until
+    idle); returns it with its stats. An undeclared lane is an operator's typo
+    (NotFound); another module's lane is refused: no generic handler knows its kinds, so
+    every entry would fail and park, blocking its key."""
+    declared = await journal.lane(lane)
+    if declared.owner != GENERIC_OWNER:
+        raise Forbidden(
+            f"lane {lane!r} belongs to {declared.owner}: run {declared.owner}'s own daemon"
+            " for it (a generic worker has no handler for its entries)",
+            field="lane",
+        )
     worker = Worker(
         journal,
         lane,
