@@ -314,7 +314,7 @@ async def bench_orders(world: World, s: Settings, report: Report) -> None:
 
 
 def payload_for(division: str, server_type: str, command: Any, i: int, now: str) -> dict[str, Any]:
-    """Shaped as orders.accept() builds it."""
+    """Shaped as ProvisioningCommand.to_payload() makes it (service.accept)."""
     return {
         "division": division,
         "server_type": server_type,

@@ -18,8 +18,9 @@ import pytest
 
 from bossa.api import create_app
 from bossa.customers import load_sample
-from bossa.errors import InvalidInput, NotFound
+from bossa.errors import Conflict, InvalidInput, NotFound
 from bossa.journal import Journal, NewEntry
+from bossa.journal import service as journal_service
 from bossa.provisioning import service
 from bossa.provisioning.models import BufferRow, DivisionChange
 from bossa.runtime import Runtime
@@ -221,3 +222,14 @@ async def test_a_division_name_is_checked_before_it_reaches_the_table(journal: J
         assert caught.value.field == "division"
     with pytest.raises(NotFound):
         await service.show_division(journal.pool, "A" * 65)
+
+
+async def test_a_division_declares_its_lane_as_provisionings(journal: Journal, world: int) -> None:
+    assert (await journal.lane("provisioning.AAA")).owner == "provisioning"
+    # A lane of that name an operator made for the journal's own entries is not taken over.
+    await journal_service.enqueue(journal, NewEntry("provisioning.NEW", "note", {}, key="k"))
+    with pytest.raises(Conflict) as caught:
+        await service.add_division(journal.pool, "NEW", {"server_type": "sql"}, actor="t")
+    assert caught.value.field == "division"
+    with pytest.raises(NotFound):
+        await service.show_division(journal.pool, "NEW")

@@ -527,6 +527,7 @@ async def buffered_command(journal: Journal, entry_id: int) -> BufferedCommand:
     async with journal.pool.connection() as conn:
         await _command(conn, entry_id)
     detail = await journal_service.show(journal, entry_id)
+    command = ProvisioningCommand.from_entry(detail)
     return BufferedCommand(
         entry_id=detail.id,
         lane=detail.lane,
@@ -534,8 +535,8 @@ async def buffered_command(journal: Journal, entry_id: int) -> BufferedCommand:
         attempts=detail.attempts,
         created_at=detail.created_at,
         finished_at=detail.finished_at,
-        sa_id=detail.key or "",
-        command=ProvisioningCommand.from_entry(detail),
+        sa_id=command.sa_id,
+        command=command,
         errors=[e.model_dump() for e in detail.errors],
         audit=[a.model_dump() for a in detail.audit],
     )

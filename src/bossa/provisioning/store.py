@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from bossa.db import Conn
+from bossa.errors import Conflict
 from bossa.provisioning.models import (
     BufferRow,
     Delivery,
@@ -125,8 +127,23 @@ async def update_division(conn: Conn, name: str, change: DivisionChange, actor: 
     return row is not None
 
 
+#: journal.declare_lane's SQLSTATE for a lane another module owns.
+_LANE_OWNED = "BJ001"
+
+
 async def declare_lane(conn: Conn, lane: str, actor: str) -> None:
-    await conn.execute(QUERIES["declare_lane"], {"lane": lane, "actor": actor})
+    """Declare a division's lane as provisioning's; Conflict when another module (or an
+    operator's generic entries) holds that name already."""
+    try:
+        await conn.execute(QUERIES["declare_lane"], {"lane": lane, "actor": actor})
+    except psycopg.Error as exc:
+        if exc.sqlstate != _LANE_OWNED:
+            raise
+        holder = exc.diag.message_hint or "another module"
+        raise Conflict(
+            f"its lane {lane} belongs to {holder}; choose another division name",
+            field="division",
+        ) from None
 
 
 async def known_down(conn: Conn, name: str) -> bool:
