@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from bossa.billing import PaymentRequest, bill, pay, reconcile, settle, start_run
 from bossa.db import open_pool
@@ -264,8 +265,10 @@ async def test_payments_throughout_a_run_over_10000_accounts(db_url: str, wide: 
         async with pool.connection() as conn:
             found = await (
                 await conn.execute(
-                    f"select idempotency_key, id, amount, transaction_id, settled_at"
-                    f" from billing.{table} where run_id = %s",
+                    sql.SQL(
+                        "select idempotency_key, id, amount, transaction_id, settled_at"
+                        " from billing.{} where run_id = %s"
+                    ).format(sql.Identifier(table)),
                     (run,),
                 )
             ).fetchall()

@@ -41,12 +41,14 @@ def count(db_url: str, query: str, *params: object) -> int:
     return int(row[0])
 
 
-def kill_when(proc: subprocess.Popen[bytes], db_url: str, query: str, at_least: int) -> int:
+def kill_when(
+    proc: subprocess.Popen[bytes], db_url: str, query: str, at_least: int, *params: object
+) -> int:
     """SIGKILL the process as soon as `query` counts at least `at_least`; returns the count
     seen just after the kill."""
     deadline = time.monotonic() + 60
     try:
-        while count(db_url, query) < at_least:
+        while count(db_url, query, *params) < at_least:
             if proc.poll() is not None:
                 output = proc.communicate()[0].decode()[-3000:]
                 pytest.fail(f"the process ended before it could be killed:\n{output}")
@@ -62,7 +64,7 @@ def kill_when(proc: subprocess.Popen[bytes], db_url: str, query: str, at_least: 
             proc.wait(10)
         if proc.stdout:
             proc.stdout.close()
-    return count(db_url, query)
+    return count(db_url, query, *params)
 
 
 def quiesce(db_url: str) -> None:
@@ -109,25 +111,25 @@ async def test_bill_worker_killed_mid_run(db_url: str, journal: Journal) -> None
         period_end=date(2026, 11, 30),
         actor="t",
     )
-    billed = f"select count(*) from billing.run_accounts where run_id = {run} and billed"
-    bills = f"select count(*) from ledger.bills where bill_run_id = {run}"
+    billed = "select count(*) from billing.run_accounts where run_id = %s and billed"
+    bills = "select count(*) from ledger.bills where bill_run_id = %s"
     seen = kill_when(
-        cli(db_url, "bill", str(run), "--workers", "2", "--chunk", "50"), db_url, billed, 300
+        cli(db_url, "bill", str(run), "--workers", "2", "--chunk", "50"), db_url, billed, 300, run
     )
     assert 300 <= seen < accounts, f"too quick to kill mid-run: {seen}"
-    assert count(db_url, bills) == seen  # a chunk killed mid-way left nothing behind
-    status = f"select count(*) from billing.runs where id = {run} and status = 'running'"
-    assert count(db_url, status) == 1
+    assert count(db_url, bills, run) == seen  # a chunk killed mid-way left nothing behind
+    status = "select count(*) from billing.runs where id = %s and status = 'running'"
+    assert count(db_url, status, run) == 1
 
     output = finish(cli(db_url, "bill", str(run), "--workers", "2", "--chunk", "50"))
     assert f"{accounts - seen} accounts billed by this process" in output.replace("\n", " ")
-    assert count(db_url, billed) == accounts
-    assert count(db_url, bills) == accounts
+    assert count(db_url, billed, run) == accounts
+    assert count(db_url, bills, run) == accounts
     once = (
-        f"select count(*) from (select account_id from ledger.bills where bill_run_id = {run}"
+        "select count(*) from (select account_id from ledger.bills where bill_run_id = %s"
         " group by account_id having count(*) = 1) x"
     )
-    assert count(db_url, once) == accounts
+    assert count(db_url, once, run) == accounts
     # Usage billed once: every rated record of the period carries exactly one real bill.
     assert count(db_url, "select count(*) from ledger.rated_usage where bill_id is null") == 0
     assert count(db_url, "select count(*) from ledger.rated_usage where bill_id = 0") == 0
@@ -185,8 +187,8 @@ async def test_settlement_killed_mid_way(db_url: str, journal: Journal) -> None:
         " + (select count(*) from billing.staged_writeoffs where settled_at is not null)"
     )
     assert count(db_url, marked) == seen  # each item is posted and marked together
-    status = f"select count(*) from billing.runs where id = {run} and status = 'settling'"
-    assert count(db_url, status) == 1  # staging goes on until settlement really ends
+    status = "select count(*) from billing.runs where id = %s and status = 'settling'"
+    assert count(db_url, status, run) == 1  # staging goes on until settlement really ends
 
     finish(cli(db_url, "settle", str(run)))
     assert count(db_url, applied) == staged
@@ -205,6 +207,6 @@ async def test_settlement_killed_mid_way(db_url: str, journal: Journal) -> None:
         "  and t.amount = s.amount and t.account_id = s.account_id)"
     )
     assert count(db_url, matches) == staged
-    settled = f"select count(*) from billing.runs where id = {run} and status = 'settled'"
-    assert count(db_url, settled) == 1
+    settled = "select count(*) from billing.runs where id = %s and status = 'settled'"
+    assert count(db_url, settled, run) == 1
     await assert_books_clean(journal, run)
