@@ -374,7 +374,7 @@ class Journal:
             row = await (await conn.execute(QUERIES["lane_busy"], {"lane": lane})).fetchone()
         return bool(row and row["busy"])
 
-    async def sleep(self, lane: str) -> None:
+    async def mark_asleep(self, lane: str) -> None:
         """A worker of `lane` goes to sleep: ask enqueue to NOTIFY the lane."""
         async with self.pool.connection() as conn:
             await conn.execute(QUERIES["sleep"], {"lane": lane}, prepare=True)

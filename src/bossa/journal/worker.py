@@ -239,7 +239,7 @@ class Worker:
         if self.listen_url is None:
             return  # nobody would hear the NOTIFY: this worker polls
         with contextlib.suppress(*_DB_ERRORS):
-            await self.journal.sleep(self.lane)
+            await self.journal.mark_asleep(self.lane)
 
     async def _quiet_period(self) -> float:
         try:
