@@ -16,6 +16,7 @@ from bossa.billing.service import (
     reconcile,
     run_dunning,
     run_status,
+    send_service_orders,
     settle,
     start_run,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "reconcile",
     "run_dunning",
     "run_status",
+    "send_service_orders",
     "settle",
     "start_run",
 ]

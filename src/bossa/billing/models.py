@@ -253,9 +253,6 @@ class BillPeriodState(BaseModel):
     planned_window: Window | None
     overrunning: bool
 
-    def as_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
 
 class RunStarted(BaseModel):
     run: int

@@ -17,6 +17,7 @@ or the switch back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -87,7 +88,7 @@ async def account_summary(pool: Pool, account_id: str) -> dict[str, Any]:
         books = await ledger.balances(conn, account_id)
         deposits, writeoffs = await store.staged_totals(conn, account_id)
     return {
-        "account": {**acct.__dict__, "status": acct.status.value},
+        "account": {**dataclasses.asdict(acct), "status": acct.status.value},
         "books": books,
         "available": available(books),
         "staged": {"deposits": deposits, "writeoffs": writeoffs},
