@@ -30,7 +30,12 @@ from bossa.journal import Entry, Failure, Journal, NewEntry, Worker
 from bossa.logs import get_logger
 from bossa.provisioning import service
 from bossa.provisioning.adapters import Adapter, Command, DeliveryError, adapter_for
-from bossa.provisioning.models import DivisionRecord, ProvisioningCommand
+from bossa.provisioning.models import (
+    Delivery,
+    DeliveryMode,
+    DivisionRecord,
+    ProvisioningCommand,
+)
 from bossa.provisioning.settings import ProvisioningSettings
 
 __all__ = [
@@ -227,6 +232,11 @@ class BackupDaemon:
         self.journal = journal
         self.deliverer = deliverer
         self.division = division
+        # Commands delivered and not yet logged, so the log (written with the ack) does
+        # not validate each payload a second time; what a lost ack leaves behind is
+        # dropped past the cap and, if acked after all, read from its entry again.
+        self._sent: dict[int, ProvisioningCommand] = {}
+        self._sent_cap = 4 * settings.backup_batch * settings.backup_concurrency
         self.worker = Worker(
             journal,
             lane_of(division),
@@ -249,23 +259,36 @@ class BackupDaemon:
         # One entry per contract in a batch: delivered together, in one round trip where
         # the adapter can (a Lua pipeline, one SQL transaction with a savepoint each).
         outcome: dict[int, Failure | None] = {}
-        commands: list[Command] = []
+        parsed: dict[int, ProvisioningCommand] = {}
         for entry in entries:
             try:
-                commands.append(delivery_of(entry.id, ProvisioningCommand.from_entry(entry)))
+                parsed[entry.id] = ProvisioningCommand.from_entry(entry)
             except InvalidInput as exc:  # an edited payload the model refuses: that one waits
                 outcome[entry.id] = Failure(entry.id, "PAYLOAD", str(exc))
-        if commands:
-            results = await self.deliverer.deliver_many(self.division, commands)
-            for entry_id, error in results.items():
-                outcome[entry_id] = (
-                    None if error is None else Failure(entry_id, error.code, error.message)
-                )
+        if not parsed:
+            return outcome
+        commands = [delivery_of(entry_id, command) for entry_id, command in parsed.items()]
+        results = await self.deliverer.deliver_many(self.division, commands)
+        if len(self._sent) > self._sent_cap:
+            self._sent.clear()
+        for entry_id, error in results.items():
+            if error is None:
+                outcome[entry_id] = None
+                self._sent[entry_id] = parsed[entry_id]
+            else:
+                outcome[entry_id] = Failure(entry_id, error.code, error.message)
         return outcome
 
     async def _log(self, conn: Conn, entries: list[Entry]) -> None:
         # P11, written with the ack: a logged delivery is an acked one.
-        await service.log_backup_deliveries(conn, entries)
+        deliveries = [
+            Delivery(e.id, self._sent_command(e), DeliveryMode.BACKUP, e.attempts) for e in entries
+        ]
+        await service.log_deliveries(conn, deliveries)
+
+    def _sent_command(self, entry: Entry) -> ProvisioningCommand:
+        sent = self._sent.pop(entry.id, None)
+        return sent if sent is not None else ProvisioningCommand.from_entry(entry)
 
     async def run(self, *, once: bool = False, install_signal_handlers: bool = False) -> None:
         await self.worker.run(until_idle=once, install_signal_handlers=install_signal_handlers)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from bossa.customers import product_exists
 from bossa.db import Conn, Pool, user_errors
 from bossa.errors import Conflict, InvalidInput, NotFound, UserError
-from bossa.journal import Claim, Entry, EntryState, Failure, Journal
+from bossa.journal import Claim, EntryState, Failure, Journal
 from bossa.journal import service as journal_service
 from bossa.logs import get_logger
 from bossa.provisioning import lanes, store
@@ -73,7 +73,7 @@ __all__ = [
     "edit_binds",
     "list_divisions",
     "list_plans",
-    "log_backup_deliveries",
+    "log_deliveries",
     "mark_division",
     "order",
     "order_daemon",
@@ -603,12 +603,6 @@ async def delivery_log(
         return await store.log_for(conn, sa_id=sa_id, wo_no=wo_no, limit=limit)
 
 
-async def log_backup_deliveries(conn: Conn, entries: Sequence[Entry]) -> None:
-    """P11 for a batch a backup daemon delivered; joins the ack's transaction."""
-    await store.log_deliveries(
-        conn,
-        [
-            Delivery(e.id, ProvisioningCommand.from_entry(e), DeliveryMode.BACKUP, e.attempts)
-            for e in entries
-        ],
-    )
+async def log_deliveries(conn: Conn, deliveries: Sequence[Delivery]) -> None:
+    """P11 for commands a backup daemon delivered; joins the ack's transaction."""
+    await store.log_deliveries(conn, deliveries)
