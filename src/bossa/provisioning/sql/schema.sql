@@ -29,7 +29,8 @@ create table provisioning.divisions (
 
 -- The provisioning plan: per product and order type, the command for each division.
 create table provisioning.plan_commands (
-    product_code text not null references customers.products (code),
+    -- The product (customers' own); checked by the service, customers.product_exists.
+    product_code text not null,
     -- INTF_CODE: the order types are models.OrderType, checked when a plan is added.
     intf_code    text not null check (intf_code ~ '^[0-9]{4}$'),
     division     text not null references provisioning.divisions (division),
@@ -48,7 +49,7 @@ create table provisioning.orders (
     wo_no            text primary key,                -- WO_NO
     idempotency_key  text unique,
     request_hash     text not null,
-    product_code     text not null references customers.products (code),
+    product_code     text not null,                   -- checked when accepted
     sa_id            text not null,                   -- SA_ID
     cust_id          text,                            -- CUST_ID
     intf_code        text not null check (intf_code ~ '^[0-9]{4}$'),      -- INTF_CODE
@@ -66,7 +67,7 @@ create index orders_sa_id on provisioning.orders (sa_id, received_at);
 create table provisioning.service_records (
     sa_id         text primary key,
     cust_id       text,
-    product_code  text not null references customers.products (code),
+    product_code  text not null,
     status        text not null check (status in ('active', 'suspended', 'terminated')),
     attributes    jsonb not null default '{}',
     last_wo_no    text not null,
