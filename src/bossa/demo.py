@@ -25,7 +25,7 @@ from bossa.customers import load_sample
 from bossa.db import DatabaseSettings, EmbeddedPostgres, open_pool
 from bossa.db.migrations import migrate
 from bossa.journal import Entry, HandlerError, Journal, JournalSettings, NewEntry, Worker
-from bossa.journal import operator as journal_ops
+from bossa.journal import service as journal_service
 from bossa.provisioning import demo as provisioning_demo
 from bossa.runtime import Runtime
 from bossa.terminal import table
@@ -152,6 +152,7 @@ async def _journal_chapter(out: Console, runtime: Runtime) -> None:
         )
         for sa, code, what in commands
     ]
+    await journal.declare_lane(lane, owner="journal")
     ids = [result.id for result in await journal.enqueue(entries)]
     out.print(f"enqueued entries {ids[0]}..{ids[-1]} in one transaction")
 
@@ -171,26 +172,29 @@ async def _journal_chapter(out: Console, runtime: Runtime) -> None:
         f"worker idle: {worker.stats.acked} delivered, {worker.stats.failed} failures, "
         f"{worker.stats.parked} parked after {(await journal.policy(lane)).max_attempts} attempts"
     )
-    blocked = await journal_ops.blocked_keys(runtime.pool, lane)
+    blocked = await journal_service.blocked_keys(journal, lane)
     for row in blocked:
+        code = row.last_error.code if row.last_error else "-"
         out.print(
-            f"blocked key {row['key']}: entry {row['head_id']} {row['state']}, "
-            f"{row['unfinished']} unfinished, last error {row['last_error']['code']}"
+            f"blocked key {row.key}: entry {row.head_id} {row.state}, "
+            f"{row.unfinished} unfinished, last error {code}"
         )
     out.print("SA-5003's change waits behind it: per-contract order holds even on failure.")
 
-    head = blocked[0]["head_id"]
+    head = blocked[0].head_id
     fixed = {
-        **(await journal_ops.show(runtime.pool, head))["payload"],
+        **(await journal_service.show(journal, head)).payload,
         "bad": False,
         "what": "new (fixed by the operator)",
     }
-    await journal_ops.edit(journal, head, fixed, actor="demo-operator", reason="added the NAS id")
-    state = await journal_ops.retry(journal, head, actor="demo-operator", reason="fixed by hand")
+    await journal_service.edit(journal, head, fixed, actor="demo-operator", reason="added the NAS id")
+    state = await journal_service.retry(journal, head, actor="demo-operator", reason="fixed by hand")
     out.print(f"operator edits entry {head} and retries it: now {state}")
     await Worker(journal, lane, {"aaa.command": deliver}, concurrency=1).run(until_idle=True)
-    report = await journal_ops.counts(runtime.pool)
-    table([r for r in report["by_state"] if r["lane"] == lane], ["lane", "state", "entries"])
+    report = await journal_service.counts(journal)
+    table(
+        [r.model_dump() for r in report.by_state if r.lane == lane], ["lane", "state", "entries"]
+    )
 
 
 async def _serve(out: Console, runtime: Runtime) -> None:
