@@ -233,3 +233,13 @@ async def test_a_division_declares_its_lane_as_provisionings(journal: Journal, w
     assert caught.value.field == "division"
     with pytest.raises(NotFound):
         await service.show_division(journal.pool, "NEW")
+
+
+async def test_a_plan_is_for_an_order_type(journal: Journal, world: int) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await service.add_plan_command(journal.pool, "ADSL", "4299", "AAA", "select 1", actor="t")
+    assert caught.value.field == "intf_code"
+    assert "4204 suspend" in str(caught.value)
+    await service.add_plan_command(journal.pool, "ADSL", "4204", "AAA", "select 1", actor="t")
+    plans = await service.list_plans(journal.pool)
+    assert [(p.intf_code, p.order_type) for p in plans] == [("4204", "suspend")]

@@ -82,6 +82,17 @@ class OrderType(enum.StrEnum):
     SUSPEND = "4204"
     RESUME = "4205"
 
+    @classmethod
+    def of(cls, code: str) -> OrderType:
+        """The order type of an INTF_CODE, or InvalidInput listing the known ones."""
+        try:
+            return cls(code)
+        except ValueError:
+            known = ", ".join(f"{t.value} {t.label}" for t in cls)
+            raise InvalidInput(
+                f"{code!r} is not an order type ({known})", field="intf_code"
+            ) from None
+
     @property
     def label(self) -> str:
         return self.name.lower()

@@ -109,14 +109,6 @@ async def _command(conn: Conn, entry_id: int) -> None:
         raise NotFound(f"no provisioning command {entry_id}", field="entry_id")
 
 
-def _order_type(code: str) -> OrderType:
-    try:
-        return OrderType(code)
-    except ValueError:
-        known = ", ".join(f"{t.value} {t.label}" for t in OrderType)
-        raise InvalidInput(f"{code!r} is not an order type ({known})", field="intf_code") from None
-
-
 # -- orders ----------------------------------------------------------------------------
 
 
@@ -470,7 +462,7 @@ async def add_plan_command(
 ) -> None:
     """Add (or replace) a division's command in a product's plan for an order type; the
     template is checked now, so a bad one is refused here, not at 3 a.m. in a daemon."""
-    order_type = _order_type(intf_code)
+    order_type = OrderType.of(intf_code)
     async with pool.connection() as conn, conn.transaction():
         target = await _division(conn, division)
         placeholders(target.division.server_type, command)  # refuses a template of the wrong shape
@@ -493,7 +485,7 @@ async def list_plans(pool: Pool) -> list[PlanView]:
     async with pool.connection() as conn:
         rows = await store.plans(conn)
     return [
-        PlanView.model_validate({**row, "order_type": _order_type(row["intf_code"]).label})
+        PlanView.model_validate({**row, "order_type": OrderType.of(row["intf_code"]).label})
         for row in rows
     ]
 
