@@ -1,22 +1,17 @@
 """HTTP routes of provisioning: orders (with idempotency keys), divisions, plans, buffers
 and the operator's hand on buffered commands, the log.
 
-Each route parses a typed body, calls one service function and returns a typed model.
-A request that fails validation is answered like every other user error (the CLI's
-text, `{"error", "field", "reason"}`), not in FastAPI's own shape.
+Each route parses a typed body, calls one service function and returns a typed model;
+a body that fails validation gets the CLI's text (bossa.api.app renders it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 
-from bossa.errors import InvalidInput
 from bossa.journal import EntryState, Journal
 from bossa.provisioning import service
 from bossa.provisioning.lanes import Deliverer
@@ -34,26 +29,7 @@ from bossa.provisioning.models import (
 
 __all__ = ["router"]
 
-
-class _UserErrorRoute(APIRoute):
-    """Turns FastAPI's validation error into bossa's InvalidInput naming the field, so the
-    API and the CLI (which validates with the same models) say the same thing."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def checked(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                first = exc.errors()[0]
-                where = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-                raise InvalidInput(str(first.get("msg")), field=".".join(where) or "body") from None
-
-        return checked
-
-
-router = APIRouter(prefix="/provisioning", tags=["provisioning"], route_class=_UserErrorRoute)
+router = APIRouter(prefix="/provisioning", tags=["provisioning"])
 
 
 def _journal(request: Request) -> Journal:
