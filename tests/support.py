@@ -7,16 +7,29 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from bossa.db import EmbeddedPostgres
+from bossa.access import Role, create_token
+from bossa.access.models import TokenRequest
+from bossa.api import create_app
+from bossa.api.settings import ApiSettings
+from bossa.db import EmbeddedPostgres, Pool
+from bossa.runtime import Runtime
 
-__all__ = ["free_port", "own_postgres", "scratch_database", "with_database"]
+__all__ = [
+    "api_client",
+    "bearer",
+    "free_port",
+    "own_postgres",
+    "scratch_database",
+    "with_database",
+]
 
 
 def free_port() -> int:
@@ -64,3 +77,26 @@ def own_postgres(*, durable: bool = False) -> Iterator[EmbeddedPostgres]:
 
 def xdist_worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+async def bearer(pool: Pool, role: Role = Role.ADMIN, *, name: str | None = None) -> dict[str, str]:
+    """An Authorization header with a fresh API token of `role` (one argon2 hash: ~50 ms)."""
+    request = TokenRequest(name=name or f"test-{role}-{uuid.uuid4().hex[:8]}", role=role)
+    created = await create_token(pool, request, actor="test")
+    return {"Authorization": f"Bearer {created.token}"}
+
+
+@contextlib.asynccontextmanager
+async def api_client(
+    runtime: Runtime, *, role: Role | None = Role.ADMIN, settings: ApiSettings | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app in-process, around `runtime` (see `Runtime.around`), sending
+    a token of `role` on every request (`role=None`: no credential)."""
+    app = create_app(settings=settings)
+    app.state.runtime = runtime
+    headers = {} if role is None else await bearer(runtime.pool, role)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://bossa", headers=headers
+    ) as http:
+        yield http
