@@ -18,7 +18,36 @@ from psycopg import sql
 from bossa.db import Pool, open_pool
 from bossa.db.migrations import migrate
 from bossa.journal import Journal, JournalSettings
-from tests.support import own_postgres, scratch_database, with_database, xdist_worker
+from tests.support import (
+    TEST_PASSWORDS,
+    own_postgres,
+    scratch_database,
+    with_database,
+    xdist_worker,
+)
+
+# Secrets must never reach an output: every test's captured stdout, stderr and log (the
+# in-process API's and CLI's among them) and its failure text are searched for the test
+# passwords, and the run fails if one is found, whatever the test itself asserted.
+_LEAKS: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    texts = [report.longreprtext, *(content for _, content in report.sections)]
+    if any(secret in text for secret in TEST_PASSWORDS for text in texts):
+        _LEAKS.append(f"{report.nodeid} ({report.when})")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _LEAKS:
+        terminalreporter.section("secrets in test output", red=True)
+        for where in _LEAKS:
+            terminalreporter.line(f"a test password appeared in the output of {where}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _LEAKS:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

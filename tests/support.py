@@ -23,6 +23,7 @@ from bossa.db import EmbeddedPostgres, Pool
 from bossa.runtime import Runtime
 
 __all__ = [
+    "TEST_PASSWORDS",
     "api_client",
     "bearer",
     "free_port",
@@ -30,6 +31,10 @@ __all__ = [
     "scratch_database",
     "with_database",
 ]
+
+#: Passwords the tests give divisions and database URLs. tests/conftest.py fails the run
+#: when one appears in any test's captured output, log or failure text (issue 11, point 5).
+TEST_PASSWORDS = ("pw-TEST-9f3c1e",)
 
 
 def free_port() -> int:

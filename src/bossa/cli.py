@@ -109,11 +109,18 @@ def db_status() -> None:
 
 
 @db_app.command("url")
-def db_url() -> None:
-    """Print the database URL (starting nothing)."""
+def db_url(
+    reveal: Annotated[
+        bool, typer.Option("--reveal", help="Print the password too (for psql and scripts).")
+    ] = False,
+) -> None:
+    """Print the database URL (starting nothing), its password masked unless --reveal."""
+    from bossa.db import masked_url
+
     settings = _db_settings()
     if settings.database_url is not None:
-        out.print(settings.database_url.get_secret_value(), soft_wrap=True)
+        url = settings.database_url.get_secret_value()
+        out.print(url if reveal else masked_url(url), soft_wrap=True, markup=False)
         return
     from bossa.db import embedded_from
 
@@ -173,7 +180,10 @@ def serve(
     settings = config.load(ApiSettings, **overrides)
     tls = {}
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
-        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
+        tls = {
+            "ssl_certfile": str(settings.tls_cert_file),
+            "ssl_keyfile": str(settings.tls_key_file),
+        }
     uvicorn.run(
         create_app(settings=settings),
         host=settings.host,

@@ -102,11 +102,20 @@ def load(cls: type[S], **overrides: Any) -> S:
         field = str(first["loc"][0]) if first["loc"] else ""
         shown = first.get("input")
         got = f" (got {shown!r})" if isinstance(shown, str | int | float) else ""
+        if _secret(cls, field):
+            got = ""  # the value may be, or hold, the secret itself
+        message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(
-            f"{first['msg']}{got}; set it in the environment or as [{cls.section}] {field} "
+            f"{message}{got}; set it in the environment or as [{cls.section}] {field} "
             f"in the {CONFIG_ENV} file",
             field=cls.env_name(field) if field else cls.section,
         ) from exc
+
+
+def _secret(cls: type[BossaSettings], field: str) -> bool:
+    info = cls.model_fields.get(field)
+    secret_type = info is not None and "SecretStr" in repr(info.annotation)
+    return secret_type or any(word in field for word in (*_SECRET_WORDS, "url"))
 
 
 def load_all() -> dict[str, BossaSettings]:

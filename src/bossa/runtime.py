@@ -14,15 +14,25 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+import psycopg
+
 from bossa import config
 from bossa.access import AccessSettings, Authenticator
 from bossa.config import BossaSettings
-from bossa.db import DatabaseSettings, Pool, database, open_pool
+from bossa.db import DatabaseSettings, Pool, database, masked_url, open_pool
 from bossa.db.migrations import MigrationError, migrate, pending
+from bossa.errors import UserError
 from bossa.journal import Journal, JournalSettings
 from bossa.provisioning import Deliverer, ProvisioningSettings
 
-__all__ = ["Runtime", "running"]
+__all__ = ["DatabaseUnavailable", "Runtime", "running"]
+
+
+class DatabaseUnavailable(UserError):
+    """bossa's PostgreSQL cannot be reached: nothing can be done until it can."""
+
+    http_status = 503
+
 
 S = TypeVar("S", bound=BossaSettings)
 
@@ -103,10 +113,16 @@ def _ensure_schema(url: str, *, embedded: bool) -> None:
     if embedded:
         migrate(url)
         return
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        todo = pending(conn)
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            todo = pending(conn)
+    except psycopg.OperationalError as exc:
+        # libpq's reason names the host and what failed; the URL is shown masked.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(
+            f"cannot connect to {masked_url(url)}: {reason.replace(url, masked_url(url))}",
+            field="BOSSA_DATABASE_URL",
+        ) from None
     if todo:
         names = ", ".join(m.label for m in todo[:5])
         raise MigrationError(

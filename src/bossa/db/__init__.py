@@ -10,6 +10,7 @@ error the caller caused into bossa's typed errors.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "Pool",
     "database",
     "embedded_from",
+    "masked_url",
     "open_pool",
     "translate",
     "user_errors",
@@ -36,6 +38,18 @@ __all__ = [
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 Pool = AsyncConnectionPool[Conn]
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>://[^:/@]*:)(?P<secret>[^@]*)(?P<tail>@)")
+_CONNINFO_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)")
+
+
+def masked_url(url: str) -> str:
+    """The URL or conninfo with its password replaced by ***, for messages and listings."""
+    if "://" in url:
+        url = _URL_PASSWORD.sub(r"\g<head>***\g<tail>", url)
+        return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+    return _CONNINFO_PASSWORD.sub(r"\g<head>***", url)
 
 
 def embedded_from(settings: DatabaseSettings) -> EmbeddedPostgres:

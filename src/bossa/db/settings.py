@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import platformdirs
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -37,9 +39,9 @@ class DatabaseSettings(BossaSettings):
     #: TCP port for the embedded server on 127.0.0.1; 0 listens on its Unix socket only.
     embedded_port: int = Field(default=0, ge=0, le=65535)
     #: Database name inside the embedded server.
-    embedded_database: str = "bossa"
-    pool_min_size: int = Field(default=1, ge=0)
-    pool_max_size: int = Field(default=10, ge=1)
+    embedded_database: str = Field(default="bossa", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pool_min_size: int = Field(default=1, ge=0, le=100)
+    pool_max_size: int = Field(default=10, ge=1, le=200)
 
     @field_validator("database_url")
     @classmethod
@@ -49,4 +51,9 @@ class DatabaseSettings(BossaSettings):
         text = value.get_secret_value()
         if "://" in text and not text.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL or a libpq conninfo string")
+        try:
+            conninfo_to_dict(text)
+        except psycopg.ProgrammingError:
+            # libpq's message quotes the text it could not read, password included.
+            raise ValueError("is not a valid postgresql:// URL or libpq conninfo string") from None
         return value
