@@ -64,11 +64,7 @@ async def tour(out: Console, *, serve: bool = False) -> None:
         next(chapter)
         with psycopg.connect(url) as conn:
             sample = load_sample(conn)
-            rows = conn.execute(
-                "select c.sa_id, c.customer_id, cu.name, c.product_code, p.name as product"
-                " from customers.contracts c join customers.customers cu on cu.id = c.customer_id"
-                " join customers.products p on p.code = c.product_code order by c.sa_id"
-            ).fetchall()
+        rows = sample.listing
         out.print(
             f"{sample.products} products, {sample.customers} customers, "
             f"{sample.contracts} contracts"
@@ -187,14 +183,16 @@ async def _journal_chapter(out: Console, runtime: Runtime) -> None:
         "bad": False,
         "what": "new (fixed by the operator)",
     }
-    await journal_service.edit(journal, head, fixed, actor="demo-operator", reason="added the NAS id")
-    state = await journal_service.retry(journal, head, actor="demo-operator", reason="fixed by hand")
+    await journal_service.edit(
+        journal, head, fixed, actor="demo-operator", reason="added the NAS id"
+    )
+    state = await journal_service.retry(
+        journal, head, actor="demo-operator", reason="fixed by hand"
+    )
     out.print(f"operator edits entry {head} and retries it: now {state}")
     await Worker(journal, lane, {"aaa.command": deliver}, concurrency=1).run(until_idle=True)
     report = await journal_service.counts(journal)
-    table(
-        [r.model_dump() for r in report.by_state if r.lane == lane], ["lane", "state", "entries"]
-    )
+    table([r.model_dump() for r in report.by_state if r.lane == lane], ["lane", "state", "entries"])
 
 
 async def _serve(out: Console, runtime: Runtime) -> None:
