@@ -8,17 +8,19 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from bossa.billing import PaymentRequest, bill, pay, reconcile, settle, start_run
+from bossa.billing import PaymentRequest, bill, pay, reconcile, settle
 from bossa.db import open_pool
 from bossa.journal import Journal, JournalSettings
 from bossa.ledger import check
+from tests.billing.conftest import key as new_key
+from tests.billing.conftest import month, open_run
 
 ACCOUNTS = 10_000
 PRODUCTS = {"CBASIC": 10_000, "CDATA": 20_000, "CTV": 5_000}  # KRW a month
@@ -31,7 +33,7 @@ MAX_LATENCY_S = 2.0
 def seed(db_url: str, n: int) -> None:
     """n customers with three contracts each and a KRW account; every 4th account owes
     PRIOR_ARREARS from before, every 8th is suspended for it; every 4th (offset 1) has
-    prepaid funds; every 3rd used the network in the period."""
+    prepaid funds; every 3rd used the network in last month's period (`month(1)`)."""
     with psycopg.connect(db_url) as conn:
         conn.execute(
             "insert into customers.products (code, name, monthly_fee, currency)"
@@ -68,9 +70,9 @@ def seed(db_url: str, n: int) -> None:
         )
         conn.execute(
             "insert into ledger.rated_usage (account_id, used_at, charge)"
-            " select 'A-' || i, timestamptz '2026-11-15 12:00+00', 100 + i %% 900"
+            " select 'A-' || i, %s::date + time '12:00', 100 + i %% 900"
             " from generate_series(3, %s, 3) i",
-            (n,),
+            (month(1)[0] + timedelta(days=14), n),
         )
         conn.execute(
             "update ledger.accounts set status = 'suspended' where substr(id, 3)::int % 8 = 0"
@@ -95,13 +97,7 @@ async def test_payment_between_settlement_and_posting_reconciles(
     posts online after it, is part of the books after the run: reconcile must agree."""
     seed(db_url, 8)
     pool = journal.pool
-    run = await start_run(
-        pool,
-        cycle="MONTHLY",
-        period_start=date(2026, 11, 1),
-        period_end=date(2026, 11, 30),
-        actor="t",
-    )
+    run = await open_run(pool, month(1))
     await bill(pool, run, workers=1, chunk=10)
     async with await psycopg.AsyncConnection.connect(db_url) as holder:
         # A front-office session holds the account's row (as pay itself does first).
@@ -112,6 +108,7 @@ async def test_payment_between_settlement_and_posting_reconciles(
                 PaymentRequest(account="A-1", amount="700", currency="KRW"),
                 kind="deposit",
                 actor="t",
+                idempotency_key=new_key(),
             )
         )
         await asyncio.sleep(0.3)  # the payment's transaction has begun and waits
@@ -233,13 +230,7 @@ async def test_payments_throughout_a_run_over_10000_accounts(db_url: str, wide: 
 
     began = time.monotonic()
     await asyncio.sleep(0.3)  # some payments post online before the run
-    run = await start_run(
-        pool,
-        cycle="MONTHLY",
-        period_start=date(2026, 11, 1),
-        period_end=date(2026, 11, 30),
-        actor="t",
-    )
+    run = await open_run(pool, month(1))
     billed = await bill(pool, run, workers=2, chunk=500)
     await asyncio.sleep(0.3)  # the run is over; payments are still staged until settled
     await settle(pool, run)
@@ -352,13 +343,7 @@ async def test_settlement_ends_while_deposits_keep_coming(db_url: str, wide: Jou
     seed(db_url, 500)
     journal, pool = wide, wide.pool
     clients = Clients(journal, db_url, [], accounts=500)
-    run = await start_run(
-        pool,
-        cycle="MONTHLY",
-        period_start=date(2026, 11, 1),
-        period_end=date(2026, 11, 30),
-        actor="t",
-    )
+    run = await open_run(pool, month(1))
     tasks = [asyncio.create_task(clients.depositor(i)) for i in range(3)]
     try:
         await asyncio.sleep(1)

@@ -9,15 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from bossa.billing import bill, reconcile, settle, start_run
+from bossa.billing import bill, reconcile, settle
 from bossa.journal import Journal
 from bossa.ledger import check
+from tests.billing.conftest import month, open_run
 from tests.billing.test_concurrency import PRIOR_ARREARS, seed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,13 +104,7 @@ async def assert_books_clean(journal: Journal, run: int) -> None:
 async def test_bill_worker_killed_mid_run(db_url: str, journal: Journal) -> None:
     accounts = 3000
     seed(db_url, accounts)
-    run = await start_run(
-        journal.pool,
-        cycle="MONTHLY",
-        period_start=date(2026, 11, 1),
-        period_end=date(2026, 11, 30),
-        actor="t",
-    )
+    run = await open_run(journal.pool, month(1))
     billed = "select count(*) from billing.run_accounts where run_id = %s and billed"
     bills = "select count(*) from ledger.bills where bill_run_id = %s"
     seen = kill_when(
@@ -148,13 +142,7 @@ async def test_bill_worker_killed_mid_run(db_url: str, journal: Journal) -> None
 async def test_settlement_killed_mid_way(db_url: str, journal: Journal) -> None:
     accounts = 400
     seed(db_url, accounts)
-    run = await start_run(
-        journal.pool,
-        cycle="MONTHLY",
-        period_start=date(2026, 11, 1),
-        period_end=date(2026, 11, 30),
-        actor="t",
-    )
+    run = await open_run(journal.pool, month(1))
     # Thousands of staged items, as the front office would have taken during the run:
     # deposits everywhere, write-offs of the earlier arrears (every 4th account).
     with psycopg.connect(db_url) as conn:

@@ -4,7 +4,7 @@ and the books reconcile with the snapshot to the unit."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import timedelta
 
 import pytest
 
@@ -17,11 +17,11 @@ from bossa.billing import (
     reconcile,
     run_dunning,
     settle,
-    start_run,
 )
 from bossa.errors import Conflict, InvalidInput, NotFound
 from bossa.journal import Journal
 from bossa.ledger import balances, check
+from tests.billing.conftest import key, month, open_run
 
 
 def payment(account: str, amount: str, currency: str = "KRW") -> PaymentRequest:
@@ -34,34 +34,25 @@ async def books(journal: Journal, account: str) -> dict[str, int]:
 
 
 async def test_run_with_payments_reconciles(journal: Journal, accounts: list[str]) -> None:
-    online = await pay(journal, payment("A-1001", "1000000"), kind="deposit", actor="t")
+    online = await pay(
+        journal, payment("A-1001", "1000000"), kind="deposit", actor="t", idempotency_key=key()
+    )
     assert online["status"] == "posted"
     # First cycle: everyone is billed; A-1002 has no funds and falls into arrears.
-    first = await start_run(
-        journal.pool,
-        cycle="MONTHLY",
-        period_start=date(2026, 10, 1),
-        period_end=date(2026, 10, 31),
-        actor="t",
-    )
+    first = await open_run(journal.pool, month(2))
     assert (await bill(journal.pool, first)) == 4
     await settle(journal.pool, first)
     assert (await books(journal, "A-1002"))["receivable"] == 1_900_000  # WIBRO monthly fee
     assert (await books(journal, "A-1001"))["prepaid"] == 0  # ADSL 2.5M + SOIP 0.9M > 1M
-    assert await run_dunning(journal, today=date(2026, 12, 15)) == [
+    # Past the first bills' due date (20 days) and the accounts' grace (14 days).
+    assert await run_dunning(journal, today=month(2)[1] + timedelta(days=35)) == [
         "A-1001",
         "A-1002",
         "A-1003",
         "A-1004",
     ]
 
-    second = await start_run(
-        journal.pool,
-        cycle="MONTHLY",
-        period_start=date(2026, 11, 1),
-        period_end=date(2026, 11, 30),
-        actor="t",
-    )
+    second = await open_run(journal.pool, month(1))
     async with journal.pool.connection() as conn:
         assert (await current_state(conn)).staging
     staged = await pay(
@@ -72,18 +63,24 @@ async def test_run_with_payments_reconciles(journal: Journal, accounts: list[str
         journal, payment("A-1003", "300000"), kind="deposit", actor="t", idempotency_key="dep-1"
     )
     assert again["staged_id"] == staged["staged_id"]
-    arrears = await pay(journal, payment("A-1002", "1900000"), kind="arrears", actor="t")
+    arrears = await pay(
+        journal, payment("A-1002", "1900000"), kind="arrears", actor="t", idempotency_key=key()
+    )
     assert arrears["status"] == "staged"
     assert arrears["restored"] == ["SA-5003"]  # restored at once, during the run
     auth = await authorize(journal, "A-1003", "100000", "KRW")
     assert auth["funds"] == "-2200000"  # 2.5M owed, 0.3M staged
     assert not auth["authorized"]
-    await pay(journal, payment("A-1003", "2300000"), kind="deposit", actor="t")
+    await pay(
+        journal, payment("A-1003", "2300000"), kind="deposit", actor="t", idempotency_key=key()
+    )
     assert (await authorize(journal, "A-1003", "100000", "KRW"))["authorized"]  # staged counts
     assert (await books(journal, "A-1003"))["prepaid"] == 0  # online books untouched
 
     await bill(journal.pool, second)
-    late = await pay(journal, payment("A-1004", "5000"), kind="deposit", actor="t")
+    late = await pay(
+        journal, payment("A-1004", "5000"), kind="deposit", actor="t", idempotency_key=key()
+    )
     assert late["status"] == "staged"  # billed but not settled: still staging
     assert await settle(journal.pool, second) == 4
     async with journal.pool.connection() as conn:
@@ -92,7 +89,9 @@ async def test_run_with_payments_reconciles(journal: Journal, accounts: list[str
     report = await reconcile(journal.pool, second)
     assert report["reconciled"], report["differences"]
     assert report["totals"]["staged_deposits"] == 3
-    after = await pay(journal, payment("A-1004", "5000"), kind="deposit", actor="t")
+    after = await pay(
+        journal, payment("A-1004", "5000"), kind="deposit", actor="t", idempotency_key=key()
+    )
     assert after["status"] == "posted"
     assert (await reconcile(journal.pool, second))["reconciled"]
 
@@ -118,7 +117,13 @@ async def test_bad_payments_book_nothing(
     field: str,
 ) -> None:
     with pytest.raises(error) as caught:
-        await pay(journal, payment(account, amount, currency), kind="deposit", actor="t")
+        await pay(
+            journal,
+            payment(account, amount, currency),
+            kind="deposit",
+            actor="t",
+            idempotency_key=key(),
+        )
     assert caught.value.field == field  # type: ignore[attr-defined]
     async with journal.pool.connection() as conn:
         row = await (await conn.execute("select count(*) as n from ledger.transactions")).fetchone()
@@ -129,22 +134,11 @@ async def test_replayed_key_with_other_content(journal: Journal, accounts: list[
     await pay(journal, payment("A-1001", "100"), kind="deposit", actor="t", idempotency_key="k")
     with pytest.raises(Conflict) as caught:
         await pay(journal, payment("A-1001", "200"), kind="deposit", actor="t", idempotency_key="k")
-    assert caught.value.field == "idempotency_key"
+    # The key is the header's name on the API, and the same on the CLI.
+    assert caught.value.field == "Idempotency-Key"
 
 
 async def test_only_one_run_at_a_time(journal: Journal, accounts: list[str]) -> None:
-    await start_run(
-        journal.pool,
-        cycle="MONTHLY",
-        period_start=date(2026, 10, 1),
-        period_end=date(2026, 10, 31),
-        actor="t",
-    )
+    await open_run(journal.pool, month(2))
     with pytest.raises(Conflict, match="still running"):
-        await start_run(
-            journal.pool,
-            cycle="MONTHLY",
-            period_start=date(2026, 11, 1),
-            period_end=date(2026, 11, 30),
-            actor="t",
-        )
+        await open_run(journal.pool, month(1))

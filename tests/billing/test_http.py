@@ -1,6 +1,6 @@
-"""Billing and the ledger through HTTP: accounts, payments with Idempotency-Key, bad
-input answered 4xx naming the field with nothing booked, the bill-period state, a run's
-progress and its reconciliation."""
+"""Billing and the ledger through HTTP, with a credential: accounts, payments with
+Idempotency-Key, bad input answered 4xx naming the field with nothing booked, the
+bill-period state, a run's progress and its reconciliation."""
 
 from __future__ import annotations
 
@@ -11,25 +11,30 @@ import httpx
 import psycopg
 import pytest
 
-from bossa.api import create_app
 from bossa.billing import bill, settle
 from bossa.customers import load_sample
 from bossa.journal import Journal
 from bossa.runtime import Runtime
+from tests.billing.conftest import month, plan_window
+from tests.support import api_client
 
 
 @pytest.fixture
-async def client(journal: Journal, db_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def runtime(journal: Journal, db_url: str) -> AsyncIterator[Runtime]:
     with psycopg.connect(db_url) as conn:
         load_sample(conn)
-    app = create_app()
-    app.state.runtime = Runtime.around(db_url, journal, embedded=False)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bossa") as http:
+    runtime = Runtime.around(db_url, journal, embedded=False)
+    yield runtime
+    await runtime.deliverer.close()
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(runtime) as http:
         for n in range(1001, 1005):
             opened = await http.post(
                 "/ledger/accounts",
-                json={"account": f"A-{n}", "customer": f"C-{n}", "currency": "krw", "actor": "t"},
+                json={"account": f"A-{n}", "customer": f"C-{n}", "currency": "krw"},
             )
             assert opened.status_code == 201, opened.text
             assert opened.json() == {"account": f"A-{n}", "created": True}
@@ -53,7 +58,7 @@ async def booked(journal: Journal) -> dict[str, int]:
 async def test_accounts_open_once_and_show(client: httpx.AsyncClient) -> None:
     again = await client.post(
         "/ledger/accounts",
-        json={"account": "A-1001", "customer": "C-1001", "currency": "KRW", "actor": "t"},
+        json={"account": "A-1001", "customer": "C-1001", "currency": "KRW"},
     )
     assert again.status_code == 201
     assert again.json()["created"] is False
@@ -68,9 +73,22 @@ async def test_accounts_open_once_and_show(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"account": "A-7", "customer": "C-9999", "currency": "KRW", "actor": "t"}, "customer"),
-        ({"account": "A-7", "customer": "C-1001", "currency": "XYZ", "actor": "t"}, "currency"),
-        ({"account": "", "customer": "C-1001", "currency": "KRW", "actor": "t"}, "account"),
+        ({"account": "A-7", "customer": "C-9999", "currency": "KRW"}, "customer"),
+        ({"account": "A-7", "customer": "C-1001", "currency": "XYZ"}, "currency"),
+        ({"account": "", "customer": "C-1001", "currency": "KRW"}, "account"),
+        # The actor is the credential's, never the body's.
+        ({"account": "A-7", "customer": "C-1001", "currency": "KRW", "actor": "x"}, "actor"),
+        ({"account": "A-\x007", "customer": "C-1001", "currency": "KRW"}, "account"),
+        ({"account": "A-7", "customer": "C-1001\x00", "currency": "KRW"}, "customer"),
+        ({"account": "A-7", "customer": "C-1001", "currency": "KR\x00"}, "currency"),
+        (
+            {"account": "A-7", "customer": "C-1001", "currency": "KRW", "bill_cycle": "M\x00"},
+            "bill_cycle",
+        ),
+        (
+            {"account": "A-7", "customer": "C-1001", "currency": "KRW", "grace_days": 2**63},
+            "grace_days",
+        ),
     ],
 )
 async def test_bad_accounts_refused_naming_the_field(
@@ -100,7 +118,7 @@ async def test_payment_replays_and_conflicts(client: httpx.AsyncClient, journal:
         headers={"Idempotency-Key": "k1"},
     )
     assert other.status_code == 409
-    assert other.json()["field"] == "idempotency_key"
+    assert other.json()["field"] == "Idempotency-Key"
     as_arrears = await client.post(
         "/billing/payments/arrears", json=body, headers={"Idempotency-Key": "k1"}
     )
@@ -164,9 +182,11 @@ async def test_run_state_progress_and_reconcile(
     client: httpx.AsyncClient, journal: Journal
 ) -> None:
     assert (await client.get("/billing/state")).json()["staging"] is False
+    await plan_window(journal.pool)
+    period = month(1)
     started = await client.post(
         "/billing/runs",
-        json={"period_start": "2026-11-01", "period_end": "2026-11-30", "actor": "t"},
+        json={"period_start": str(period[0]), "period_end": str(period[1])},
     )
     assert started.status_code == 201, started.text
     run = started.json()["run"]
@@ -178,9 +198,10 @@ async def test_run_state_progress_and_reconcile(
     assert before["billed"] == 0
     assert before["progress"] == 0
     assert before["accounts_total"] == 4
+    this_month = month(0)
     busy = await client.post(
         "/billing/runs",
-        json={"period_start": "2026-12-01", "period_end": "2026-12-31", "actor": "t"},
+        json={"period_start": str(this_month[0]), "period_end": str(this_month[1])},
     )
     assert busy.status_code == 409
     early = await client.get(f"/billing/runs/{run}/reconcile")

@@ -2,13 +2,21 @@
 reconciliation with the snapshot, dunning and restore. See docs/billing.md."""
 
 from bossa.billing.lanes import SERVICE_LANE, ServiceDaemon
-from bossa.billing.models import BillPeriodState, PaymentRequest, RunStatus, ServiceOrder
+from bossa.billing.models import (
+    BillPeriodState,
+    PaymentLimits,
+    PaymentRequest,
+    RunStatus,
+    ServiceOrder,
+    WindowRequest,
+)
 from bossa.billing.service import (
     account_summary,
     add_window,
     authorize,
     bill,
     bill_period_state,
+    cancel_run,
     check_books,
     current_state,
     open_account,
@@ -26,15 +34,18 @@ __all__ = [
     "SERVICE_LANE",
     "BillPeriodState",
     "BillingSettings",
+    "PaymentLimits",
     "PaymentRequest",
     "RunStatus",
     "ServiceDaemon",
     "ServiceOrder",
+    "WindowRequest",
     "account_summary",
     "add_window",
     "authorize",
     "bill",
     "bill_period_state",
+    "cancel_run",
     "check_books",
     "current_state",
     "open_account",

@@ -1,19 +1,21 @@
 """HTTP routes of billing and of the ledger's accounts: accounts, payments, authorisation,
-the bill period, runs, reconciliation. Each route parses a typed body, calls one service
-function and answers a typed model, so /openapi.json documents every body."""
+the bill period, runs, reconciliation. Each route declares the permission it needs
+(docs/security.md), parses a typed body, calls one service function and answers a typed
+model, so /openapi.json documents every body. Audits record the caller's credential
+(`principal.actor`), never a name from the body."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from pydantic import Field
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 
+from bossa.access import Permission
+from bossa.access.api import PrincipalDep, guarded
 from bossa.billing import service
 from bossa.billing.models import (
+    IDEMPOTENCY_KEY,
+    KEY_PATTERN,
     AccountOpened,
     AccountSummary,
     Authorization,
@@ -21,6 +23,7 @@ from bossa.billing.models import (
     PaymentOutcome,
     PaymentRequest,
     ReconcileReport,
+    RunCancelled,
     RunRequest,
     RunStarted,
     RunState,
@@ -28,32 +31,14 @@ from bossa.billing.models import (
     WindowRequest,
 )
 from bossa.billing.settings import BillingSettings
-from bossa.errors import InvalidInput
 from bossa.ledger import AccountRequest
 from bossa.runtime import Runtime
 
 __all__ = ["router"]
 
+router = APIRouter(tags=["billing"])
 
-class _UserErrorRoute(APIRoute):
-    """A body or parameter that fails validation is an `InvalidInput` naming the field, as
-    the CLI says it (`parse_model`), not FastAPI's own `detail` list."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def checked(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                first = exc.errors()[0]
-                where = [str(part) for part in first.get("loc", ())][1:]  # drop body/query/path
-                raise InvalidInput(first["msg"], field=".".join(where) or "body") from exc
-
-        return checked
-
-
-router = APIRouter(tags=["billing"], route_class=_UserErrorRoute)
+_BIGINT_MAX = 2**63 - 1
 
 
 def _runtime(request: Request) -> Runtime:
@@ -63,31 +48,46 @@ def _runtime(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 KeyHeader = Annotated[
-    str | None, Header(description="A replay with the same key answers the first outcome")
+    str,
+    Header(
+        alias=IDEMPOTENCY_KEY,
+        min_length=1,
+        max_length=128,
+        json_schema_extra={"pattern": KEY_PATTERN},
+        description="Required: 1-128 printable ASCII characters without spaces, unique per "
+        "payment. Sending the same key again answers the first outcome (nothing is paid "
+        "twice); the same key with other content is a 409.",
+    ),
 ]
+RunId = Annotated[int, Path(ge=1, le=_BIGINT_MAX, description="The bill run's id")]
+AccountId = Annotated[str, Path(min_length=1, max_length=64, description="The account's id")]
 
 
-class AccountBody(AccountRequest):
-    actor: str = Field(description="Who opens it (audited)")
-
-
-class RunBody(RunRequest):
-    actor: str = Field(description="Who starts the run (audited)")
-
-
-class WindowBody(WindowRequest):
-    actor: str = Field(description="Who plans it (audited)")
-
-
-@router.post("/ledger/accounts", status_code=201)
-async def open_account(body: AccountBody, rt: RuntimeDep) -> AccountOpened:
-    created = await service.open_account(rt.pool, body, actor=body.actor)
+@router.post("/ledger/accounts", status_code=201, **guarded(Permission.ACCOUNTS_WRITE))
+async def open_account(
+    body: AccountRequest, rt: RuntimeDep, principal: PrincipalDep
+) -> AccountOpened:
+    """Open a billing account; opening one that exists changes nothing (`created`: false)."""
+    created = await service.open_account(rt.pool, body, actor=principal.actor)
     return AccountOpened(account=body.account, created=created)
 
 
-@router.get("/ledger/accounts/{account}")
-async def show_account(account: str, rt: RuntimeDep) -> AccountSummary:
+@router.get("/ledger/accounts/{account}", **guarded(Permission.BILLING_READ))
+async def show_account(account: AccountId, rt: RuntimeDep) -> AccountSummary:
     return AccountSummary.model_validate(await service.account_summary(rt.pool, account))
+
+
+async def _pay(
+    kind: str, body: PaymentRequest, rt: Runtime, principal: PrincipalDep, key: str
+) -> dict[str, Any]:
+    return await service.pay(
+        rt.journal,
+        body,
+        kind=kind,
+        actor=principal.actor,
+        idempotency_key=key,
+        limits=rt.settings(BillingSettings).limits(),
+    )
 
 
 @router.post(
@@ -95,14 +95,14 @@ async def show_account(account: str, rt: RuntimeDep) -> AccountSummary:
     status_code=201,
     response_model=PaymentOutcome,
     response_model_exclude_none=True,
+    **guarded(Permission.PAYMENTS_WRITE),
 )
 async def deposit(
-    body: PaymentRequest, rt: RuntimeDep, idempotency_key: KeyHeader = None
+    body: PaymentRequest, rt: RuntimeDep, principal: PrincipalDep, idempotency_key: KeyHeader
 ) -> dict[str, Any]:
-    """A prepayment; staged and answered at once during a bill run."""
-    return await service.pay(
-        rt.journal, body, kind="deposit", actor="api", idempotency_key=idempotency_key
-    )
+    """A prepayment; staged and answered at once during a bill run. At most the currency's
+    largest payment, and the account's prepaid funds stay within their maximum."""
+    return await _pay("deposit", body, rt, principal, idempotency_key)
 
 
 @router.post(
@@ -110,57 +110,84 @@ async def deposit(
     status_code=201,
     response_model=PaymentOutcome,
     response_model_exclude_none=True,
+    **guarded(Permission.PAYMENTS_WRITE),
 )
 async def arrears(
-    body: PaymentRequest, rt: RuntimeDep, idempotency_key: KeyHeader = None
+    body: PaymentRequest, rt: RuntimeDep, principal: PrincipalDep, idempotency_key: KeyHeader
 ) -> dict[str, Any]:
     """Pay off arrears; a suspended account clearing them is restored at once."""
-    return await service.pay(
-        rt.journal, body, kind="arrears", actor="api", idempotency_key=idempotency_key
-    )
+    return await _pay("arrears", body, rt, principal, idempotency_key)
 
 
-@router.get("/billing/authorize")
-async def authorize(account: str, amount: str, currency: str, rt: RuntimeDep) -> Authorization:
+@router.get("/billing/authorize", **guarded(Permission.BILLING_READ))
+async def authorize(
+    account: Annotated[str, Query(min_length=1, max_length=64)],
+    amount: Annotated[str, Query(min_length=1, max_length=64)],
+    currency: Annotated[str, Query(min_length=3, max_length=3)],
+    rt: RuntimeDep,
+) -> Authorization:
     """B3: may an order of this amount be charged now (online funds plus staged items)?"""
     return Authorization.model_validate(
         await service.authorize(rt.journal, account, amount, currency)
     )
 
 
-@router.get("/billing/state")
+@router.get("/billing/state", **guarded(Permission.BILLING_READ))
 async def state(rt: RuntimeDep) -> BillPeriodState:
     """B1: is a bill run in progress (the planned window and the run's real state)?"""
     return await service.bill_period_state(rt.pool)
 
 
-@router.post("/billing/windows", status_code=201)
-async def plan_window(body: WindowBody, rt: RuntimeDep) -> WindowPlanned:
-    """B1: plan a bill-run window for a bill cycle."""
-    return WindowPlanned(window=await service.add_window(rt.pool, body, actor=body.actor))
+@router.post("/billing/windows", status_code=201, **guarded(Permission.BILLING_RUN))
+async def plan_window(
+    body: WindowRequest, rt: RuntimeDep, principal: PrincipalDep
+) -> WindowPlanned:
+    """B1: plan a bill-run window for a bill cycle; a run of the cycle opens only inside one."""
+    return WindowPlanned(window=await service.add_window(rt.pool, body, actor=principal.actor))
 
 
-@router.post("/billing/runs", status_code=201)
-async def start(body: RunBody, rt: RuntimeDep) -> RunStarted:
-    """Open a bill run: the books are snapshot; payments are staged from now on."""
+@router.post("/billing/runs", status_code=201, **guarded(Permission.BILLING_RUN))
+async def start(body: RunRequest, rt: RuntimeDep, principal: PrincipalDep) -> RunStarted:
+    """Open a bill run inside a planned window of its cycle, for a period that has begun
+    and ended at most BOSSA_BILLING_PERIOD_LOOKBACK_DAYS ago: the books are snapshot;
+    payments are staged from now on."""
+    settings = rt.settings(BillingSettings)
     run_id = await service.start_run(
         rt.pool,
         cycle=body.bill_cycle,
         period_start=body.period_start,
         period_end=body.period_end,
-        due_days=rt.settings(BillingSettings).due_days if body.due_days is None else body.due_days,
+        due_days=settings.due_days if body.due_days is None else body.due_days,
         planned_end=body.planned_end,
-        actor=body.actor,
+        actor=principal.actor,
+        lookback_days=settings.period_lookback_days,
     )
     return RunStarted(run=run_id)
 
 
-@router.get("/billing/runs/{run}")
-async def run_status(run: int, rt: RuntimeDep) -> RunState:
+@router.get("/billing/runs/{run}", **guarded(Permission.BILLING_READ))
+async def run_status(run: RunId, rt: RuntimeDep) -> RunState:
     return RunState.model_validate(await service.run_status(rt.pool, run))
 
 
-@router.get("/billing/runs/{run}/reconcile")
-async def reconcile(run: int, rt: RuntimeDep) -> ReconcileReport:
+@router.post("/billing/runs/{run}/cancel", **guarded(Permission.BILLING_RUN))
+async def cancel(run: RunId, rt: RuntimeDep, principal: PrincipalDep) -> RunCancelled:
+    """Cancel a run before any account is billed: what was staged during it is settled as
+    if no run had been open, and its period may be billed by a later run. Cancelling a
+    cancelled run answers it again."""
+    settings = rt.settings(BillingSettings)
+    return RunCancelled.model_validate(
+        await service.cancel_run(rt.pool, run, actor=principal.actor, batch=settings.settle_batch)
+    )
+
+
+@router.get("/billing/runs/{run}/reconcile", **guarded(Permission.BILLING_RUN))
+async def reconcile(
+    run: RunId,
+    rt: RuntimeDep,
+    limit: Annotated[
+        int, Query(ge=1, le=service.MAX_REPORT_ROWS, description="Differences listed at most")
+    ] = 1000,
+) -> ReconcileReport:
     """B6: snapshot + the run's charges + the settled staged items = the final books."""
-    return ReconcileReport.model_validate(await service.reconcile(rt.pool, run))
+    return ReconcileReport.model_validate(await service.reconcile(rt.pool, run, limit=limit))

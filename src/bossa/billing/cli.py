@@ -1,19 +1,22 @@
 """`bossa billing ...` and `bossa ledger ...`: accounts, payments, bill runs, settlement,
 reconciliation, dunning. Each command parses its options, calls one service function and
-renders the result."""
+renders the result. Audits record the CLI's actor (`bossa.access.cli_principal`: the
+operating-system user, or BOSSA_ACCESS_CLI_ACTOR)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from bossa.access import cli_principal
 from bossa.billing import service
-from bossa.billing.models import PaymentRequest, RunRequest, WindowRequest
-from bossa.billing.settings import MAX_WORKERS, BillingSettings
-from bossa.clitools import ActorOpt, date_arg, with_runtime
+from bossa.billing.models import MAX_WINDOW, PaymentRequest, RunRequest, WindowRequest
+from bossa.billing.settings import MAX_CHUNK, MAX_WORKERS, BillingSettings
+from bossa.clitools import date_arg, with_runtime
 from bossa.ledger import AccountRequest
 from bossa.runtime import Runtime
 from bossa.terminal import out, print_json, table
@@ -30,8 +33,18 @@ billing_app.add_typer(run_app, name="run")
 billing_app.add_typer(pay_app, name="pay")
 
 KeyOpt = Annotated[
-    str | None, typer.Option("--idempotency-key", help="A replay returns the first result.")
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="1-128 printable ASCII characters, no spaces. Without it, each invocation makes "
+        "a new key (printed in the answer): give that key again to retry safely; a replay "
+        "returns the first result and pays nothing twice.",
+    ),
 ]
+
+
+def _actor() -> str:
+    return cli_principal().actor
 
 
 @ledger_app.command("open")
@@ -40,8 +53,9 @@ def open_account(
     customer: str,
     currency: Annotated[str, typer.Option(help="ISO 4217 code")] = "KRW",
     cycle: Annotated[str, typer.Option(help="Bill cycle")] = "MONTHLY",
-    grace_days: int = 14,
-    actor: ActorOpt = "operator",
+    grace_days: Annotated[
+        int, typer.Option(min=0, max=3650, help="Days past a bill's due date before dunning")
+    ] = 14,
 ) -> None:
     """Open a billing account for a customer."""
     request = AccountRequest.parse(
@@ -53,6 +67,7 @@ def open_account(
             "grace_days": grace_days,
         }
     )
+    actor = _actor()
     created = with_runtime(lambda rt: service.open_account(rt.pool, request, actor=actor))
     out.print(f"account {account} {'opened' if created else 'exists already'}")
 
@@ -73,37 +88,35 @@ def check() -> None:
     out.print("ledger ok: every transaction balances, every balance equals its postings")
 
 
-def _pay(kind: str, account: str, amount: str, currency: str, key: str | None, actor: str) -> None:
+def _pay(kind: str, account: str, amount: str, currency: str, key: str | None) -> None:
     request = PaymentRequest.parse({"account": account, "amount": amount, "currency": currency})
+    actor = _actor()
+    key = key if key is not None else f"cli-{uuid.uuid4()}"
     print_json(
         with_runtime(
-            lambda rt: service.pay(rt.journal, request, kind=kind, actor=actor, idempotency_key=key)
+            lambda rt: service.pay(
+                rt.journal,
+                request,
+                kind=kind,
+                actor=actor,
+                idempotency_key=key,
+                limits=rt.settings(BillingSettings).limits(),
+            )
         )
     )
 
 
 @pay_app.command("deposit")
-def pay_deposit(
-    account: str,
-    amount: str,
-    currency: str,
-    idempotency_key: KeyOpt = None,
-    actor: ActorOpt = "front-office",
-) -> None:
-    """Take a prepayment deposit."""
-    _pay("deposit", account, amount, currency, idempotency_key, actor)
+def pay_deposit(account: str, amount: str, currency: str, idempotency_key: KeyOpt = None) -> None:
+    """Take a prepayment deposit (at most the currency's largest payment; the account's
+    prepaid funds stay within their maximum)."""
+    _pay("deposit", account, amount, currency, idempotency_key)
 
 
 @pay_app.command("arrears")
-def pay_arrears(
-    account: str,
-    amount: str,
-    currency: str,
-    idempotency_key: KeyOpt = None,
-    actor: ActorOpt = "front-office",
-) -> None:
+def pay_arrears(account: str, amount: str, currency: str, idempotency_key: KeyOpt = None) -> None:
     """Pay off arrears (a write-off); restores a suspended account's service at once."""
-    _pay("arrears", account, amount, currency, idempotency_key, actor)
+    _pay("arrears", account, amount, currency, idempotency_key)
 
 
 @billing_app.command("authorize")
@@ -120,9 +133,11 @@ def state() -> None:
 
 
 @billing_app.command("window")
-def window(cycle: str, start: str, end: str, actor: ActorOpt = "operator") -> None:
-    """Plan a bill-run window (ISO times, e.g. 2026-12-01T00:00+09:00)."""
+def window(cycle: str, start: str, end: str) -> None:
+    """Plan a bill-run window (ISO times with their offset, e.g. 2026-12-01T00:00+09:00);
+    a run of the cycle opens only inside one. At most 7 days long, ending in the future."""
     request = WindowRequest.parse({"bill_cycle": cycle, "planned_start": start, "planned_end": end})
+    actor = _actor()
     planned = with_runtime(lambda rt: service.add_window(rt.pool, request, actor=actor))
     out.print(f"window {planned} planned")
 
@@ -133,11 +148,24 @@ def run_start(
     period_end: str,
     cycle: Annotated[str, typer.Option()] = "MONTHLY",
     planned_hours: Annotated[
-        float | None, typer.Option(help="Planned length of the window.", min=0)
+        float | None,
+        typer.Option(
+            help="When the run should be over, in hours from now (default: its window's end).",
+            min=0,
+            max=MAX_WINDOW.days * 24,
+        ),
     ] = None,
-    actor: ActorOpt = "operator",
+    due_days: Annotated[
+        int | None,
+        typer.Option(
+            help="Days from the period's end to the due date (default: settings).", min=1, max=90
+        ),
+    ] = None,
 ) -> None:
-    """Open a bill run (snapshot the books; payments are staged from now on)."""
+    """Open a bill run inside a planned window of the cycle (snapshot the books; payments
+    are staged from now on). The period must have begun and have ended at most
+    BOSSA_BILLING_PERIOD_LOOKBACK_DAYS ago."""
+    actor = _actor()
     planned_end = None
     if planned_hours is not None:
         planned_end = datetime.now(UTC) + timedelta(hours=planned_hours)
@@ -147,31 +175,47 @@ def run_start(
             "period_end": period_end,
             "bill_cycle": cycle,
             "planned_end": planned_end,
+            "due_days": due_days,
         }
     )
 
     async def go(rt: Runtime) -> int:
-        due_days = request.due_days
+        settings = rt.settings(BillingSettings)
         return await service.start_run(
             rt.pool,
             cycle=request.bill_cycle,
             period_start=request.period_start,
             period_end=request.period_end,
-            due_days=rt.settings(BillingSettings).due_days if due_days is None else due_days,
+            due_days=settings.due_days if request.due_days is None else request.due_days,
             planned_end=request.planned_end,
             actor=actor,
+            lookback_days=settings.period_lookback_days,
         )
 
     out.print(f"bill run {with_runtime(go)} started")
+
+
+@run_app.command("cancel")
+def run_cancel(run: int) -> None:
+    """Cancel a run before any account is billed: what was staged during it is settled as
+    if no run had been open (audited); its period may be billed by a later run."""
+    actor = _actor()
+    done = with_runtime(
+        lambda rt: service.cancel_run(
+            rt.pool, run, actor=actor, batch=rt.settings(BillingSettings).settle_batch
+        )
+    )
+    out.print(f"bill run {run} cancelled; {done['staged_applied']} staged items applied")
 
 
 @run_app.command("bill")
 def run_bill(
     run: int,
     workers: Annotated[int | None, typer.Option(min=1, max=MAX_WORKERS)] = None,
-    chunk: Annotated[int | None, typer.Option(min=1)] = None,
+    chunk: Annotated[int | None, typer.Option(min=1, max=MAX_CHUNK)] = None,
 ) -> None:
     """Bill the run's accounts (resumable; several processes may share a run)."""
+    actor = _actor()
 
     async def go(rt: Runtime) -> int:
         settings = rt.settings(BillingSettings)
@@ -193,6 +237,7 @@ def run_bill(
                 run,
                 workers=workers or settings.workers,
                 chunk=chunk or settings.chunk_size,
+                actor=actor,
                 progress=progress,
             )
 
@@ -205,8 +250,11 @@ def run_bill(
 @run_app.command("settle")
 def run_settle(run: int) -> None:
     """Apply what was staged during the run, in the order taken; then end staging."""
+    actor = _actor()
     applied = with_runtime(
-        lambda rt: service.settle(rt.pool, run, batch=rt.settings(BillingSettings).settle_batch)
+        lambda rt: service.settle(
+            rt.pool, run, batch=rt.settings(BillingSettings).settle_batch, actor=actor
+        )
     )
     out.print(f"{applied} staged items applied; run {run} settled")
 
@@ -218,9 +266,14 @@ def run_status(run: int) -> None:
 
 
 @billing_app.command("reconcile")
-def reconcile(run: int) -> None:
+def reconcile(
+    run: int,
+    limit: Annotated[
+        int, typer.Option(min=1, max=service.MAX_REPORT_ROWS, help="Differences listed at most.")
+    ] = 1000,
+) -> None:
     """B6: snapshot + charges + staged items = final books, per account and in total."""
-    report: dict[str, Any] = with_runtime(lambda rt: service.reconcile(rt.pool, run))
+    report: dict[str, Any] = with_runtime(lambda rt: service.reconcile(rt.pool, run, limit=limit))
     totals = report["totals"]
     out.print(
         f"bill run {run}: {totals['bills']} bills, {totals['billed']} billed; "
@@ -237,9 +290,9 @@ def reconcile(run: int) -> None:
 @billing_app.command("dunning")
 def dunning(
     today: Annotated[str | None, typer.Option(help="YYYY-MM-DD (default: today)")] = None,
-    actor: ActorOpt = "billing",
 ) -> None:
     """Suspend accounts whose arrears are past their grace period (through provisioning)."""
+    actor = _actor()
     day = date_arg(today, "today") if today else date.today()
     suspended = with_runtime(lambda rt: service.run_dunning(rt.journal, today=day, actor=actor))
     out.print(f"{len(suspended)} accounts suspended: {', '.join(suspended) or '-'}")

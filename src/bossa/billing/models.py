@@ -6,30 +6,55 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date, datetime
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from bossa.errors import InvalidInput
-from bossa.ledger import DEPOSIT, WRITEOFF, Recipe, format_minor, parse_model
+from bossa.ledger import (
+    BOOK_LIMIT,
+    DEPOSIT,
+    MAX_MINOR,
+    WRITEOFF,
+    PlainText,
+    Recipe,
+    format_minor,
+    parse_model,
+)
+from bossa.provisioning import OrderType
 
 if TYPE_CHECKING:
     from bossa.journal import Entry
 
 __all__ = [
+    "DEFAULT_MAX_BALANCE",
+    "DEFAULT_MAX_PAYMENT",
+    "IDEMPOTENCY_KEY",
+    "KEY_PATTERN",
+    "MAX_DUE_DAYS",
+    "MAX_PERIOD_DAYS",
+    "MAX_WINDOW",
+    "MIN_DUE_DAYS",
     "AccountOpened",
     "AccountSummary",
     "AccountView",
     "Authorization",
     "BillPeriodState",
     "Difference",
+    "Funds",
     "PaymentKind",
+    "PaymentLimits",
     "PaymentOutcome",
     "PaymentRequest",
     "PaymentStatus",
     "ReconcileReport",
+    "RunCancelled",
     "RunRequest",
     "RunStarted",
     "RunState",
@@ -42,6 +67,12 @@ __all__ = [
     "WindowRequest",
     "arrears_left",
     "check_arrears_payment",
+    "check_due_days",
+    "check_idempotency_key",
+    "check_payment_limits",
+    "check_period",
+    "check_planned_end",
+    "check_window",
     "overrunning",
     "payment_status",
     "recipe_of",
@@ -58,6 +89,8 @@ class RunStatus(StrEnum):
     SETTLING = "settling"
     #: Normal processing: payments post online.
     SETTLED = "settled"
+    #: Cancelled before any account was billed; what it staged was settled.
+    CANCELLED = "cancelled"
 
 
 class PaymentKind(StrEnum):
@@ -109,18 +142,206 @@ def overrunning(planned_end: datetime | None, now: datetime) -> bool:
     return planned_end is not None and now > planned_end
 
 
+# -- limits ------------------------------------------------------------------------------
+
+#: The header (and, in the CLI, `--idempotency-key`) that makes a payment safe to send again.
+IDEMPOTENCY_KEY = "Idempotency-Key"
+#: 1 to 128 printable ASCII characters, no spaces: a UUID, a till's receipt number.
+KEY_PATTERN = r"^[!-~]{1,128}$"
+_KEY = re.compile(KEY_PATTERN)
+
+#: A bill's due date is 1 to 90 days after its period's end.
+MIN_DUE_DAYS = 1
+MAX_DUE_DAYS = 90
+#: The longest bill period a run may cover (a year, leap day included).
+MAX_PERIOD_DAYS = 366
+#: The longest bill-run window (B1 plans 4 to 12 hours; a week is already a lot).
+MAX_WINDOW = timedelta(days=7)
+#: How far ahead a window may be planned.
+MAX_PLANNING = timedelta(days=366)
+
+#: The largest single payment per currency, in minor units (BOSSA_BILLING_MAX_PAYMENT).
+DEFAULT_MAX_PAYMENT: dict[str, int] = {
+    "KRW": 100_000_000,  # 100 million won
+    "JPY": 10_000_000,  # 10 million yen
+    "CNY": 50_000_000,  # 500,000.00 yuan
+    "USD": 10_000_000,  # 100,000.00 dollars
+    "EUR": 10_000_000,  # 100,000.00 euros
+    "GBP": 10_000_000,  # 100,000.00 pounds
+    "INR": 500_000_000,  # 5,000,000.00 rupees
+    "BHD": 50_000_000,  # 50,000.000 dinars
+    "KWD": 50_000_000,  # 50,000.000 dinars
+}
+#: The most prepaid funds an account may hold, per currency, in minor units: its prepaid
+#: book plus the deposits staged for it (BOSSA_BILLING_MAX_BALANCE).
+DEFAULT_MAX_BALANCE: dict[str, int] = {
+    "KRW": 1_000_000_000,  # 1 billion won
+    "JPY": 100_000_000,
+    "CNY": 500_000_000,  # 5,000,000.00 yuan
+    "USD": 100_000_000,  # 1,000,000.00 dollars
+    "EUR": 100_000_000,
+    "GBP": 100_000_000,
+    "INR": 5_000_000_000,  # 50,000,000.00 rupees
+    "BHD": 500_000_000,  # 500,000.000 dinars
+    "KWD": 500_000_000,
+}
+
+
+@dataclass(frozen=True)
+class PaymentLimits:
+    """Per-currency maximums, minor units: one payment, and an account's prepaid funds."""
+
+    max_payment: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_PAYMENT))
+    max_balance: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_BALANCE))
+
+    def of(self, currency: str) -> tuple[int, int]:
+        """(largest payment, most prepaid funds) of the currency."""
+        payment, balance = self.max_payment.get(currency), self.max_balance.get(currency)
+        if payment is None or balance is None:
+            raise InvalidInput(
+                f"no payment limits are set for {currency} (BOSSA_BILLING_MAX_PAYMENT and "
+                "BOSSA_BILLING_MAX_BALANCE)",
+                field="currency",
+            )
+        return payment, balance
+
+
+@dataclass(frozen=True)
+class Funds:
+    """An account's books and staged items as one payment reads them (minor units)."""
+
+    #: A credit: negative when the customer has funds.
+    prepaid: int
+    receivable: int
+    cash: int
+    staged_deposits: int
+    staged_writeoffs: int
+
+
+def check_idempotency_key(key: str | None) -> str:
+    """A payment's idempotency key: required, 1-128 printable ASCII characters."""
+    if key is None or key == "":
+        raise InvalidInput(
+            "is required on every payment: send the same key again to get the first "
+            "answer instead of paying twice",
+            field=IDEMPOTENCY_KEY,
+        )
+    if not _KEY.match(key):
+        raise InvalidInput(
+            "must be 1 to 128 printable ASCII characters without spaces", field=IDEMPOTENCY_KEY
+        )
+    return key
+
+
+def check_payment_limits(
+    minor: int,
+    *,
+    kind: PaymentKind,
+    funds: Funds,
+    limits: PaymentLimits,
+    currency: str,
+    exponent: int,
+) -> None:
+    """The payment's own maximum; a deposit's room under the account's maximum (staged
+    deposits count); and the ledger's ceiling on the cash book, so that settling what is
+    staged can never overflow a balance."""
+    most, room = limits.of(currency)
+    if minor > most:
+        raise InvalidInput(
+            f"is over the largest payment allowed, {format_minor(most, exponent)} {currency}",
+            field="amount",
+        )
+    if kind is PaymentKind.DEPOSIT:
+        held = -funds.prepaid + funds.staged_deposits
+        if held + minor > room:
+            left = format_minor(max(room - held, 0), exponent)
+            raise InvalidInput(
+                f"would take the account's prepaid funds over their maximum of "
+                f"{format_minor(room, exponent)} {currency}; at most {left} more can be deposited",
+                field="amount",
+            )
+    if funds.cash + funds.staged_deposits + funds.staged_writeoffs + minor > BOOK_LIMIT:
+        raise InvalidInput(
+            "would take the account's cash book past the ledger's ceiling of 10^18 minor units",
+            field="amount",
+        )
+
+
+def check_due_days(due_days: int) -> int:
+    if not MIN_DUE_DAYS <= due_days <= MAX_DUE_DAYS:
+        raise InvalidInput(f"must be between {MIN_DUE_DAYS} and {MAX_DUE_DAYS}", field="due_days")
+    return due_days
+
+
+def check_period(start: date, end: date, *, today: date, lookback_days: int) -> None:
+    """A run's period: begun already (not a future one), ended no longer ago than the
+    cycle allows (`lookback_days`), and at most a year long."""
+    if end < start:
+        raise InvalidInput("must not be before period_start", field="period_end")
+    if start > today:
+        raise InvalidInput(
+            f"{start} is in the future: a period is billed once it has begun",
+            field="period_start",
+        )
+    if (today - end).days > lookback_days:
+        raise InvalidInput(
+            f"{end} is more than {lookback_days} days ago (BOSSA_BILLING_PERIOD_LOOKBACK_DAYS)",
+            field="period_end",
+        )
+    if (end - start).days + 1 > MAX_PERIOD_DAYS:
+        raise InvalidInput(f"a period is at most {MAX_PERIOD_DAYS} days long", field="period_end")
+
+
+def check_window(start: datetime, end: datetime, *, now: datetime) -> None:
+    """B1: a window ends after it starts and in the future, lasts at most MAX_WINDOW, and
+    starts within a year."""
+    if end <= start:
+        raise InvalidInput("must be after planned_start", field="planned_end")
+    if end - start > MAX_WINDOW:
+        raise InvalidInput(f"a window lasts at most {MAX_WINDOW.days} days", field="planned_end")
+    if end <= now:
+        raise InvalidInput(
+            "is in the past: plan a window that is still to come", field="planned_end"
+        )
+    if start - now > MAX_PLANNING:
+        raise InvalidInput(f"is more than {MAX_PLANNING.days} days ahead", field="planned_start")
+
+
+def check_planned_end(planned_end: datetime, *, now: datetime) -> None:
+    if planned_end <= now:
+        raise InvalidInput("is in the past", field="planned_end")
+    if planned_end - now > MAX_WINDOW:
+        raise InvalidInput(
+            f"is more than {MAX_WINDOW.days} days ahead (a window's longest)", field="planned_end"
+        )
+
+
+def _sane_time(value: datetime) -> datetime:
+    # Before any arithmetic: a year near 1 or 9999 overflows once moved to UTC.
+    if not 1970 <= value.year <= 9000:
+        raise PydanticCustomError("time_range", "must be between the years 1970 and 9000")
+    return value
+
+
+#: A point in time of a request: with its UTC offset, within years 1970-9000.
+Moment = Annotated[AwareDatetime, AfterValidator(_sane_time)]
+
+
 # -- requests ----------------------------------------------------------------------------
 
 
 class PaymentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    account: str = Field(min_length=1, max_length=64)
+    account: PlainText = Field(min_length=1, max_length=64)
     # Any: to_minor checks it and says why (a float, too many decimals, not a number).
     amount: Any = Field(
-        description="A decimal string in the currency ('12.50') or minor units as an integer string"
+        description=(
+            "A decimal string in the currency ('12.50') or minor units as an integer string; "
+            f"at most the currency's largest payment (and never over {MAX_MINOR} minor units)"
+        )
     )
-    currency: str = Field(min_length=3, max_length=3)
+    currency: PlainText = Field(min_length=3, max_length=3)
 
     @classmethod
     def parse(cls, data: Any) -> Self:
@@ -136,17 +357,26 @@ class RunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    period_start: date
-    period_end: date
-    bill_cycle: str = "MONTHLY"
+    period_start: date = Field(description="Begun already, not a future period")
+    period_end: date = Field(
+        description="Ended at most BOSSA_BILLING_PERIOD_LOOKBACK_DAYS ago; a period is at most "
+        f"{MAX_PERIOD_DAYS} days"
+    )
+    bill_cycle: PlainText = Field(
+        default="MONTHLY",
+        min_length=1,
+        max_length=32,
+        description="A cycle whose bill-run window (POST /billing/windows) contains now",
+    )
     due_days: int | None = Field(
         default=None,
-        ge=0,
-        le=366,
+        ge=MIN_DUE_DAYS,
+        le=MAX_DUE_DAYS,
         description="Days from the period's end to the due date (default: the billing settings')",
     )
-    planned_end: datetime | None = Field(
-        default=None, description="When the planned window ends (B5: informative)"
+    planned_end: Moment | None = Field(
+        default=None,
+        description="When the run should be over (B5: informative; default: its window's end)",
     )
 
     @classmethod
@@ -159,9 +389,11 @@ class WindowRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bill_cycle: str
-    planned_start: datetime
-    planned_end: datetime
+    bill_cycle: PlainText = Field(min_length=1, max_length=32)
+    planned_start: Moment
+    planned_end: Moment = Field(
+        description=f"After planned_start, in the future, at most {MAX_WINDOW.days} days later"
+    )
 
     @classmethod
     def parse(cls, data: Any) -> Self:
@@ -217,6 +449,8 @@ class PaymentOutcome(BaseModel):
     staged_id: int | None = None
     received_at: str | None = None
     transaction_id: int | None = None
+    #: The key this payment was taken with (the CLI makes one unless given one).
+    idempotency_key: str | None = None
     #: True when this answers a replayed idempotency key.
     replay: bool | None = None
 
@@ -231,9 +465,11 @@ class Authorization(BaseModel):
 
 class Window(BaseModel):
     id: int
-    bill_cycle: str
-    planned_start: datetime
-    planned_end: datetime
+    bill_cycle: PlainText = Field(min_length=1, max_length=32)
+    planned_start: Moment
+    planned_end: Moment = Field(
+        description=f"After planned_start, in the future, at most {MAX_WINDOW.days} days later"
+    )
     created_at: datetime
     created_by: str
 
@@ -274,9 +510,21 @@ class RunState(BaseModel):
     settled_at: datetime | None
     settled_through: int | None
     started_by: str
+    cancelled_at: datetime | None = None
+    cancelled_by: str | None = None
     billed: int
     #: Share of the run's accounts billed, 0 to 1.
     progress: float
+
+
+class RunCancelled(BaseModel):
+    """A run cancelled before billing began: what it staged was settled, as if no run had
+    been open."""
+
+    run: int
+    status: RunStatus
+    #: Staged deposits and write-offs applied by this call.
+    staged_applied: int
 
 
 class Difference(BaseModel):
@@ -321,7 +569,10 @@ class ServiceOrder(BaseModel):
 
     SUSPEND: ClassVar[str] = "service.suspend"
     RESUME: ClassVar[str] = "service.resume"
-    INTF_CODES: ClassVar[dict[str, str]] = {SUSPEND: "4204", RESUME: "4205"}
+    INTF_CODES: ClassVar[dict[str, OrderType]] = {
+        SUSPEND: OrderType.SUSPEND,
+        RESUME: OrderType.RESUME,
+    }
 
     kind: Literal["service.suspend", "service.resume"]
     account: str
@@ -332,7 +583,7 @@ class ServiceOrder(BaseModel):
     @property
     def intf_code(self) -> str:
         """INTF_CODE of the provisioning order: 4204 suspends, 4205 restores."""
-        return self.INTF_CODES[self.kind]
+        return self.INTF_CODES[self.kind].value
 
     @classmethod
     def change(

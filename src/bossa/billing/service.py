@@ -29,6 +29,7 @@ from bossa.billing import lanes, store
 from bossa.billing.models import (
     BillPeriodState,
     PaymentKind,
+    PaymentLimits,
     PaymentRequest,
     PaymentStatus,
     RunStatus,
@@ -37,16 +38,29 @@ from bossa.billing.models import (
     WindowRequest,
     arrears_left,
     check_arrears_payment,
+    check_due_days,
+    check_idempotency_key,
+    check_payment_limits,
+    check_period,
+    check_planned_end,
+    check_window,
     overrunning,
     payment_status,
     recipe_of,
     restores_service,
 )
-from bossa.billing.settings import MAX_WORKERS
+from bossa.billing.settings import MAX_CHUNK, MAX_WORKERS
 from bossa.db import Conn, Pool
 from bossa.errors import Conflict, InvalidInput, NotFound
 from bossa.journal import Journal
-from bossa.ledger import AccountRequest, AccountStatus, available, format_minor, to_minor
+from bossa.ledger import (
+    AccountRequest,
+    AccountStatus,
+    available,
+    check_text,
+    format_minor,
+    to_minor,
+)
 from bossa.provisioning import Deliverer
 
 __all__ = [
@@ -55,6 +69,7 @@ __all__ = [
     "authorize",
     "bill",
     "bill_period_state",
+    "cancel_run",
     "check_books",
     "current_state",
     "open_account",
@@ -70,6 +85,12 @@ __all__ = [
 Progress = Callable[[int, int], None]
 _CATCH_UP_ROUNDS = 3
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+#: The largest id PostgreSQL's bigint holds: a run id beyond it names no run.
+_BIGINT_MAX = 2**63 - 1
+#: How far back a run's period may end unless the settings say otherwise (days).
+DEFAULT_LOOKBACK_DAYS = 93
+#: Differences one reconciliation report lists at most.
+MAX_REPORT_ROWS = 10_000
 
 
 # -- accounts ----------------------------------------------------------------------------
@@ -83,6 +104,7 @@ async def open_account(pool: Pool, request: AccountRequest, *, actor: str) -> bo
 
 async def account_summary(pool: Pool, account_id: str) -> dict[str, Any]:
     """An account with its books, available funds and what is staged for it."""
+    check_text(account_id, "account")
     async with pool.connection() as conn:
         acct = await ledger.account(conn, account_id)
         books = await ledger.balances(conn, account_id)
@@ -110,39 +132,40 @@ async def pay(
     *,
     kind: str,
     actor: str,
-    idempotency_key: str | None = None,
+    idempotency_key: str,
+    limits: PaymentLimits | None = None,
 ) -> dict[str, Any]:
-    """Take a deposit (kind 'deposit') or an arrears payment (kind 'arrears'). Replaying an
-    idempotency key answers the first outcome; with other content it is a Conflict."""
+    """Take a deposit (kind 'deposit') or an arrears payment (kind 'arrears'). The
+    idempotency key is required: replaying it answers the first outcome; with other
+    content it is a Conflict. `limits` (the billing settings') bound the payment and the
+    account's prepaid funds per currency."""
     try:
         payment_kind = PaymentKind(kind)
     except ValueError:
         raise InvalidInput("must be deposit or arrears", field="kind") from None
+    key = check_idempotency_key(idempotency_key)
+    limits = limits or PaymentLimits()
     fingerprint = request.fingerprint(kind)
     try:
         async with journal.pool.connection() as conn, conn.transaction():
-            if idempotency_key is not None:
-                replay = await _replay(conn, idempotency_key, fingerprint)
-                if replay is not None:
-                    return replay
+            replay = await _replay(conn, key, fingerprint)
+            if replay is not None:
+                return replay
             outcome = await _take(
-                conn, journal, request, kind=payment_kind, actor=actor, key=idempotency_key
+                conn, journal, request, kind=payment_kind, actor=actor, key=key, limits=limits
             )
-            if idempotency_key is not None:
-                await store.record_payment(
-                    conn,
-                    key=idempotency_key,
-                    fingerprint=fingerprint,
-                    account_id=request.account,
-                    kind=payment_kind,
-                    amount=outcome["amount_minor"],
-                    outcome=outcome,
-                )
+            await store.record_payment(
+                conn,
+                key=key,
+                fingerprint=fingerprint,
+                account_id=request.account,
+                kind=payment_kind,
+                amount=outcome["amount_minor"],
+                outcome=outcome,
+            )
     except pg_errors.UniqueViolation:
-        if idempotency_key is None:
-            raise
         async with journal.pool.connection() as conn:  # a concurrent twin won: replay it
-            replay = await _replay(conn, idempotency_key, fingerprint)
+            replay = await _replay(conn, key, fingerprint)
         if replay is None:
             raise
         return replay
@@ -154,7 +177,7 @@ async def _replay(conn: Conn, key: str, fingerprint: str) -> dict[str, Any] | No
     if row is None:
         return None
     if row["request_hash"] != fingerprint:
-        raise Conflict("was used before for a payment with other content", field="idempotency_key")
+        raise Conflict("was used before for a payment with other content", field="Idempotency-Key")
     return {**row["outcome"], "replay": True}
 
 
@@ -165,14 +188,15 @@ async def _take(
     *,
     kind: PaymentKind,
     actor: str,
-    key: str | None,
+    key: str,
+    limits: PaymentLimits,
 ) -> dict[str, Any]:
     account = await ledger.account(conn, request.account, lock=True)
     if request.currency.upper() != account.currency:
         raise InvalidInput(f"is not the account's currency ({account.currency})", field="currency")
     minor = to_minor(request.amount, account.exponent, currency=account.currency)
     await store.lock_books_shared(conn)
-    run = await store.open_run(conn)
+    run_id, funds = await store.payment_context(conn, account.id)
     outcome: dict[str, Any] = {
         "account": account.id,
         "kind": kind.value,
@@ -180,12 +204,20 @@ async def _take(
         "amount_minor": minor,
         "currency": account.currency,
         "restored": [],
+        "idempotency_key": key,
     }
+    arrears = arrears_left(funds.receivable, funds.staged_writeoffs)
     if kind is PaymentKind.ARREARS:
-        books = await ledger.balances(conn, account.id)
-        _, staged_writeoffs = await store.staged_totals(conn, account.id)
-        arrears = arrears_left(books["receivable"], staged_writeoffs)
         check_arrears_payment(minor, arrears, exponent=account.exponent, currency=account.currency)
+    check_payment_limits(
+        minor,
+        kind=kind,
+        funds=funds,
+        limits=limits,
+        currency=account.currency,
+        exponent=account.exponent,
+    )
+    if kind is PaymentKind.ARREARS:
         suspended = account.status is AccountStatus.SUSPENDED
         if restores_service(suspended=suspended, minor=minor, arrears=arrears):
             outcome["restored"] = await _service_changes(
@@ -197,19 +229,19 @@ async def _take(
                 reason=f"arrears paid by {actor}",
                 actor=actor,
             )
-    if payment_status(run is not None) is PaymentStatus.STAGED:
-        assert run is not None
+    if payment_status(run_id is not None) is PaymentStatus.STAGED:
+        assert run_id is not None
         row = await store.stage(
-            conn, kind, run_id=run["id"], account_id=account.id, amount=minor, key=key, actor=actor
+            conn, kind, run_id=run_id, account_id=account.id, amount=minor, key=key, actor=actor
         )
         outcome.update(
             status=PaymentStatus.STAGED.value,
-            run_id=run["id"],
+            run_id=run_id,
             staged_id=row["id"],
             received_at=row["received_at"].isoformat(),
         )
         return outcome
-    reference = f"payment:{key}" if key else None
+    reference = f"payment:{key}"
     tx = await ledger.post(
         conn, account.id, recipe_of(kind), minor, actor=actor, key=reference, reference=reference
     )
@@ -257,6 +289,8 @@ async def authorize(
     journal: Journal, account_id: str, amount: object, currency: str
 ) -> dict[str, Any]:
     """B3: may this order be charged now? Online funds plus what is staged for the account."""
+    check_text(account_id, "account")
+    check_text(currency, "currency")
     async with journal.pool.connection() as conn:
         account = await ledger.account(conn, account_id)
         if currency.upper() != account.currency:
@@ -299,10 +333,12 @@ async def bill_period_state(pool: Pool) -> BillPeriodState:
         return await current_state(conn)
 
 
-async def add_window(pool: Pool, request: WindowRequest, *, actor: str) -> int:
-    """Plan a bill-run window for a bill cycle that has accounts; returns its id."""
-    if request.planned_end <= request.planned_start:
-        raise InvalidInput("must be after planned_start", field="planned_end")
+async def add_window(
+    pool: Pool, request: WindowRequest, *, actor: str, now: datetime | None = None
+) -> int:
+    """Plan a bill-run window for a bill cycle that has accounts; returns its id. A run
+    of the cycle may open only while one of its windows contains now."""
+    check_window(request.planned_start, request.planned_end, now=now or datetime.now(UTC))
     async with pool.connection() as conn, conn.transaction():
         await _check_cycle(conn, request.bill_cycle)
         return await store.add_window(
@@ -327,23 +363,43 @@ async def start_run(
     due_days: int = 20,
     planned_end: datetime | None = None,
     actor: str,
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+    today: date | None = None,
 ) -> int:
-    """Open a run: from this commit on, payments are staged (B2)."""
-    if period_end < period_start:
-        raise InvalidInput("must not be before period_start", field="period_end")
-    if due_days < 0:
-        raise InvalidInput("must not be negative", field="due_days")
+    """Open a run: from this commit on, payments are staged (B2). The period must have
+    begun, have ended at most `lookback_days` ago and overlap no other run of the cycle;
+    the cycle must have accounts and a planned window containing now, whose end is the
+    run's planned end unless one is given."""
+    check_text(cycle, "cycle")
+    check_period(period_start, period_end, today=today or date.today(), lookback_days=lookback_days)
+    check_due_days(due_days)
+    if planned_end is not None:
+        check_planned_end(planned_end, now=datetime.now(UTC))
     try:
         async with pool.connection() as conn, conn.transaction():
             await _check_cycle(conn, cycle)
+            window = await store.current_window(conn, cycle)
+            if window is None:
+                raise Conflict(
+                    f"no bill-run window of the {cycle} cycle contains now: plan one first "
+                    "(bossa billing window, POST /billing/windows)",
+                    field="cycle",
+                )
             await store.lock_books(conn)
+            other = await store.overlapping_run(conn, cycle, period_start, period_end)
+            if other is not None:
+                raise Conflict(
+                    f"bill run {other['id']} of the {cycle} cycle covers "
+                    f"{other['period_start']} to {other['period_end']} already",
+                    field="period_start",
+                )
             return await store.start_run(
                 conn,
                 cycle=cycle,
                 period_start=period_start,
                 period_end=period_end,
                 due_days=due_days,
-                planned_end=planned_end,
+                planned_end=planned_end or window["planned_end"],
                 actor=actor,
             )
     except pg_errors.UniqueViolation as exc:
@@ -354,11 +410,47 @@ async def start_run(
                 f"bill run {open_run['id']} is still {open_run['status']}", field="cycle"
             ) from exc
         raise Conflict(
-            f"the {cycle} cycle was already billed for {period_start}", field="period"
+            f"the {cycle} cycle was already billed for {period_start}", field="period_start"
         ) from exc
 
 
+async def cancel_run(pool: Pool, run_id: int, *, actor: str, batch: int = 200) -> dict[str, Any]:
+    """Cancel a run before billing has begun (no account billed): billing stops, and what
+    was staged during it is settled as if no run had been open; who and when are
+    recorded. Calling it again finishes an interrupted cancellation, or answers a
+    cancelled run as it is."""
+    _check_run_id(run_id)
+    async with pool.connection() as conn, conn.transaction():
+        run = await store.run_for_update(conn, run_id)  # after the chunks under way
+        if run is None:
+            raise NotFound(f"no bill run {run_id}", field="run")
+        if run["status"] == RunStatus.CANCELLED:
+            return {"run": run_id, "status": RunStatus.CANCELLED, "staged_applied": 0}
+        if run["cancelled_at"] is None:
+            if run["status"] != RunStatus.RUNNING:
+                raise Conflict(
+                    f"bill run {run_id} is {run['status']}: its accounts are billed, "
+                    "so it can no longer be cancelled",
+                    field="run",
+                )
+            billed, _ = await store.progress(conn, run_id)
+            if billed or not await store.cancel_run(conn, run_id, actor=actor):
+                raise Conflict(
+                    f"bill run {run_id} has begun billing ({billed} accounts billed): "
+                    "finish it (bill, settle) instead",
+                    field="run",
+                )
+    applied = await settle(pool, run_id, batch=batch, actor=actor)
+    return {"run": run_id, "status": RunStatus.CANCELLED, "staged_applied": applied}
+
+
+def _check_run_id(run_id: int) -> None:
+    if not 1 <= run_id <= _BIGINT_MAX:
+        raise NotFound(f"no bill run {run_id}", field="run")
+
+
 async def _run(conn: Conn, run_id: int) -> dict[str, Any]:
+    _check_run_id(run_id)
     row = await store.run(conn, run_id)
     if row is None:
         raise NotFound(f"no bill run {run_id}", field="run")
@@ -386,8 +478,8 @@ async def bill(
     over (B5) and settlement may begin. Returns the accounts billed by this call."""
     if not 1 <= workers <= MAX_WORKERS:
         raise InvalidInput(f"must be between 1 and {MAX_WORKERS}", field="workers")
-    if chunk < 1:
-        raise InvalidInput("must be at least 1", field="chunk")
+    if not 1 <= chunk <= MAX_CHUNK:
+        raise InvalidInput(f"must be between 1 and {MAX_CHUNK}", field="chunk")
     async with pool.connection() as conn:
         await _run(conn, run_id)
     billed = 0
@@ -412,10 +504,13 @@ async def bill(
 
 async def settle(pool: Pool, run_id: int, *, batch: int = 200, actor: str = "billing") -> int:
     """B4: apply the staged deposits and write-offs in the order they were taken, each
-    once; then end staging. Returns the items applied by this call."""
+    once; then end staging. Returns the items applied by this call. A cancelled run's
+    settlement ends it as cancelled."""
+    if not 1 <= batch <= MAX_CHUNK:
+        raise InvalidInput(f"must be between 1 and {MAX_CHUNK}", field="batch")
     async with pool.connection() as conn:
         run = await _run(conn, run_id)
-    if run["status"] == RunStatus.SETTLED:
+    if run["status"] in (RunStatus.SETTLED, RunStatus.CANCELLED):
         return 0
     if run["status"] != RunStatus.SETTLING:
         raise Conflict(f"bill run {run_id} is still billing accounts", field="run")
@@ -444,9 +539,15 @@ async def settle(pool: Pool, run_id: int, *, batch: int = 200, actor: str = "bil
 
 async def reconcile(pool: Pool, run_id: int, *, limit: int = 1000) -> dict[str, Any]:
     """B6: snapshot + the run's charges + the settled staged items = the final books,
-    per account and in total; every difference listed (none expected)."""
+    per account and in total; the first `limit` differences listed (none expected)."""
+    if not 1 <= limit <= MAX_REPORT_ROWS:
+        raise InvalidInput(f"must be between 1 and {MAX_REPORT_ROWS}", field="limit")
     async with pool.connection() as conn:
         run = await _run(conn, run_id)
+        if run["status"] == RunStatus.CANCELLED:
+            raise Conflict(
+                f"bill run {run_id} was cancelled: it billed nothing to reconcile", field="run"
+            )
         if run["status"] != RunStatus.SETTLED:
             raise Conflict(
                 f"bill run {run_id} is {run['status']}: reconcile after settlement", field="run"

@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from bossa.billing.models import PaymentKind
+from bossa.billing.models import Funds, PaymentKind
 from bossa.db import Conn
 from bossa.sql import load_queries
 
@@ -16,6 +16,8 @@ __all__ = [
     "QUERIES",
     "add_window",
     "bill_chunk",
+    "cancel_run",
+    "current_window",
     "cycle_has_accounts",
     "gauges",
     "lock_books",
@@ -24,12 +26,15 @@ __all__ = [
     "mark_settling",
     "open_run",
     "overdue_accounts",
+    "overlapping_run",
     "payment_by_key",
+    "payment_context",
     "planned_window",
     "progress",
     "reconcile",
     "record_payment",
     "run",
+    "run_for_update",
     "run_totals",
     "settle_batch",
     "stage",
@@ -62,8 +67,49 @@ async def open_run(conn: Conn) -> Row | None:
     return await _one(conn, "open_run")
 
 
+async def payment_context(conn: Conn, account_id: str) -> tuple[int | None, Funds]:
+    """(the run holding the books or None, the account's books and staged items), read
+    in one statement."""
+    row = await _one(conn, "payment_context", {"account": account_id})
+    assert row is not None
+    funds = Funds(
+        prepaid=int(row["prepaid"]),
+        receivable=int(row["receivable"]),
+        cash=int(row["cash"]),
+        staged_deposits=int(row["staged_deposits"]),
+        staged_writeoffs=int(row["staged_writeoffs"]),
+    )
+    return row["run_id"], funds
+
+
 async def run(conn: Conn, run_id: int) -> Row | None:
     return await _one(conn, "run", {"run": run_id})
+
+
+async def run_for_update(conn: Conn, run_id: int) -> Row | None:
+    """The run, locked until the caller's transaction ends (after the chunks under way)."""
+    return await _one(conn, "run_for_update", {"run": run_id})
+
+
+async def current_window(conn: Conn, cycle: str) -> Row | None:
+    return await _one(conn, "current_window", {"cycle": cycle})
+
+
+async def overlapping_run(conn: Conn, cycle: str, start: date, end: date) -> Row | None:
+    return await _one(
+        conn, "overlapping_run", {"cycle": cycle, "period_start": start, "period_end": end}
+    )
+
+
+async def cancel_run(conn: Conn, run_id: int, *, actor: str) -> bool:
+    """Stop a run no account of which was billed and drop its snapshot and account list;
+    False when it is not running or billed some account already."""
+    row = await _one(conn, "mark_cancelling", {"run": run_id, "actor": actor})
+    if row is None:
+        return False
+    await conn.execute(QUERIES["drop_run_accounts"], {"run": run_id})
+    await conn.execute(QUERIES["drop_snapshot"], {"run": run_id})
+    return True
 
 
 async def planned_window(conn: Conn) -> Row | None:

@@ -3,28 +3,66 @@ double-entry recipe of each movement. No I/O."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any, Self, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from bossa.errors import InvalidInput
 
 __all__ = [
+    "BOOK_LIMIT",
     "DEPOSIT",
+    "MAX_MINOR",
     "WRITEOFF",
     "Account",
     "AccountRequest",
     "AccountStatus",
     "Book",
+    "PlainText",
     "Recipe",
     "available",
+    "check_text",
     "format_minor",
     "parse_model",
     "to_minor",
 ]
+
+#: The largest amount bossa reads, in minor units (10^15: a thousand trillion won, ten
+#: trillion dollars). Every amount typed or sent is refused above it.
+MAX_MINOR = 10**15
+#: No book of an account may hold more than this, in minor units: payments that would
+#: take one past it are refused at intake, so a posting never overflows `bigint`
+#: (9.2 x 10^18) and settlement never fails on one. See docs/billing.md, "Limits".
+BOOK_LIMIT = 10**18
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_text(value: str, field: str) -> str:
+    """A name or code as typed (an account, a customer, a currency): no control
+    characters, NUL among them (PostgreSQL cannot store it in text)."""
+    if _CONTROL.search(value):
+        raise InvalidInput(
+            "must not contain control characters (NUL, tab, newline...)", field=field
+        )
+    return value
+
+
+def _plain(value: str) -> str:
+    if _CONTROL.search(value):
+        raise PydanticCustomError(
+            "control_character", "must not contain control characters (NUL, tab, newline...)"
+        )
+    return value
+
+
+#: A request's name or code field: refused naming the field if it holds a control character.
+PlainText = Annotated[str, AfterValidator(_plain)]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,10 +140,12 @@ class AccountRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    account: str = Field(max_length=64, description="The account id, e.g. A-1001")
-    customer: str = Field(max_length=64, description="The customer (CUST_ID)")
-    currency: str = Field(description="ISO 4217 code, in ledger.currencies")
-    bill_cycle: str = Field(default="MONTHLY", min_length=1, max_length=32)
+    account: PlainText = Field(max_length=64, description="The account id, e.g. A-1001")
+    customer: PlainText = Field(min_length=1, max_length=64, description="The customer (CUST_ID)")
+    currency: PlainText = Field(
+        min_length=3, max_length=3, description="ISO 4217 code, in ledger.currencies"
+    )
+    bill_cycle: PlainText = Field(default="MONTHLY", min_length=1, max_length=32)
     grace_days: int = Field(
         default=14, ge=0, le=3650, description="Days past a bill's due date before dunning"
     )
@@ -137,7 +177,7 @@ def to_minor(value: object, exponent: int, *, field: str = "amount", currency: s
             f"has more decimals than {currency or 'the currency'} has ({exponent})", field=field
         )
     minor = int(amount.scaleb(exponent))
-    if minor > 10**15:
+    if minor > MAX_MINOR:
         raise InvalidInput("is too large", field=field)
     return minor
 

@@ -11,11 +11,45 @@ select pg_advisory_xact_lock(7301001)
 
 -- name: open_run
 -- The run that holds the books now, if any (running or settling).
-select * from billing.runs where status <> 'settled'
+select * from billing.runs where status in ('running', 'settling')
+
+-- name: payment_context
+-- What a payment decides on, in one snapshot (taken with the account locked and the
+-- books lock held shared): the run that holds the books, if any, and the account's
+-- books and unsettled staged items. One statement, so an item being settled meanwhile
+-- is counted once, either staged or posted.
+select
+    (select id from billing.runs where status in ('running', 'settling')) as run_id,
+    coalesce(sum(b.amount) filter (where b.book = 'prepaid'), 0) as prepaid,
+    coalesce(sum(b.amount) filter (where b.book = 'receivable'), 0) as receivable,
+    coalesce(sum(b.amount) filter (where b.book = 'cash'), 0) as cash,
+    (select coalesce(sum(amount), 0) from billing.staged_deposits
+     where account_id = %(account)s and settled_at is null) as staged_deposits,
+    (select coalesce(sum(amount), 0) from billing.staged_writeoffs
+     where account_id = %(account)s and settled_at is null) as staged_writeoffs
+from ledger.book_balances b
+where b.account_id = %(account)s
 
 -- name: run
 -- One run.
 select * from billing.runs where id = %(run)s
+
+-- name: run_for_update
+-- One run, locked: waits for the bill-run chunks under way (they hold it in share mode).
+select * from billing.runs where id = %(run)s for update
+
+-- name: current_window
+-- B1: the planned window of a bill cycle that contains now (a run opens only in one).
+select * from billing.windows
+where bill_cycle = %(cycle)s and planned_start <= now() and planned_end > now()
+order by planned_start desc limit 1
+
+-- name: overlapping_run
+-- A run of the cycle, not cancelled, whose period overlaps the one given.
+select id, period_start, period_end from billing.runs
+where bill_cycle = %(cycle)s and cancelled_at is null
+  and period_start <= %(period_end)s and period_end >= %(period_start)s
+order by id limit 1
 
 -- name: planned_window
 -- B1: the planned window that contains now, if any.
@@ -73,11 +107,29 @@ where id = %(run)s and status = 'running'
 returning id
 
 -- name: mark_settled
--- Staging ends: payments post online again.
+-- Staging ends: payments post online again. A cancelled run ends as cancelled.
 update billing.runs
-set status = 'settled', settled_at = now(),
+set status = case when cancelled_at is null then 'settled' else 'cancelled' end,
+    settled_at = now(),
     settled_through = (select coalesce(max(id), 0) from ledger.posted_transactions)
 where id = %(run)s and status = 'settling'
+
+-- name: mark_cancelling
+-- Cancel a run no account of which was billed: billing stops (no chunk bills a run that
+-- is not running) and settlement of what it staged begins; who and when are recorded.
+update billing.runs
+set status = 'settling', cancelled_at = now(), cancelled_by = %(actor)s
+where id = %(run)s and status = 'running'
+  and not exists (select 1 from billing.run_accounts where run_id = %(run)s and billed)
+returning id
+
+-- name: drop_run_accounts
+-- A cancelled run's list of accounts to bill: none will be.
+delete from billing.run_accounts where run_id = %(run)s
+
+-- name: drop_snapshot
+-- A cancelled run's snapshot: nothing will be reconciled with it.
+delete from billing.snapshots where run_id = %(run)s
 
 -- name: stage_deposit
 -- B2: a deposit taken during a run.
@@ -205,10 +257,11 @@ select
 -- name: gauges
 -- What an operator watches during a bill run: progress, staged items, settlement lag.
 select
-    (select id from billing.runs where status <> 'settled') as open_run,
+    (select id from billing.runs where status in ('running', 'settling')) as open_run,
     (select count(*) filter (where billed)::float8 / greatest(count(*), 1)
      from billing.run_accounts
-     where run_id = (select id from billing.runs where status <> 'settled')) as progress,
+     where run_id = (select id from billing.runs where status in ('running', 'settling')))
+        as progress,
     (select count(*) from billing.staged_deposits where settled_at is null) as staged_deposits,
     (select count(*) from billing.staged_writeoffs where settled_at is null) as staged_writeoffs,
     extract(epoch from now() - least(

@@ -14,14 +14,15 @@ create table billing.windows (
 );
 
 -- A run's real state: running (billing accounts; payments are staged), settling
--- (applying what was staged; payments still staged), settled (normal processing).
+-- (applying what was staged; payments still staged), settled (normal processing), or
+-- cancelled (before any account was billed; what it staged was settled).
 create table billing.runs (
     id                bigint generated always as identity primary key,
     bill_cycle        text not null,
     period_start      date not null,
     period_end        date not null check (period_end >= period_start),
     due_days          integer not null default 20,
-    status            text not null check (status in ('running', 'settling', 'settled')),
+    status            text not null,
     planned_end       timestamptz,
     accounts_total    integer not null default 0,
     started_at        timestamptz not null default now(),
@@ -30,10 +31,16 @@ create table billing.runs (
     -- The last ledger transaction when staging ended: later ones are online activity.
     settled_through   bigint,
     started_by        text not null,
-    unique (bill_cycle, period_start)
+    cancelled_at      timestamptz,
+    cancelled_by      text,
+    constraint runs_status_check
+        check (status in ('running', 'settling', 'settled', 'cancelled'))
 );
+-- A period is billed once per cycle; a cancelled run leaves it to the next.
+create unique index runs_one_period on billing.runs (bill_cycle, period_start)
+    where cancelled_at is null;
 -- At most one run holds the books at a time.
-create unique index runs_one_open on billing.runs ((true)) where status <> 'settled';
+create unique index runs_one_open on billing.runs ((true)) where status in ('running', 'settling');
 
 -- The accounts a run bills, each exactly once.
 create table billing.run_accounts (
@@ -68,6 +75,8 @@ create table billing.staged_deposits (
     transaction_id   bigint
 );
 create index staged_deposits_unsettled on billing.staged_deposits (id) where settled_at is null;
+create index staged_deposits_account on billing.staged_deposits (account_id)
+    where settled_at is null;
 
 -- B2: write-off (arrears payment) instructions taken during a run.
 create table billing.staged_writeoffs (
@@ -84,6 +93,8 @@ create table billing.staged_writeoffs (
     transaction_id   bigint
 );
 create index staged_writeoffs_unsettled on billing.staged_writeoffs (id) where settled_at is null;
+create index staged_writeoffs_account on billing.staged_writeoffs (account_id)
+    where settled_at is null;
 
 -- Payments as the front office sees them (staged or posted), for idempotent replays.
 create table billing.payments (
@@ -100,7 +111,8 @@ create table billing.payments (
 -- charges of the customer's contracts (customers.contract_fees) and the ledger's half,
 -- usage, the bill and its postings (ledger.issue_bill). Accounts are claimed with SKIP
 -- LOCKED, so parallel workers share a run, and a worker killed mid-chunk leaves its
--- accounts pending: each account is billed exactly once.
+-- accounts pending: each account is billed exactly once. The run's row is held in share
+-- mode, so a cancellation waits out the chunks under way and none bills after it.
 create function billing.bill_chunk(p_run bigint, p_limit integer, p_actor text)
 returns integer
 language plpgsql as $$
@@ -110,7 +122,8 @@ declare
     v_recurring bigint;
     v_done integer := 0;
 begin
-    select * into v_run from billing.runs where id = p_run;
+    -- Share mode: chunks run side by side; a cancellation (for update) waits for them.
+    select * into v_run from billing.runs where id = p_run for share;
     if v_run.status is distinct from 'running' then
         return 0;
     end if;
