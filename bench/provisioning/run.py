@@ -57,7 +57,9 @@ from bossa.provisioning import (  # noqa: E402
     BackupDaemon,
     Deliverer,
     OrderRequest,
+    ProvisioningCommand,
     ProvisioningSettings,
+    ServerType,
     lane_of,
     submit,
 )
@@ -313,22 +315,24 @@ async def bench_orders(world: World, s: Settings, report: Report) -> None:
 # -- 2. replay -------------------------------------------------------------------------
 
 
-def payload_for(division: str, server_type: str, command: Any, i: int, now: str) -> dict[str, Any]:
-    """Shaped as ProvisioningCommand.to_payload() makes it (service.accept)."""
-    return {
-        "division": division,
-        "server_type": server_type,
-        "wo_no": f"WO-B{i:09d}",
-        "intf_code": "4201",
-        "cust_id": "C-1",
-        "command": command,
-        "bind_data": {"speed": "100M"},
-        "bind_method": True,
-        "logname": "bossa",
-        "ins_date": now,
-    }
+def payload_for(division: str, server_type: str, i: int, now: str) -> dict[str, Any]:
+    """As service.accept makes it: the sample plan's version 1 for 4201, bind data only."""
+    return ProvisioningCommand(
+        sa_id=f"SA-B{i}",
+        division=division,
+        server_type=ServerType(server_type),
+        product="ADSL",
+        intf_code="4201",
+        plan_version=1,
+        wo_no=f"WO-B{i:09d}",
+        cust_id="C-1",
+        bind_data={"speed": "100M"},
+        ins_date=datetime.fromisoformat(now),
+    ).to_payload()
 
 
+#: The sample divisions the replay fills, by server type (their 4201 commands are the
+#: sample plans' AAA and HDS templates, version 1).
 DIVISIONS = {
     "HDS": ("memstore", HDS["4201"]),
     "AAA": ("sql", AAA["4201"]),
@@ -336,7 +340,7 @@ DIVISIONS = {
 
 
 async def fill(world: World, division: str, n: int, batch: int, prefix: str) -> float:
-    server_type, command = DIVISIONS[division]
+    server_type, _ = DIVISIONS[division]
     now = datetime.now(UTC).isoformat()
     t0 = time.perf_counter()
     for start in range(0, n, batch):
@@ -345,7 +349,7 @@ async def fill(world: World, division: str, n: int, batch: int, prefix: str) -> 
                 NewEntry(
                     lane_of(division),
                     "provisioning.command",
-                    payload_for(division, server_type, command, i, now),
+                    payload_for(division, server_type, i, now),
                     key=f"{prefix}-{i}",
                 )
                 for i in range(start, min(n, start + batch))

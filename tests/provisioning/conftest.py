@@ -1,6 +1,10 @@
 """Session-wide real divisions: one of each server per test session (per xdist worker).
 
 A fault test that stops a server starts it again before it ends (see `restarted`).
+
+Every division password in tests/provisioning is `PASSWORD` (one of `TEST_PASSWORDS`):
+tests/conftest.py fails the run when it appears in any test's output, log or failure
+text, and tests/provisioning/test_secrets.py looks for it in each answer and error.
 """
 
 from __future__ import annotations
@@ -10,6 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.provisioning import servers
+from tests.support import TEST_PASSWORDS
+
+__all__ = ["PASSWORD", "TEST_PASSWORDS"]
+
+#: The one password every division in these tests is given.
+PASSWORD = TEST_PASSWORDS[0]
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""The payload of a provisioning command has one definition, `ProvisioningCommand`: the
-SQL views over the journal are the only SQL that knows its fields, and these tests fail
-when a view and the model disagree (a field renamed in one and not the other)."""
+"""The payload of a provisioning command has one definition, `ProvisioningCommand`: it
+names its plan version and carries bind data only (never command text); the SQL views
+over the journal are the only SQL that knows its fields, and these tests fail when a
+view and the model disagree (a field renamed in one and not the other)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ import psycopg
 import pytest
 
 from bossa.errors import InvalidInput
-from bossa.provisioning.models import COMMAND_KIND, BufferRow, ProvisioningCommand, ServerType
+from bossa.provisioning.models import (
+    COMMAND_KIND,
+    BufferRow,
+    PlanKey,
+    ProvisioningCommand,
+    ServerType,
+)
 from bossa.provisioning.store import QUERIES
 
 SEED_VIEWS = ("sql_plan_buffer", "mmdb_plan_buffer", "backup_mode_buffer")
@@ -27,10 +34,10 @@ def command(**changes: Any) -> ProvisioningCommand:
         "division": "AAA",
         "server_type": ServerType.SQL,
         "product": "ADSL",
-        "wo_no": "WO-1",
         "intf_code": "4201",
+        "plan_version": 3,
+        "wo_no": "WO-1",
         "cust_id": "C-1",
-        "command": "insert into t (sa_id, speed) values (:sa_id, :speed)",
         "bind_data": {"speed": "100M"},
         "ins_date": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
     }
@@ -74,10 +81,21 @@ def test_the_payload_round_trips_and_keeps_the_key_out() -> None:
     }
 
 
-def test_a_payload_from_before_it_named_its_product_still_reads() -> None:
+def test_the_payload_names_its_plan_version_and_carries_no_command() -> None:
     payload = command().to_payload()
-    del payload["product"]
-    assert ProvisioningCommand.from_entry({"key": "SA-1", "payload": payload}).product is None
+    assert "command" not in payload
+    assert "bind_method" not in payload  # the plan version's, not the payload's
+    assert command().plan_key == PlanKey("ADSL", "4201", "AAA", 3)
+
+
+def test_a_payload_with_command_text_is_refused() -> None:
+    # The shape from before plans were versioned: the migration turned each one whose
+    # text matched a plan into a plan version's name; one that matched none is refused.
+    payload = {**command().to_payload(), "command": "drop table subscribers"}
+    with pytest.raises(InvalidInput) as caught:
+        ProvisioningCommand.from_entry({"key": "SA-1", "payload": payload})
+    assert caught.value.field == "payload.command"
+    assert "never sent" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -86,6 +104,10 @@ def test_a_payload_from_before_it_named_its_product_still_reads() -> None:
         ({"division": "AAA"}, "payload.server_type"),
         ({**command().to_payload(), "colour": "red"}, "payload.colour"),
         ({**command().to_payload(), "server_type": "fax"}, "payload.server_type"),
+        ({**command().to_payload(), "plan_version": 0}, "payload.plan_version"),
+        ({**command().to_payload(), "bind_data": {"x": {"a": 1}}}, "payload.bind_data"),
+        ({**command().to_payload(), "bind_data": {"x": "a\x00b"}}, "payload.bind_data"),
+        ({**command().to_payload(), "division": "aaa; drop"}, "payload.division"),
         ("not an object", "payload"),
     ],
 )
@@ -98,7 +120,7 @@ def test_a_payload_the_model_refuses_names_the_field(payload: Any, field: str) -
 def test_operators_change_bind_values_only() -> None:
     changed = command().with_binds({"speed": "1G"})
     assert changed.bind_data == {"speed": "1G"}
-    assert changed.command == command().command
+    assert changed.plan_key == command().plan_key  # the command sent stays the plan's
     with pytest.raises(InvalidInput) as unknown:
         command().with_binds({"colour": "red"})
     assert unknown.value.field == "bind_data.colour"
@@ -119,6 +141,16 @@ def test_the_commands_view_reads_exactly_the_payload_fields(db_url: str) -> None
     assert "key AS sa_id" in definition  # the model's sa_id is the entry's key
     assert f"kind = '{COMMAND_KIND}'" in definition
     assert "journal.lane_entries" in definition  # the journal's published view, not its table
+    # The command shown is the plan version's, joined on the version the payload names.
+    assert "provisioning.plan_versions" in definition
+    assert {"command", "bind_method"} <= set(columns)
+    for joined in (
+        "v.product_code = c.product",
+        "v.intf_code = c.intf_code",
+        "v.division = c.division",
+        "v.version = c.plan_version",
+    ):
+        assert joined in definition
 
 
 @pytest.mark.parametrize("view", SEED_VIEWS)

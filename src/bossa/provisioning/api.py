@@ -1,26 +1,34 @@
 """HTTP routes of provisioning: orders (with idempotency keys), divisions, plans, buffers
 and the operator's hand on buffered commands, the log.
 
-Each route parses a typed body, calls one service function and returns a typed model;
-a body that fails validation gets the CLI's text (bossa.api.app renders it).
+Each route declares the permission it needs (reading: provisioning.read; orders:
+provisioning.order; buffers, pause and resume: provisioning.operate; divisions and
+plans: provisioning.configure), parses a typed body, calls one service function and
+returns a typed model. The actor of every change is the caller's credential, never a
+name in the body; a body that fails validation gets the CLI's text (bossa.api.app
+renders it).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
+from bossa.access.api import PrincipalDep, guarded
+from bossa.access.models import Permission
 from bossa.journal import EntryState, Journal
 from bossa.provisioning import service
 from bossa.provisioning.lanes import Deliverer
 from bossa.provisioning.models import (
+    MAX_POSITION,
     BufferedCommand,
     BufferRow,
     DivisionChange,
     DivisionView,
     LaneState,
+    Line,
     LogRow,
     Order,
     OrderRequest,
@@ -30,6 +38,11 @@ from bossa.provisioning.models import (
 __all__ = ["router"]
 
 router = APIRouter(prefix="/provisioning", tags=["provisioning"])
+
+READ = Permission.PROVISIONING_READ
+ORDER = Permission.PROVISIONING_ORDER
+OPERATE = Permission.PROVISIONING_OPERATE
+CONFIGURE = Permission.PROVISIONING_CONFIGURE
 
 
 def _journal(request: Request) -> Journal:
@@ -44,34 +57,38 @@ def _deliverer(request: Request) -> Deliverer:
 
 JournalDep = Annotated[Journal, Depends(_journal)]
 DelivererDep = Annotated[Deliverer, Depends(_deliverer)]
-Limit = Annotated[int, Query(ge=1, le=10_000)]
+Limit = Annotated[int, Query(ge=1, le=10_000, description="Page size")]
+EntryId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The command's journal entry")]
+Reason = Annotated[Line, Field(min_length=1, max_length=1000)]
 
 
-class Acting(BaseModel):
-    actor: str = Field(min_length=1, description="Who acts (audited).")
+class _Body(BaseModel):
+    # An unknown field is refused rather than ignored: a client still sending `actor`
+    # learns that the credential names the actor now.
+    model_config = ConfigDict(extra="forbid")
 
 
-class DivisionBody(DivisionChange, Acting):
-    pass
+class DivisionBody(DivisionChange):
+    """A division's values; who changes them is the caller's credential."""
 
 
-class Reasoned(Acting):
-    reason: str | None = None
+class Reasoned(_Body):
+    reason: Reason | None = Field(default=None, description="Why (kept in the audit)")
 
 
-class Discarding(Acting):
-    reason: str = Field(min_length=1, description="Kept in the audit.")
+class Discarding(_Body):
+    reason: Reason = Field(description="Why (required, kept in the audit)")
 
 
 class BindsBody(Reasoned):
     bind_data: dict[str, str | int | float | bool | None] = Field(
-        description="Only binds the command has; its command text cannot be edited."
+        description="Only binds the command has; its command text (the plan's) cannot be edited."
     )
 
 
-class PlanBody(Acting):
+class PlanBody(_Body):
     command: Any = Field(description="SQL text, or the template for the division's type")
-    position: int = 0
+    position: int = Field(default=0, ge=0, le=MAX_POSITION)
     bind_method: bool = True
 
 
@@ -83,22 +100,28 @@ class EntryStateBody(BaseModel):
 # -- orders ----------------------------------------------------------------------------
 
 
-@router.post("/orders", status_code=201)
+@router.post("/orders", status_code=201, **guarded(ORDER))
 async def post_order(
     body: OrderRequest,
     journal: JournalDep,
     deliverer: DelivererDep,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> Order:
     """Submit an order; with an Idempotency-Key header a replay returns the first result."""
     return Order.model_validate(
         await service.submit(
-            journal, deliverer, body, channel="api", idempotency_key=idempotency_key
+            journal,
+            deliverer,
+            body,
+            channel="api",
+            idempotency_key=idempotency_key,
+            actor=principal.actor,
         )
     )
 
 
-@router.get("/orders/{wo_no}")
+@router.get("/orders/{wo_no}", **guarded(READ))
 async def get_order(wo_no: str, journal: JournalDep) -> Order:
     return await service.order(journal.pool, wo_no)
 
@@ -106,54 +129,66 @@ async def get_order(wo_no: str, journal: JournalDep) -> Order:
 # -- divisions -------------------------------------------------------------------------
 
 
-@router.get("/divisions")
+@router.get("/divisions", **guarded(READ))
 async def get_divisions(journal: JournalDep) -> list[DivisionView]:
     """The division table (P7), credentials masked."""
     return await service.list_divisions(journal.pool)
 
 
-@router.get("/divisions/{division}")
+@router.get("/divisions/{division}", **guarded(READ))
 async def get_division(division: str, journal: JournalDep) -> DivisionView:
     return await service.show_division(journal.pool, division)
 
 
-@router.post("/divisions/{division}", status_code=201)
-async def post_division(division: str, body: DivisionBody, journal: JournalDep) -> DivisionView:
-    change = DivisionChange.model_validate(body.model_dump(exclude={"actor"}))
-    return await service.add_division(journal.pool, division, change, actor=body.actor)
+@router.post("/divisions/{division}", status_code=201, **guarded(CONFIGURE))
+async def post_division(
+    division: str, body: DivisionBody, journal: JournalDep, principal: PrincipalDep
+) -> DivisionView:
+    """Add a division: its type and URL are required (the URL's scheme one its adapter
+    speaks, with no password: credentials go in `credentials`)."""
+    return await service.add_division(journal.pool, division, body, actor=principal.actor)
 
 
-@router.patch("/divisions/{division}")
-async def patch_division(division: str, body: DivisionBody, journal: JournalDep) -> DivisionView:
-    change = DivisionChange.model_validate(body.model_dump(exclude={"actor"}))
-    return await service.update_division(journal.pool, division, change, actor=body.actor)
+@router.patch("/divisions/{division}", **guarded(CONFIGURE))
+async def patch_division(
+    division: str, body: DivisionBody, journal: JournalDep, principal: PrincipalDep
+) -> DivisionView:
+    return await service.update_division(journal.pool, division, body, actor=principal.actor)
 
 
-@router.post("/divisions/{division}/pause")
-async def pause(division: str, body: Acting, journal: JournalDep) -> LaneState:
+@router.post("/divisions/{division}/pause", **guarded(OPERATE))
+async def pause(division: str, journal: JournalDep, principal: PrincipalDep) -> LaneState:
     """Hold the division's backup daemon; orders buffer its commands meanwhile."""
-    return await service.pause(journal, division, actor=body.actor)
+    return await service.pause(journal, division, actor=principal.actor)
 
 
-@router.post("/divisions/{division}/resume")
-async def resume(division: str, body: Acting, journal: JournalDep) -> LaneState:
-    return await service.resume(journal, division, actor=body.actor)
+@router.post("/divisions/{division}/resume", **guarded(OPERATE))
+async def resume(division: str, journal: JournalDep, principal: PrincipalDep) -> LaneState:
+    return await service.resume(journal, division, actor=principal.actor)
 
 
 # -- plans -----------------------------------------------------------------------------
 
 
-@router.get("/plans")
+@router.get("/plans", **guarded(READ))
 async def get_plans(journal: JournalDep) -> list[PlanView]:
+    """Every plan command at its current version."""
     return await service.list_plans(journal.pool)
 
 
-@router.put("/plans/{product}/{intf_code}/{division}", status_code=204)
+@router.put("/plans/{product}/{intf_code}/{division}", **guarded(CONFIGURE))
 async def put_plan_command(
-    product: str, intf_code: str, division: str, body: PlanBody, journal: JournalDep
-) -> None:
-    """Add or replace a division's command in a product's plan for an order type."""
-    await service.add_plan_command(
+    product: str,
+    intf_code: str,
+    division: str,
+    body: PlanBody,
+    journal: JournalDep,
+    principal: PrincipalDep,
+) -> PlanView:
+    """Add or change a division's command in a product's plan for an order type. A new
+    command makes a new version; commands already buffered keep the version they were
+    accepted under."""
+    return await service.add_plan_command(
         journal.pool,
         product,
         intf_code,
@@ -161,19 +196,19 @@ async def put_plan_command(
         body.command,
         position=body.position,
         bind_method=body.bind_method,
-        actor=body.actor,
+        actor=principal.actor,
     )
 
 
 # -- buffers (P8-P10) ------------------------------------------------------------------
 
 
-@router.get("/buffers/{division}")
+@router.get("/buffers/{division}", **guarded(READ))
 async def buffer(
     division: str,
     journal: JournalDep,
-    state: str | None = None,
-    older_than_s: float | None = None,
+    state: Annotated[str | None, Query(max_length=20)] = None,
+    older_than_s: Annotated[float | None, Query(ge=0, le=service.MAX_AGE_S)] = None,
     limit: Limit = 100,
 ) -> list[BufferRow]:
     """A division's buffer with the seed's columns, oldest first."""
@@ -182,46 +217,54 @@ async def buffer(
     )
 
 
-@router.get("/commands/{entry_id}")
-async def get_command(entry_id: int, journal: JournalDep) -> BufferedCommand:
-    """One buffered command with its error history and the operator actions on it."""
+@router.get("/commands/{entry_id}", **guarded(READ))
+async def get_command(entry_id: EntryId, journal: JournalDep) -> BufferedCommand:
+    """One buffered command with its plan version, error history and operator actions."""
     return await service.buffered_command(journal, entry_id)
 
 
-@router.patch("/commands/{entry_id}/binds")
-async def patch_binds(entry_id: int, body: BindsBody, journal: JournalDep) -> BufferedCommand:
+@router.patch("/commands/{entry_id}/binds", **guarded(OPERATE))
+async def patch_binds(
+    entry_id: EntryId, body: BindsBody, journal: JournalDep, principal: PrincipalDep
+) -> BufferedCommand:
     """Change a buffered command's bind values (to fix what made it fail)."""
     return await service.edit_binds(
-        journal, entry_id, body.bind_data, actor=body.actor, reason=body.reason
+        journal, entry_id, body.bind_data, actor=principal.actor, reason=body.reason
     )
 
 
-@router.post("/commands/{entry_id}/retry")
-async def retry(entry_id: int, body: Reasoned, journal: JournalDep) -> EntryStateBody:
-    state = await service.retry(journal, entry_id, actor=body.actor, reason=body.reason)
+@router.post("/commands/{entry_id}/retry", **guarded(OPERATE))
+async def retry(
+    entry_id: EntryId, body: Reasoned, journal: JournalDep, principal: PrincipalDep
+) -> EntryStateBody:
+    state = await service.retry(journal, entry_id, actor=principal.actor, reason=body.reason)
     return EntryStateBody(entry_id=entry_id, state=state)
 
 
-@router.post("/commands/{entry_id}/park")
-async def park(entry_id: int, body: Reasoned, journal: JournalDep) -> EntryStateBody:
-    state = await service.park(journal, entry_id, actor=body.actor, reason=body.reason)
+@router.post("/commands/{entry_id}/park", **guarded(OPERATE))
+async def park(
+    entry_id: EntryId, body: Reasoned, journal: JournalDep, principal: PrincipalDep
+) -> EntryStateBody:
+    state = await service.park(journal, entry_id, actor=principal.actor, reason=body.reason)
     return EntryStateBody(entry_id=entry_id, state=state)
 
 
-@router.post("/commands/{entry_id}/discard")
-async def discard(entry_id: int, body: Discarding, journal: JournalDep) -> EntryStateBody:
-    state = await service.discard(journal, entry_id, actor=body.actor, reason=body.reason)
+@router.post("/commands/{entry_id}/discard", **guarded(OPERATE))
+async def discard(
+    entry_id: EntryId, body: Discarding, journal: JournalDep, principal: PrincipalDep
+) -> EntryStateBody:
+    state = await service.discard(journal, entry_id, actor=principal.actor, reason=body.reason)
     return EntryStateBody(entry_id=entry_id, state=state)
 
 
 # -- the log (P11) ---------------------------------------------------------------------
 
 
-@router.get("/log")
+@router.get("/log", **guarded(READ))
 async def get_log(
     journal: JournalDep,
-    sa_id: str | None = None,
-    wo_no: str | None = None,
+    sa_id: Annotated[str | None, Query(max_length=64)] = None,
+    wo_no: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = 100,
 ) -> list[LogRow]:
     """Successful provisioning, per contract or work order."""

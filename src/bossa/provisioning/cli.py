@@ -1,7 +1,9 @@
 """`bossa provisioning ...`: divisions, plans, orders, buffers, daemons, the log.
 
 Each command parses its options, calls one service function against the runtime (whose
-deliverer and settings it uses) and renders the answer.
+deliverer and settings it uses) and renders the answer. The CLI holds the database's
+credentials and acts as an admin; its changes are audited as the operating-system user
+(or BOSSA_ACCESS_CLI_ACTOR), never as a name typed on the command line.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from bossa.clitools import ActorOpt, JsonOpt, ReasonOpt, json_arg, with_runtime
+from bossa.access import cli_principal
+from bossa.clitools import JsonOpt, ReasonOpt, json_arg, with_runtime
 from bossa.errors import InvalidInput
 from bossa.provisioning import service
 from bossa.provisioning.models import BufferRow, OrderRequest, describe
@@ -39,6 +42,11 @@ provisioning_app.add_typer(buffer_app, name="buffer")
 _DAEMON_POOL = 8
 
 
+def _actor() -> str:
+    """Who acts, for the audit: the CLI's principal."""
+    return cli_principal().actor
+
+
 def _binds(items: list[str], option: str = "--bind") -> dict[str, str]:
     binds: dict[str, str] = {}
     for item in items:
@@ -63,10 +71,12 @@ def _division_values(
     ip: str | None,
     port: int | None,
     name: str | None,
+    user: str | None,
     password: str | None,
     timeout_ms: int | None,
     used: bool | None,
 ) -> dict[str, Any]:
+    credentials = {k: v for k, v in (("username", user), ("password", password)) if v is not None}
     values: dict[str, Any] = {
         "server_type": server_type,
         "server_url": url,
@@ -75,25 +85,37 @@ def _division_values(
         "server_name": name,
         "timeout_ms": timeout_ms,
         "server_used": used,
-        "credentials": None if password is None else {"password": password},
+        "credentials": credentials or None,
     }
     return {k: v for k, v in values.items() if v is not None}
 
 
 TypeOpt = Annotated[str | None, typer.Option("--type", help="SERVER_TYPE: sql|memstore|soap|rest")]
 UrlOpt = Annotated[
-    str | None, typer.Option("--url", help="SERVER_URL (SQLAlchemy URL, redis://, WSDL, base URL)")
+    str | None,
+    typer.Option(
+        "--url",
+        help="SERVER_URL: postgresql[+psycopg]://, mysql+pymysql://, mariadb+pymysql:// (sql), "
+        "redis[s]:// (memstore), http[s]:// (soap WSDL, rest base URL); no password in it",
+    ),
 ]
 IpOpt = Annotated[str | None, typer.Option("--ip", help="SERVER_IP")]
 PortOpt = Annotated[int | None, typer.Option("--port", help="SERVER_PORT")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="SERVER_NAME")]
+UserOpt = Annotated[
+    str | None, typer.Option("--user", help="The user bossa logs in as (credentials.username).")
+]
 PasswordOpt = Annotated[
     str | None,
     typer.Option(
-        "--password", envvar="BOSSA_DIVISION_PASSWORD", help="Kept out of logs and listings."
+        "--password",
+        envvar="BOSSA_DIVISION_PASSWORD",
+        help="credentials.password; kept out of logs and listings (shown as ***).",
     ),
 ]
-TimeoutOpt = Annotated[int | None, typer.Option("--timeout-ms", help="Call timeout.")]
+TimeoutOpt = Annotated[
+    int | None, typer.Option("--timeout-ms", help="Call timeout, 10 to 600000 ms.")
+]
 DIVISION_COLUMNS = [
     "division",
     "server_type",
@@ -114,13 +136,13 @@ def division_add(
     ip: IpOpt = None,
     port: PortOpt = None,
     name: NameOpt = None,
+    user: UserOpt = None,
     password: PasswordOpt = None,
     timeout_ms: TimeoutOpt = None,
-    actor: ActorOpt = "operator",
 ) -> None:
-    """Add a division."""
-    values = _division_values(server_type, url, ip, port, name, password, timeout_ms, None)
-    with_runtime(lambda rt: service.add_division(rt.pool, division, values, actor=actor))
+    """Add a division (its type and URL are required)."""
+    values = _division_values(server_type, url, ip, port, name, user, password, timeout_ms, None)
+    with_runtime(lambda rt: service.add_division(rt.pool, division, values, actor=_actor()))
     out.print(f"division {division} added")
 
 
@@ -132,14 +154,14 @@ def division_set(
     ip: IpOpt = None,
     port: PortOpt = None,
     name: NameOpt = None,
+    user: UserOpt = None,
     password: PasswordOpt = None,
     timeout_ms: TimeoutOpt = None,
     used: Annotated[bool | None, typer.Option("--used/--unused", help="SERVER_USED")] = None,
-    actor: ActorOpt = "operator",
 ) -> None:
     """Change a division (SERVER_USED off: orders buffer its commands, nothing is sent)."""
-    values = _division_values(server_type, url, ip, port, name, password, timeout_ms, used)
-    with_runtime(lambda rt: service.update_division(rt.pool, division, values, actor=actor))
+    values = _division_values(server_type, url, ip, port, name, user, password, timeout_ms, used)
+    with_runtime(lambda rt: service.update_division(rt.pool, division, values, actor=_actor()))
     out.print(f"division {division} updated")
 
 
@@ -163,16 +185,16 @@ def division_show(division: str) -> None:
 
 
 @provisioning_app.command("pause")
-def pause(division: str, actor: ActorOpt = "operator") -> None:
+def pause(division: str) -> None:
     """Stop the division's backup daemon from sending (its buffer keeps filling)."""
-    with_runtime(lambda rt: service.pause(rt.journal, division, actor=actor))
+    with_runtime(lambda rt: service.pause(rt.journal, division, actor=_actor()))
     out.print(f"division {division} paused")
 
 
 @provisioning_app.command("resume")
-def resume(division: str, actor: ActorOpt = "operator") -> None:
+def resume(division: str) -> None:
     """Let the division's backup daemon send again."""
-    with_runtime(lambda rt: service.resume(rt.journal, division, actor=actor))
+    with_runtime(lambda rt: service.resume(rt.journal, division, actor=_actor()))
     out.print(f"division {division} resumed")
 
 
@@ -182,17 +204,19 @@ def plan_add(
     intf_code: str,
     division: str,
     command: Annotated[str, typer.Argument(help="SQL text, or the template as JSON")],
-    position: Annotated[int, typer.Option(help="Order of the division in the plan.")] = 0,
-    actor: ActorOpt = "operator",
+    position: Annotated[
+        int, typer.Option(help="Order of the division in the plan, 0 to 1000.")
+    ] = 0,
 ) -> None:
-    """Add (or replace) a division's command in a product's plan."""
+    """Add (or change) a division's command in a product's plan. A new command makes a
+    new version; commands already buffered keep the version they were accepted under."""
     template = _template(command)
-    with_runtime(
+    plan = with_runtime(
         lambda rt: service.add_plan_command(
-            rt.pool, product, intf_code, division, template, position=position, actor=actor
+            rt.pool, product, intf_code, division, template, position=position, actor=_actor()
         )
     )
-    out.print(f"plan {product}/{intf_code}: {division} set")
+    out.print(f"plan {product}/{intf_code}: {division} set (version {plan.version})")
 
 
 @plan_app.command("list")
@@ -204,7 +228,10 @@ def plan_list(as_json: JsonOpt = False) -> None:
         return
     for row in rows:
         row["command"] = describe(row["command"])[:70]
-    table(rows, ["product_code", "intf_code", "order_type", "position", "division", "command"])
+    table(
+        rows,
+        ["product_code", "intf_code", "order_type", "position", "division", "version", "command"],
+    )
 
 
 @order_app.command("submit")
@@ -239,6 +266,7 @@ def order_submit(
             channel="cli",
             idempotency_key=idempotency_key,
             settings=rt.settings(ProvisioningSettings),
+            actor=_actor(),
         )
 
     print_json(with_runtime(go))
@@ -284,9 +312,11 @@ def buffer_show(entry_id: int) -> None:
 
 
 @buffer_app.command("retry")
-def buffer_retry(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt = None) -> None:
+def buffer_retry(entry_id: int, reason: ReasonOpt = None) -> None:
     """Send a parked or backing-off command again now."""
-    state = with_runtime(lambda rt: service.retry(rt.journal, entry_id, actor=actor, reason=reason))
+    state = with_runtime(
+        lambda rt: service.retry(rt.journal, entry_id, actor=_actor(), reason=reason)
+    )
     out.print(f"entry {entry_id} is {state}")
 
 
@@ -294,30 +324,28 @@ def buffer_retry(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt 
 def buffer_edit_binds(
     entry_id: int,
     bind: Annotated[list[str], typer.Option(help="NAME=VALUE to change")],
-    actor: ActorOpt = "operator",
     reason: ReasonOpt = None,
 ) -> None:
-    """Change a buffered command's bind data (to fix what made it fail)."""
+    """Change a buffered command's bind data (to fix what made it fail); its command is
+    its plan version's and cannot be edited."""
     changes = _binds(bind)
     with_runtime(
-        lambda rt: service.edit_binds(rt.journal, entry_id, changes, actor=actor, reason=reason)
+        lambda rt: service.edit_binds(rt.journal, entry_id, changes, actor=_actor(), reason=reason)
     )
     out.print(f"entry {entry_id} bind data changed")
 
 
 @buffer_app.command("park")
-def buffer_park(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt = None) -> None:
+def buffer_park(entry_id: int, reason: ReasonOpt = None) -> None:
     """Hold a command (its contract's later commands wait too)."""
-    with_runtime(lambda rt: service.park(rt.journal, entry_id, actor=actor, reason=reason))
+    with_runtime(lambda rt: service.park(rt.journal, entry_id, actor=_actor(), reason=reason))
     out.print(f"entry {entry_id} parked")
 
 
 @buffer_app.command("discard")
-def buffer_discard(
-    entry_id: int, reason: Annotated[str, typer.Option()], actor: ActorOpt = "operator"
-) -> None:
+def buffer_discard(entry_id: int, reason: Annotated[str, typer.Option()]) -> None:
     """Give up on a command; the contract's next command goes on."""
-    with_runtime(lambda rt: service.discard(rt.journal, entry_id, actor=actor, reason=reason))
+    with_runtime(lambda rt: service.discard(rt.journal, entry_id, actor=_actor(), reason=reason))
     out.print(f"entry {entry_id} discarded")
 
 
@@ -370,12 +398,18 @@ def backup_daemon(
     concurrency: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Batches in hand at once [default: BOSSA_PROVISIONING_BACKUP_CONCURRENCY]"
+            min=1,
+            max=64,
+            help="Batches in hand at once, 1-64 [default: BOSSA_PROVISIONING_BACKUP_CONCURRENCY]",
         ),
     ] = None,
     batch: Annotated[
         int | None,
-        typer.Option(min=1, help="Commands per batch [default: BOSSA_PROVISIONING_BACKUP_BATCH]"),
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="Commands per batch, 1-10000 [default: BOSSA_PROVISIONING_BACKUP_BATCH]",
+        ),
     ] = None,
 ) -> None:
     """Deliver a division's buffer oldest first, per contract in order (P6)."""

@@ -3,10 +3,14 @@ and its command reaches Redis, in order, when Redis comes back.
 
 The AAA division is a SQL database in the demo's embedded PostgreSQL; the HDS division
 is a Redis server the tour starts on a free port of 127.0.0.1 and stops on purpose.
+A division's URL names a host (never a local socket or file), so when the embedded
+server listens on its Unix socket only, the tour reaches it through a TCP bridge of its
+own on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import socket
@@ -14,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -88,7 +92,7 @@ def _redis() -> Iterator[_Redis]:
             server.stop()
 
 
-def _aaa_database(server: EmbeddedPostgres, name: str) -> str:
+def _aaa_database(server: EmbeddedPostgres, name: str) -> None:
     with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
         conn.execute(
             sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
@@ -96,9 +100,49 @@ def _aaa_database(server: EmbeddedPostgres, name: str) -> str:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     with psycopg.connect(server.url(name), autocommit=True) as conn:
         conn.execute(AAA_TABLE)
-    host = f"127.0.0.1:{server.port}" if server.port else ""
-    query = "" if server.port else f"?host={server.socket_dir}&port=5432"
-    return f"postgresql+psycopg://postgres@{host}/{name}{query}"
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def _tcp_port(server: EmbeddedPostgres) -> AsyncIterator[int]:
+    """A TCP port of 127.0.0.1 that reaches the embedded server: its own, or a bridge to
+    its Unix socket for the length of the chapter."""
+    if server.port:
+        yield server.port
+        return
+    socket_path = server.socket_dir / ".s.PGSQL.5432"
+    open_writers: set[asyncio.StreamWriter] = set()
+
+    async def bridge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_unix_connection(socket_path)
+        except OSError:
+            writer.close()
+            return
+        pair = {writer, upstream_writer}
+        open_writers.update(pair)
+        try:
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        finally:
+            open_writers.difference_update(pair)
+
+    listener = await asyncio.start_server(bridge, "127.0.0.1", 0)
+    try:
+        yield int(listener.sockets[0].getsockname()[1])
+    finally:
+        listener.close()
+        for writer in list(open_writers):
+            writer.close()
 
 
 async def chapter(
@@ -112,10 +156,22 @@ async def chapter(
         out.print("redis-server is not installed here: this chapter needs it (scripts/system-deps)")
         return
     settings = runtime.settings(ProvisioningSettings)
-    aaa_url = _aaa_database(server, "bossa_demo_aaa")
+    _aaa_database(server, "bossa_demo_aaa")
+    async with _tcp_port(server) as port:
+        aaa_url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/bossa_demo_aaa"
+        await _tour(out, runtime, settings, aaa_url, then)
+
+
+async def _tour(
+    out: Console,
+    runtime: Runtime,
+    settings: ProvisioningSettings,
+    aaa_url: str,
+    then: Callable[[], Awaitable[None]] | None,
+) -> None:
     with _redis() as redis_server:
         await load_sample_plans(runtime.pool, aaa_url=aaa_url, hds_url=redis_server.url)
-        out.print(f"divisions: AAA (SQL, {aaa_url.split('?')[0]}), HDS (Redis, {redis_server.url})")
+        out.print(f"divisions: AAA (SQL, {aaa_url}), HDS (Redis, {redis_server.url})")
 
         async def order(sa_id: str, intf_code: str, speed: str | None = None) -> None:
             binds = {"speed": speed} if speed else {}

@@ -4,10 +4,13 @@ them, the deliverer that sends a command to its division, and the daemons.
 - A division's buffer is the lane `provisioning.<DIVISION>` (declared as provisioning's
   when the division is added), holding `ProvisioningCommand` entries keyed by SA_ID.
 - The `Deliverer` (one per process, held by the runtime) sends commands the same way
-  for direct delivery and for the backup daemon: one adapter per division (rebuilt when
-  the division's row changes), the adapter's blocking call in a thread, every failure
-  as a `DeliveryError` (nothing an adapter raises can lose a command), and the
-  division's known state (P4a: down after an unreachable call, up after a success).
+  for direct delivery and for the backup daemon: the command rendered from the plan
+  version its payload names (never text from the payload: versions are immutable, so
+  they are cached), one adapter per division (rebuilt when the division's row
+  changes), the adapter's blocking call in a thread, every failure as a
+  `DeliveryError` with the division's credentials masked (nothing an adapter raises can
+  lose a command or leak a secret), and the division's known state (P4a: down after an
+  unreachable call, up after a success).
 - The order daemon (P1, P2): one per product, fetching its receive table oldest first
   (several instances are safe: receipts are locked, and a contract's later receipt
   waits for its earlier one), accepting each order and provisioning it.
@@ -34,6 +37,8 @@ from bossa.provisioning.models import (
     Delivery,
     DeliveryMode,
     DivisionRecord,
+    PlanKey,
+    PlanVersion,
     ProvisioningCommand,
 )
 from bossa.provisioning.settings import ProvisioningSettings
@@ -52,6 +57,10 @@ __all__ = [
 OWNER = "provisioning"
 
 _ROW_TTL_S = 1.0
+#: Plan versions a deliverer keeps (they never change; this bounds memory only).
+_PLAN_CACHE = 4096
+#: ERRMSG and LAST_ERROR as stored: one line, bounded.
+_ERROR_TEXT = 500
 
 log = get_logger("bossa.provisioning")
 
@@ -67,11 +76,23 @@ def command_entry(command: ProvisioningCommand) -> NewEntry:
     )
 
 
-def delivery_of(entry_id: int, command: ProvisioningCommand) -> Command:
-    """What the adapter sends for a buffered command: its template and bind values.
-
-    The one place a consumer reads the template: when plans are versioned (issue 11)
-    the template comes from the plan the payload names, here."""
+def delivery_of(entry_id: int, command: ProvisioningCommand, plan: PlanVersion | None) -> Command:
+    """What the adapter sends for a command: the template of the plan version its payload
+    names, and its bind values. The one place a template meets a payload; a plan version
+    that does not exist, is not the one named, or was written for another server type is
+    refused (DeliveryError, code PLAN)."""
+    if plan is None:
+        raise DeliveryError(
+            "PLAN", f"names plan {command.plan_key}, which does not exist: never sent"
+        )
+    if plan.key != command.plan_key:
+        raise DeliveryError("PLAN", f"the command names {command.plan_key}, not {plan.key}")
+    if plan.server_type is not command.server_type:
+        raise DeliveryError(
+            "PLAN",
+            f"plan {plan.key} is for a {plan.server_type.value} division, the command for "
+            f"a {command.server_type.value} one: never sent",
+        )
     return Command(
         entry_id=entry_id,
         division=command.division,
@@ -79,7 +100,7 @@ def delivery_of(entry_id: int, command: ProvisioningCommand) -> Command:
         wo_no=command.wo_no,
         intf_code=command.intf_code,
         cust_id=command.cust_id,
-        template=command.command,
+        template=plan.command,
         bind_data=command.binds(),
         logname=command.logname,
     )
@@ -94,6 +115,22 @@ def _caught(exc: Exception) -> DeliveryError:
     return DeliveryError(type(exc).__name__, str(exc) or repr(exc))
 
 
+def _one_line(text: str) -> str:
+    """Error text as stored and logged: no control characters (NUL cannot be stored),
+    bounded."""
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return cleaned[:_ERROR_TEXT]
+
+
+def _masked(error: DeliveryError, record: DivisionRecord | None) -> DeliveryError:
+    """The error with the division's credentials masked and its text made storable."""
+    message = error.message if record is None else record.division.redact(error.message)
+    code = error.code if record is None else record.division.redact(error.code)
+    clean = DeliveryError(_one_line(code)[:200] or "ERROR", _one_line(message))
+    clean.unreachable = error.unreachable
+    return clean
+
+
 class Deliverer:
     """Sends commands to divisions; shared by direct delivery and the backup daemons."""
 
@@ -102,6 +139,7 @@ class Deliverer:
         self.settings = settings or ProvisioningSettings()
         self._adapters: dict[str, tuple[Any, Adapter]] = {}
         self._rows: dict[str, tuple[float, DivisionRecord | None]] = {}
+        self._plans: dict[PlanKey, PlanVersion] = {}
         self._lock = asyncio.Lock()
 
     async def division_record(self, division: str) -> DivisionRecord | None:
@@ -114,6 +152,23 @@ class Deliverer:
         self._rows[division] = (now, record)
         return record
 
+    async def plan_versions(self, keys: Sequence[PlanKey]) -> dict[PlanKey, PlanVersion]:
+        """The plan versions named (a key with none is absent): read once, then kept, as
+        a version never changes."""
+        missing = sorted({k for k in keys if k not in self._plans})
+        if missing:
+            found = await service.plan_versions(self.pool, missing)
+            if len(self._plans) + len(found) > _PLAN_CACHE:
+                self._plans.clear()
+            self._plans.update(found)
+        return {k: self._plans[k] for k in keys if k in self._plans}
+
+    def remember(self, plan: PlanVersion) -> None:
+        """A plan version read elsewhere (accepting an order reads the current ones)."""
+        if len(self._plans) >= _PLAN_CACHE:
+            self._plans.clear()
+        self._plans[plan.key] = plan
+
     async def _adapter(self, division: str) -> Adapter:
         record = await self.division_record(division)
         if record is None:
@@ -124,7 +179,11 @@ class Deliverer:
                 return cached[1]
             if cached:
                 await asyncio.to_thread(cached[1].close)
-            adapter = adapter_for(record.division)
+                del self._adapters[division]
+            try:
+                adapter = adapter_for(record.division)
+            except ValueError as exc:  # a division row the adapter cannot use
+                raise DeliveryError("DIVISION", str(exc)) from None
             self._adapters[division] = (record.updated_at, adapter)
             return adapter
 
@@ -161,7 +220,15 @@ class Deliverer:
         except Exception as exc:
             failure = _caught(exc)
             results = dict.fromkeys((c.entry_id for c in commands), failure)
-        await self._settle(division, commands, results)
+        record = self._rows.get(division, (0.0, None))[1]
+        results = {
+            entry_id: None if error is None else _masked(error, record)
+            for entry_id, error in results.items()
+        }
+        try:
+            await self._settle(division, commands, results)
+        except Exception as exc:  # the known state is advice: a failure to record it
+            log.warning("division state not recorded", division=division, error=type(exc).__name__)
         return results
 
     @staticmethod
@@ -258,16 +325,38 @@ class BackupDaemon:
     async def _deliver_batch(self, entries: list[Entry]) -> dict[int, Failure | None]:
         # One entry per contract in a batch: delivered together, in one round trip where
         # the adapter can (a Lua pipeline, one SQL transaction with a savepoint each).
+        # Each command is rendered from the plan version its payload names; a payload
+        # that names none, or another division, is refused and never sent.
         outcome: dict[int, Failure | None] = {}
         parsed: dict[int, ProvisioningCommand] = {}
         for entry in entries:
             try:
-                parsed[entry.id] = ProvisioningCommand.from_entry(entry)
-            except InvalidInput as exc:  # an edited payload the model refuses: that one waits
-                outcome[entry.id] = Failure(entry.id, "PAYLOAD", str(exc))
+                command = ProvisioningCommand.from_entry(entry)
+            except InvalidInput as exc:  # a payload the model refuses: that one waits
+                code = "PLAN" if exc.field == "payload.command" else "PAYLOAD"
+                outcome[entry.id] = Failure(entry.id, code, str(exc))
+                continue
+            if command.division != self.division:
+                outcome[entry.id] = Failure(
+                    entry.id,
+                    "PAYLOAD",
+                    f"payload.division: names {command.division}, on the lane of "
+                    f"{self.division}: never sent",
+                )
+                continue
+            parsed[entry.id] = command
         if not parsed:
             return outcome
-        commands = [delivery_of(entry_id, command) for entry_id, command in parsed.items()]
+        plans = await self.deliverer.plan_versions([c.plan_key for c in parsed.values()])
+        commands: list[Command] = []
+        for entry_id, command in list(parsed.items()):
+            try:
+                commands.append(delivery_of(entry_id, command, plans.get(command.plan_key)))
+            except DeliveryError as refused:
+                outcome[entry_id] = Failure(entry_id, refused.code, refused.message)
+                del parsed[entry_id]
+        if not commands:
+            return outcome
         results = await self.deliverer.deliver_many(self.division, commands)
         if len(self._sent) > self._sent_cap:
             self._sent.clear()

@@ -1,12 +1,13 @@
 """What provisioning works on, as plain values, and its rules, with no I/O.
 
 Order types, the order as it arrives, divisions and the checks on what an operator
-types for one, plan commands and their templates, the routing rule of an order's
+types for one (the URL schemes the adapters speak, credentials in their own masked
+field), versioned plan commands and their templates, the routing rule of an order's
 commands (P4a), and the payload of the journal entries provisioning enqueues
-(`ProvisioningCommand`). Kept free of the database so the rules are read and tested
-on their own, and so the payload has one definition that its producer (accepting an
-order) and every consumer (direct delivery, the backup daemon, an operator's bind
-edit, the buffer listings) share.
+(`ProvisioningCommand`: it names its plan version and carries bind data only). Kept
+free of the database so the rules are read and tested on their own, and so the payload
+has one definition that its producer (accepting an order) and every consumer (direct
+delivery, the backup daemon, an operator's bind edit, the buffer listings) share.
 """
 
 from __future__ import annotations
@@ -14,22 +15,40 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from bossa.errors import InvalidInput
 
 __all__ = [
     "COMMAND_KIND",
+    "LEGACY_REFUSAL",
+    "MAX_BINDS",
+    "MAX_BIND_TEXT",
+    "MAX_POSITION",
+    "MAX_TEMPLATE",
+    "MAX_URL",
     "ORDER_BINDS",
+    "URL_QUERY",
+    "URL_SCHEMES",
+    "BindData",
     "BufferRow",
     "BufferedCommand",
+    "Credentials",
     "Delivery",
     "DeliveryMode",
     "Division",
@@ -37,20 +56,29 @@ __all__ = [
     "DivisionRecord",
     "DivisionView",
     "LaneState",
+    "Line",
     "LogRow",
     "Order",
     "OrderRequest",
     "OrderType",
     "PlanCommand",
+    "PlanKey",
+    "PlanVersion",
     "PlanView",
     "ProvisioningCommand",
     "Route",
     "ServerType",
+    "bind_problem",
     "check_binds",
     "check_division_name",
+    "check_server_url",
+    "check_template",
     "describe",
+    "is_division_name",
     "parse",
     "placeholders",
+    "redact",
+    "split_url_password",
     "straight_to_buffer",
 ]
 
@@ -68,6 +96,63 @@ def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
         raise InvalidInput(
             first["msg"], field=".".join(p for p in (prefix, where) if p) or model.__name__
         ) from exc
+
+
+# -- text an operator or a caller types ------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(value: str) -> str:
+    # NUL cannot be stored in PostgreSQL text, and no name, code or URL holds a newline.
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (NUL, tab, newline...)")
+    return value
+
+
+#: A single line of printable text (names, codes, URLs, credentials).
+Line = Annotated[str, AfterValidator(_one_line)]
+
+#: Bounds of bind data, in an order and in a payload alike.
+MAX_BINDS = 100
+MAX_BIND_TEXT = 4000
+_BIND_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_INT64 = 2**63
+
+
+def bind_problem(name: Any, value: Any) -> str | None:
+    """Why a bind variable cannot be sent (None when it can): a name, and a scalar value
+    every adapter sends as it is (a string without NUL, a 64-bit integer, a finite
+    number, a boolean, null)."""
+    if not isinstance(name, str) or not _BIND_NAME.match(name):
+        return "a bind name is a letter or _ then letters, digits and _, at most 64"
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return None if -_INT64 <= value < _INT64 else "must be a 64-bit integer"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be a finite number"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "must not contain NUL"
+        if len(value) > MAX_BIND_TEXT:
+            return f"must be at most {MAX_BIND_TEXT} characters"
+        return None
+    return "must be a string, number, boolean or null"
+
+
+def _bind_data(value: dict[str, Any]) -> dict[str, Any]:
+    if len(value) > MAX_BINDS:
+        raise ValueError(f"at most {MAX_BINDS} bind variables")
+    for name, item in value.items():
+        problem = bind_problem(name, item)
+        if problem is not None:
+            raise ValueError(f"{name!r}: {problem}")
+    return value
+
+
+#: Bind data: scalars by name, checked alike in an order and in a payload.
+BindData = Annotated[dict[str, Any], AfterValidator(_bind_data)]
 
 
 # -- order types and orders ------------------------------------------------------------
@@ -115,14 +200,17 @@ class OrderRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    product: str = Field(min_length=1, max_length=32)
-    sa_id: str = Field(min_length=1, max_length=64, description="SA_ID: the contract")
+    product: Line = Field(min_length=1, max_length=32)
+    sa_id: Line = Field(min_length=1, max_length=64, description="SA_ID: the contract")
     intf_code: OrderType = Field(
         description="INTF_CODE: 4201 new, 4202 change, 4203 terminate, 4204 suspend, 4205 resume"
     )
-    cust_id: str | None = Field(default=None, max_length=64)
-    wo_no: str | None = Field(default=None, min_length=1, max_length=64)
-    bind_data: dict[str, Any] = Field(default_factory=dict)
+    cust_id: Line | None = Field(default=None, max_length=64)
+    wo_no: Line | None = Field(default=None, min_length=1, max_length=64)
+    bind_data: BindData = Field(
+        default_factory=dict,
+        description=f"At most {MAX_BINDS} scalars by name (strings up to {MAX_BIND_TEXT})",
+    )
 
     @classmethod
     def parse(cls, data: Any) -> OrderRequest:
@@ -188,9 +276,23 @@ class Division:
     server_url: str | None = None  # SERVER_URL: SQLAlchemy URL, redis://, WSDL or base URL
     server_name: str | None = None  # SERVER_NAME
     server_used: bool = True  # SERVER_USED
-    #: Secrets (password, token); never logged, masked in every listing.
+    #: Secrets (username, password, token); never logged, masked in every listing.
     credentials: dict[str, str] = field(default_factory=dict, repr=False)
     timeout_s: float = 5.0
+
+    def redact(self, text: str) -> str:
+        """`text` with every credential of the division replaced by ***."""
+        return redact(text, self.credentials.values())
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each secret (as it is and URL-quoted) replaced by ***: what a server
+    answers, a driver says or a URL shows goes through this before any log, error or
+    listing holds it."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        for form in {secret, quote(secret, safe="")}:
+            text = text.replace(form, "***")
+    return text
 
 
 _DIVISION_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
@@ -205,20 +307,155 @@ def check_division_name(name: str) -> str:
     return name
 
 
+def is_division_name(name: str) -> bool:
+    """Could this be a division's name? (One that cannot is not looked up: not found.)"""
+    return bool(_DIVISION_NAME.match(name))
+
+
+# -- division URLs: the schemes the installed adapters speak ----------------------------
+
+#: SERVER_URL schemes per SERVER_TYPE: the SQLAlchemy dialects whose driver bossa installs
+#: (psycopg, PyMySQL), Redis, and HTTP(S) for SOAP and REST. No sqlite, no file paths.
+URL_SCHEMES: dict[ServerType, frozenset[str]] = {
+    ServerType.SQL: frozenset(
+        {"postgresql", "postgresql+psycopg", "mysql+pymysql", "mariadb+pymysql"}
+    ),
+    ServerType.MEMSTORE: frozenset({"redis", "rediss"}),
+    ServerType.SOAP: frozenset({"http", "https"}),
+    ServerType.REST: frozenset({"http", "https"}),
+}
+#: Query parameters a SERVER_URL may carry, per scheme family. Anything else could change
+#: how bossa connects or authenticates (libpq's host= socket folder, require_auth=,
+#: passfile=; redis-py's password=): the adapter sets those itself.
+URL_QUERY: dict[str, frozenset[str]] = {
+    "postgresql": frozenset(
+        {"sslmode", "sslrootcert", "application_name", "target_session_attrs", "channel_binding"}
+    ),
+    "mysql": frozenset({"charset", "ssl_ca", "ssl_check_hostname", "ssl_verify_cert"}),
+    "redis": frozenset({"db", "ssl_cert_reqs", "ssl_ca_certs"}),
+}
+#: Query parameter names that would put a secret in the URL (SOAP and REST URLs may
+#: carry other parameters, such as ?wsdl).
+_SECRET_QUERY = re.compile(r"pass|pwd|token|secret|key|auth|sig", re.IGNORECASE)
+MAX_URL = 2048
+
+
+def _family(scheme: str) -> str:
+    base = scheme.partition("+")[0]
+    return {"mariadb": "mysql", "rediss": "redis", "https": "http"}.get(base, base)
+
+
+def check_server_url(server_type: ServerType, url: str | None) -> str:
+    """A SERVER_URL the division's adapter can use, or InvalidInput (field server_url)
+    saying why: empty, a scheme the adapter does not speak, no host, a password in it
+    (it belongs in credentials.password), a query parameter that is not allowed."""
+
+    def refuse(reason: str) -> InvalidInput:
+        return InvalidInput(reason, field="server_url")
+
+    if url is None or not url.strip():
+        raise refuse(f"is required for a {server_type.value} division")
+    if len(url) > MAX_URL:
+        raise refuse(f"must be at most {MAX_URL} characters")
+    if _CONTROL.search(url) or " " in url:
+        raise refuse("must not contain spaces or control characters")
+    schemes = URL_SCHEMES[server_type]
+    known = ", ".join(sorted(schemes))
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in schemes:
+        shown = f"scheme {scheme!r}" if scheme else "no scheme://"
+        raise refuse(f"has {shown}; a {server_type.value} division takes {known}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise refuse(f"is not a URL: {exc}") from None
+    if parts.password is not None:
+        raise refuse("must not hold a password: give it as credentials.password (--password)")
+    if not parts.hostname:
+        raise refuse("must name a host (no local socket or file path)")
+    if port == 0:
+        raise refuse("port must be between 1 and 65535")
+    family = _family(scheme)
+    if family == "http" and parts.username is not None:
+        raise refuse("must not hold a user: give it as credentials.username (--user)")
+    allowed = URL_QUERY.get(family)
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if allowed is not None and name not in allowed:
+            raise refuse(
+                f"query parameter {name!r} is not allowed (allowed: {', '.join(sorted(allowed))})"
+            )
+        if allowed is None and _SECRET_QUERY.search(name):
+            raise refuse(f"query parameter {name!r} looks like a secret: give it as credentials")
+    return url
+
+
+def split_url_password(url: str | None) -> tuple[str | None, str | None]:
+    """A stored URL without the password a division row from before issue 11 may hold in
+    it, and that password (URL-decoded), so that no listing shows it and the adapter
+    still finds it."""
+    if not url or "@" not in url:
+        return url, None
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url, None
+    if password is None:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    netloc = f"{user}@{hostport}" if user else hostport
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(password)
+
+
+class Credentials(BaseModel):
+    """A division's secrets, in their own field: never in SERVER_URL, masked (***) in
+    every listing, log line and error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: Line | None = Field(
+        default=None, min_length=1, max_length=256, description="The user bossa logs in as"
+    )
+    password: Line | None = Field(default=None, min_length=1, max_length=1024)
+    token: Line | None = Field(
+        default=None, min_length=1, max_length=4096, description="A REST bearer token"
+    )
+
+    def values(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class DivisionChange(BaseModel):
-    """The values an operator gives a division (all of them to add one, some to change it)."""
+    """The values an operator gives a division (all of them to add one, some to change it).
+
+    SERVER_URL is checked against the division's type (`check_server_url`) by the
+    service, which knows the type a change leaves the division with."""
 
     model_config = ConfigDict(extra="forbid")
 
     server_type: ServerType | None = Field(default=None, description="SERVER_TYPE")
-    server_url: str | None = Field(default=None, description="SERVER_URL")
-    server_ip: str | None = Field(default=None, description="SERVER_IP")
+    server_url: Line | None = Field(
+        default=None,
+        max_length=MAX_URL,
+        description=(
+            "SERVER_URL: postgresql[+psycopg]://, mysql+pymysql://, mariadb+pymysql:// "
+            "(sql); redis[s]:// (memstore); http[s]:// (soap: the WSDL; rest: the base "
+            "URL). A host is required; no password (see credentials)."
+        ),
+    )
+    server_ip: Line | None = Field(default=None, max_length=255, description="SERVER_IP")
     server_port: int | None = Field(default=None, ge=1, le=65535, description="SERVER_PORT")
-    server_name: str | None = Field(default=None, description="SERVER_NAME")
+    server_name: Line | None = Field(default=None, max_length=200, description="SERVER_NAME")
     server_used: bool | None = Field(default=None, description="SERVER_USED")
-    timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
-    credentials: dict[str, str] | None = Field(
-        default=None, description="Secrets for the adapter (password, token); never shown"
+    timeout_ms: int | None = Field(
+        default=None, ge=10, le=600_000, description="Call timeout, 10 ms to 10 minutes"
+    )
+    credentials: Credentials | None = Field(
+        default=None,
+        description="Secrets (username, password, token); the names given replace those "
+        "stored, the others are kept; never shown",
     )
 
     @classmethod
@@ -227,11 +464,17 @@ class DivisionChange(BaseModel):
 
     def values(self) -> dict[str, Any]:
         """The values given (None means 'not given'), as the columns take them."""
-        return {
-            k: (v.value if isinstance(v, ServerType) else v)
-            for k, v in self.model_dump().items()
-            if v is not None
-        }
+        given: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, ServerType):
+                value = value.value
+            elif isinstance(value, Credentials):
+                value = value.values()
+            given[name] = value
+        return given
 
 
 @dataclass(frozen=True)
@@ -252,13 +495,13 @@ class DivisionRecord:
             server_type=d.server_type,
             server_ip=d.server_ip,
             server_port=d.server_port,
-            server_url=d.server_url,
+            server_url=None if d.server_url is None else d.redact(d.server_url),
             server_name=d.server_name,
             server_used=d.server_used,
-            credentials=dict.fromkeys(d.credentials, "***"),
+            credentials=dict.fromkeys(sorted(d.credentials), "***"),
             timeout_ms=self.timeout_ms,
             down_until=self.down_until,
-            last_error=self.last_error,
+            last_error=None if self.last_error is None else d.redact(self.last_error),
             updated_at=self.updated_at,
             updated_by=self.updated_by,
         )
@@ -292,15 +535,49 @@ class LaneState(BaseModel):
 # -- plans and their templates ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlanCommand:
-    """One division's command in a product's plan for an order type."""
+@dataclass(frozen=True, order=True)
+class PlanKey:
+    """A plan command's version: what a payload names instead of carrying the command.
 
+    A plan command is one division's command in a product's plan for an order type
+    (product, INTF_CODE, division); every change of its command makes a new version, and
+    old versions are kept, so a command buffered under version 3 is sent as version 3
+    said, whatever the plan says now."""
+
+    product: str
+    intf_code: str
     division: str
+    version: int
+
+    def __str__(self) -> str:
+        return f"{self.product}/{self.intf_code}/{self.division} v{self.version}"
+
+
+@dataclass(frozen=True)
+class PlanVersion:
+    """One version of a plan command: the template the adapter renders at delivery."""
+
+    key: PlanKey
     server_type: ServerType
     command: Any
     bind_method: bool
+
+
+@dataclass(frozen=True)
+class PlanCommand:
+    """One division's command in a product's plan for an order type, at its current
+    version (what an order accepted now is sent with)."""
+
+    plan: PlanVersion
     needs: frozenset[str]
+
+    @property
+    def division(self) -> str:
+        return self.plan.key.division
+
+    @property
+    def server_type(self) -> ServerType:
+        return self.plan.server_type
 
 
 class PlanView(BaseModel):
@@ -310,8 +587,26 @@ class PlanView(BaseModel):
     position: int
     division: str
     server_type: ServerType
+    version: int = Field(description="The current version; older ones are kept")
     command: Any
     bind_method: bool
+
+
+#: A template's size, serialized (SQL text, or JSON).
+MAX_TEMPLATE = 65_536
+#: Where a division's command sits in its plan (smallint in the table).
+MAX_POSITION = 1000
+
+
+def check_template(server_type: ServerType, template: Any) -> frozenset[str]:
+    """A plan command's template, checked when added: its shape for the server type, its
+    size, no NUL; returns the bind variables it needs."""
+    text = describe(template)
+    if len(text) > MAX_TEMPLATE:
+        raise InvalidInput(f"must be at most {MAX_TEMPLATE} characters", field="command")
+    if "\x00" in text or "\\u0000" in text:
+        raise InvalidInput("must not contain NUL", field="command")
+    return frozenset(placeholders(server_type, template))
 
 
 _SQL_BIND = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
@@ -408,8 +703,9 @@ def check_binds(plan: list[PlanCommand], bind_data: dict[str, Any]) -> None:
 
 
 def _check_bind_value(name: str, value: Any) -> None:
-    if not isinstance(value, str | int | float | bool) and value is not None:
-        raise InvalidInput("must be a string, number, boolean or null", field=f"bind_data.{name}")
+    problem = bind_problem(name, value)
+    if problem is not None:
+        raise InvalidInput(problem, field=f"bind_data.{name}")
 
 
 def describe(command: Any) -> str:
@@ -422,38 +718,41 @@ def describe(command: Any) -> str:
 #: The kind of every entry provisioning enqueues.
 COMMAND_KIND = "provisioning.command"
 
+#: Why a payload from before plans were versioned is never sent (issue 11): the
+#: migration gave every such payload whose command matched a plan that plan's version;
+#: one that matched none carries command text no plan defines.
+LEGACY_REFUSAL = (
+    "holds command text from before plans were versioned that matches no plan version: "
+    "it is never sent (nothing runs that a plan did not define); discard it, and submit "
+    "the order again if it is still wanted"
+)
+
 
 class ProvisioningCommand(BaseModel):
     """One division's part of an order: the payload of a `provisioning.command` entry on
     the division's lane (`provisioning.<DIVISION>`), keyed by the contract (SA_ID).
 
-    Built when an order is accepted; read back by direct delivery, the backup daemon,
-    an operator's bind edit and the buffer views. The views in sql/schema.sql are the
-    only SQL that knows these fields (tests/provisioning/test_payload.py holds them to
-    this model).
-
-    Today the plan's template travels in `command`. The plan will later be versioned and
-    the payload name its plan command (product, INTF_CODE, division) and version, carry
-    bind data only, and be rendered at delivery (issue 11): `product` is here for that,
-    consumers reach the template only through `lanes.delivery_of`, and operators change
-    only bind data (`with_binds`), so that change stays in those places.
+    It names its plan command and version (product, INTF_CODE, division, plan_version)
+    and carries bind data only: the command sent is rendered at delivery from that plan
+    version (kept for ever), never taken from the payload. Built when an order is
+    accepted; read back by direct delivery, the backup daemon, an operator's bind edit
+    and the buffer views. The view `provisioning.commands` is the only SQL that knows
+    these fields (tests/provisioning/test_payload.py holds it to this model).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: Not in the payload: it is the entry's key.
     sa_id: str = Field(exclude=True)  # SA_ID
-    division: str  # DIVISION
+    division: str = Field(pattern=_DIVISION_NAME.pattern)  # DIVISION
     server_type: ServerType  # SERVER_TYPE
-    #: None in entries enqueued before the payload named its product.
-    product: str | None = None
-    wo_no: str  # WO_NO
-    intf_code: str  # INTF_CODE
-    cust_id: str | None = None  # CUST_ID
-    command: Any  # COMMAND: the plan's template for the division's server type
-    bind_data: dict[str, Any] = Field(default_factory=dict)  # BIND_DATA
-    bind_method: bool = True  # BIND_METHOD
-    logname: str = "bossa"  # LOGNAME
+    product: Line = Field(min_length=1, max_length=32)
+    intf_code: str = Field(pattern=r"^[0-9]{4}$")  # INTF_CODE
+    plan_version: int = Field(ge=1, le=2**31 - 1)
+    wo_no: Line = Field(min_length=1, max_length=64)  # WO_NO
+    cust_id: Line | None = Field(default=None, max_length=64)  # CUST_ID
+    bind_data: BindData = Field(default_factory=dict)  # BIND_DATA
+    logname: Line = Field(default="bossa", min_length=1, max_length=64)  # LOGNAME
     ins_date: datetime  # INS_DATE
 
     kind: ClassVar[str] = COMMAND_KIND
@@ -471,7 +770,13 @@ class ProvisioningCommand(BaseModel):
             key, payload = entry.key, entry.payload
         if not isinstance(payload, Mapping):
             raise InvalidInput("must be an object", field="payload")
+        if "command" in payload:
+            raise InvalidInput(LEGACY_REFUSAL, field="payload.command")
         return parse(cls, {**payload, "sa_id": key}, prefix="payload")
+
+    @property
+    def plan_key(self) -> PlanKey:
+        return PlanKey(self.product, self.intf_code, self.division, self.plan_version)
 
     def binds(self) -> dict[str, Any]:
         """What the template is rendered with: the order's own fields and its bind data."""
@@ -485,7 +790,8 @@ class ProvisioningCommand(BaseModel):
 
     def with_binds(self, changes: Mapping[str, Any]) -> ProvisioningCommand:
         """The command with some bind values changed (an operator's fix); only binds the
-        command has may change, and only to scalars."""
+        command has may change, and only to scalars. Its plan version, and so the command
+        sent, never changes."""
         for name, value in changes.items():
             if name not in self.bind_data:
                 known = ", ".join(sorted(self.bind_data)) or "none"
@@ -534,19 +840,24 @@ class BufferRow(BaseModel):
     startdate: datetime = Field(description="STARTDATE: when it was buffered")
     enddate: datetime | None = Field(description="ENDDATE: when it was delivered")
     sa_id: str
-    wo_no: str
-    intf_code: str
+    wo_no: str | None
+    intf_code: str | None
     cust_id: str | None
-    command: Any
-    bind_data: dict[str, Any]
+    plan_version: int | None = Field(
+        description="The plan version the command is sent with (null: an entry from "
+        "before plans were versioned that matched none; it is never sent)"
+    )
+    command: Any = Field(description="COMMAND: the plan version's template")
+    bind_data: dict[str, Any] | None
     errcode: str | None
     errmsg: str | None
     errdate: datetime | None
-    logname: str
+    logname: str | None
 
 
 class BufferedCommand(BaseModel):
-    """One buffered command with its error history and the operator actions on it."""
+    """One buffered command with its plan version, its error history and the operator
+    actions on it."""
 
     entry_id: int
     lane: str
@@ -554,7 +865,15 @@ class BufferedCommand(BaseModel):
     attempts: int
     created_at: datetime
     finished_at: datetime | None
-    command: ProvisioningCommand
     sa_id: str
+    command: ProvisioningCommand | None = Field(
+        description="The payload (null when it cannot be read: see refused)"
+    )
+    template: Any = Field(description="The plan version's template (COMMAND)")
+    rendered: Any = Field(
+        description="The template with the bind data filled in, as the adapter sends it "
+        "(SQL: the text, its values bound separately)"
+    )
+    refused: str | None = Field(description="Why this entry is never sent, if it is not")
     errors: list[dict[str, Any]]
     audit: list[dict[str, Any]]

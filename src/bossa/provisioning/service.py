@@ -29,7 +29,9 @@ from bossa.journal import Claim, EntryState, Failure, Journal
 from bossa.journal import service as journal_service
 from bossa.logs import get_logger
 from bossa.provisioning import lanes, store
+from bossa.provisioning.adapters.base import DeliveryError, render
 from bossa.provisioning.models import (
+    MAX_POSITION,
     BufferedCommand,
     BufferRow,
     Delivery,
@@ -43,12 +45,17 @@ from bossa.provisioning.models import (
     OrderRequest,
     OrderType,
     PlanCommand,
+    PlanKey,
+    PlanVersion,
     PlanView,
     ProvisioningCommand,
     Route,
+    ServerType,
     check_binds,
     check_division_name,
-    placeholders,
+    check_server_url,
+    check_template,
+    is_division_name,
     straight_to_buffer,
 )
 from bossa.provisioning.settings import ProvisioningSettings
@@ -79,6 +86,7 @@ __all__ = [
     "order_daemon",
     "park",
     "pause",
+    "plan_versions",
     "resume",
     "retry",
     "show_division",
@@ -92,15 +100,21 @@ log = get_logger("bossa.provisioning")
 # -- names -----------------------------------------------------------------------------
 
 
+def _lookable(name: str) -> bool:
+    """Can this name be looked up at all? (NUL and other control characters cannot
+    reach PostgreSQL text: a name holding one names nothing.)"""
+    return name.isprintable() and len(name) <= 256
+
+
 async def _division(conn: Conn, name: str) -> DivisionRecord:
-    found = await store.division(conn, name)
+    found = await store.division(conn, name) if is_division_name(name) else None
     if found is None:
         raise NotFound(f"no division {name}", field="division")
     return found
 
 
 async def _product(conn: Conn, code: str) -> None:
-    if not await product_exists(conn, code):
+    if not _lookable(code) or not await product_exists(conn, code):
         raise NotFound(f"no product {code}", field="product")
 
 
@@ -118,8 +132,9 @@ class Accepted:
     replay: bool
     #: division -> where its command went
     routes: dict[str, Route] = field(default_factory=dict)
-    #: division -> the claim of a command to deliver directly, and the command
-    claims: dict[str, tuple[Claim, ProvisioningCommand]] = field(default_factory=dict)
+    #: division -> the claim of a command to deliver directly, the command, and the plan
+    #: version it names (read with the plan, in the transaction that accepted it)
+    claims: dict[str, tuple[Claim, ProvisioningCommand, PlanVersion]] = field(default_factory=dict)
     #: the first result, for a replay
     result: Order | None = None
 
@@ -158,8 +173,12 @@ async def accept(
     channel: str,
     idempotency_key: str | None,
     settings: ProvisioningSettings,
+    actor: str | None = None,
 ) -> Accepted:
-    """Record an order and route each division's command; joins the caller's transaction."""
+    """Record an order and route each division's command; joins the caller's transaction.
+    Each command names the version of its plan command that is current now, and carries
+    the order's bind data only. `actor` (the credential, or the journal's own name)
+    is recorded as the order's creator."""
     fingerprint = request.fingerprint()
     if idempotency_key is not None:
         replay = await _replay(conn, idempotency_key, fingerprint)
@@ -175,7 +194,7 @@ async def accept(
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
         channel=channel,
-        actor=journal.actor,
+        actor=actor or journal.actor,
     )
     if not inserted:
         if idempotency_key is not None:  # a concurrent twin won the race
@@ -193,12 +212,11 @@ async def accept(
             division=step.division,
             server_type=step.server_type,
             product=request.product,
-            wo_no=wo_no,
             intf_code=request.intf_code.value,
+            plan_version=step.plan.key.version,
+            wo_no=wo_no,
             cust_id=request.cust_id,
-            command=step.command,
             bind_data=request.bind_data,
-            bind_method=step.bind_method,
             logname=settings.logname,
             ins_date=now,
         )
@@ -215,27 +233,35 @@ async def accept(
         claim = await journal.enqueue_or_claim(entry, conn=conn)  # P5
         if claim.go_ahead:
             accepted.routes[step.division] = Route.DIRECT
-            accepted.claims[step.division] = (claim, command)
+            accepted.claims[step.division] = (claim, command, step.plan)
         else:
             accepted.routes[step.division] = Route.BUFFERED
     return accepted
 
 
 async def deliver_direct(journal: Journal, deliverer: Deliverer, accepted: Accepted) -> Order:
-    """Call the divisions claimed for direct delivery, all at once; then record every
-    outcome (ack and P11 log, or the failure that leaves the command in its buffer) and
-    the order's result in one pipelined transaction: a few round trips, not a dozen."""
+    """Call the divisions claimed for direct delivery, all at once, each command rendered
+    from its plan version; then record every outcome (ack and P11 log, or the failure
+    that leaves the command in its buffer) and the order's result in one pipelined
+    transaction: a few round trips, not a dozen."""
     claims = list(accepted.claims.items())
+
+    async def attempt(command: ProvisioningCommand, entry_id: int, plan: PlanVersion) -> Any:
+        try:
+            deliverer.remember(plan)
+            return await deliverer.attempt(lanes.delivery_of(entry_id, command, plan))
+        except DeliveryError as exc:
+            return exc
+        except Exception as exc:  # whatever happens, the order completes (P4)
+            return DeliveryError(type(exc).__name__, "the call could not be made")
+
     outcomes = await asyncio.gather(
-        *(
-            deliverer.attempt(lanes.delivery_of(claim.entry_id, command))
-            for _, (claim, command) in claims
-        )
+        *(attempt(command, claim.entry_id, plan) for _, (claim, command, plan) in claims)
     )
     routes = dict(accepted.routes)
     delivered: list[Delivery] = []
     async with journal.pool.connection() as conn, conn.pipeline(), conn.transaction():
-        for (division, (claim, command)), error in zip(claims, outcomes, strict=True):
+        for (division, (claim, command, _)), error in zip(claims, outcomes, strict=True):
             assert claim.token is not None
             if error is None:
                 await journal.ack(claim.token, [claim.entry_id], conn=conn)
@@ -256,10 +282,14 @@ async def submit(
     channel: str,
     idempotency_key: str | None = None,
     settings: ProvisioningSettings | None = None,
+    actor: str | None = None,
 ) -> dict[str, Any]:
     """Accept an order and provision it; returns the completed order (or the first result
-    of an earlier order with the same idempotency key), as `Order`'s fields."""
+    of an earlier order with the same idempotency key), as `Order`'s fields. `actor` is
+    the order's creator (the API's credential, the CLI's user; else the journal's name)."""
     settings = settings or deliverer.settings
+    if idempotency_key is not None:
+        _check_idempotency_key(idempotency_key)
     async with journal.pool.connection() as conn, conn.transaction():
         accepted = await accept(
             conn,
@@ -268,15 +298,23 @@ async def submit(
             channel=channel,
             idempotency_key=idempotency_key,
             settings=settings,
+            actor=actor,
         )
     if accepted.result is not None:
         return accepted.result.model_dump()
     return (await deliver_direct(journal, deliverer, accepted)).model_dump()
 
 
+def _check_idempotency_key(key: str) -> None:
+    if not 1 <= len(key) <= 200 or not key.isprintable():
+        raise InvalidInput("must be 1 to 200 printable characters", field="idempotency_key")
+
+
 async def order(pool: Pool, wo_no: str) -> Order:
-    async with pool.connection() as conn:
-        found = await store.order_by_wo_no(conn, wo_no)
+    found = None
+    if _lookable(wo_no):
+        async with pool.connection() as conn:
+            found = await store.order_by_wo_no(conn, wo_no)
     if found is None:
         raise NotFound(f"no work order {wo_no}", field="wo_no")
     return found
@@ -352,11 +390,13 @@ def _change(values: DivisionChange | Mapping[str, Any]) -> DivisionChange:
 async def add_division(
     pool: Pool, name: str, values: DivisionChange | Mapping[str, Any], *, actor: str
 ) -> DivisionView:
-    """A new division, and its buffer's lane declared as provisioning's."""
+    """A new division, and its buffer's lane declared as provisioning's. Its SERVER_URL
+    is required and must be one its adapter can use (`check_server_url`)."""
     check_division_name(name)
     change = _change(values)
     if change.server_type is None:
         raise InvalidInput("is required", field="server_type")
+    check_server_url(change.server_type, change.server_url)
     async with pool.connection() as conn, conn.transaction():
         with user_errors():
             if not await store.insert_division(conn, name, change.server_type, actor):
@@ -371,10 +411,24 @@ async def add_division(
 async def update_division(
     pool: Pool, name: str, values: DivisionChange | Mapping[str, Any], *, actor: str
 ) -> DivisionView:
+    """Change some of a division's values. The URL it is left with is checked against
+    the type it is left with; its type stays while a plan command names it (the plan's
+    templates are written for that type)."""
     change = _change(values)
     if not change.values():
         raise InvalidInput("nothing to change", field="division")
     async with pool.connection() as conn, conn.transaction():
+        current = await _division(conn, name)
+        server_type = change.server_type or current.division.server_type
+        retyped = server_type is not current.division.server_type
+        if retyped and await store.division_has_plans(conn, name):
+            raise Conflict(
+                f"division {name} has plan commands written for "
+                f"{current.division.server_type.value}; its type cannot change",
+                field="server_type",
+            )
+        if change.server_url is not None or change.server_type is not None:
+            check_server_url(server_type, change.server_url or current.division.server_url)
         with user_errors():
             if not await store.update_division(conn, name, change, actor):
                 raise NotFound(f"no division {name}", field="division")
@@ -393,6 +447,8 @@ async def show_division(pool: Pool, name: str) -> DivisionView:
 
 async def division_record(pool: Pool, name: str) -> DivisionRecord | None:
     """The stored row, secrets included: for the deliverer only, never an edge."""
+    if not is_division_name(name):
+        return None
     async with pool.connection() as conn:
         return await store.division(conn, name)
 
@@ -400,7 +456,8 @@ async def division_record(pool: Pool, name: str) -> DivisionRecord | None:
 async def mark_division(
     pool: Pool, name: str, *, down: bool, error: str | None, hold_s: float
 ) -> None:
-    """P4a: the division was found unreachable (down), or answered again."""
+    """P4a: the division was found unreachable (down), or answered again. The error is
+    stored as given: the deliverer has masked the division's credentials in it."""
     async with pool.connection() as conn:
         if down:
             await store.mark_down(conn, name, error=error or "unreachable", hold_s=hold_s)
@@ -459,38 +516,73 @@ async def add_plan_command(
     position: int = 0,
     bind_method: bool = True,
     actor: str,
-) -> None:
-    """Add (or replace) a division's command in a product's plan for an order type; the
-    template is checked now, so a bad one is refused here, not at 3 a.m. in a daemon."""
+) -> PlanView:
+    """Add (or change) a division's command in a product's plan for an order type; the
+    template is checked now, so a bad one is refused here, not at 3 a.m. in a daemon.
+
+    A new command text (or BIND_METHOD) makes a new version; the old ones are kept, so
+    commands already buffered are still sent as the version they were accepted under.
+    The same command again changes only its position."""
     order_type = OrderType.of(intf_code)
+    if not 0 <= position <= MAX_POSITION:
+        raise InvalidInput(f"must be between 0 and {MAX_POSITION}", field="position")
     async with pool.connection() as conn, conn.transaction():
         target = await _division(conn, division)
-        placeholders(target.division.server_type, command)  # refuses a template of the wrong shape
+        check_template(target.division.server_type, command)
         await _product(conn, product)
         await store.ensure_receive_table(conn, product)
+        where = {"product": product, "intf_code": order_type.value, "division": division}
         with user_errors():
-            await store.upsert_plan_command(
-                conn,
-                product=product,
-                intf_code=order_type.value,
-                division=division,
-                position=position,
-                command=command,
-                bind_method=bind_method,
-                actor=actor,
-            )
+            current = await store.current_plan_command(conn, **where)
+            if current is None:
+                if await store.insert_plan_command(conn, **where, position=position, actor=actor):
+                    key = PlanKey(product, order_type.value, division, 1)
+                    await store.insert_plan_version(
+                        conn, key, command=command, bind_method=bind_method, actor=actor
+                    )
+                    return await _plan_view(conn, key)
+                current = await store.current_plan_command(conn, **where)  # a twin's
+                assert current is not None
+            key = PlanKey(product, order_type.value, division, current["version"])
+            if current["command"] != command or current["bind_method"] != bind_method:
+                key = PlanKey(product, order_type.value, division, key.version + 1)
+                await store.insert_plan_version(
+                    conn, key, command=command, bind_method=bind_method, actor=actor
+                )
+            elif current["position"] == position:
+                return await _plan_view(conn, key)
+            await store.set_plan_command(conn, key, position=position, actor=actor)
+            return await _plan_view(conn, key)
+
+
+async def _plan_view(conn: Conn, key: PlanKey) -> PlanView:
+    for row in await store.plans(conn, product=key.product):
+        if (row["intf_code"], row["division"]) == (key.intf_code, key.division):
+            return _as_plan_view(row)
+    raise NotFound(f"no plan command {key}", field="division")  # pragma: no cover
+
+
+def _as_plan_view(row: dict[str, Any]) -> PlanView:
+    return PlanView.model_validate({**row, "order_type": OrderType.of(row["intf_code"]).label})
 
 
 async def list_plans(pool: Pool) -> list[PlanView]:
     async with pool.connection() as conn:
         rows = await store.plans(conn)
-    return [
-        PlanView.model_validate({**row, "order_type": OrderType.of(row["intf_code"]).label})
-        for row in rows
-    ]
+    return [_as_plan_view(row) for row in rows]
+
+
+async def plan_versions(pool: Pool, keys: Sequence[PlanKey]) -> dict[PlanKey, PlanVersion]:
+    """The plan versions named, for rendering commands at delivery (absent: none)."""
+    async with pool.connection() as conn:
+        return await store.plan_versions(conn, keys)
 
 
 # -- buffers and the operator's hand (P8-P10) -------------------------------------------
+
+
+#: How far back `buffer --older-than` may reach (ten years, in seconds).
+MAX_AGE_S = 10 * 365 * 24 * 3600
 
 
 async def buffer(
@@ -507,6 +599,8 @@ async def buffer(
         raise InvalidInput(f"unknown state {state!r} (known: {known})", field="state")
     if not 1 <= limit <= 10_000:
         raise InvalidInput("must be between 1 and 10000", field="limit")
+    if older_than_s is not None and not 0 <= older_than_s <= MAX_AGE_S:
+        raise InvalidInput(f"must be between 0 and {MAX_AGE_S} seconds", field="older_than_s")
     async with pool.connection() as conn:
         await _division(conn, division)
         return await store.buffer(
@@ -514,12 +608,36 @@ async def buffer(
         )
 
 
+def _rendered(plan: PlanVersion, command: ProvisioningCommand) -> Any:
+    """What the adapter sends, for operators: SQL as it is (its values are bound, never
+    spliced), the other templates with the bind values filled in."""
+    if plan.server_type is ServerType.SQL:
+        return plan.command
+    try:
+        return render(plan.command, command.binds())
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        return None  # a bind the template needs is missing: delivery says so (BIND)
+
+
 async def buffered_command(journal: Journal, entry_id: int) -> BufferedCommand:
-    """One buffered command with its error history and the operator actions on it."""
+    """One buffered command with its plan version (the template and what it renders to),
+    its error history and the operator actions on it. A payload that cannot be sent (one
+    from before plans were versioned that matched none) is shown with the reason."""
     async with journal.pool.connection() as conn:
         await _command(conn, entry_id)
     detail = await journal_service.show(journal, entry_id)
-    command = ProvisioningCommand.from_entry(detail)
+    command: ProvisioningCommand | None = None
+    plan: PlanVersion | None = None
+    refused: str | None = None
+    try:
+        command = ProvisioningCommand.from_entry(detail)
+    except InvalidInput as exc:
+        refused = str(exc)
+    if command is not None:
+        async with journal.pool.connection() as conn:
+            plan = (await store.plan_versions(conn, [command.plan_key])).get(command.plan_key)
+        if plan is None:
+            refused = f"names plan {command.plan_key}, which does not exist: never sent"
     return BufferedCommand(
         entry_id=detail.id,
         lane=detail.lane,
@@ -527,8 +645,11 @@ async def buffered_command(journal: Journal, entry_id: int) -> BufferedCommand:
         attempts=detail.attempts,
         created_at=detail.created_at,
         finished_at=detail.finished_at,
-        sa_id=command.sa_id,
+        sa_id=str(detail.key),
         command=command,
+        template=None if plan is None else plan.command,
+        rendered=None if plan is None or command is None else _rendered(plan, command),
+        refused=refused,
         errors=[e.model_dump() for e in detail.errors],
         audit=[a.model_dump() for a in detail.audit],
     )
@@ -547,6 +668,8 @@ async def edit_binds(
     if not changes:
         raise InvalidInput("give at least one NAME=VALUE", field="bind_data")
     current = await buffered_command(journal, entry_id)
+    if current.command is None:
+        raise Conflict(current.refused or "its payload cannot be read", field="entry_id")
     changed = current.command.with_binds(changes)
     await journal_service.edit(
         journal, entry_id, changed.to_payload(), actor=actor, reason=reason, owner=lanes.OWNER
@@ -589,8 +712,12 @@ async def delivery_log(
     exist is NotFound, not an empty log)."""
     if not 1 <= limit <= 10_000:
         raise InvalidInput("must be between 1 and 10000", field="limit")
+    if sa_id is not None and not _lookable(sa_id):
+        return []
     async with pool.connection() as conn:
-        if wo_no is not None and await store.order_by_wo_no(conn, wo_no) is None:
+        if wo_no is not None and (
+            not _lookable(wo_no) or await store.order_by_wo_no(conn, wo_no) is None
+        ):
             raise NotFound(f"no work order {wo_no}", field="wo_no")
         return await store.log_for(conn, sa_id=sa_id, wo_no=wo_no, limit=limit)
 

@@ -1,4 +1,5 @@
-"""Provisioning settings."""
+"""Provisioning settings, each with its range (docs/provisioning.md, Settings): a value
+outside it stops start-up with a message naming the variable."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ class ProvisioningSettings(BossaSettings):
 
     #: After a call finds a division unreachable, orders skip the call for this long and
     #: go straight to its buffer (P4a); the backup daemon's first success clears it.
-    down_hold_s: float = Field(default=30.0, ge=0)
+    down_hold_s: float = Field(default=30.0, ge=0, le=3600)
     #: Receipts an order daemon takes from its receive table per pass.
     receipt_batch: int = Field(default=50, ge=1, le=10_000)
     #: How often an idle order daemon looks at its receive table.
-    receipt_poll_s: float = Field(default=1.0, gt=0)
+    receipt_poll_s: float = Field(default=1.0, ge=0.01, le=60)
     #: Commands a backup daemon takes and delivers at once. An SQL division gets a batch
     #: in one transaction and a Redis one in a script call per 250, so bigger batches
     #: replay a backlog faster; SOAP and REST divisions call once per command (at most
@@ -32,4 +33,4 @@ class ProvisioningSettings(BossaSettings):
     #: Batches a backup daemon has in hand at once (each holds distinct contracts).
     backup_concurrency: int = Field(default=4, ge=1, le=64)
     #: The LOGNAME recorded with each command.
-    logname: str = "bossa"
+    logname: str = Field(default="bossa", pattern=r"^[A-Za-z0-9_.@-]{1,64}$")

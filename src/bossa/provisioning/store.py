@@ -28,9 +28,12 @@ from bossa.provisioning.models import (
     Order,
     OrderRequest,
     PlanCommand,
+    PlanKey,
+    PlanVersion,
     Route,
     ServerType,
     placeholders,
+    split_url_password,
 )
 from bossa.sql import load_queries
 
@@ -39,13 +42,17 @@ __all__ = [
     "buffer",
     "command_exists",
     "complete_order",
+    "current_plan_command",
     "declare_lane",
     "division",
+    "division_has_plans",
     "divisions",
     "ensure_receive_table",
     "finish_receipt",
     "insert_division",
     "insert_order",
+    "insert_plan_command",
+    "insert_plan_version",
     "known_down",
     "log_deliveries",
     "log_for",
@@ -56,10 +63,11 @@ __all__ = [
     "order_by_wo_no",
     "plan",
     "plan_intf_codes",
+    "plan_versions",
     "plans",
+    "set_plan_command",
     "take_receipts",
     "update_division",
-    "upsert_plan_command",
     "upsert_service_record",
 ]
 
@@ -78,16 +86,22 @@ async def _all(conn: Conn, name: str, params: dict[str, Any] | None = None) -> l
 
 
 def _division(row: dict[str, Any]) -> DivisionRecord:
+    credentials = {str(k): str(v) for k, v in (row["credentials"] or {}).items()}
+    # A row from before issue 11 may hold its password in SERVER_URL: it is taken out
+    # here, so no listing shows it, and the adapter finds it where it looks.
+    url, password = split_url_password(row["server_url"])
+    if password is not None:
+        credentials.setdefault("password", password)
     return DivisionRecord(
         division=Division(
             name=row["division"],
             server_type=ServerType(row["server_type"]),
             server_ip=row["server_ip"],
             server_port=row["server_port"],
-            server_url=row["server_url"],
+            server_url=url,
             server_name=row["server_name"],
             server_used=row["server_used"],
-            credentials=dict(row["credentials"] or {}),
+            credentials=credentials,
             timeout_s=row["timeout_ms"] / 1000.0,
         ),
         timeout_ms=row["timeout_ms"],
@@ -121,6 +135,7 @@ async def update_division(conn: Conn, name: str, change: DivisionChange, actor: 
     """False when there is no such division."""
     params: dict[str, Any] = dict.fromkeys(DivisionChange.model_fields)
     params.update(change.values())
+
     if params["credentials"] is not None:
         params["credentials"] = Jsonb(params["credentials"])
     row = await _one(conn, "update_division", {**params, "division": name, "actor": actor})
@@ -159,29 +174,76 @@ async def mark_up(conn: Conn, name: str) -> None:
     await conn.execute(QUERIES["mark_up"], {"division": name})
 
 
+async def division_has_plans(conn: Conn, name: str) -> bool:
+    row = await _one(conn, "division_has_plans", {"division": name})
+    return bool(row["found"])
+
+
 # -- plans -----------------------------------------------------------------------------
 
 
-async def upsert_plan_command(
-    conn: Conn,
-    *,
-    product: str,
-    intf_code: str,
-    division: str,
-    position: int,
-    command: Any,
-    bind_method: bool,
-    actor: str,
-) -> None:
-    await conn.execute(
-        QUERIES["upsert_plan_command"],
+def _plan_version(row: dict[str, Any]) -> PlanVersion:
+    return PlanVersion(
+        key=PlanKey(row["product_code"], row["intf_code"], row["division"], row["version"]),
+        server_type=ServerType(row["server_type"]),
+        command=row["command"],
+        bind_method=row["bind_method"],
+    )
+
+
+async def current_plan_command(
+    conn: Conn, *, product: str, intf_code: str, division: str
+) -> dict[str, Any] | None:
+    """The current version, position, command and BIND_METHOD, locked; None if none."""
+    params = {"product": product, "intf_code": intf_code, "division": division}
+    row: dict[str, Any] | None = await _one(conn, "current_plan_command", params)
+    return row
+
+
+async def insert_plan_command(
+    conn: Conn, *, product: str, intf_code: str, division: str, position: int, actor: str
+) -> bool:
+    """False when a concurrent twin added it first."""
+    row = await _one(
+        conn,
+        "insert_plan_command",
         {
             "product": product,
             "intf_code": intf_code,
             "division": division,
             "position": position,
+            "actor": actor,
+        },
+    )
+    return row is not None
+
+
+async def insert_plan_version(
+    conn: Conn, key: PlanKey, *, command: Any, bind_method: bool, actor: str
+) -> None:
+    await conn.execute(
+        QUERIES["insert_plan_version"],
+        {
+            "product": key.product,
+            "intf_code": key.intf_code,
+            "division": key.division,
+            "version": key.version,
             "command": Jsonb(command),
             "bind_method": bind_method,
+            "actor": actor,
+        },
+    )
+
+
+async def set_plan_command(conn: Conn, key: PlanKey, *, position: int, actor: str) -> None:
+    await conn.execute(
+        QUERIES["set_plan_command"],
+        {
+            "product": key.product,
+            "intf_code": key.intf_code,
+            "division": key.division,
+            "version": key.version,
+            "position": position,
             "actor": actor,
         },
     )
@@ -191,22 +253,38 @@ async def plan(conn: Conn, product: str, intf_code: str) -> list[PlanCommand]:
     rows = await _all(conn, "plan", {"product": product, "intf_code": intf_code})
     return [
         PlanCommand(
-            r["division"],
-            ServerType(r["server_type"]),
-            r["command"],
-            r["bind_method"],
-            frozenset(placeholders(ServerType(r["server_type"]), r["command"])),
+            plan=_plan_version(r),
+            needs=frozenset(placeholders(ServerType(r["server_type"]), r["command"])),
         )
         for r in rows
     ]
+
+
+async def plan_versions(conn: Conn, keys: Sequence[PlanKey]) -> dict[PlanKey, PlanVersion]:
+    """The versions named, by key (a key with no version is absent from the answer)."""
+    if not keys:
+        return {}
+    rows = await _all(
+        conn,
+        "plan_versions",
+        {
+            "products": [k.product for k in keys],
+            "intf_codes": [k.intf_code for k in keys],
+            "divisions": [k.division for k in keys],
+            "versions": [k.version for k in keys],
+        },
+    )
+    found = [_plan_version(row) for row in rows]
+    return {v.key: v for v in found}
 
 
 async def plan_intf_codes(conn: Conn, product: str) -> list[str]:
     return [r["intf_code"] for r in await _all(conn, "plan_intf_codes", {"product": product})]
 
 
-async def plans(conn: Conn) -> list[dict[str, Any]]:
-    return await _all(conn, "plans")
+async def plans(conn: Conn, *, product: str | None = None) -> list[dict[str, Any]]:
+    """Plan commands at their current versions, of one product or all."""
+    return await _all(conn, "plans", {"product": product})
 
 
 async def ensure_receive_table(conn: Conn, product: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from bossa.errors import InvalidInput
 from bossa.provisioning.adapters.base import (
     Adapter,
     Command,
@@ -18,6 +19,7 @@ from bossa.provisioning.adapters.base import (
     ServerType,
     render,
 )
+from bossa.provisioning.models import check_server_url
 
 __all__ = [
     "ADAPTERS",
@@ -40,7 +42,15 @@ ADAPTERS: dict[ServerType, tuple[str, str]] = {
 
 
 def adapter_for(division: Division) -> Adapter:
-    """A connected-on-demand adapter for the division's SERVER_TYPE (close it when done)."""
+    """A connected-on-demand adapter for the division's SERVER_TYPE (close it when done).
+
+    Its SERVER_URL is checked again here (a row written before the checks existed, or
+    by hand): a scheme no adapter speaks, a local path or a password in it is refused
+    with the same text as when the division is added (ValueError)."""
+    try:
+        check_server_url(division.server_type, division.server_url)
+    except InvalidInput as exc:
+        raise ValueError(f"division {division.name}: {exc}") from None
     module_name, class_name = ADAPTERS[ServerType(division.server_type)]
     factory: Any = getattr(importlib.import_module(module_name), class_name)
     adapter: Adapter = factory(division)

@@ -79,6 +79,8 @@ class RedisAdapter:
         if not division.server_url:
             raise ValueError(f"division {division.name} has no SERVER_URL")
         options: dict[str, Any] = {}
+        if "username" in division.credentials:
+            options["username"] = division.credentials["username"]
         if "password" in division.credentials:
             options["password"] = division.credentials["password"]
         self.division = division

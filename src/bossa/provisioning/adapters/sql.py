@@ -2,6 +2,12 @@
 
 Once-only effect: the entry id goes into `bossa_applied_commands` in the same target
 transaction as the command, so a repeat hits the primary key and is skipped.
+
+The division's password never goes to a server that asks for it in clear text: on
+PostgreSQL libpq is told `require_auth=!password` (so a server asking for
+AuthenticationCleartextPassword is refused before anything is sent), and on MySQL and
+MariaDB PyMySQL's `mysql_clear_password` and `dialog` plugins (the two that send the
+password as it is) are replaced by ones that refuse.
 """
 
 from __future__ import annotations
@@ -11,12 +17,21 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+import psycopg.pq
+import pymysql.err  # type: ignore[import-untyped]
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy import exc as sa_exc
 
 from bossa.provisioning.adapters.base import Command, DeliveryError, Division, first_line
 
-__all__ = ["MARKER_TABLE", "SqlAdapter"]
+__all__ = ["MARKER_TABLE", "PG_REQUIRE_AUTH", "SqlAdapter"]
+
+#: libpq's authentication methods bossa refuses: `password` is the cleartext one (the
+#: server would receive the division's password as it is). Needs libpq 16 or later.
+PG_REQUIRE_AUTH = "!password"
+_LIBPQ_REQUIRE_AUTH = 160000
+#: The SQLAlchemy drivers of the schemes a SQL division's URL may name.
+_DRIVERS = {"postgresql": "postgresql+psycopg"}
 
 MARKER_TABLE = "bossa_applied_commands"
 
@@ -51,11 +66,20 @@ class SqlAdapter:
         if not division.server_url:
             raise ValueError(f"division {division.name} has no SERVER_URL")
         url = make_url(division.server_url)
+        url = url.set(drivername=_DRIVERS.get(url.drivername, url.drivername))
+        username = division.credentials.get("username")
+        if username is not None:
+            url = url.set(username=username)
         password = division.credentials.get("password")
         if password is not None:
             url = url.set(password=password)
         self.division = division
         self._postgres = url.get_backend_name() == "postgresql"
+        if self._postgres and psycopg.pq.version() < _LIBPQ_REQUIRE_AUTH:
+            raise ValueError(
+                f"libpq {psycopg.pq.version()} cannot refuse cleartext password "
+                "authentication (require_auth needs 16 or later): upgrade psycopg[binary]"
+            )
         # No pre-ping (a round trip per command): a connection lost to a restart fails its
         # command as unreachable, SQLAlchemy discards it, and the retry gets a fresh one.
         self._engine: Engine = create_engine(
@@ -199,14 +223,57 @@ class _AlreadyApplied(Exception):
 def _connect_args(backend: str, timeout_s: float) -> dict[str, Any]:
     seconds = max(1, math.ceil(timeout_s))
     if backend == "postgresql":
-        # libpq's connect_timeout; statement_timeout bounds a hung statement too.
+        # libpq's connect_timeout; statement_timeout bounds a hung statement too; and no
+        # cleartext password (connect_args win over the URL's query, which may not name
+        # require_auth anyway: models.URL_QUERY).
         return {
             "connect_timeout": max(2, seconds),
             "options": f"-c statement_timeout={int(timeout_s * 1000)}",
+            "require_auth": PG_REQUIRE_AUTH,
         }
     if backend in {"mysql", "mariadb"}:
-        return {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
+        return {
+            "connect_timeout": seconds,
+            "read_timeout": seconds,
+            "write_timeout": seconds,
+            "auth_plugin_map": dict(_REFUSED_MYSQL_PLUGINS),
+        }
     return {}
+
+
+class _RefusedPlugin:
+    """A MySQL authentication plugin that would send the password as it is: refused
+    before anything is written to the server."""
+
+    name = "cleartext"
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def authenticate(self, packet: Any) -> Any:
+        raise pymysql.err.OperationalError(
+            2059,  # CR_AUTH_PLUGIN_CANNOT_LOAD
+            f"the server asked for the {self.name} authentication plugin, which would "
+            "send the password in clear text: refused",
+        )
+
+    def prompt(self, echo: bool, prompt: bytes) -> bytes:
+        return self.authenticate(None)  # type: ignore[no-any-return]
+
+
+class _RefusedClearPassword(_RefusedPlugin):
+    name = "mysql_clear_password"
+
+
+class _RefusedDialog(_RefusedPlugin):
+    name = "dialog"
+
+
+#: PyMySQL's plugins that send the password in clear text, each replaced by a refusal.
+_REFUSED_MYSQL_PLUGINS: dict[str, type[_RefusedPlugin]] = {
+    "mysql_clear_password": _RefusedClearPassword,
+    "dialog": _RefusedDialog,
+}
 
 
 def _dbapi_code(exc: sa_exc.DBAPIError) -> str | None:

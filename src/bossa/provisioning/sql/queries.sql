@@ -34,7 +34,7 @@ set server_type = coalesce(%(server_type)s::provisioning.server_type, server_typ
     server_name = coalesce(%(server_name)s::text, server_name),
     server_used = coalesce(%(server_used)s::boolean, server_used),
     timeout_ms = coalesce(%(timeout_ms)s::integer, timeout_ms),
-    credentials = coalesce(%(credentials)s::jsonb, credentials),
+    credentials = credentials || coalesce(%(credentials)s::jsonb, '{}'),
     updated_at = now(),
     updated_by = %(actor)s
 where division = %(division)s
@@ -60,23 +60,55 @@ where division = %(division)s
 update provisioning.divisions set down_until = null
 where division = %(division)s and down_until is not null
 
--- name: upsert_plan_command
--- Add or replace one division's command in a product's plan for an order type.
+-- name: current_plan_command
+-- A plan command's current version, locked while it is set again.
+select p.version, p.position, v.command, v.bind_method
+from provisioning.plan_commands p
+join provisioning.plan_versions v using (product_code, intf_code, division, version)
+where p.product_code = %(product)s and p.intf_code = %(intf_code)s
+  and p.division = %(division)s
+for update of p
+
+-- name: insert_plan_command
+-- A new plan command at version 1 (its version row follows in the same transaction); a
+-- concurrent twin inserts nothing and the caller reads the winner's.
 insert into provisioning.plan_commands
-    (product_code, intf_code, division, position, command, bind_method, created_by)
-values (%(product)s, %(intf_code)s, %(division)s, %(position)s, %(command)s, %(bind_method)s,
+    (product_code, intf_code, division, position, version, created_by)
+values (%(product)s, %(intf_code)s, %(division)s, %(position)s, 1, %(actor)s)
+on conflict (product_code, intf_code, division) do nothing
+returning version
+
+-- name: insert_plan_version
+-- A version of a plan command; versions are never changed or removed.
+insert into provisioning.plan_versions
+    (product_code, intf_code, division, version, command, bind_method, created_by)
+values (%(product)s, %(intf_code)s, %(division)s, %(version)s, %(command)s, %(bind_method)s,
         %(actor)s)
-on conflict (product_code, intf_code, division) do update
-set position = excluded.position, command = excluded.command,
-    bind_method = excluded.bind_method, created_at = now(), created_by = excluded.created_by
+
+-- name: set_plan_command
+-- A plan command's current version and position.
+update provisioning.plan_commands
+set version = %(version)s, position = %(position)s, created_at = now(), created_by = %(actor)s
+where product_code = %(product)s and intf_code = %(intf_code)s and division = %(division)s
 
 -- name: plan
--- A product's commands for one order type, in plan order.
-select p.division, d.server_type::text as server_type, p.command, p.bind_method
+-- A product's commands for one order type, at their current versions, in plan order.
+select p.product_code, p.intf_code, p.division, p.version, d.server_type::text as server_type,
+       v.command, v.bind_method
 from provisioning.plan_commands p
+join provisioning.plan_versions v using (product_code, intf_code, division, version)
 join provisioning.divisions d using (division)
 where p.product_code = %(product)s and p.intf_code = %(intf_code)s
 order by p.position, p.division
+
+-- name: plan_versions
+-- The plan versions that buffered commands name, for rendering them at delivery.
+select v.product_code, v.intf_code, v.division, v.version, d.server_type::text as server_type,
+       v.command, v.bind_method
+from unnest(%(products)s::text[], %(intf_codes)s::text[], %(divisions)s::text[],
+            %(versions)s::integer[]) as k (product_code, intf_code, division, version)
+join provisioning.plan_versions v using (product_code, intf_code, division, version)
+join provisioning.divisions d on d.division = v.division
 
 -- name: plan_intf_codes
 -- The order types a product has a plan for.
@@ -84,12 +116,20 @@ select distinct intf_code from provisioning.plan_commands
 where product_code = %(product)s order by intf_code
 
 -- name: plans
--- Every plan command, for operators.
+-- Every plan command (of a product, or all) at its current version, for operators.
 select p.product_code, p.intf_code, p.position, p.division,
-       d.server_type::text as server_type, p.command, p.bind_method
+       d.server_type::text as server_type, p.version, v.command, v.bind_method
 from provisioning.plan_commands p
+join provisioning.plan_versions v using (product_code, intf_code, division, version)
 join provisioning.divisions d using (division)
+where %(product)s::text is null or p.product_code = %(product)s
 order by p.product_code, p.intf_code, p.position, p.division
+
+-- name: division_has_plans
+-- Does any plan command name this division? (Its server type then stays as it is.)
+select exists (
+    select from provisioning.plan_commands where division = %(division)s
+) as found
 
 -- name: order_by_key
 -- An order by its idempotency key, for replays.
@@ -177,7 +217,7 @@ where product_code = %(product)s and id = %(id)s
 -- name: buffer
 -- A division's buffer with the seed's columns, oldest first.
 select entry_id, state, attempts, division, startdate, enddate, sa_id, wo_no, intf_code,
-       cust_id, command, bind_data, errcode, errmsg, errdate, logname
+       cust_id, plan_version, command, bind_data, errcode, errmsg, errdate, logname
 from provisioning.commands
 where lane = %(lane)s
   and (%(state)s::text is null or state = %(state)s)

@@ -1,6 +1,6 @@
 -- The whole current schema of provisioning; migrations/ are the steps that build it:
--- divisions, plans, orders, the service record, receive tables per product, the
--- provisioning log, and the plan buffers as views over the journal's published
+-- divisions, versioned plans, orders, the service record, receive tables per product,
+-- the provisioning log, and the plan buffers as views over the journal's published
 -- journal.lane_entries.
 create schema provisioning;
 
@@ -27,7 +27,8 @@ create table provisioning.divisions (
     updated_by   text not null default current_user
 );
 
--- The provisioning plan: per product and order type, the command for each division.
+-- The provisioning plan: per product and order type, the command for each division, at
+-- its current version (the command itself is in plan_versions).
 create table provisioning.plan_commands (
     -- The product (customers' own); checked by the service, customers.product_exists.
     product_code text not null,
@@ -35,12 +36,39 @@ create table provisioning.plan_commands (
     intf_code    text not null check (intf_code ~ '^[0-9]{4}$'),
     division     text not null references provisioning.divisions (division),
     position     smallint not null default 0,
+    created_at   timestamptz not null default now(),
+    created_by   text not null default current_user,
+    version      integer not null check (version >= 1),   -- the current version
+    primary key (product_code, intf_code, division)
+);
+
+-- Every version of every plan command, kept for ever: a command buffered under version
+-- 3 is sent as version 3 said, whatever the plan says by then.
+create table provisioning.plan_versions (
+    product_code text not null,
+    intf_code    text not null,
+    division     text not null,
+    version      integer not null check (version >= 1),
     command      jsonb not null,                  -- COMMAND template for the division's type
     bind_method  boolean not null default true,   -- BIND_METHOD: values bound, never spliced
     created_at   timestamptz not null default now(),
     created_by   text not null default current_user,
-    primary key (product_code, intf_code, division)
+    primary key (product_code, intf_code, division, version),
+    constraint plan_versions_plan_command_fkey foreign key (product_code, intf_code, division)
+        references provisioning.plan_commands (product_code, intf_code, division)
 );
+
+-- A version, once written, is never changed or removed.
+create function provisioning.plan_version_is_kept() returns trigger
+language plpgsql as $$
+begin
+    raise exception 'plan versions are kept as written: set the plan again for a new version'
+        using errcode = 'BP001';
+end
+$$;
+create trigger plan_versions_kept
+    before update or delete on provisioning.plan_versions
+    for each row execute function provisioning.plan_version_is_kept();
 
 create sequence provisioning.wo_no_seq;
 
@@ -109,38 +137,47 @@ create index log_wo_no on provisioning.log (wo_no);
 
 -- Every provisioning command the journal holds, one row per entry of kind
 -- provisioning.command, with the payload's fields (models.ProvisioningCommand) as
--- columns. The only SQL that knows those fields: the buffers below and the named
--- queries read this view, and tests/provisioning/test_payload.py holds it to the model.
+-- columns, and the command and BIND_METHOD of the plan version the payload names (null
+-- for an entry from before plans were versioned that matched none: it is never sent).
+-- The only SQL that knows the payload's fields: the buffers below and the named queries
+-- read this view, and tests/provisioning/test_payload.py holds it to the model.
 create view provisioning.commands as
-select e.id as entry_id,
-       e.lane,
-       e.state,
-       e.attempts,
-       e.key as sa_id,
-       e.payload ->> 'division' as division,
-       e.payload ->> 'server_type' as server_type,
-       e.payload ->> 'product' as product,
-       e.payload ->> 'wo_no' as wo_no,
-       e.payload ->> 'intf_code' as intf_code,
-       e.payload ->> 'cust_id' as cust_id,
-       e.payload -> 'command' as command,
-       e.payload -> 'bind_data' as bind_data,
-       (e.payload ->> 'bind_method')::boolean as bind_method,
-       e.payload ->> 'logname' as logname,
-       (e.payload ->> 'ins_date')::timestamptz as ins_date,
-       e.created_at as startdate,
-       case when e.state = 'done' then e.finished_at end as enddate,
-       e.last_error_code as errcode,
-       e.last_error_message as errmsg,
-       e.last_error_at as errdate
-from journal.lane_entries e
-where e.lane like 'provisioning.%' and e.kind = 'provisioning.command';
+select c.*, v.command, v.bind_method
+from (
+    select e.id as entry_id,
+           e.lane,
+           e.state,
+           e.attempts,
+           e.key as sa_id,
+           e.payload ->> 'division' as division,
+           e.payload ->> 'server_type' as server_type,
+           e.payload ->> 'product' as product,
+           e.payload ->> 'intf_code' as intf_code,
+           (e.payload ->> 'plan_version')::integer as plan_version,
+           e.payload ->> 'wo_no' as wo_no,
+           e.payload ->> 'cust_id' as cust_id,
+           e.payload -> 'bind_data' as bind_data,
+           e.payload ->> 'logname' as logname,
+           (e.payload ->> 'ins_date')::timestamptz as ins_date,
+           e.created_at as startdate,
+           case when e.state = 'done' then e.finished_at end as enddate,
+           e.last_error_code as errcode,
+           e.last_error_message as errmsg,
+           e.last_error_at as errdate
+    from journal.lane_entries e
+    where e.lane like 'provisioning.%' and e.kind = 'provisioning.command'
+) c
+left join provisioning.plan_versions v
+  on v.product_code = c.product
+ and v.intf_code = c.intf_code
+ and v.division = c.division
+ and v.version = c.plan_version;
 
--- P8: the SQL plan buffer, with the seed's columns.
+-- P8: the SQL plan buffer, with the seed's columns (and the plan version).
 create view provisioning.sql_plan_buffer as
 select entry_id, state, attempts, division, startdate, enddate, sa_id, wo_no, ins_date,
        intf_code, cust_id, command #>> '{}' as command, bind_data, bind_method, errcode,
-       errmsg, logname, errdate
+       errmsg, logname, errdate, plan_version
 from provisioning.commands
 where server_type = 'sql';
 
@@ -148,7 +185,7 @@ where server_type = 'sql';
 create view provisioning.mmdb_plan_buffer as
 select entry_id, state, attempts, division, sa_id, wo_no, ins_date, logname,
        command #>> '{}' as command, errcode, errmsg, errdate, startdate as recv_date,
-       intf_code
+       intf_code, plan_version
 from provisioning.commands
 where server_type = 'memstore';
 
@@ -156,6 +193,6 @@ where server_type = 'memstore';
 create view provisioning.backup_mode_buffer as
 select entry_id, state, attempts, division, server_type, startdate, enddate, sa_id, wo_no,
        ins_date, intf_code, cust_id, command #>> '{}' as command, bind_data, errcode, errmsg,
-       logname, errdate
+       logname, errdate, plan_version
 from provisioning.commands
 where server_type in ('soap', 'rest');
