@@ -232,8 +232,9 @@ class Pgmq(System):
     async def take(self, batch: int, keyed: bool = False) -> tuple[Any, list[Item]]:
         queue = self.keyed_queue if keyed else "bench"
         fn = "pgmq.read_grouped" if keyed else "pgmq.read"
+        # fn is one of the two pgmq function names chosen above, never input.
         async with self.ac.pool.connection() as c:
-            cur = await c.execute(f"select msg_id, message from {fn}(%s, 30, %s)", (queue, batch))  # noqa: S608  fn is one of two pgmq function names chosen above
+            cur = await c.execute(f"select msg_id, message from {fn}(%s, 30, %s)", (queue, batch))
             rows = await cur.fetchall()
         rows.sort(key=lambda r: r["msg_id"])
         return queue, [(r["msg_id"], r["message"]) for r in rows]

@@ -14,21 +14,20 @@ import httpx
 import psycopg
 import pytest
 
-from bossa.api import create_app
 from bossa.db import Pool
 from bossa.db.migrations import discover
 from bossa.errors import Forbidden, NotFound
 from bossa.journal import EntryFilter, Journal, NewEntry, service
 from bossa.runtime import Runtime
+from tests.support import api_client
 
 
 @pytest.fixture
 async def client(journal: Journal, db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app()
-    app.state.runtime = Runtime.around(db_url, journal, embedded=False)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bossa") as http:
+    runtime = Runtime.around(db_url, journal, embedded=False)
+    async with api_client(runtime) as http:
         yield http
+    await runtime.deliverer.close()
 
 
 @pytest.fixture
@@ -109,7 +108,7 @@ async def test_module_lanes_are_tuned_but_not_written_by_the_generic_doors(
     assert policy.paused
 
     with pytest.raises(Forbidden, match="belongs to provisioning"):
-        await service.enqueue(journal, NewEntry("provisioning.AAA", "cmd", {"v": 2}))
+        await service.enqueue(journal, NewEntry("provisioning.AAA", "cmd", {"v": 2}), actor="kim")
     with pytest.raises(Forbidden, match="belongs to provisioning"):
         await service.edit(journal, command.id, {"v": 9}, actor="kim")
     assert (await service.show(journal, command.id)).payload == {"v": 1}
@@ -126,11 +125,13 @@ async def test_module_lanes_are_tuned_but_not_written_by_the_generic_doors(
 async def test_the_operators_enqueue_declares_a_new_lane_for_the_journal(
     journal: Journal,
 ) -> None:
-    first = await service.enqueue(journal, NewEntry("mine", "k", {"n": 1}))
+    first = await service.enqueue(journal, NewEntry("mine", "k", {"n": 1}), actor="kim")
     assert first.created
-    await service.enqueue(journal, NewEntry("mine", "k", {"n": 2}))
+    await service.enqueue(journal, NewEntry("mine", "k", {"n": 2}), actor="lee")
     lane = await journal.lane("mine")
-    assert (lane.owner, lane.created_by) == ("journal", "test")
+    assert (lane.owner, lane.created_by) == ("journal", "kim")
+    made_by = [(await service.show(journal, first.id + n)).created_by for n in (0, 1)]
+    assert made_by == ["kim", "lee"]
 
 
 async def test_lanes_over_http(
@@ -140,7 +141,7 @@ async def test_lanes_over_http(
     command = await journal.enqueue_one(NewEntry("provisioning.AAA", "cmd", {"v": 1}, key="S"))
 
     missing = await client.patch(
-        "/journal/lanes/provisioning.AAAX", json={"actor": "kim", "settings": {"paused": True}}
+        "/journal/lanes/provisioning.AAAX", json={"settings": {"paused": True}}
     )
     assert missing.status_code == 404
     assert missing.json()["field"] == "lane"
@@ -156,12 +157,10 @@ async def test_lanes_over_http(
     )
     assert refused.status_code == 403
     assert refused.json()["field"] == "lane"
-    rewrite = await client.put(
-        f"/journal/entries/{command.id}/payload", json={"actor": "kim", "payload": {"v": 2}}
-    )
+    rewrite = await client.put(f"/journal/entries/{command.id}/payload", json={"payload": {"v": 2}})
     assert rewrite.status_code == 403
     tuned = await client.patch(
-        "/journal/lanes/provisioning.AAA", json={"actor": "kim", "settings": {"max_attempts": 2}}
+        "/journal/lanes/provisioning.AAA", json={"settings": {"max_attempts": 2}}
     )
     assert tuned.status_code == 200
     assert tuned.json()["max_attempts"] == 2
@@ -255,7 +254,7 @@ async def test_the_cli_says_what_the_api_says(
     )
     assert typo.returncode == 2
     over_http = await client.patch(
-        "/journal/lanes/provisioning.AAAX", json={"actor": "kim", "settings": {"paused": True}}
+        "/journal/lanes/provisioning.AAAX", json={"settings": {"paused": True}}
     )
     assert typo.stderr.strip() == f"error: {over_http.json()['error']}"
     assert "no lane 'provisioning.AAAX'" in typo.stderr

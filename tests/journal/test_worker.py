@@ -156,7 +156,10 @@ def test_sigterm_finishes_the_entry_in_hand_and_gives_back_the_rest(db_url: str)
         text=True,
     )
     with psycopg.connect(db_url, autocommit=True) as conn:
-        for _ in range(200):
+        # Start-up (imports, the schema check) takes seconds on a loaded machine: a
+        # SIGTERM before the worker installed its handler would kill it outright.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
             row = conn.execute("select count(*) from public.deliveries").fetchone()
             if row and row[0] >= 3:
                 break

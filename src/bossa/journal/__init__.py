@@ -23,12 +23,20 @@ from bossa.journal.models import (
 )
 from bossa.journal.settings import JournalSettings, LanePolicy
 from bossa.journal.store import FailResult, Failure, Journal
-from bossa.journal.worker import BatchHandler, Handler, HandlerError, Worker, WorkerStats
+from bossa.journal.worker import (
+    BatchHandler,
+    DatabaseLost,
+    Handler,
+    HandlerError,
+    Worker,
+    WorkerStats,
+)
 
 __all__ = [
     "GENERIC_OWNER",
     "BatchHandler",
     "Claim",
+    "DatabaseLost",
     "Enqueued",
     "Entry",
     "EntryFilter",

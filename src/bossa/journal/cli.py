@@ -1,7 +1,8 @@
 """`bossa journal ...`: enqueue, look, act on entries, tune lanes, run workers.
 
 Each command parses its options, calls one function of `service` and renders the
-result with `bossa.terminal`.
+result with `bossa.terminal`. Changes are audited as the CLI's principal (the OS user,
+or BOSSA_ACCESS_CLI_ACTOR), never a name typed on the command line.
 """
 
 from __future__ import annotations
@@ -11,16 +12,24 @@ from typing import Annotated, Any
 
 import typer
 
-from bossa.clitools import ActorOpt, JsonOpt, ReasonOpt, json_arg, with_runtime
+from bossa.access import cli_principal
+from bossa.clitools import JsonOpt, ReasonOpt, json_arg, with_runtime
 from bossa.errors import InvalidInput
 from bossa.journal import service
-from bossa.journal.models import EntryError, EntryFilter, NewEntry
+from bossa.journal.models import MAX_ID, MAX_PAGE, EntryError, EntryFilter, NewEntry
 from bossa.runtime import Runtime
 from bossa.terminal import out, print_json, table
 
 __all__ = ["journal_app"]
 
 journal_app = typer.Typer(help="The durable queue under every system.", no_args_is_help=True)
+
+
+PageOpt = Annotated[int, typer.Option(min=1, max=MAX_PAGE, help="At most this many.")]
+
+
+def _actor() -> str:
+    return cli_principal().actor
 
 
 def _error_cell(last: EntryError | None) -> str:
@@ -37,7 +46,8 @@ def enqueue(
 ) -> None:
     """Enqueue one entry on a lane of your own (not on another module's lane)."""
     entry = NewEntry(lane, kind, json_arg(payload, "payload"), key=key, dedup_key=dedup_key)
-    result = with_runtime(lambda rt: service.enqueue(rt.journal, entry))
+    actor = _actor()
+    result = with_runtime(lambda rt: service.enqueue(rt.journal, entry, actor=actor))
     out.print(f"entry {result.id} {'enqueued' if result.created else 'already pending (dedup)'}")
 
 
@@ -48,10 +58,14 @@ def list_entries(
         str | None, typer.Option(help="waiting|ready|taken|parked|done|discarded")
     ] = None,
     key: Annotated[str | None, typer.Option(help="Only this key.")] = None,
-    older_than: Annotated[float | None, typer.Option(help="Only entries older (seconds).")] = None,
+    older_than: Annotated[
+        float | None, typer.Option(min=0, help="Only entries older (seconds).")
+    ] = None,
     error_code: Annotated[str | None, typer.Option(help="Only with this last error code.")] = None,
-    after_id: Annotated[int, typer.Option(help="Page: entries after this id.")] = 0,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    after_id: Annotated[
+        int, typer.Option(min=0, max=MAX_ID, help="Page: entries after this id.")
+    ] = 0,
+    limit: PageOpt = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """List entries, oldest first."""
@@ -77,15 +91,17 @@ def show(entry_id: int, as_json: JsonOpt = False) -> None:
 
 
 @journal_app.command("retry")
-def retry(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt = None) -> None:
+def retry(entry_id: int, reason: ReasonOpt = None) -> None:
     """Make a parked or backing-off entry due now, with fresh attempts."""
+    actor = _actor()
     state = with_runtime(lambda rt: service.retry(rt.journal, entry_id, actor=actor, reason=reason))
     out.print(f"entry {entry_id} is {state}")
 
 
 @journal_app.command("park")
-def park(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt = None) -> None:
+def park(entry_id: int, reason: ReasonOpt = None) -> None:
     """Park an entry; it keeps blocking its key."""
+    actor = _actor()
     with_runtime(lambda rt: service.park(rt.journal, entry_id, actor=actor, reason=reason))
     out.print(f"entry {entry_id} parked")
 
@@ -94,9 +110,9 @@ def park(entry_id: int, actor: ActorOpt = "operator", reason: ReasonOpt = None) 
 def discard(
     entry_id: int,
     reason: Annotated[str, typer.Option("--reason", help="Why (required, audited).")],
-    actor: ActorOpt = "operator",
 ) -> None:
     """Give up on an entry; its key moves on."""
+    actor = _actor()
     with_runtime(lambda rt: service.discard(rt.journal, entry_id, actor=actor, reason=reason))
     out.print(f"entry {entry_id} discarded")
 
@@ -105,10 +121,10 @@ def discard(
 def edit(
     entry_id: int,
     payload: Annotated[str, typer.Argument(help="The new payload as JSON.")],
-    actor: ActorOpt = "operator",
     reason: ReasonOpt = None,
 ) -> None:
     """Replace an entry's payload (not while it is in flight; not on another module's lane)."""
+    actor = _actor()
     value = json_arg(payload, "payload")
     with_runtime(lambda rt: service.edit(rt.journal, entry_id, value, actor=actor, reason=reason))
     out.print(f"entry {entry_id} edited")
@@ -117,10 +133,11 @@ def edit(
 @journal_app.command("blocked")
 def blocked(
     lane: Annotated[str | None, typer.Option(help="Only this lane.")] = None,
+    limit: PageOpt = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """Keys whose head is parked or failing."""
-    rows = with_runtime(lambda rt: service.blocked_keys(rt.journal, lane))
+    rows = with_runtime(lambda rt: service.blocked_keys(rt.journal, lane, limit))
     if as_json:
         print_json([row.model_dump(mode="json") for row in rows])
         return
@@ -146,9 +163,13 @@ def stats(as_json: JsonOpt = False) -> None:
 
 
 @journal_app.command("lanes")
-def lanes(as_json: JsonOpt = False) -> None:
-    """Every declared lane, with the module that owns it and its stored overrides."""
-    rows = with_runtime(lambda rt: service.lanes(rt.journal))
+def lanes(
+    after: Annotated[str, typer.Option(help="Page: lanes named after this one.")] = "",
+    limit: PageOpt = MAX_PAGE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Declared lanes by name, with the module that owns each and its stored overrides."""
+    rows = with_runtime(lambda rt: service.lanes(rt.journal, after=after, limit=limit))
     if as_json:
         print_json([row.model_dump(mode="json") for row in rows])
         return
@@ -177,11 +198,12 @@ def lane(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="NAME=VALUE, e.g. max_attempts=5.")
     ] = None,
-    actor: ActorOpt = "operator",
 ) -> None:
-    """Show a declared lane's policy, or change it with --set."""
+    """Show a declared lane's policy, or change it with --set (each setting within its
+    range: see docs/journal.md)."""
     changes = _settings(set_ or [])
     if changes:
+        actor = _actor()
         policy = with_runtime(
             lambda rt: service.set_lane_policy(rt.journal, name, changes, actor=actor)
         )
@@ -203,14 +225,22 @@ def work(
     handler: Annotated[
         str | None, typer.Option(help="module:function run for every kind (an integrator's own).")
     ] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Concurrent takers.")] = None,
-    batch: Annotated[int | None, typer.Option(help="Entries per take.")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=256, help="Concurrent takers.")
+    ] = None,
+    batch: Annotated[int | None, typer.Option(min=1, max=10_000, help="Entries per take.")] = None,
     once: Annotated[
         bool, typer.Option(help="Stop when nothing is due (an operator's pass).")
     ] = False,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics here.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65_535, help="Serve Prometheus metrics here.")
+    ] = None,
 ) -> None:
-    """Run a worker on a lane until SIGTERM (or until idle with --once)."""
+    """Run a worker on a lane until SIGTERM (or until idle with --once).
+
+    Exits non-zero with one error line when the database cannot be reached for longer
+    than BOSSA_JOURNAL_DATABASE_OUTAGE_S (or its pool is closed), for a supervisor to
+    restart it."""
     from bossa.journal.handlers import REGISTRY, load_handler
 
     handlers = dict(REGISTRY)

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +24,9 @@ from bossa.errors import InvalidInput
 __all__ = [
     "FINAL_STATES",
     "GENERIC_OWNER",
+    "MAX_ID",
+    "MAX_PAGE",
+    "MAX_PAYLOAD_DEPTH",
     "UNFINISHED_STATES",
     "Claim",
     "Enqueued",
@@ -33,9 +36,14 @@ __all__ = [
     "Lane",
     "NewEntry",
     "Taken",
+    "check_id",
+    "check_limit",
     "check_owner",
+    "check_text",
     "encode_batch",
+    "encode_payload",
     "lane_name",
+    "payload_depth",
 ]
 
 #: The owner of lanes no module consumes: an operator's or integrator's own, worked by
@@ -45,6 +53,17 @@ GENERIC_OWNER = "journal"
 _OWNER = re.compile(r"[a-z][a-z0-9_]*")
 MAX_NAME_LENGTH = 200
 MAX_KEY_LENGTH = 500
+MAX_REASON_LENGTH = 2_000
+#: The deepest nesting of arrays and objects a payload may have: what the API accepts in
+#: a body (BOSSA_API_MAX_JSON_DEPTH's default), so that every payload can be read back
+#: (a payload nested 300 deep was stored, then every listing that showed it failed).
+MAX_PAYLOAD_DEPTH = 32
+#: The most entries (or keys, or lanes) one page of a listing holds.
+MAX_PAGE = 1_000
+#: Entry ids are PostgreSQL bigints.
+MAX_ID = 2**63 - 1
+#: The oldest age a listing filters on: a century, in seconds.
+MAX_AGE_S = 100 * 365.25 * 86_400
 
 
 class EntryState(StrEnum):
@@ -140,6 +159,17 @@ def _name(value: object, field_name: str, *, optional: bool = False, limit: int)
     return value
 
 
+def check_text(value: str | None, field_name: str, *, limit: int = MAX_REASON_LENGTH) -> str | None:
+    """Free text an operator types (a reason): PostgreSQL cannot store a NUL in it."""
+    if value is None:
+        return None
+    if len(value) > limit:
+        raise InvalidInput(f"must be at most {limit} characters", field=field_name)
+    if "\x00" in value:
+        raise InvalidInput("must not contain NUL characters", field=field_name)
+    return value
+
+
 def lane_name(value: object, field_name: str = "lane") -> str:
     """A lane's name as operators and modules type it, refused when it cannot be one."""
     name = _name(value, field_name, limit=MAX_NAME_LENGTH)
@@ -147,12 +177,43 @@ def lane_name(value: object, field_name: str = "lane") -> str:
     return name
 
 
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def payload_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (0 for a scalar), counted
+    as the API's body limit counts it."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub('""', text)):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def encode_payload(payload: Any, *, field_name: str, max_bytes: int) -> str:
-    """The payload as JSON text, refused if it is not JSON or larger than allowed."""
+    """The payload as JSON text, refused if it is not JSON, larger than allowed, or
+    nested deeper than MAX_PAYLOAD_DEPTH."""
     try:
         text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except RecursionError:
+        raise InvalidInput(
+            f"nests too deep; at most {MAX_PAYLOAD_DEPTH} levels are accepted", field=field_name
+        ) from None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"is not JSON: {exc}", field=field_name) from exc
+    # Fewer brackets than the limit, strings included, cannot nest deeper: the common
+    # case costs two counts, not a scan.
+    if text.count("[") + text.count("{") > MAX_PAYLOAD_DEPTH:
+        depth = payload_depth(text)
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise InvalidInput(
+                f"nests {depth} deep; at most {MAX_PAYLOAD_DEPTH} levels are accepted",
+                field=field_name,
+            )
     size = len(text.encode())
     if size > max_bytes:
         raise InvalidInput(
@@ -195,8 +256,8 @@ def encode_batch(
         assert kind is not None
         key = _name(entry.key, f"{where}.key", optional=True, limit=MAX_KEY_LENGTH)
         dedup = _name(entry.dedup_key, f"{where}.dedup_key", optional=True, limit=MAX_KEY_LENGTH)
-        if entry.not_before is not None and entry.not_before.tzinfo is None:
-            raise InvalidInput("must carry a time zone", field=f"{where}.not_before")
+        if entry.not_before is not None:
+            _instant(entry.not_before, f"{where}.not_before")
         limit = max_payload_bytes if isinstance(max_payload_bytes, int) else max_payload_bytes[lane]
         payload = encode_payload(entry.payload, field_name=f"{where}.payload", max_bytes=limit)
         if dedup is not None and (lane, dedup) in seen:
@@ -214,6 +275,17 @@ def encode_batch(
         batch.not_befores.append(entry.not_before)
         batch.dedup_keys.append(dedup)
     return batch
+
+
+def _instant(value: datetime, field_name: str) -> None:
+    """A time that PostgreSQL stores and Python reads back: zoned, and a UTC instant
+    within Python's years 1-9999 (0001-01-01 at +14:00 is not one)."""
+    if value.tzinfo is None:
+        raise InvalidInput("must carry a time zone", field=field_name)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput("is out of range (years 1 to 9999, in UTC)", field=field_name) from None
 
 
 def check_owner(owner: str) -> str:
@@ -255,12 +327,34 @@ class EntryFilter:
     limit: int = 100
 
     def checked(self) -> EntryFilter:
+        if self.lane is not None:
+            lane_name(self.lane)
         if self.state is not None and self.state not in set(EntryState):
             known = ", ".join(EntryState)
             raise InvalidInput(f"unknown state {self.state!r} (known: {known})", field="state")
-        if not 1 <= self.limit <= 10_000:
-            raise InvalidInput("must be between 1 and 10000", field="limit")
+        _name(self.key, "key", optional=True, limit=MAX_KEY_LENGTH)
+        _name(self.error_code, "error_code", optional=True, limit=MAX_NAME_LENGTH)
+        if self.older_than_s is not None and not 0 <= self.older_than_s <= MAX_AGE_S:
+            # NaN fails this too.
+            raise InvalidInput(f"must be between 0 and {MAX_AGE_S:.0f}", field="older_than_s")
+        if not 0 <= self.after_id <= MAX_ID:
+            raise InvalidInput(f"must be between 0 and {MAX_ID}", field="after_id")
+        check_limit(self.limit)
         return self
+
+
+def check_limit(limit: int, field_name: str = "limit") -> int:
+    """A page size: 1 to MAX_PAGE."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"must be between 1 and {MAX_PAGE}", field=field_name)
+    return limit
+
+
+def check_id(entry_id: int, field_name: str = "id") -> int:
+    """An entry id as a caller names it: a positive bigint."""
+    if not 1 <= entry_id <= MAX_ID:
+        raise InvalidInput(f"must be between 1 and {MAX_ID}", field=field_name)
+    return entry_id
 
 
 class EntryError(BaseModel):

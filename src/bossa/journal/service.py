@@ -23,6 +23,8 @@ from bossa.errors import Conflict, Forbidden, InvalidInput, NotFound
 from bossa.journal import store
 from bossa.journal.models import (
     GENERIC_OWNER,
+    MAX_KEY_LENGTH,
+    MAX_PAGE,
     BlockedKey,
     Counts,
     Enqueued,
@@ -33,6 +35,9 @@ from bossa.journal.models import (
     EntrySummary,
     Lane,
     NewEntry,
+    check_id,
+    check_limit,
+    check_text,
     encode_payload,
     lane_name,
 )
@@ -61,13 +66,17 @@ __all__ = [
 # -- lanes -------------------------------------------------------------------------------
 
 
-async def lanes(journal: Journal) -> list[Lane]:
-    """Every declared lane with its owner and stored overrides."""
-    return await journal.lanes()
+async def lanes(journal: Journal, *, after: str = "", limit: int = MAX_PAGE) -> list[Lane]:
+    """Declared lanes with their owner and stored overrides, by name, a page at a time
+    (those named after `after`)."""
+    if after:
+        lane_name(after, "after")
+    return await journal.lanes(after=after, limit=check_limit(limit))
 
 
 async def lane_policy(journal: Journal, lane: str) -> LanePolicy:
     """A declared lane's effective policy, read now (not from the cache)."""
+    lane_name(lane)
     async with journal.pool.connection() as conn:
         await store.lane_of(conn, lane)
         return await journal.policy(lane, fresh=True, conn=conn)
@@ -77,31 +86,40 @@ async def set_lane_policy(
     journal: Journal, lane: str, changes: dict[str, Any], *, actor: str
 ) -> LanePolicy:
     """Change a declared lane's overrides, whoever owns it (operators tune provisioning's
-    retries here); an undeclared lane is refused, not made."""
+    retries here); an undeclared lane is refused, not made, and so is a value out of its
+    setting's range (docs/journal.md), naming the setting."""
     _need_actor(actor)
+    lane_name(lane)
+    if not changes:
+        raise InvalidInput("name at least one setting to change", field="settings")
+    for name in changes:
+        if "\x00" in name:
+            raise InvalidInput("a setting's name must not contain NUL characters", field="settings")
     return await journal.set_policy(lane, changes, actor=actor)
 
 
 async def _declared(conn: Conn, lane: str | None) -> None:
     """A lane filter names a declared lane: a typo must not answer "nothing there"."""
     if lane is not None:
-        await store.lane_of(conn, lane)
+        await store.lane_of(conn, lane_name(lane))
 
 
 # -- entries -----------------------------------------------------------------------------
 
 
-async def enqueue(journal: Journal, entry: NewEntry) -> Enqueued:
-    """An operator's or integrator's own entry. An unknown lane is declared for the
-    journal (whose `journal work` consumes it); another module's lane is refused."""
+async def enqueue(journal: Journal, entry: NewEntry, *, actor: str) -> Enqueued:
+    """An operator's or integrator's own entry, recorded as created by `actor`. An
+    unknown lane is declared for the journal (whose `journal work` consumes it); another
+    module's lane is refused, and nothing is written."""
+    _need_actor(actor)
     name = lane_name(entry.lane, "entry.lane")
     async with journal.pool.connection() as conn, conn.transaction():
         found = await store.find_lane(conn, name)
         if found is None:
-            await store.declare_lane(conn, name, GENERIC_OWNER, journal.actor)
+            await store.declare_lane(conn, name, GENERIC_OWNER, actor)
         else:
             _refuse_foreign(found, "enqueue on")
-        return await journal.enqueue_one(entry, conn=conn)
+        return await journal.enqueue_one(entry, conn=conn, actor=actor)
 
 
 async def list_entries(journal: Journal, where: EntryFilter) -> list[EntrySummary]:
@@ -114,6 +132,7 @@ async def list_entries(journal: Journal, where: EntryFilter) -> list[EntrySummar
 
 async def show(journal: Journal, entry_id: int) -> EntryDetail:
     """One entry with its error history and the operator actions taken on it."""
+    check_id(entry_id)
     async with journal.pool.connection() as conn:
         found = await store.entry(conn, entry_id)
         if found is None:
@@ -126,8 +145,7 @@ async def blocked_keys(
     journal: Journal, lane: str | None = None, limit: int = 100
 ) -> list[BlockedKey]:
     """Keys whose head is parked or failing: the contracts an operator should look at."""
-    if limit < 1:
-        raise InvalidInput("must be at least 1", field="limit")
+    check_limit(limit)
     async with journal.pool.connection() as conn:
         await _declared(conn, lane)
         return await store.blocked_keys(conn, lane, limit)
@@ -150,6 +168,7 @@ class _Change:
 
 
 async def _locked(conn: Conn, entry_id: int) -> _Change:
+    check_id(entry_id)
     peek = await store.entry(conn, entry_id)
     if peek is None:
         raise NotFound(f"no journal entry {entry_id}", field="id")
@@ -203,6 +222,7 @@ async def _audit(
 def _need_actor(actor: str) -> None:
     if not actor or not actor.strip():
         raise InvalidInput("an operator action needs the operator's name", field="actor")
+    check_text(actor, "actor", limit=MAX_KEY_LENGTH)
 
 
 async def retry(
@@ -210,6 +230,7 @@ async def retry(
 ) -> EntryState:
     """Make a parked or backing-off entry due now, with a fresh set of attempts."""
     _need_actor(actor)
+    check_text(reason, "reason")
     async with journal.pool.connection() as conn, conn.transaction():
         change = await _locked(conn, entry_id)
         _refuse_unless(change, {EntryState.PARKED, EntryState.READY}, "retry")
@@ -227,6 +248,7 @@ async def park(
 ) -> EntryState:
     """Park an entry: no worker takes it, and it keeps blocking its key."""
     _need_actor(actor)
+    check_text(reason, "reason")
     async with journal.pool.connection() as conn, conn.transaction():
         change = await _locked(conn, entry_id)
         _refuse_unless(change, {EntryState.WAITING, EntryState.READY}, "park")
@@ -240,6 +262,7 @@ async def discard(journal: Journal, entry_id: int, *, actor: str, reason: str) -
     _need_actor(actor)
     if not reason or not reason.strip():
         raise InvalidInput("discarding needs a reason, kept in the audit", field="reason")
+    check_text(reason, "reason")
     async with journal.pool.connection() as conn, conn.transaction():
         change = await _locked(conn, entry_id)
         _refuse_unless(change, {EntryState.WAITING, EntryState.READY, EntryState.PARKED}, "discard")
@@ -270,6 +293,7 @@ async def edit(
     declared (a test's or an integrator's ad-hoc lane) counts as the journal's.
     """
     _need_actor(actor)
+    check_text(reason, "reason")
     async with journal.pool.connection() as conn, conn.transaction():
         change = await _locked(conn, entry_id)
         lane = await store.find_lane(conn, change.entry.lane)
@@ -308,7 +332,7 @@ async def purge(journal: Journal, lane: str | None = None) -> int:
         if lane is None:
             names = await store.finished_lanes(conn)
         else:
-            await store.lane_of(conn, lane)
+            await store.lane_of(conn, lane_name(lane))
             names = [lane]
         total = 0
         batch = journal.settings.purge_batch
@@ -339,7 +363,7 @@ async def work(
     idle); returns it with its stats. An undeclared lane is an operator's typo
     (NotFound); another module's lane is refused: no generic handler knows its kinds, so
     every entry would fail and park, blocking its key."""
-    declared = await journal.lane(lane)
+    declared = await journal.lane(lane_name(lane))
     if declared.owner != GENERIC_OWNER:
         raise Forbidden(
             f"lane {lane!r} belongs to {declared.owner}: run {declared.owner}'s own daemon"

@@ -26,7 +26,7 @@ from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
 from bossa.db import Conn, Pool
-from bossa.errors import Forbidden, NotFound
+from bossa.errors import Forbidden, InvalidInput, NotFound
 from bossa.journal.models import (
     AuditRecord,
     BlockedKey,
@@ -47,7 +47,7 @@ from bossa.journal.models import (
     encode_payload,
     lane_name,
 )
-from bossa.journal.settings import JournalSettings, LanePolicy
+from bossa.journal.settings import MAX_LEASE_MS, JournalSettings, LanePolicy
 from bossa.sql import load_queries
 
 __all__ = ["QUERIES", "FailResult", "Failure", "Journal"]
@@ -59,6 +59,14 @@ _POLICY_TTL_S = 5.0
 _DEDUP_RETRIES = 3
 #: SQLSTATE raised by journal.declare_lane for a lane another module owns.
 _LANE_OWNED = "BJ001"
+
+
+def _lease(lease_ms: int) -> int:
+    """A lease a caller asks for explicitly, bounded like the lane setting (a huge one
+    would put its expiry past what a timestamp holds and fail every take)."""
+    if not 1 <= lease_ms <= MAX_LEASE_MS:
+        raise InvalidInput(f"must be between 1 and {MAX_LEASE_MS}", field="lease_ms")
+    return lease_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +136,14 @@ class Journal:
         async with self._conn(conn) as c:
             return await lane_of(c, lane)
 
-    async def lanes(self, *, conn: Conn | None = None) -> list[Lane]:
-        """Every declared lane with its owner, by name."""
+    async def lanes(
+        self, *, after: str = "", limit: int | None = None, conn: Conn | None = None
+    ) -> list[Lane]:
+        """Declared lanes with their owners, by name: those after `after`, at most `limit`
+        (all when None)."""
         async with self._conn(conn) as c:
-            rows = await (await c.execute(QUERIES["lanes"])).fetchall()
+            params = {"after": after, "limit": limit}
+            rows = await (await c.execute(QUERIES["lanes"], params)).fetchall()
         return [Lane.model_validate(row) for row in rows]
 
     async def policy(
@@ -176,9 +188,12 @@ class Journal:
     # -- enqueue ---------------------------------------------------------------------
 
     async def enqueue(
-        self, entries: Sequence[NewEntry], *, conn: Conn | None = None
+        self, entries: Sequence[NewEntry], *, conn: Conn | None = None, actor: str | None = None
     ) -> list[Enqueued]:
-        """Enqueue a batch, all or nothing, in input order; returns one result per input."""
+        """Enqueue a batch, all or nothing, in input order; returns one result per input.
+
+        `actor` is recorded as the entries' creator (the journal's own name by default):
+        an operator's enqueue records the operator."""
         if not entries:
             return []
         limits = {
@@ -193,7 +208,7 @@ class Journal:
             "payloads": batch.payloads,
             "not_befores": batch.not_befores,
             "dedup_keys": batch.dedup_keys,
-            "created_by": self.actor,
+            "created_by": actor or self.actor,
         }
         plain = all(k is None for k in batch.keys) and all(d is None for d in batch.dedup_keys)
         query = QUERIES["enqueue_plain" if plain else "enqueue"]
@@ -215,8 +230,10 @@ class Journal:
             for position, folded in zip(batch.positions, batch.folded, strict=True)
         ]
 
-    async def enqueue_one(self, entry: NewEntry, *, conn: Conn | None = None) -> Enqueued:
-        return (await self.enqueue([entry], conn=conn))[0]
+    async def enqueue_one(
+        self, entry: NewEntry, *, conn: Conn | None = None, actor: str | None = None
+    ) -> Enqueued:
+        return (await self.enqueue([entry], conn=conn, actor=actor))[0]
 
     async def enqueue_or_claim(
         self, entry: NewEntry, *, conn: Conn | None = None, lease_ms: int | None = None
@@ -237,7 +254,7 @@ class Journal:
                 entry.payload, field_name="entry.payload", max_bytes=policy.max_payload_bytes
             ),
             "token": token,
-            "lease_ms": lease_ms or policy.lease_ms,
+            "lease_ms": policy.lease_ms if lease_ms is None else _lease(lease_ms),
             "created_by": self.actor,
         }
         async with self._tx(conn) as tx:
@@ -251,8 +268,7 @@ class Journal:
     async def take(self, lane: str, limit: int, *, lease_ms: int | None = None) -> Taken:
         """Lease up to `limit` due entries of `lane`, at most one per key."""
         token = uuid.uuid4()
-        if lease_ms is None:
-            lease_ms = (await self.policy(lane)).lease_ms
+        lease_ms = (await self.policy(lane)).lease_ms if lease_ms is None else _lease(lease_ms)
         async with self.pool.connection() as conn:
             cursor = await conn.execute(
                 QUERIES["take"],
@@ -328,8 +344,7 @@ class Journal:
         """Extend the lease of entries still held under `token`; returns those extended."""
         if not ids:
             return set()
-        if lease_ms is None:
-            lease_ms = (await self.policy(lane)).lease_ms
+        lease_ms = (await self.policy(lane)).lease_ms if lease_ms is None else _lease(lease_ms)
         async with self._tx(None) as tx:
             cursor = await tx.execute(
                 QUERIES["heartbeat"], {"ids": list(ids), "token": token, "lease_ms": lease_ms}

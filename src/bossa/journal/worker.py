@@ -11,7 +11,11 @@ each also wakes at the lane's next due time or lease expiry, and at least every
 heartbeat extends the lease while handlers run; results are acked and failed in
 batches. On SIGTERM a worker finishes the entry in hand, gives back what it has not
 started, and exits. Database errors (PostgreSQL restarting, a backend terminated) are
-waited out with backoff: the work stays in the journal.
+waited out with backoff, the work staying in the journal, for at most
+`database_outage_s`: past that, or at once if its pool is closed, `run` raises
+`DatabaseLost`, and the process exits non-zero for its supervisor to restart it. Any
+other failure of a taker or helper (a bug, a lane setting out of range) stops every
+other one before `run` raises it: a worker never lingers half alive.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import inspect
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,12 +34,13 @@ import psycopg
 import psycopg_pool
 
 from bossa.db import Conn
+from bossa.errors import UserError
 from bossa.journal import metrics
 from bossa.journal.models import Entry, EntryState, Taken
 from bossa.journal.store import Failure, Journal
 from bossa.logs import get_logger
 
-__all__ = ["BatchHandler", "Handler", "HandlerError", "Worker", "WorkerStats"]
+__all__ = ["BatchHandler", "DatabaseLost", "Handler", "HandlerError", "Worker", "WorkerStats"]
 
 Handler = Callable[[Entry], Awaitable[None]] | Callable[[Entry], None]
 #: Handles a whole taken batch at once (entries of distinct keys) and says, per entry id,
@@ -43,6 +49,13 @@ BatchHandler = Callable[[list[Entry]], Awaitable[dict[int, "Failure | None"]]]
 log = get_logger("bossa.journal.worker")
 
 _DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
+
+
+class DatabaseLost(UserError):
+    """The worker could not reach its database for longer than `database_outage_s`, or
+    its pool was closed: it stops, and the CLI exits non-zero with this one line."""
+
+    http_status = 503
 
 
 class HandlerError(Exception):
@@ -106,6 +119,15 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
         self._sleeping: list[int] = []  # slots waiting for work, longest-idle first
+        self.database_outage_s = settings.database_outage_s
+        #: When the database stopped answering (monotonic), None while it answers.
+        self._down_since: float | None = None
+        #: When the reaper's statement in progress began: one that hangs (a network
+        #: partition, a pool waiting for a connection) counts as the database away too.
+        self._probing_since: float | None = None
+        self._last_db_error = ""
+        #: Set when the pool is closed: nothing can come back, give up at once.
+        self._pool_closed = asyncio.Event()
 
     def stop(self) -> None:
         """Ask the worker to stop: finish the entry in hand, give back the rest."""
@@ -126,13 +148,18 @@ class Worker:
         """Work until stop() (or SIGTERM/SIGINT when asked to install handlers).
 
         `until_idle` returns once the lane has nothing due and nothing in flight: for
-        operator-triggered passes (`--once`) and tests.
+        operator-triggered passes (`--once`) and tests. Raises `DatabaseLost` when the
+        database stays away longer than `database_outage_s` (or the pool is closed), and
+        whatever else stopped a taker or helper, after stopping all the others.
         """
         loop = asyncio.get_running_loop()
         if install_signal_handlers:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
-        helpers = [asyncio.create_task(self._reaper())]
+        helpers = [
+            asyncio.create_task(self._reaper()),
+            asyncio.create_task(self._watch_database()),
+        ]
         if self.listen_url and not until_idle:
             helpers.append(asyncio.create_task(self._listener()))
         slots = [
@@ -142,29 +169,39 @@ class Worker:
         log.info(
             "worker started", lane=self.lane, concurrency=self.concurrency, batch=self.batch_size
         )
-        everything: asyncio.Future[Any] = asyncio.gather(*slots)
         stop_asked: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
+        failure: BaseException | None = None
         try:
-            await asyncio.wait([everything, stop_asked], return_when=asyncio.FIRST_COMPLETED)
-            if not everything.done():
-                finished, _ = await asyncio.wait([everything], timeout=self.stop_grace_s)
-                if not finished:
+            # Until a stop is asked, every taker is done (--once), or something fails.
+            while failure is None and not stop_asked.done() and not _all_done(slots):
+                await asyncio.wait(
+                    [t for t in (*slots, *helpers) if not t.done()] + [stop_asked],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                failure = _failure_of([*slots, *helpers])
+            # A stop: handlers in hand get the grace period to finish.
+            deadline = loop.time() + self.stop_grace_s
+            while failure is None and not _all_done(slots):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
                     log.warning(
                         "handlers did not finish within the grace period; their"
                         " leases will expire and the entries be handed out again",
                         lane=self.lane,
                         grace_s=self.stop_grace_s,
                     )
-                    everything.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await everything
+                    break
+                await asyncio.wait(
+                    [t for t in (*slots, *helpers) if not t.done()],
+                    timeout=remaining,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                failure = _failure_of([*slots, *helpers])
         finally:
             stop_asked.cancel()
-            for task in helpers:
+            for task in (*slots, *helpers):
                 task.cancel()
-            for task in helpers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(*slots, *helpers, return_exceptions=True)
             if install_signal_handlers:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
@@ -175,6 +212,46 @@ class Worker:
                 failed=self.stats.failed,
                 released=self.stats.released,
             )
+        if failure is not None:
+            raise failure
+
+    # -- the database's health -------------------------------------------------------
+
+    def _db_answered(self) -> None:
+        self._down_since = None
+
+    def _db_failed(self, exc: Exception) -> None:
+        self.stats.db_errors += 1
+        self._last_db_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        if isinstance(exc, psycopg_pool.PoolClosed):
+            self._pool_closed.set()
+
+    async def _watch_database(self) -> None:
+        """Raises DatabaseLost when the pool is closed, or when the database has not
+        answered for `database_outage_s`: since a statement first failed with no success
+        after it, or since the reaper's statement began and has not returned (the reaper
+        asks every `reap_interval_s`, so an idle worker notices too)."""
+        bound = self.database_outage_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pool_closed.wait(), timeout=min(1.0, bound / 4))
+            if self._pool_closed.is_set():
+                raise DatabaseLost(
+                    f"worker on lane {self.lane!r}: its connection pool is closed; exiting"
+                    " for its supervisor to restart it"
+                )
+            since = min(
+                (t for t in (self._down_since, self._probing_since) if t is not None),
+                default=None,
+            )
+            if since is not None and (away := time.monotonic() - since) > bound:
+                raise DatabaseLost(
+                    f"worker on lane {self.lane!r}: the database has not answered for"
+                    f" {away:.0f} s (BOSSA_JOURNAL_DATABASE_OUTAGE_S is {bound:g}); exiting"
+                    f" for its supervisor to restart it (last error: {self._last_db_error})"
+                )
 
     # -- taking ----------------------------------------------------------------------
 
@@ -192,8 +269,9 @@ class Worker:
                     continue
                 taken = await self.journal.take(self.lane, self.batch_size)
                 backoff = 0.1
+                self._db_answered()
             except _DB_ERRORS as exc:
-                self.stats.db_errors += 1
+                self._db_failed(exc)
                 log.warning("database unavailable; retrying", lane=self.lane, error=str(exc))
                 await self._drop_dead_connections()
                 await self._pause(wake, backoff)
@@ -287,8 +365,8 @@ class Worker:
                 await asyncio.gather(*(run_one(entry) for entry in taken.entries))
         finally:
             beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            # A heartbeat that died of a database error has nothing to add: settle says it.
+            await asyncio.gather(beat, return_exceptions=True)
         await self._settle(taken, done, failures, unstarted)
 
     async def _run_whole(
@@ -377,7 +455,7 @@ class Worker:
                     metrics.RELEASED.labels(self.lane).inc(len(released))
                     unstarted = []
             except _DB_ERRORS as exc:
-                self.stats.db_errors += 1
+                self._db_failed(exc)
                 if lease_end is not None and datetime.now(UTC) > lease_end:
                     log.warning(
                         "lease ran out before the outcome could be recorded; the"
@@ -406,8 +484,10 @@ class Worker:
         return accepted
 
     async def _heartbeat(self, taken: Taken, pending: set[int]) -> None:
-        policy = await self.journal.policy(self.lane)
-        interval = policy.lease_ms / 3000.0
+        lease_ms = self.journal.settings.lease_ms
+        with contextlib.suppress(*_DB_ERRORS):
+            lease_ms = (await self.journal.policy(self.lane)).lease_ms
+        interval = lease_ms / 3000.0
         while True:
             await asyncio.sleep(interval)
             with contextlib.suppress(*_DB_ERRORS):
@@ -417,10 +497,15 @@ class Worker:
 
     async def _reaper(self) -> None:
         while True:
+            self._probing_since = time.monotonic()
             try:
                 reaped = await self.journal.reap_expired(self.lane)
-            except _DB_ERRORS:
+                self._db_answered()
+            except _DB_ERRORS as exc:
+                self._db_failed(exc)
                 reaped = []
+            finally:
+                self._probing_since = None
             if reaped:
                 self.stats.reaped += len(reaped)
                 metrics.LEASE_EXPIRED.labels(self.lane).inc(len(reaped))
@@ -448,3 +533,15 @@ class Worker:
                 log.info("listen connection lost; reconnecting", error=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+def _all_done(tasks: list[asyncio.Task[None]]) -> bool:
+    return all(task.done() for task in tasks)
+
+
+def _failure_of(tasks: list[asyncio.Task[None]]) -> BaseException | None:
+    """The first exception a finished task raised (helpers only end by raising)."""
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            return task.exception()
+    return None

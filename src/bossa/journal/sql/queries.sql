@@ -216,9 +216,12 @@ select lane, owner, settings, created_at, created_by, updated_at, updated_by
 from journal.lanes where lane = %(lane)s
 
 -- name: lanes
--- Every declared lane, for `bossa journal lanes`.
+-- Declared lanes by name, a page at a time (after a name; a null limit is no limit).
 select lane, owner, settings, created_at, created_by, updated_at, updated_by
-from journal.lanes order by lane
+from journal.lanes
+where lane > %(after)s
+order by lane
+limit %(limit)s
 
 -- name: update_lane_settings
 -- Store a declared lane's overrides (the whole validated object); no row, no lane.
