@@ -20,10 +20,13 @@ from bossa.ledger import AccountRequest, open_account
 
 
 def month(back: int, *, today: date | None = None) -> tuple[date, date]:
-    """The calendar month `back` months before this one: (first day, last day)."""
+    """The calendar month `back` months before this one (after it, if negative): (first
+    day, last day)."""
     first = (today or date.today()).replace(day=1)
     for _ in range(back):
         first = (first - timedelta(days=1)).replace(day=1)
+    for _ in range(-back):
+        first = (first + timedelta(days=32)).replace(day=1)
     following = (first + timedelta(days=32)).replace(day=1)
     return first, following - timedelta(days=1)
 
