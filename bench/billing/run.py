@@ -37,13 +37,23 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from bench.common import Cpu, append_section, base_parser, fmt, free_port, git_ref, pct  # noqa: E402
-from bossa.billing import PaymentRequest, bill, pay, reconcile, settle, start_run  # noqa: E402
+from bossa.billing import (  # noqa: E402
+    PaymentRequest,
+    WindowRequest,
+    add_window,
+    bill,
+    pay,
+    reconcile,
+    settle,
+    start_run,
+)
 from bossa.db import EmbeddedPostgres, open_pool  # noqa: E402
 from bossa.db.migrations import migrate  # noqa: E402
 from bossa.journal import Journal  # noqa: E402
 
-PERIOD_START = dt.date(2026, 10, 1)
-PERIOD_END = dt.date(2026, 10, 31)
+# Last month: a run bills a period that has begun and ended within the look-back.
+PERIOD_END = dt.date.today().replace(day=1) - dt.timedelta(days=1)
+PERIOD_START = PERIOD_END.replace(day=1)
 TARGET_RATE = 2_300_000.0  # accounts per hour
 TARGET_P99_RATIO = 1.5
 PRODUCTS = [("ADSL", 2_500_000), ("WIBRO", 1_900_000), ("SOIP", 900_000)]
@@ -221,6 +231,14 @@ def drop_db(pg: EmbeddedPostgres, name: str) -> None:
 
 
 async def open_run(pool: Any) -> int:
+    """The period's run, inside a bill-run window planned for it (runs open only in one)."""
+    now = dt.datetime.now(dt.UTC)
+    window = WindowRequest(
+        bill_cycle="MONTHLY",
+        planned_start=now - dt.timedelta(minutes=1),
+        planned_end=now + dt.timedelta(hours=8),
+    )
+    await add_window(pool, window, actor="bench")
     return await start_run(
         pool, cycle="MONTHLY", period_start=PERIOD_START, period_end=PERIOD_END, actor="bench"
     )
