@@ -78,11 +78,19 @@ class _Body(BaseModel):
 class EnqueueBody(_Body):
     # Checked by the service (empty, too long, NUL), which names them `entry.lane`, ...
     # as the CLI and the Python API do.
-    lane: str = Field(description="Lane (who consumes); declared for the journal if new")
-    kind: str = Field(description="Kind (which handler)")
+    lane: str = Field(
+        description="Lane (who consumes); declared for the journal if new; no NUL byte",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_NAME_LENGTH},
+    )
+    kind: str = Field(
+        description="Kind (which handler); no NUL byte",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_NAME_LENGTH},
+    )
     payload: Any = Field(description="Any JSON value (nested at most 32 deep)")
-    key: str | None = Field(default=None, description="Ordering key (e.g. a contract's SA_ID)")
-    dedup_key: str | None = Field(default=None, description="Idempotency key")
+    key: str | None = Field(
+        default=None, description="Ordering key (e.g. a contract's SA_ID), 1-500 characters"
+    )
+    dedup_key: str | None = Field(default=None, description="Idempotency key, 1-500 characters")
 
 
 class EnqueuedReply(BaseModel):
@@ -109,10 +117,21 @@ class EntryStateReply(BaseModel):
     state: EntryState
 
 
+def _settings_schema() -> dict[str, Any]:
+    """The lane settings and their ranges, documented in /openapi.json; checked by the
+    service against the lane's stored overrides, which names the lane in its refusals."""
+    properties = {
+        name: {k: v for k, v in spec.items() if k not in ("default", "title")}
+        for name, spec in LanePolicy.model_json_schema()["properties"].items()
+    }
+    return {"properties": properties, "additionalProperties": False}
+
+
 class LaneBody(_Body):
     settings: dict[str, Any] = Field(
         description="Overrides to store, e.g. {'max_attempts': 5}; each within its range"
-        " (docs/journal.md)"
+        " (docs/journal.md); backoff_max_ms at least backoff_base_ms",
+        json_schema_extra=_settings_schema(),
     )
 
 
