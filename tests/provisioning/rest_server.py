@@ -3,7 +3,9 @@
 Run as `python tests/provisioning/rest_server.py --port N --db PATH`. A write is applied
 once per Idempotency-Key and recorded in the SQLite file in order (also GET /applied).
 A path containing "/fail/" or a JSON body whose saId starts with "FAIL" gets a 500; a
-saId starting with "SLOW" gets its answer after 5 s (for client timeouts).
+saId starting with "SLOW" gets its answer after 5 s (for client timeouts); a saId
+starting with "ECHO" gets a 500 that quotes the request's Authorization header, as a
+careless server might (the deliverer must mask the division's credentials in it).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class Handler(BaseHTTPRequestHandler):
         sa_id = str(body.get("saId", "")) if isinstance(body, dict) else ""
         if sa_id.startswith("SLOW"):
             time.sleep(5)
+        if sa_id.startswith("ECHO"):
+            self._reply(500, {"error": f"bad credential {self.headers.get('Authorization')}"})
+            return
         if "/fail/" in self.path or sa_id.startswith("FAIL"):
             self._reply(500, {"error": f"division refused {sa_id or self.path}"})
             return

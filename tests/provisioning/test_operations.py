@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from bossa.api import create_app
+from bossa.access import Role
 from bossa.customers import load_sample
 from bossa.journal import Journal
 from bossa.journal import service as journal_service
@@ -31,6 +31,8 @@ from bossa.provisioning import service as provisioning
 from bossa.provisioning.sample import AAA, AAA_TABLE
 from bossa.runtime import Runtime
 from tests.provisioning import servers
+from tests.provisioning.conftest import PASSWORD
+from tests.support import api_client
 
 SETTINGS = ProvisioningSettings(down_hold_s=30, receipt_batch=7)
 
@@ -50,7 +52,7 @@ async def aaa(
     await add_division(
         journal.pool,
         "AAA",
-        {"server_type": "sql", "server_url": pg_target.url, "credentials": {"password": "hunter2"}},
+        {"server_type": "sql", "server_url": pg_target.url, "credentials": {"password": PASSWORD}},
         actor="test",
     )
     for code, command in AAA.items():
@@ -187,14 +189,12 @@ async def test_buffer_views_and_the_operators_hand(
 
 @pytest.fixture
 async def client(journal: Journal, db_url: str, aaa: Deliverer) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app()
-    app.state.runtime = Runtime.around(db_url, journal, embedded=False, provisioning=SETTINGS)
-    transport = httpx.ASGITransport(app=app)
+    runtime = Runtime.around(db_url, journal, embedded=False, provisioning=SETTINGS)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://bossa") as http:
+        async with api_client(runtime, role=Role.PROVISIONING_OPERATOR) as http:
             yield http
     finally:
-        await app.state.runtime.deliverer.close()
+        await runtime.deliverer.close()
 
 
 async def test_orders_over_http(
@@ -229,7 +229,11 @@ async def test_orders_over_http(
         response = await client.post("/provisioning/orders", json=bad)
         assert 400 <= response.status_code < 500, response.text
         assert response.json()["field"] == field
-    paused = await client.post("/provisioning/divisions/AAA/pause", json={"actor": "kim"})
+    # The actor is the credential's, never a name in the body.
+    assert first.json()["created_by"].startswith("token:test-provisioning-operator")
+    posing = await client.post("/provisioning/commands/1/retry", json={"actor": "mallory"})
+    assert (posing.status_code, posing.json()["field"]) == (422, "actor")
+    paused = await client.post("/provisioning/divisions/AAA/pause")
     assert paused.json()["paused"] is True
     queued = await client.post("/provisioning/orders", json={**body, "sa_id": "SA-8"})
     assert queued.json()["divisions"] == {"AAA": "buffered"}  # paused: straight to the buffer
@@ -259,12 +263,12 @@ def test_cli_division_and_plan(db_url: str) -> None:
         "--url",
         "http://x/?wsdl",
         "--password",
-        "s3cret",
+        PASSWORD,
     )
     assert added.returncode == 0, added.stderr
     listed = bossa("division", "list", "--json")
     assert "NRS" in listed.stdout
-    assert "s3cret" not in listed.stdout
+    assert PASSWORD not in listed.stdout + listed.stderr
     bad_type = bossa("division", "add", "SMS", "--type", "fax")
     assert bad_type.returncode == 2
     assert "server_type" in bad_type.stderr

@@ -428,7 +428,8 @@ async def update_division(
                 field="server_type",
             )
         if change.server_url is not None or change.server_type is not None:
-            check_server_url(server_type, change.server_url or current.division.server_url)
+            url = current.division.server_url if change.server_url is None else change.server_url
+            check_server_url(server_type, url)
         with user_errors():
             if not await store.update_division(conn, name, change, actor):
                 raise NotFound(f"no division {name}", field="division")
