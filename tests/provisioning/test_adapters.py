@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from psycopg import sql
 from sqlalchemy import create_engine, text
 
 from bossa.provisioning.adapters import (
@@ -27,6 +28,7 @@ from bossa.provisioning.adapters.memstore import RedisAdapter, marker_key
 from bossa.provisioning.adapters.rest import RestAdapter
 from bossa.provisioning.adapters.soap import SoapAdapter
 from bossa.provisioning.adapters.sql import SqlAdapter
+from tests.provisioning.conftest import PASSWORD
 from tests.provisioning.servers import MariaDbServer, PostgresTarget, RestServer, SoapServer
 
 NASTY = 'O\'Brien; drop table x; -- "quoted" :not_a_bind {braces} <b>&amp;</b> ]]> \\ ünï'
@@ -224,12 +226,16 @@ def test_sql_missing_bind_is_a_delivery_error(pg_target_url: str) -> None:
 def test_sql_password_comes_from_credentials_and_is_not_shown(pg_target: PostgresTarget) -> None:
     with psycopg.connect(pg_target.dsn, autocommit=True) as conn:
         conn.execute("drop role if exists bossa_div")
-        conn.execute("create role bossa_div login password 's3cret' superuser")
+        conn.execute(
+            sql.SQL("create role bossa_div login password {} superuser").format(
+                sql.Literal(PASSWORD)
+            )
+        )
     url = pg_target.url.replace("postgres@", "bossa_div@")
     div = Division(
-        name="PW", server_type=ServerType.SQL, server_url=url, credentials={"password": "s3cret"}
+        name="PW", server_type=ServerType.SQL, server_url=url, credentials={"password": PASSWORD}
     )
-    assert "s3cret" not in repr(div)
+    assert PASSWORD not in repr(div)
     with opened(div) as adapter:
         adapter.deliver(command(div, "select :x", x=1))
 
