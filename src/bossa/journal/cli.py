@@ -189,6 +189,8 @@ def _settings(items: list[str]) -> dict[str, Any]:
             changes[setting.strip()] = json.loads(value)
         except json.JSONDecodeError:
             changes[setting.strip()] = value
+        except RecursionError:
+            raise InvalidInput("nests too deep to be a setting", field="--set") from None
     return changes
 
 
