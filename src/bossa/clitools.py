@@ -42,6 +42,8 @@ def json_arg(text: str, field: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"is not JSON: {exc.msg} at character {exc.pos}", field=field) from exc
+    except RecursionError:
+        raise InvalidInput("nests too deep to read", field=field) from None
 
 
 def date_arg(text: str, field: str) -> date:

@@ -75,7 +75,7 @@ def test_no_server_error_and_no_undocumented_status(db_url: str, tmp_path: Path)
                 "--phases",
                 "examples,coverage,fuzzing",
                 "--workers",
-                "2",
+                "1",
                 "--no-color",
                 "--request-timeout",
                 "30",
@@ -88,6 +88,7 @@ def test_no_server_error_and_no_undocumented_status(db_url: str, tmp_path: Path)
             text=True,
             check=False,
             timeout=900,
+            cwd=tmp_path,
         )
     finally:
         server.terminate()
