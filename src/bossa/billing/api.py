@@ -31,7 +31,7 @@ from bossa.billing.models import (
     WindowRequest,
 )
 from bossa.billing.settings import BillingSettings
-from bossa.ledger import AccountRequest
+from bossa.ledger import TEXT_PATTERN, AccountRequest
 from bossa.runtime import Runtime
 
 __all__ = ["router"]
@@ -60,7 +60,11 @@ KeyHeader = Annotated[
     ),
 ]
 RunId = Annotated[int, Path(ge=1, le=_BIGINT_MAX, description="The bill run's id")]
-AccountId = Annotated[str, Path(min_length=1, max_length=64, description="The account's id")]
+_TEXT = {"pattern": TEXT_PATTERN}
+AccountId = Annotated[
+    str,
+    Path(min_length=1, max_length=64, json_schema_extra=_TEXT, description="The account's id"),
+]
 
 
 @router.post("/ledger/accounts", status_code=201, **guarded(Permission.ACCOUNTS_WRITE))
@@ -121,9 +125,11 @@ async def arrears(
 
 @router.get("/billing/authorize", **guarded(Permission.BILLING_READ))
 async def authorize(
-    account: Annotated[str, Query(min_length=1, max_length=64)],
-    amount: Annotated[str, Query(min_length=1, max_length=64)],
-    currency: Annotated[str, Query(min_length=3, max_length=3)],
+    account: Annotated[str, Query(min_length=1, max_length=64, json_schema_extra=_TEXT)],
+    amount: Annotated[
+        str, Query(min_length=1, max_length=64, description="In the currency, e.g. '12.50'")
+    ],
+    currency: Annotated[str, Query(min_length=3, max_length=3, json_schema_extra=_TEXT)],
     rt: RuntimeDep,
 ) -> Authorization:
     """B3: may an order of this amount be charged now (online funds plus staged items)?"""

@@ -336,10 +336,16 @@ class PaymentRequest(BaseModel):
     account: PlainText = Field(min_length=1, max_length=64)
     # Any: to_minor checks it and says why (a float, too many decimals, not a number).
     amount: Any = Field(
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]{1,16}(\.[0-9]{1,4})?$"},
+                {"type": "integer", "minimum": 1},
+            ]
+        },
         description=(
             "A decimal string in the currency ('12.50') or minor units as an integer string; "
             f"at most the currency's largest payment (and never over {MAX_MINOR} minor units)"
-        )
+        ),
     )
     currency: PlainText = Field(min_length=3, max_length=3)
 

@@ -18,6 +18,7 @@ __all__ = [
     "BOOK_LIMIT",
     "DEPOSIT",
     "MAX_MINOR",
+    "TEXT_PATTERN",
     "WRITEOFF",
     "Account",
     "AccountRequest",
@@ -41,6 +42,8 @@ MAX_MINOR = 10**15
 BOOK_LIMIT = 10**18
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: What `PlainText` admits, as a JSON-schema pattern (documented in /openapi.json).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 
 def check_text(value: str, field: str) -> str:
@@ -62,7 +65,9 @@ def _plain(value: str) -> str:
 
 
 #: A request's name or code field: refused naming the field if it holds a control character.
-PlainText = Annotated[str, AfterValidator(_plain)]
+PlainText = Annotated[
+    str, AfterValidator(_plain), Field(json_schema_extra={"pattern": TEXT_PATTERN})
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -140,7 +145,9 @@ class AccountRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    account: PlainText = Field(max_length=64, description="The account id, e.g. A-1001")
+    account: PlainText = Field(
+        min_length=1, max_length=64, description="The account id, e.g. A-1001"
+    )
     customer: PlainText = Field(min_length=1, max_length=64, description="The customer (CUST_ID)")
     currency: PlainText = Field(
         min_length=3, max_length=3, description="ISO 4217 code, in ledger.currencies"
