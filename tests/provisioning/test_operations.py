@@ -3,6 +3,7 @@ provisioning, against a real SQL division (a PostgreSQL of the test's own)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 
 from bossa.access import Role
 from bossa.customers import load_sample
-from bossa.journal import Journal
+from bossa.db import open_pool
+from bossa.journal import DatabaseLost, Journal
 from bossa.journal import service as journal_service
 from bossa.provisioning import (
     BackupDaemon,
@@ -276,3 +278,13 @@ def test_cli_division_and_plan(db_url: str) -> None:
     assert bad_template.returncode == 2
     assert "command" in bad_template.stderr
     assert "Traceback" not in bad_template.stderr + bad_type.stderr
+
+
+async def test_an_order_daemon_that_loses_its_pool_exits(db_url: str) -> None:
+    # Its supervisor restarts it: it neither hangs nor loops on "pool is closed".
+    async with open_pool(db_url, min_size=1, max_size=2) as pool:
+        journal = Journal(pool, actor="test")
+        deliverer = Deliverer(pool, SETTINGS)
+    daemon = OrderDaemon(journal, deliverer, "ADSL", SETTINGS)
+    with pytest.raises(DatabaseLost, match="pool is closed"):
+        await asyncio.wait_for(daemon.run(), 10)

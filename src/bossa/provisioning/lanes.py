@@ -27,9 +27,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+import psycopg_pool
+
 from bossa.db import Conn, Pool
 from bossa.errors import InvalidInput
-from bossa.journal import Entry, Failure, Journal, NewEntry, Worker
+from bossa.journal import DatabaseLost, Entry, Failure, Journal, NewEntry, Worker
 from bossa.logs import get_logger
 from bossa.provisioning import service
 from bossa.provisioning.adapters import Adapter, Command, DeliveryError, adapter_for
@@ -61,6 +64,8 @@ _ROW_TTL_S = 1.0
 _PLAN_CACHE = 4096
 #: ERRMSG and LAST_ERROR as stored: one line, bounded.
 _ERROR_TEXT = 500
+#: What an order daemon waits out (the database restarting, a backend terminated).
+_DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
 
 log = get_logger("bossa.provisioning")
 
@@ -418,8 +423,32 @@ class OrderDaemon:
         return handled
 
     async def run(self) -> None:
+        """Until stopped. A database that does not answer is waited out for at most the
+        journal's `database_outage_s` (a closed pool not at all); past that it raises
+        `DatabaseLost`, and the CLI exits non-zero for its supervisor to restart it."""
+        down_since: float | None = None
         while not self._stopping.is_set():
-            await self.run_once()
+            try:
+                await self.run_once()
+                down_since = None
+            except psycopg_pool.PoolClosed as exc:
+                raise DatabaseLost(
+                    f"order daemon of {self.product}: its connection pool is closed; exiting"
+                    " for its supervisor to restart it"
+                ) from exc
+            except _DB_ERRORS as exc:
+                now = time.monotonic()
+                down_since = down_since or now
+                bound = self.journal.settings.database_outage_s
+                if now - down_since > bound:
+                    raise DatabaseLost(
+                        f"order daemon of {self.product}: the database has not answered for"
+                        f" {now - down_since:.0f} s (BOSSA_JOURNAL_DATABASE_OUTAGE_S is"
+                        f" {bound:g}); exiting for its supervisor to restart it"
+                    ) from exc
+                log.warning(
+                    "database unreachable; retrying", product=self.product, error=type(exc).__name__
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.receipt_poll_s)
 

@@ -281,8 +281,9 @@ class Division:
     timeout_s: float = 5.0
 
     def redact(self, text: str) -> str:
-        """`text` with every credential of the division replaced by ***."""
-        return redact(text, self.credentials.values())
+        """`text` with the division's secrets (every credential but the user name, which
+        a URL or a server's message may name on its own) replaced by ***."""
+        return redact(text, (v for k, v in self.credentials.items() if k != "username"))
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
