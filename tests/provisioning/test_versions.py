@@ -171,7 +171,8 @@ async def test_a_payload_that_names_no_plan_version_is_refused_and_never_sent(
     await service.add_plan_command(journal.pool, "ADSL", "4201", "HDS", V1, actor="t")
     with redis.Redis.from_url(redis_server.url) as client:
         client.set("keep", "me")
-    await journal.set_policy("provisioning.HDS", {"max_attempts": 1}, actor="t")
+    # Retries cannot make a plan exist: the refusal parks at once, not after 5 attempts.
+    await journal.set_policy("provisioning.HDS", {"max_attempts": 5}, actor="t")
     [entry] = await journal.enqueue(
         [NewEntry("provisioning.HDS", COMMAND_KIND, payload(**changes), key="SA-9")]
     )
@@ -180,7 +181,7 @@ async def test_a_payload_that_names_no_plan_version_is_refused_and_never_sent(
         assert client.get("keep") == "me"  # no FLUSHALL ran
         assert client.lrange("applied:SA-9", 0, -1) == []
     [row] = await service.buffer(journal.pool, "HDS")
-    assert (row.state, row.errcode) == ("parked", code)
+    assert (row.state, row.errcode, row.attempts) == ("parked", code, 1)
     assert row.errmsg is not None
     assert reason in row.errmsg
     shown = await service.buffered_command(journal, entry.id)

@@ -71,11 +71,13 @@ def _lease(lease_ms: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why one entry failed: a short code operators filter on, and a message."""
+    """Why one entry failed: a short code operators filter on, and a message. A `final`
+    failure parks the entry at once: retrying cannot help (a payload no plan defines)."""
 
     entry_id: int
     code: str
     message: str
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,21 +320,27 @@ class Journal:
         if not failures:
             return []
         policy = await self.policy(lane, conn=conn)
+        rows: list[dict[str, Any]] = []
         async with self._tx(conn) as tx:
-            cursor = await tx.execute(
-                QUERIES["fail"],
-                {
-                    "ids": [f.entry_id for f in failures],
-                    "token": token,
-                    "codes": [f.code[:200] for f in failures],
-                    "messages": [f.message[:4000] for f in failures],
-                    "max_attempts": policy.max_attempts,
-                    "backoff_base_ms": policy.backoff_base_ms,
-                    "backoff_max_ms": policy.backoff_max_ms,
-                },
-                prepare=True,
-            )
-            rows = await cursor.fetchall()
+            for final in (False, True):
+                group = [f for f in failures if f.final is final]
+                if not group:
+                    continue
+                cursor = await tx.execute(
+                    QUERIES["fail"],
+                    {
+                        "ids": [f.entry_id for f in group],
+                        "token": token,
+                        "codes": [f.code[:200] for f in group],
+                        "messages": [f.message[:4000] for f in group],
+                        # A taken entry has made at least one attempt: a limit of 1 parks it.
+                        "max_attempts": 1 if final else policy.max_attempts,
+                        "backoff_base_ms": policy.backoff_base_ms,
+                        "backoff_max_ms": policy.backoff_max_ms,
+                    },
+                    prepare=True,
+                )
+                rows += await cursor.fetchall()
         return [
             FailResult(int(r["id"]), EntryState(r["state"]), int(r["attempts"]), r["not_before"])
             for r in rows

@@ -339,7 +339,7 @@ class BackupDaemon:
                 command = ProvisioningCommand.from_entry(entry)
             except InvalidInput as exc:  # a payload the model refuses: that one waits
                 code = "PLAN" if exc.field == "payload.command" else "PAYLOAD"
-                outcome[entry.id] = Failure(entry.id, code, str(exc))
+                outcome[entry.id] = Failure(entry.id, code, str(exc), final=True)
                 continue
             if command.division != self.division:
                 outcome[entry.id] = Failure(
@@ -347,6 +347,7 @@ class BackupDaemon:
                     "PAYLOAD",
                     f"payload.division: names {command.division}, on the lane of "
                     f"{self.division}: never sent",
+                    final=True,
                 )
                 continue
             parsed[entry.id] = command
@@ -358,7 +359,8 @@ class BackupDaemon:
             try:
                 commands.append(delivery_of(entry_id, command, plans.get(command.plan_key)))
             except DeliveryError as refused:
-                outcome[entry_id] = Failure(entry_id, refused.code, refused.message)
+                # Retrying cannot make a plan exist: park at once, for an operator.
+                outcome[entry_id] = Failure(entry_id, refused.code, refused.message, final=True)
                 del parsed[entry_id]
         if not commands:
             return outcome
