@@ -129,13 +129,13 @@ from ledger.accounts a
 left join ({RECURRING}) r on r.customer_id = a.customer_id
 left join ({USAGE}) u on u.account_id = a.id
 where a.bill_cycle = 'MONTHLY'
-"""
+"""  # noqa: S608  the bench's own SQL fragments and an int()
 
 # The peer named in the brief: the same bills, one statement into a scratch table.
 RAW_BILLS = f"""
 insert into bench_raw_bills (account_id, recurring, usage, amount)
 select account_id, recurring, usage, recurring + usage from ({BILLS}) b
-"""
+"""  # noqa: S608  the bench's own SQL fragments and an int()
 
 # A second, stricter bound: everything bill_chunk writes, set-based (bills, usage
 # marked, bill and bill_from_prepaid transactions, postings, balances).
@@ -219,7 +219,7 @@ def copy_db(pg: EmbeddedPostgres, name: str, run_accounts: int | None = None) ->
     if run_accounts is not None:
         admin(
             url,
-            "update ledger.accounts set bill_cycle = 'QUARTERLY'"
+            "update ledger.accounts set bill_cycle = 'QUARTERLY'"  # noqa: S608  the bench's own SQL fragments and an int()
             f" where substr(id, 3)::int > {int(run_accounts)}",
         )
         admin(url, "vacuum analyze ledger.accounts")

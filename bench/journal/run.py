@@ -234,7 +234,7 @@ class Pgmq(System):
         fn = "pgmq.read_grouped" if keyed else "pgmq.read"
         # fn is one of the two pgmq function names chosen above, never input.
         async with self.ac.pool.connection() as c:
-            cur = await c.execute(f"select msg_id, message from {fn}(%s, 30, %s)", (queue, batch))
+            cur = await c.execute(f"select msg_id, message from {fn}(%s, 30, %s)", (queue, batch))  # noqa: S608  fn is one of two pgmq function names chosen above
             rows = await cur.fetchall()
         rows.sort(key=lambda r: r["msg_id"])
         return queue, [(r["msg_id"], r["message"]) for r in rows]

@@ -103,7 +103,7 @@ def test_sql_batch_in_one_transaction_with_savepoints(sql_target: SqlTarget) -> 
     assert error.code in {"23505", "1062"}
     assert not error.unreachable
     assert set(again.values()) == {None}
-    rows = sql_target.rows(f"select sa_id, name from {table} order by sa_id")
+    rows = sql_target.rows(f"select sa_id, name from {table} order by sa_id")  # noqa: S608  the table name is the test's own (sql_target.table())
     assert rows == [(f"S{n}", NASTY) for n in range(10)]
     marked = sql_target.rows(
         "select count(*) from bossa_applied_commands where division = :d", d=div.name
