@@ -42,8 +42,14 @@ def status(url: str) -> int:
 
 @pytest.mark.fault
 def test_readyz_follows_postgres(server_pg: EmbeddedPostgres) -> None:
-    port = free_port()
-    env = {**os.environ, "BOSSA_DATABASE_URL": server_pg.url(), "BOSSA_API_PORT": str(port)}
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "BOSSA_DATABASE_URL": server_pg.url(),
+        "BOSSA_API_PORT": str(port),
+        # Prometheus scrapes without a token on a bind of its own; the API's needs one.
+        "BOSSA_API_METRICS_PORT": str(metrics_port),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bossa.cli", "serve"],
         env=env,
@@ -55,7 +61,10 @@ def test_readyz_follows_postgres(server_pg: EmbeddedPostgres) -> None:
     try:
         wait_for(lambda: status(f"{base}/healthz") == 200, 30)
         assert status(f"{base}/readyz") == 200
-        metrics = httpx.get(f"{base}/metrics").text
+        assert status(f"{base}/metrics") == 401
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert "bossa_access_denied_total" in metrics
+        # The table gauges are read for it in the background, not only at scrape time.
         assert "bossa_journal_entries" in metrics or "bossa_journal_finished" in metrics
         assert status(f"{base}/docs") == 200
         assert status(f"{base}/openapi.json") == 200

@@ -72,7 +72,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with factory() as runtime, _metrics_port(settings):
+        async with factory() as runtime, _metrics_port(settings, runtime):
             app.state.runtime = runtime
             yield
 
@@ -182,16 +182,31 @@ async def _refresh_gauges(runtime: Runtime, settings: ApiSettings) -> None:
             await billing_metrics.refresh(runtime.pool)
 
 
+#: How often the table gauges are read for a separate metrics bind, which cannot read
+#: them at scrape time (its server runs in a thread, without the event loop).
+_GAUGE_REFRESH_S = 10.0
+
+
 @contextlib.asynccontextmanager
-async def _metrics_port(settings: ApiSettings) -> AsyncIterator[None]:
+async def _metrics_port(settings: ApiSettings, runtime: Runtime) -> AsyncIterator[None]:
     if settings.metrics_port is None:
         yield
         return
     server, thread = start_http_server(settings.metrics_port, addr=settings.metrics_host)
     log.info("api.metrics_port", host=settings.metrics_host, port=settings.metrics_port)
+
+    async def refresh() -> None:
+        while True:
+            await _refresh_gauges(runtime, settings)
+            await asyncio.sleep(_GAUGE_REFRESH_S)
+
+    refresher = asyncio.create_task(refresh())
     try:
         yield
     finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
         server.shutdown()
         thread.join(timeout=5)
 
