@@ -26,6 +26,7 @@ from bossa.access.models import (
     WhoAmI,
 )
 from bossa.access.service import Authenticator
+from bossa.db import Pool
 from bossa.errors import ErrorBody
 from bossa.runtime import Runtime
 
@@ -76,7 +77,7 @@ def guarded(permission: Permission, **responses: dict[str, Any]) -> dict[str, An
     }
 
 
-def _pool(request: Request) -> Any:
+def _pool(request: Request) -> Pool:
     runtime: Runtime = request.app.state.runtime
     return runtime.pool
 
