@@ -7,7 +7,8 @@ returning id, name, role, created_at, created_by, expires_at, revoked_at, revoke
 -- name: token_for_auth
 -- What authentication needs of a token, read on every request so revocation is immediate.
 select id, name, role, secret_hash, expires_at, revoked_at,
-       expires_at is not null and expires_at <= now() as expired
+       expires_at is not null and expires_at <= now() as expired,
+       last_used_at is not null and last_used_at >= now() - interval '1 minute' as used_lately
 from access.tokens
 where id = %(id)s
 
