@@ -22,9 +22,15 @@ where sa_id = %(sa_id)s
 returning sa_id
 
 -- name: add_product
--- A product, unless its code exists already (the sample loads twice harmlessly).
-insert into customers.products (code, name, monthly_fee, currency)
-values (%s, %s, %s, %s) on conflict do nothing
+-- A product with its monthly price from 1900-01-01, unless its code exists already (the
+-- sample loads twice harmlessly).
+with product as (
+    insert into customers.products (code, name) values (%s, %s)
+    on conflict do nothing
+    returning code
+)
+insert into customers.product_prices (product_code, kind, period, amount, currency, valid_from)
+select code, 'recurring', 'monthly', %s, %s, date '1900-01-01' from product
 
 -- name: add_customer
 -- A customer, unless the id exists already.
