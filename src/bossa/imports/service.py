@@ -17,12 +17,14 @@ interleave; both go with the connection if the process dies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 
@@ -106,9 +108,9 @@ def _error_path(request: ImportRequest) -> Path:
     return request.errors_path or request.path.with_name(request.path.name + ".errors.csv")
 
 
-def _columns(kind: Kind, fmt: FileFormat, path: Path, settings: ImportSettings) -> tuple[
-    tuple[str, ...], int
-]:
+def _columns(
+    kind: Kind, fmt: FileFormat, path: Path, settings: ImportSettings
+) -> tuple[tuple[str, ...], int]:
     if fmt is FileFormat.JSONL:
         return kind.names, 0
     try:
@@ -170,8 +172,18 @@ async def import_file(
                     field="all_or_nothing",
                 )
             return await _run(
-                conn, job, kind, fmt, columns, offset, size, request,
-                actor=actor, settings=settings, report=report, started=started,
+                conn,
+                job,
+                kind,
+                fmt,
+                columns,
+                offset,
+                size,
+                request,
+                actor=actor,
+                settings=settings,
+                report=report,
+                started=started,
                 file_name=file_name,
             )
         finally:
@@ -179,12 +191,10 @@ async def import_file(
             await _quietly(store.unlock_job(conn, job.id))
 
 
-async def _quietly(action: object) -> None:
+async def _quietly(action: Awaitable[object]) -> None:
     # Cleaning up after a failure must not hide it (the connection may be the failure).
-    try:
-        await action  # type: ignore[misc]
-    except psycopg.Error:
-        pass
+    with contextlib.suppress(psycopg.Error):
+        await action
 
 
 async def _run(
@@ -223,8 +233,9 @@ async def _run(
             step=lambda n: report(Progress("checking", n, steps, "checks")),
         )
         async with conn.transaction():
-            await conn.execute(store.QUERIES["forget_errors_after"],
-                               {"id": job.id, "position": job.position})
+            await conn.execute(
+                store.QUERIES["forget_errors_after"], {"id": job.id, "position": job.position}
+            )
             await store.save_errors(conn, job.id, kind, fmt)
             job = await store.checked(conn, job.id, rows)
         errors = await _error_file(conn, job, request)
@@ -242,8 +253,9 @@ async def _run(
             job = await store.finish_job(conn, job.id, JobStatus.REJECTED.value, None)
             JOBS.labels(kind.name.value, job.status.value).inc()
             return ImportOutcome(job=job, errors=errors, seconds=time.monotonic() - started)
-        applied = await _apply(conn, job, kind, last, actor, settings, report,
-                               one_transaction=request.all_or_nothing)
+        applied = await _apply(
+            conn, job, kind, last, actor, settings, report, one_transaction=request.all_or_nothing
+        )
         job = await store.finish_job(conn, job.id, JobStatus.DONE.value, None)
     except UserError:
         raise
@@ -260,8 +272,13 @@ async def _run(
     ROWS.labels(kind.name.value, "applied").inc(applied)
     JOBS.labels(kind.name.value, job.status.value).inc()
     log.info(
-        "imports.done", job=job.id, kind=kind.name.value, applied=applied,
-        rejected=job.rejected, rows=job.rows, seconds=round(time.monotonic() - started, 3),
+        "imports.done",
+        job=job.id,
+        kind=kind.name.value,
+        applied=applied,
+        rejected=job.rejected,
+        rows=job.rows,
+        seconds=round(time.monotonic() - started, 3),
     )
     return ImportOutcome(
         job=job, applied_now=applied, errors=errors, seconds=time.monotonic() - started
@@ -300,20 +317,8 @@ async def _stage(
 
     if fmt is FileFormat.CSV:
         body = files.CsvBody(path, offset, read)
-        try:
-            async with conn.transaction():
-                copied = await store.stage_copy(
-                    conn, columns, _async(counted(body.chunks())), with_lines=False
-                )
-                if copied == body.lines:
-                    return
-                # A record spans lines (a quoted newline): the server's row numbers are
-                # not line numbers. Roll back and read it the careful way.
-                raise _Careful
-        except (_Careful, psycopg.errors.DataError, psycopg.errors.BadCopyFileFormat,
-                psycopg.errors.CharacterNotInRepertoire, psycopg.errors.InvalidTextRepresentation,
-                psycopg.errors.ProgramLimitExceeded):
-            pass
+        if await _fast_stage(conn, columns, body, _async(counted(body.chunks()))):
+            return
         await store.truncate_stage(conn)
         read = files.FileRead()
         chunks = files.csv_records(
@@ -331,8 +336,27 @@ async def _stage(
     await store.stage_copy(conn, columns, _async(counted(chunks)), with_lines=True)
 
 
+async def _fast_stage(
+    conn: Conn, columns: tuple[str, ...], body: files.CsvBody, chunks: AsyncIterator[bytes]
+) -> bool:
+    """COPY the file's own bytes; False (and nothing staged) when the server refuses them
+    or a record spans lines (a quoted newline: its row numbers are not line numbers)."""
+    try:
+        async with conn.transaction():
+            copied = await store.stage_copy(conn, columns, chunks, with_lines=False)
+            _numbered_by_line(copied, body)
+    except (_Careful, psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded):
+        return False
+    return True
+
+
 class _Careful(Exception):
     """The fast way cannot number this file's lines."""
+
+
+def _numbered_by_line(copied: int, body: files.CsvBody) -> None:
+    if copied != body.lines:
+        raise _Careful
 
 
 async def _apply(
@@ -396,6 +420,10 @@ async def _error_file(conn: Conn, job: ImportJob, request: ImportRequest) -> lis
     return first
 
 
+def _write(handle: BinaryIO, data: bytes) -> None:
+    handle.write(data)
+
+
 # -- jobs -------------------------------------------------------------------------------
 
 
@@ -422,7 +450,9 @@ async def jobs(
             status = JobStatus(status).value
         except ValueError:
             known = ", ".join(s.value for s in JobStatus)
-            raise InvalidInput(f"{status!r} is not a job status ({known})", field="status") from None
+            raise InvalidInput(
+                f"{status!r} is not a job status ({known})", field="status"
+            ) from None
     async with pool.connection() as conn:
         return await store.jobs(conn, kind=kind, status=status, before_id=before_id, limit=limit)
 
@@ -460,6 +490,10 @@ async def export_file(
     with handle:
         async with pool.connection() as conn:
             rows = await store.copy_out(
-                conn, kind, fmt, handle.write, spreadsheet_safe=spreadsheet_safe
+                conn,
+                kind,
+                fmt,
+                lambda data: _write(handle, data),
+                spreadsheet_safe=spreadsheet_safe,
             )
     return ExportResult(kind.name, rows, time.monotonic() - started)

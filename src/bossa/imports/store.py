@@ -46,8 +46,8 @@ __all__ = [
     "copy_out",
     "create_stage",
     "drop_stage",
-    "finish_job",
     "find_job",
+    "finish_job",
     "job",
     "job_errors",
     "jobs",
@@ -165,9 +165,7 @@ async def checked(conn: Conn, job_id: int, rows: int) -> ImportJob:
 
 
 async def finish_job(conn: Conn, job_id: int, status: str, last_error: str | None) -> ImportJob:
-    row = await _one(
-        conn, "finish_job", {"id": job_id, "status": status, "last_error": last_error}
-    )
+    row = await _one(conn, "finish_job", {"id": job_id, "status": status, "last_error": last_error})
     found = _job(row)
     assert found is not None
     return found
@@ -402,7 +400,7 @@ def _cross_check(check: Check) -> sql.Composable:
     )
 
 
-def _row_checks(kind: Kind) -> sql.Composable:
+def _row_checks(kind: Kind) -> sql.Composed:
     whens: list[sql.Composable] = [
         sql.SQL("when s.problem is not null then array[s.problem_field, s.problem]")
     ]
@@ -416,7 +414,7 @@ def _row_checks(kind: Kind) -> sql.Composable:
     ).format(errors=_ERRORS, whens=sql.SQL(" ").join(whens), stage=STAGE)
 
 
-def _duplicates(kind: Kind) -> sql.Composable:
+def _duplicates(kind: Kind) -> sql.Composed:
     key = sql.Identifier(kind.key)
     # Over the whole file, the rows before the position included: a row repeats the first
     # of its key wherever that one is.
@@ -430,7 +428,7 @@ def _duplicates(kind: Kind) -> sql.Composable:
     ).format(errors=_ERRORS, field=_lit(kind.key), key=key, stage=STAGE)
 
 
-def _exists_already(kind: Kind) -> sql.Composable:
+def _exists_already(kind: Kind) -> sql.Composed:
     return sql.SQL(
         "insert into {errors} (line, field, reason) "
         "select s.line, {field}, {reason} from {stage} s "
@@ -446,10 +444,10 @@ def _exists_already(kind: Kind) -> sql.Composable:
     )
 
 
-def _references(kind: Kind) -> list[sql.Composable]:
-    statements: list[sql.Composable] = []
+def _references(kind: Kind) -> list[sql.Composed]:
+    statements: list[sql.Composed] = []
     for ref in kind.references:
-        statements.append(
+        statements.append(  # noqa: PERF401 (two loops, one list: reads better than two comprehensions)
             sql.SQL(
                 "insert into {errors} (line, field, reason) "
                 "select s.line, {field}, {reason} from {stage} s "
@@ -467,7 +465,7 @@ def _references(kind: Kind) -> list[sql.Composable]:
             )
         )
     for same in kind.same_values:
-        statements.append(
+        statements.append(  # noqa: PERF401
             sql.SQL(
                 "insert into {errors} (line, field, reason) "
                 "select s.line, {field}, {reason} from {stage} s "
@@ -489,7 +487,7 @@ def _references(kind: Kind) -> list[sql.Composable]:
     return statements
 
 
-def check_statements(kind: Kind) -> list[sql.Composable]:
+def check_statements(kind: Kind) -> list[sql.Composed]:
     """In the order a row's first error is chosen: the row's own values, then repeats in
     the file, then the database (exists already, references)."""
     return [_row_checks(kind), _duplicates(kind), _exists_already(kind), *_references(kind)]
@@ -558,7 +556,7 @@ def _typed(column: Column) -> sql.Composable:
     return value
 
 
-def apply_statement(kind: Kind) -> sql.Composable:
+def apply_statement(kind: Kind) -> sql.Composed:
     arrays = sql.SQL(", ").join(
         sql.SQL("array_agg({} order by s.line)").format(_typed(column)) for column in kind.columns
     )
@@ -609,7 +607,7 @@ def _export_value(column: Column, *, spreadsheet_safe: bool) -> sql.Composable:
     return v
 
 
-def export_statement(kind: Kind, format: FileFormat, *, spreadsheet_safe: bool) -> sql.Composable:
+def export_statement(kind: Kind, format: FileFormat, *, spreadsheet_safe: bool) -> sql.Composed:
     values = sql.SQL(", ").join(
         _export_value(c, spreadsheet_safe=spreadsheet_safe) for c in kind.columns
     )

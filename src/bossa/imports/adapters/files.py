@@ -161,6 +161,14 @@ def _decoded(line: bytes, number: int) -> tuple[str, str | None]:
         )
 
 
+@dataclass
+class _ReadState:
+    #: The last physical line read.
+    line: int = 1
+    #: Why the record being read cannot be used (a line not UTF-8, too long), if so.
+    bad: str = ""
+
+
 def csv_records(
     path: Path,
     offset: int,
@@ -177,7 +185,7 @@ def csv_records(
     # The csv module's bound is process-wide; it is put back before this returns.
     csv.field_size_limit(max_field_chars)
     writer = _Writer()
-    state = {"line": 1, "bad": ""}
+    state = _ReadState()
     pieces: list[str] = []
 
     try:
@@ -186,24 +194,24 @@ def csv_records(
 
             def lines() -> Iterator[str]:
                 for raw_line, too_long in _bounded_lines(handle, max_line_bytes, read):
-                    state["line"] += 1
+                    state.line += 1
                     if too_long:
-                        state["bad"] = state["bad"] or (
-                            f"line {state['line']} is longer than {max_line_bytes} bytes"
+                        state.bad = state.bad or (
+                            f"line {state.line} is longer than {max_line_bytes} bytes"
                         )
                         pieces.append("")
                         yield "\n"
                         continue
-                    text, problem = _decoded(raw_line, state["line"])
-                    if problem and not state["bad"]:
-                        state["bad"] = problem
+                    text, problem = _decoded(raw_line, state.line)
+                    if problem and not state.bad:
+                        state.bad = problem
                     pieces.append(text)
                     yield text
 
             reader = csv.reader(lines(), strict=True)
             pending = 0
             while True:
-                first = state["line"] + 1
+                first = state.line + 1
                 try:
                     record = next(reader)
                     error = None
@@ -215,8 +223,8 @@ def csv_records(
                 pieces.clear()
                 read.records += 1
                 problem: tuple[str, str] | None = None
-                if state["bad"]:
-                    problem = ("row", state["bad"])
+                if state.bad:
+                    problem = ("row", state.bad)
                 elif error is not None:
                     problem = ("row", f"cannot be read as CSV: {error}")
                 elif len(record) != len(columns):
@@ -226,7 +234,7 @@ def csv_records(
                     )
                 elif any("\x00" in value for value in record):
                     problem = ("row", "contains a NUL character")
-                state["bad"] = ""
+                state.bad = ""
                 if problem is None and not raw.strip() and record == []:
                     problem = ("row", "is blank")
                 if problem is not None:
