@@ -214,6 +214,7 @@ def _add_domain_groups() -> None:
         customers_app,
         sample_app,
     )
+    from bossa.imports.cli import export_app, import_app
     from bossa.journal.cli import journal_app
     from bossa.provisioning.cli import provisioning_app
 
@@ -227,6 +228,8 @@ def _add_domain_groups() -> None:
     app.add_typer(accounts_app, name="accounts")
     app.add_typer(contracts_app, name="contracts")
     app.add_typer(sample_app, name="sample")
+    app.add_typer(import_app, name="import")
+    app.add_typer(export_app, name="export")
 
 
 _add_domain_groups()

@@ -130,6 +130,7 @@ def _import_modules() -> None:
     import bossa.api.settings
     import bossa.billing.settings
     import bossa.db.settings
+    import bossa.imports.settings
     import bossa.journal.settings
     import bossa.logs
     import bossa.provisioning.settings  # noqa: F401
