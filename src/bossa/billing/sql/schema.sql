@@ -107,12 +107,38 @@ create table billing.payments (
     created_at       timestamptz not null default now()
 );
 
+-- A run's progress: one row per committed chunk (in the chunk's own transaction), so
+-- the accounts billed, the rate and the time left are read from a few rows instead of
+-- counting the run's accounts (docs/billing.md, "Progress").
+create table billing.run_chunks (
+    run_id       bigint not null references billing.runs (id),
+    started_at   timestamptz not null,
+    finished_at  timestamptz not null,
+    billed       integer not null check (billed > 0)
+);
+create index run_chunks_run on billing.run_chunks (run_id, finished_at);
+
+-- B3: each contract restored by an arrears payment, with when its restore order was
+-- queued (with the payment, in its transaction) and when the service lane sent it to
+-- provisioning. `payment` is the payment's idempotency key: the key of its write-off,
+-- staged (billing.staged_writeoffs) or posted (ledger transaction 'payment:<key>').
+create table billing.restores (
+    payment     text not null,
+    sa_id       text not null,
+    account_id  text not null,
+    queued_at   timestamptz not null default now(),
+    sent_at     timestamptz,
+    primary key (payment, sa_id)
+);
+create index restores_account on billing.restores (account_id, queued_at);
+
 -- Bill up to p_limit of a run's pending accounts in this transaction: the recurring
 -- charges of the customer's contracts (customers.contract_fees) and the ledger's half,
 -- usage, the bill and its postings (ledger.issue_bill). Accounts are claimed with SKIP
 -- LOCKED, so parallel workers share a run, and a worker killed mid-chunk leaves its
 -- accounts pending: each account is billed exactly once. The run's row is held in share
--- mode, so a cancellation waits out the chunks under way and none bills after it.
+-- mode, so a cancellation waits out the chunks under way and none bills after it. The
+-- chunk is recorded (billing.run_chunks) in the same transaction: the run's progress.
 create function billing.bill_chunk(p_run bigint, p_limit integer, p_actor text)
 returns integer
 language plpgsql as $$
@@ -121,6 +147,7 @@ declare
     r record;
     v_recurring bigint;
     v_done integer := 0;
+    v_started timestamptz := clock_timestamp();
 begin
     -- Share mode: chunks run side by side; a cancellation (for update) waits for them.
     select * into v_run from billing.runs where id = p_run for share;
@@ -146,6 +173,10 @@ begin
         where run_id = p_run and account_id = r.account_id;
         v_done := v_done + 1;
     end loop;
+    if v_done > 0 then
+        insert into billing.run_chunks (run_id, started_at, finished_at, billed)
+        values (p_run, v_started, clock_timestamp(), v_done);
+    end if;
     return v_done;
 end
 $$;
