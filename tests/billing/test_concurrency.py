@@ -36,8 +36,15 @@ def seed(db_url: str, n: int) -> None:
     prepaid funds; every 3rd used the network in last month's period (`month(1)`)."""
     with psycopg.connect(db_url) as conn:
         conn.execute(
-            "insert into customers.products (code, name, monthly_fee, currency)"
-            " select code, code, fee, 'KRW' from unnest(%s::text[], %s::bigint[]) u(code, fee)",
+            "insert into customers.products (code, name)"
+            " select code, code from unnest(%s::text[]) code",
+            (list(PRODUCTS),),
+        )
+        conn.execute(
+            "insert into customers.product_prices"
+            " (product_code, kind, period, amount, currency, valid_from)"
+            " select code, 'recurring', 'monthly', fee, 'KRW', date '1900-01-01'"
+            " from unnest(%s::text[], %s::bigint[]) u(code, fee)",
             (list(PRODUCTS), list(PRODUCTS.values())),
         )
         conn.execute(

@@ -19,14 +19,25 @@ create table ledger.accounts (
     currency     char(3) not null references ledger.currencies (code),
     bill_cycle   text not null default 'MONTHLY',
     -- Service state as billing sees it: suspended by dunning, restored on payment.
-    status       text not null default 'active' check (status in ('active', 'suspended')),
+    -- closed: billed no more, takes no payments, keeps its history.
+    status       text not null default 'active'
+                 check (status in ('active', 'suspended', 'closed')),
     -- Days after a bill's due date before dunning suspends the account.
     grace_days   integer not null default 14 check (grace_days >= 0),
     created_at   timestamptz not null default now(),
     created_by   text not null default current_user,
     -- Who last changed `status` and when.
     status_changed_at timestamptz,
-    status_changed_by text
+    status_changed_by text,
+    -- Minor units of the account's currency; null = no limit. Bounded like every amount.
+    credit_limit    bigint check (credit_limit between 0 and 1000000000000000),
+    -- The name of the dunning profile billing applies (docs/billing.md); 'standard' is
+    -- the account's own grace_days and nothing more.
+    dunning_profile text not null default 'standard'
+                    check (dunning_profile ~ '^[a-z][a-z0-9_]{0,31}$'),
+    updated_at      timestamptz,
+    updated_by      text,
+    constraint accounts_grace_days_bounded check (grace_days <= 3650)
 );
 create index accounts_customer on ledger.accounts (customer_id);
 create index accounts_cycle on ledger.accounts (bill_cycle, id);
@@ -127,9 +138,10 @@ end
 $$;
 
 -- published: ledger.billing_accounts
--- The accounts as other modules read them (billing's runs and dunning).
+-- The accounts as other modules read them (billing's runs and dunning, import).
 create view ledger.billing_accounts as
-select id, customer_id, currency, bill_cycle, status, grace_days, created_at, created_by
+select id, customer_id, currency, bill_cycle, status, grace_days, created_at, created_by,
+       credit_limit, dunning_profile
 from ledger.accounts;
 
 -- published: ledger.book_balances
