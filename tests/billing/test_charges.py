@@ -315,8 +315,10 @@ def test_consecutive_bills_charge_each_contract_day_exactly_once(
         day += timedelta(days=1)
     # A one-off fee at most once, exactly once if the contract ran and a bill holds its start.
     one_offs = [c for c in billed if c.kind is ChargeKind.ONE_OFF]
-    expected = (end is None or end > begin) and begin <= last and any(
-        v.kind is ChargeKind.ONE_OFF and covered(v, begin) for v in prices
+    expected = (
+        (end is None or end > begin)
+        and begin <= last
+        and any(v.kind is ChargeKind.ONE_OFF and covered(v, begin) for v in prices)
     )
     assert len(one_offs) == (1 if expected else 0)
 

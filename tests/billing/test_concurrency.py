@@ -53,8 +53,9 @@ def seed(db_url: str, n: int) -> None:
             (n,),
         )
         conn.execute(
-            "insert into customers.contracts (sa_id, customer_id, product_code)"
-            " select 'SA-' || i || '-' || p, 'C-' || i, p"
+            "insert into customers.contracts"
+            " (sa_id, customer_id, product_code, account_id, start_date)"
+            " select 'SA-' || i || '-' || p, 'C-' || i, p, 'A-' || i, date '2000-01-01'"
             " from generate_series(1, %s) i, unnest(%s::text[]) p",
             (n, list(PRODUCTS)),
         )

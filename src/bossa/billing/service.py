@@ -312,17 +312,20 @@ async def _service_changes(
     actor: str,
     payment: str | None = None,
 ) -> list[str]:
-    """Suspend or restore the account and every live contract of its customer, through
+    """Suspend or restore the account and every live contract billed to it, through
     the ledger's and customers' services, and queue the provisioning order (4204/4205)
     of each on the service lane, in the caller's transaction; returns the contracts. A
     restore triggered by a payment is recorded against it (billing.restores), and the
     lane's daemon records when each order was sent."""
     status = "active" if restore else "suspended"
     await ledger.set_account_status(conn, account_id, AccountStatus(status), actor=actor)
+    # The contracts billed to this account (and any of the customer's from before
+    # accounts were named on contracts): a customer's other accounts are not touched.
     contracts = [
         c
         for c in await customers.contracts_of_customer(conn, customer_id)
         if c.status is not customers.ContractStatus.TERMINATED
+        and c.account_id in (account_id, None)
     ]
     orders = [
         ServiceOrder.change(
