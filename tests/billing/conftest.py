@@ -14,6 +14,7 @@ import pytest
 
 from bossa.billing import WindowRequest, add_window, start_run
 from bossa.customers import load_sample
+from bossa.customers.sample import SINCE
 from bossa.db import Pool
 from bossa.journal import Journal
 from bossa.ledger import AccountRequest, open_account
@@ -68,4 +69,11 @@ async def accounts(journal: Journal, db_url: str) -> list[str]:
             request = AccountRequest(account=f"A-{n}", customer=f"C-{n}", currency="KRW")
             await open_account(conn, request, actor="test")
             ids.append(f"A-{n}")
+        # Each contract is billed to its customer's account, and ran long before any
+        # period a test bills (the sample's fixture loader names neither).
+        await conn.execute(
+            "update customers.contracts c set account_id = a.id, start_date = %s"
+            " from ledger.accounts a where a.customer_id = c.customer_id",
+            (SINCE,),
+        )
     return ids

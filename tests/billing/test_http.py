@@ -145,7 +145,7 @@ async def test_payment_replays_and_conflicts(client: httpx.AsyncClient, journal:
         ("deposit", {"account": "A-9999", "amount": "10", "currency": "KRW"}, 404, "account"),
         ("deposit", {"account": "A-1001", "currency": "KRW"}, 422, "amount"),
         ("deposit", {"account": "A-1001", "amount": "10", "currency": "KRW", "x": 1}, 422, "x"),
-        ("arrears", {"account": "A-1001", "amount": "10", "currency": "KRW"}, 422, "amount"),
+        ("arrears", {"account": "A-1001", "amount": "10", "currency": "USD"}, 422, "currency"),
     ],
 )
 async def test_bad_payments_book_nothing(

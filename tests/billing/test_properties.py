@@ -124,15 +124,13 @@ async def step(books: Books, model: Model, op: tuple[str, str, Any]) -> None:
         (model.staged if model.run else model.cash)[account] += arg
     elif kind in ("arrears", "overpay"):
         due = await owed(books, account)
-        amount = max(1, int(due * arg)) if kind == "arrears" else due + arg
+        amount = max(1, int(due * arg)) if kind == "arrears" else max(due, 0) + arg
         request = PaymentRequest(account=account, amount=str(amount), currency="KRW")
-        if due <= 0 or kind == "overpay":
-            with pytest.raises(InvalidInput) as refused:
-                await pay(journal, request, kind="arrears", actor="model", idempotency_key=key())
-            assert refused.value.field == "amount"
-            return
+        # Never refused: what pays off arrears is a write-off, the rest a deposit.
         answer = await pay(journal, request, kind="arrears", actor="model", idempotency_key=key())
         assert answer["status"] == ("staged" if model.run else "posted")
+        assert answer["writeoff_minor"] + answer["deposit_minor"] == amount
+        assert 0 <= answer["writeoff_minor"] <= max(due, 0)
         (model.staged if model.run else model.cash)[account] += amount
     elif kind == "usage":
         async with pool.connection() as conn:

@@ -84,7 +84,11 @@ async def test_dunning_entries_read_back_as_models(journal: Journal, accounts: l
         ("service.suspend", "SA-5004", "ADSL", "4204"),
         ("service.suspend", "SA-5005", "SOIP", "4204"),
     ]
-    assert {entry.payload["reason"] for entry in taken.entries} == {f"arrears overdue on {today}"}
+    # Each names the arrears (the past-due amount) that paying restores the account.
+    assert {entry.payload["reason"] for entry in taken.entries} == {
+        f"arrears of {owed} KRW overdue on {today}"
+        for owed in ("2500000", "1900000", "3400000", "900000")
+    }
     assert (await journal.lane(SERVICE_LANE)).owner == "billing"
 
 

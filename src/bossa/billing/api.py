@@ -24,6 +24,7 @@ from bossa.billing.models import (
     PaymentRequest,
     ReconcileReport,
     RunCancelled,
+    RunProgress,
     RunRequest,
     RunStarted,
     RunState,
@@ -174,6 +175,14 @@ async def start(body: RunRequest, rt: RuntimeDep, principal: PrincipalDep) -> Ru
 @router.get("/billing/runs/{run}", **guarded(Permission.BILLING_READ))
 async def run_status(run: RunId, rt: RuntimeDep) -> RunState:
     return RunState.model_validate(await service.run_status(rt.pool, run))
+
+
+@router.get("/billing/runs/{run}/progress", **guarded(Permission.BILLING_READ))
+async def run_progress(run: RunId, rt: RuntimeDep) -> RunProgress:
+    """A run's progress: phase, accounts total and billed, rate over the last minute,
+    seconds left, staged items left to settle (`bossa billing run progress` shows the
+    same)."""
+    return await service.run_progress_of(rt.pool, run)
 
 
 @router.post("/billing/runs/{run}/cancel", **guarded(Permission.BILLING_RUN))

@@ -5,16 +5,26 @@ operating-system user, or BOSSA_ACCESS_CLI_ACTOR)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from types import TracebackType
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from bossa.access import cli_principal
 from bossa.billing import service
-from bossa.billing.models import MAX_WINDOW, PaymentRequest, RunRequest, WindowRequest
+from bossa.billing.models import (
+    MAX_WINDOW,
+    PaymentRequest,
+    RunPhase,
+    RunProgress,
+    RunRequest,
+    WindowRequest,
+)
 from bossa.billing.settings import MAX_CHUNK, MAX_WORKERS, BillingSettings
 from bossa.clitools import date_arg, with_runtime
 from bossa.ledger import AccountRequest
@@ -208,43 +218,153 @@ def run_cancel(run: int) -> None:
     out.print(f"bill run {run} cancelled; {done['staged_applied']} staged items applied")
 
 
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "eta ?"
+    return f"eta {timedelta(seconds=round(seconds))}"
+
+
+def _rate(per_s: float | None) -> str:
+    return "-" if per_s is None else f"{per_s:,.1f}/s"
+
+
+def progress_line(p: RunProgress) -> str:
+    """One plain line of a run's progress (what a pipe or a log file gets)."""
+    return (
+        f"bill run {p.run}: {p.phase.value} {p.accounts_billed:,}/{p.accounts_total:,}"
+        f" accounts ({p.ratio:.1%}), {_rate(p.rate_per_s)}, {_eta(p.eta_s)},"
+        f" {p.staged_unsettled:,} staged to settle"
+    )
+
+
+class RunBar:
+    """A run's progress (`RunProgress`, the API's shape) as a rich bar on a terminal, and
+    as plain lines, at most one every `plain_every_s` and the last one always, when
+    stdout is not a terminal."""
+
+    def __init__(self, run: int, *, plain_every_s: float = 5.0) -> None:
+        self.run = run
+        self.plain_every_s = plain_every_s
+        self.last: RunProgress | None = None
+        self._printed = 0.0
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RunBar:
+        if out.is_terminal:
+            self._bar = Progress(
+                TextColumn(f"bill run {self.run}"),
+                TextColumn("{task.fields[phase]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.fields[eta]}"),
+                console=out,
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(
+                "billing", total=None, phase="waiting", rate="-", eta="eta ?"
+            )
+        return self
+
+    def show(self, p: RunProgress) -> None:
+        self.last = p
+        if self._bar is not None and self._task is not None:
+            self._bar.update(
+                self._task,
+                completed=p.accounts_billed,
+                total=p.accounts_total,
+                phase=p.phase.value,
+                rate=_rate(p.rate_per_s),
+                eta=_eta(p.eta_s),
+            )
+            return
+        now = time.monotonic()
+        if now - self._printed >= self.plain_every_s:
+            self._printed = now
+            out.file.write(progress_line(p) + "\n")
+            out.file.flush()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(kind, error, trace)
+        elif self.last is not None and self._printed and kind is None:
+            out.file.write(progress_line(self.last) + "\n")
+
+
 @run_app.command("bill")
 def run_bill(
     run: int,
     workers: Annotated[int | None, typer.Option(min=1, max=MAX_WORKERS)] = None,
     chunk: Annotated[int | None, typer.Option(min=1, max=MAX_CHUNK)] = None,
 ) -> None:
-    """Bill the run's accounts (resumable; several processes may share a run)."""
+    """Bill the run's accounts (resumable; several processes may share a run), with the
+    run's progress (`run progress` shows the same from elsewhere)."""
     actor = _actor()
 
     async def go(rt: Runtime) -> int:
         settings = rt.settings(BillingSettings)
-        with Progress(
-            TextColumn(f"bill run {run}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=out,
-            transient=False,
-        ) as bar:
-            task = bar.add_task("billing", total=None)
-
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
+        with RunBar(run) as bar:
             return await service.bill(
                 rt.pool,
                 run,
                 workers=workers or settings.workers,
                 chunk=chunk or settings.chunk_size,
                 actor=actor,
-                progress=progress,
+                progress=bar.show,
             )
 
     # A connection per worker plus one for progress; the pool opens them only as needed,
     # so the bound of the setting serves when the number comes from the settings.
     billed = with_runtime(go, pool_max=(workers or MAX_WORKERS) + 2)
     out.print(f"{billed} accounts billed by this process")
+
+
+#: Phases in which `run progress --follow` keeps following.
+_FOLLOWED = (RunPhase.WAITING, RunPhase.BILLING)
+
+
+@run_app.command("progress")
+def run_progress(
+    run: int,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Follow the run while it waits or bills: a progress bar on a terminal, "
+            "a plain line every 5 s otherwise; ends when billing is over.",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.2, max=60.0, help="Seconds between two reads (--follow).")
+    ] = 1.0,
+) -> None:
+    """A run's progress: phase, accounts total and billed, rate, time left, staged items
+    left to settle (the shape of GET /billing/runs/{run}/progress)."""
+
+    async def once(rt: Runtime) -> RunProgress:
+        return await service.run_progress_of(rt.pool, run)
+
+    async def follow_run(rt: Runtime) -> RunProgress:
+        with RunBar(run) as bar:
+            while True:
+                found = await service.run_progress_of(rt.pool, run)
+                bar.show(found)
+                if found.phase not in _FOLLOWED:
+                    return found
+                await asyncio.sleep(interval)
+
+    if not follow:
+        print_json(with_runtime(once).model_dump(mode="json"))
+        return
+    final = with_runtime(follow_run)
+    out.print(progress_line(final))
 
 
 @run_app.command("settle")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bossa.billing import store
 from bossa.billing.models import ServiceOrder
 from bossa.db import Conn
 from bossa.errors import UserError
@@ -64,6 +65,10 @@ class ServiceDaemon:
             )
         except UserError as exc:  # e.g. the product has no plan for 4204/4205
             raise HandlerError(type(exc).__name__, str(exc)) from exc
+        if order.payment is not None:
+            # The write-off that triggered the restore records when it was sent (B3).
+            async with self.journal.pool.connection() as conn:
+                await store.restore_sent(conn, payment=order.payment, sa_id=order.sa_id)
 
     async def run(self, *, once: bool = False, install_signal_handlers: bool = False) -> None:
         await self.worker.run(until_idle=once, install_signal_handlers=install_signal_handlers)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -44,8 +44,11 @@ __all__ = [
     "AccountOpened",
     "AccountSummary",
     "AccountView",
+    "Arrears",
     "Authorization",
     "BillPeriodState",
+    "Charge",
+    "ChargeKind",
     "Difference",
     "Funds",
     "PaymentKind",
@@ -53,8 +56,13 @@ __all__ = [
     "PaymentOutcome",
     "PaymentRequest",
     "PaymentStatus",
+    "PriceVersion",
+    "ProductPeriod",
     "ReconcileReport",
+    "Restore",
     "RunCancelled",
+    "RunPhase",
+    "RunProgress",
     "RunRequest",
     "RunStarted",
     "RunState",
@@ -65,8 +73,8 @@ __all__ = [
     "Window",
     "WindowPlanned",
     "WindowRequest",
-    "arrears_left",
-    "check_arrears_payment",
+    "bill_total",
+    "charges",
     "check_due_days",
     "check_idempotency_key",
     "check_payment_limits",
@@ -75,8 +83,12 @@ __all__ = [
     "check_window",
     "overrunning",
     "payment_status",
+    "product_period",
+    "prorate",
     "recipe_of",
     "restores_service",
+    "run_progress",
+    "split_arrears_payment",
 ]
 
 
@@ -115,31 +127,200 @@ def recipe_of(kind: PaymentKind) -> Recipe:
     return DEPOSIT if kind is PaymentKind.DEPOSIT else WRITEOFF
 
 
-def arrears_left(receivable: int, staged_writeoffs: int) -> int:
-    """What the account still owes: the online receivable less write-offs staged for it."""
-    return receivable - staged_writeoffs
+@dataclass(frozen=True)
+class Arrears:
+    """An account's arrears: the past-due amount, one meaning everywhere (dunning,
+    payments, restores). Bills are paid oldest first, so what the account owes on bills
+    whose due date has passed is its receivable less what it owes on bills not yet due,
+    never below zero. A bill of the run that holds the books counts as not yet due until
+    the run has settled, so the amount does not change because a run reached the
+    account; write-offs staged during the run count as paid."""
+
+    #: The receivable book, minor units (bills issued less what was paid off).
+    receivable: int
+    #: What is owed on bills not yet past due, and on the open run's bills.
+    not_yet_due: int
+    #: Write-offs staged for the account and not yet settled.
+    staged_writeoffs: int
+
+    @property
+    def amount(self) -> int:
+        return max(self.receivable - self.not_yet_due - self.staged_writeoffs, 0)
 
 
-def check_arrears_payment(minor: int, arrears: int, *, exponent: int, currency: str) -> None:
-    """An arrears payment pays off at most what is owed; the rest is a deposit."""
-    if arrears <= 0:
-        raise InvalidInput("the account has no arrears; pay a deposit instead", field="amount")
-    if minor > arrears:
-        raise InvalidInput(
-            f"exceeds the arrears of {format_minor(arrears, exponent)} "
-            f"{currency}; pay the rest as a deposit",
-            field="amount",
-        )
+def split_arrears_payment(minor: int, arrears: int) -> tuple[int, int]:
+    """(write-off, deposit): an arrears payment pays off the arrears; whatever is paid
+    beyond them is a deposit (prepaid funds), not an error."""
+    paid_off = min(minor, max(arrears, 0))
+    return paid_off, minor - paid_off
 
 
 def restores_service(*, suspended: bool, minor: int, arrears: int) -> bool:
-    """B3: paying all the arrears of a suspended account restores its service at once."""
-    return suspended and minor == arrears
+    """B3: a suspended account whose payment covers all its arrears (the past-due amount)
+    is restored at once; paying more restores it too, the rest becoming a deposit."""
+    return suspended and minor >= arrears
 
 
 def overrunning(planned_end: datetime | None, now: datetime) -> bool:
     """B5: the run is past its planned end (staging goes on all the same)."""
     return planned_end is not None and now > planned_end
+
+
+# -- charges: proration, product periods, price versions, one-off fees -------------------
+#
+# The row-at-a-time reference of what `billing.bill_chunk` computes set-based in SQL
+# (tests compare the two). docs/billing.md states the rules with worked examples.
+
+
+class ProductPeriod(StrEnum):
+    """The period a recurring price is for; product periods are calendar months,
+    quarters (from January, April, July, October) and years."""
+
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+    YEARLY = "yearly"
+
+    @property
+    def months(self) -> int:
+        return {"monthly": 1, "quarterly": 3, "yearly": 12}[self.value]
+
+
+class ChargeKind(StrEnum):
+    RECURRING = "recurring"
+    ONE_OFF = "one_off"
+
+
+@dataclass(frozen=True)
+class PriceVersion:
+    """A product's price of one kind, valid from a date (inclusive) to a date (exclusive;
+    None: open). Versions of the same product and kind never overlap."""
+
+    kind: ChargeKind
+    amount: int
+    valid_from: date
+    valid_to: date | None = None
+    #: Recurring prices only.
+    period: ProductPeriod | None = None
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One line of a bill: days [start, end) of a contract at one price version, or a
+    one-off fee (start = end = the contract's first day)."""
+
+    kind: ChargeKind
+    start: date
+    end: date
+    #: The day that decides which bill carries the charge: the later of the product
+    #: period's first day and the contract's first day.
+    anchor: date
+    days: int
+    period_days: int
+    price: int
+    amount: int
+
+
+def _add_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def product_period(day: date, period: ProductPeriod) -> tuple[date, date]:
+    """The calendar product period containing `day`: (first day, first day after)."""
+    first_month = (day.month - 1) // period.months * period.months + 1
+    start = date(day.year, first_month, 1)
+    return start, _add_months(start, period.months)
+
+
+def prorate(price: int, days: int, period_days: int) -> int:
+    """price x days / period_days in minor units, rounded half to even (bankers'
+    rounding: a half unit goes to the even neighbour, so rounding errors do not drift
+    one way over many bills). Exact integers: no float ever touches money."""
+    if not (price >= 0 and 0 <= days <= period_days and period_days > 0):
+        raise ValueError(f"cannot prorate {price} for {days} of {period_days} days")
+    quotient, remainder = divmod(price * days, period_days)
+    if 2 * remainder > period_days or (2 * remainder == period_days and quotient % 2):
+        quotient += 1
+    return quotient
+
+
+def charges(
+    *,
+    start: date,
+    end: date | None,
+    prices: Iterable[PriceVersion],
+    bill_start: date,
+    bill_end: date,
+) -> list[Charge]:
+    """What a bill for [bill_start, bill_end] (inclusive) charges a contract active from
+    `start` (inclusive) to `end` (exclusive; None: open) with its product's `prices`.
+
+    - The contract's days are split by price version, then by the version's product
+      period; each piece is charged round_half_even(price x days / days of the period).
+      A whole period at one price is exactly the price.
+    - A piece is billed by the bill whose period contains its anchor: the later of its
+      product period's first day and the contract's first day. Recurring charges are
+      thus in advance for the product period (a quarter is billed by the bill of its
+      first month), from the contract's first day, never for a period before it began;
+      each day of the contract belongs to one piece and each piece has one anchor, so
+      consecutive bills never charge a day twice.
+    - A one-off fee (the one-off version valid on the contract's first day) is charged
+      once, by the bill whose period contains that day.
+    """
+    stop = end if end is not None else date.max
+    found: list[Charge] = []
+    if stop <= start:
+        return found
+    for version in prices:
+        if version.kind is ChargeKind.ONE_OFF:
+            valid = version.valid_from <= start and (
+                version.valid_to is None or start < version.valid_to
+            )
+            if valid and bill_start <= start <= bill_end:
+                found.append(
+                    Charge(
+                        ChargeKind.ONE_OFF,
+                        start,
+                        start,
+                        start,
+                        0,
+                        0,
+                        version.amount,
+                        version.amount,
+                    )
+                )
+            continue
+        if version.period is None:
+            raise ValueError("a recurring price needs its period")
+        low = max(start, version.valid_from)
+        high = min(stop, version.valid_to or date.max)
+        if low >= high:
+            continue
+        period_start, period_end = product_period(bill_start, version.period)
+        while period_start <= bill_end:
+            piece_start, piece_end = max(period_start, low), min(period_end, high)
+            anchor = max(period_start, start)
+            if piece_start < piece_end and bill_start <= anchor <= bill_end:
+                days = (piece_end - piece_start).days
+                period_days = (period_end - period_start).days
+                found.append(
+                    Charge(
+                        ChargeKind.RECURRING,
+                        piece_start,
+                        piece_end,
+                        anchor,
+                        days,
+                        period_days,
+                        version.amount,
+                        prorate(version.amount, days, period_days),
+                    )
+                )
+            period_start, period_end = period_end, _add_months(period_end, version.period.months)
+    return sorted(found, key=lambda c: (c.start, c.kind))
+
+
+def bill_total(found: Sequence[Charge]) -> int:
+    return sum(c.amount for c in found)
 
 
 # -- limits ------------------------------------------------------------------------------
@@ -216,6 +397,12 @@ class Funds:
     cash: int
     staged_deposits: int
     staged_writeoffs: int
+    #: What is owed on bills not yet past due (and on the open run's bills).
+    not_yet_due: int = 0
+
+    @property
+    def arrears(self) -> Arrears:
+        return Arrears(self.receivable, self.not_yet_due, self.staged_writeoffs)
 
 
 def check_idempotency_key(key: str | None) -> str:
@@ -236,24 +423,25 @@ def check_idempotency_key(key: str | None) -> str:
 def check_payment_limits(
     minor: int,
     *,
-    kind: PaymentKind,
+    deposit: int,
     funds: Funds,
     limits: PaymentLimits,
     currency: str,
     exponent: int,
 ) -> None:
-    """The payment's own maximum; a deposit's room under the account's maximum (staged
-    deposits count); and the ledger's ceiling on the cash book, so that settling what is
-    staged can never overflow a balance."""
+    """The payment's own maximum; the room under the account's maximum for the part of it
+    that is a deposit (`deposit`: all of a deposit, what an arrears payment pays beyond
+    the arrears; staged deposits count); and the ledger's ceiling on the cash book, so
+    that settling what is staged can never overflow a balance."""
     most, room = limits.of(currency)
     if minor > most:
         raise InvalidInput(
             f"is over the largest payment allowed, {format_minor(most, exponent)} {currency}",
             field="amount",
         )
-    if kind is PaymentKind.DEPOSIT:
+    if deposit > 0:
         held = -funds.prepaid + funds.staged_deposits
-        if held + minor > room:
+        if held + deposit > room:
             left = format_minor(max(room - held, 0), exponent)
             raise InvalidInput(
                 f"would take the account's prepaid funds over their maximum of "
@@ -432,12 +620,28 @@ class StagedTotals(BaseModel):
     writeoffs: int
 
 
+class Restore(BaseModel):
+    """A contract restored by an arrears payment (B3): the payment's idempotency key (the
+    key of its write-off, staged or posted), when the restore order was queued, and when
+    the service lane sent it to provisioning (null until then)."""
+
+    payment: str
+    sa_id: str
+    queued_at: datetime
+    sent_at: datetime | None
+
+
 class AccountSummary(BaseModel):
     account: AccountView
     #: Balance per book, minor units (prepaid is a credit: negative when funded).
     books: dict[str, int]
     available: int
     staged: StagedTotals
+    #: The past-due amount, minor units: what an arrears payment must cover to restore a
+    #: suspended account (docs/billing.md, "Arrears").
+    arrears: int = 0
+    #: The latest restores of the account's contracts by arrears payments, newest first.
+    restores: list[Restore] = []
 
 
 class PaymentOutcome(BaseModel):
@@ -455,6 +659,14 @@ class PaymentOutcome(BaseModel):
     staged_id: int | None = None
     received_at: str | None = None
     transaction_id: int | None = None
+    #: An arrears payment: the part that paid off arrears (a write-off) and the part paid
+    #: beyond them, kept as a deposit; minor units.
+    writeoff_minor: int | None = None
+    deposit_minor: int | None = None
+    #: An arrears payment with both parts: the deposit part's staged item or transaction
+    #: (`staged_id` / `transaction_id` are the write-off's).
+    deposit_staged_id: int | None = None
+    deposit_transaction_id: int | None = None
     #: The key this payment was taken with (the CLI makes one unless given one).
     idempotency_key: str | None = None
     #: True when this answers a replayed idempotency key.
@@ -523,6 +735,90 @@ class RunState(BaseModel):
     progress: float
 
 
+class RunPhase(StrEnum):
+    """Where a bill run is, as an operator follows it (`RunProgress.phase`)."""
+
+    #: Open; no chunk committed yet (no worker started, or the first chunk under way).
+    WAITING = "waiting"
+    #: Accounts are being billed.
+    BILLING = "billing"
+    #: Every account billed; staged payments are being applied.
+    SETTLING = "settling"
+    SETTLED = "settled"
+    CANCELLED = "cancelled"
+
+
+#: The rate is measured over the chunks that ended in the last minute.
+RATE_WINDOW_S = 60.0
+
+
+class RunProgress(BaseModel):
+    """A bill run's progress: one shape for the API (`GET /billing/runs/{run}/progress`)
+    and the CLI (`bossa billing run progress RUN --follow`, `bossa billing run bill`)."""
+
+    run: int
+    phase: RunPhase
+    status: RunStatus
+    accounts_total: int
+    accounts_billed: int
+    #: accounts_billed / accounts_total, 0 to 1 (1 for a run with no account).
+    ratio: float
+    #: Accounts billed per second over the last minute (over the whole billing once it
+    #: is over); 0 while billing with no chunk finished in the last minute (stalled);
+    #: null before the first chunk.
+    rate_per_s: float | None
+    #: Seconds until every account is billed at that rate; null when unknown (no rate)
+    #: and 0 once billing is over.
+    eta_s: float | None
+    #: Staged deposits and write-offs of the run not yet settled.
+    staged_unsettled: int
+    started_at: datetime
+    billed_at: datetime | None
+    settled_at: datetime | None
+
+
+def run_progress(row: Mapping[str, Any]) -> RunProgress:
+    """The progress of a run from its row and its chunks' sums (store.progress)."""
+    status = RunStatus(row["status"])
+    total, billed = int(row["accounts_total"]), int(row["billed"])
+    remaining = max(total - billed, 0)
+    rate: float | None = None
+    eta: float | None = None
+    if status is RunStatus.RUNNING:
+        phase = RunPhase.BILLING if billed else RunPhase.WAITING
+        if row["recent_since"] is not None:
+            span = (row["now"] - row["recent_since"]).total_seconds()
+            rate = int(row["recent_billed"]) / max(span, 1e-3)
+        elif billed:
+            rate = 0.0  # chunks were committed, none in the last minute: stalled
+        if rate:
+            eta = remaining / rate
+    else:
+        phase = {
+            RunStatus.SETTLING: RunPhase.SETTLING,
+            RunStatus.SETTLED: RunPhase.SETTLED,
+            RunStatus.CANCELLED: RunPhase.CANCELLED,
+        }[status]
+        if row["first_started"] is not None and row["last_finished"] is not None:
+            span = (row["last_finished"] - row["first_started"]).total_seconds()
+            rate = billed / max(span, 1e-3)
+        eta = 0.0 if status is not RunStatus.CANCELLED else None
+    return RunProgress(
+        run=int(row["id"]),
+        phase=phase,
+        status=status,
+        accounts_total=total,
+        accounts_billed=billed,
+        ratio=billed / total if total else 1.0,
+        rate_per_s=rate,
+        eta_s=eta,
+        staged_unsettled=int(row["staged_unsettled"]),
+        started_at=row["started_at"],
+        billed_at=row["billed_at"],
+        settled_at=row["settled_at"],
+    )
+
+
 class RunCancelled(BaseModel):
     """A run cancelled before billing began: what it staged was settled, as if no run had
     been open."""
@@ -585,6 +881,9 @@ class ServiceOrder(BaseModel):
     sa_id: str  # SA_ID: also the entry's key, so a contract's orders go in order
     product: str
     reason: str
+    #: The arrears payment (its idempotency key) whose write-off triggered a restore:
+    #: the daemon records against it when the restore was sent. None for dunning.
+    payment: str | None = None
 
     @property
     def intf_code(self) -> str:
@@ -593,22 +892,40 @@ class ServiceOrder(BaseModel):
 
     @classmethod
     def change(
-        cls, *, restore: bool, account: str, sa_id: str, product: str, reason: str
+        cls,
+        *,
+        restore: bool,
+        account: str,
+        sa_id: str,
+        product: str,
+        reason: str,
+        payment: str | None = None,
     ) -> ServiceOrder:
         kind = cls.RESUME if restore else cls.SUSPEND
         return cls.model_validate(
-            {"kind": kind, "account": account, "sa_id": sa_id, "product": product, "reason": reason}
+            {
+                "kind": kind,
+                "account": account,
+                "sa_id": sa_id,
+                "product": product,
+                "reason": reason,
+                "payment": payment,
+            }
         )
 
     def to_payload(self) -> dict[str, str]:
-        """The entry's payload (the kind is the entry's own `kind`)."""
-        return {
+        """The entry's payload (the kind is the entry's own `kind`); `payment` only when
+        a payment triggered the order."""
+        payload = {
             "account": self.account,
             "sa_id": self.sa_id,
             "product": self.product,
             "intf_code": self.intf_code,
             "reason": self.reason,
         }
+        if self.payment is not None:
+            payload["payment"] = self.payment
+        return payload
 
     @classmethod
     def from_entry(cls, entry: Entry) -> ServiceOrder:

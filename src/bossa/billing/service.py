@@ -32,12 +32,11 @@ from bossa.billing.models import (
     PaymentLimits,
     PaymentRequest,
     PaymentStatus,
+    RunProgress,
     RunStatus,
     ServiceOrder,
     Window,
     WindowRequest,
-    arrears_left,
-    check_arrears_payment,
     check_due_days,
     check_idempotency_key,
     check_payment_limits,
@@ -48,6 +47,8 @@ from bossa.billing.models import (
     payment_status,
     recipe_of,
     restores_service,
+    run_progress,
+    split_arrears_payment,
 )
 from bossa.billing.settings import MAX_CHUNK, MAX_WORKERS
 from bossa.db import Conn, Pool
@@ -76,13 +77,16 @@ __all__ = [
     "pay",
     "reconcile",
     "run_dunning",
+    "run_progress_of",
     "run_status",
     "send_service_orders",
     "settle",
     "start_run",
 ]
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[RunProgress], None]
+#: Restores listed with an account.
+RESTORES_SHOWN = 20
 _CATCH_UP_ROUNDS = 3
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 #: The largest id PostgreSQL's bigint holds: a run id beyond it names no run.
@@ -102,18 +106,25 @@ async def open_account(pool: Pool, request: AccountRequest, *, actor: str) -> bo
         return await ledger.open_account(conn, request, actor=actor)
 
 
-async def account_summary(pool: Pool, account_id: str) -> dict[str, Any]:
-    """An account with its books, available funds and what is staged for it."""
+async def account_summary(
+    pool: Pool, account_id: str, *, today: date | None = None
+) -> dict[str, Any]:
+    """An account with its books, available funds, what is staged for it, its arrears on
+    `today` (default the current date) and its latest restores."""
     check_text(account_id, "account")
     async with pool.connection() as conn:
         acct = await ledger.account(conn, account_id)
         books = await ledger.balances(conn, account_id)
         deposits, writeoffs = await store.staged_totals(conn, account_id)
+        arrears = await store.arrears(conn, account_id, today=today or date.today())
+        restores = await store.restores(conn, account_id, limit=RESTORES_SHOWN)
     return {
         "account": {**dataclasses.asdict(acct), "status": acct.status.value},
         "books": books,
         "available": available(books),
         "staged": {"deposits": deposits, "writeoffs": writeoffs},
+        "arrears": arrears.amount,
+        "restores": restores,
     }
 
 
@@ -134,11 +145,14 @@ async def pay(
     actor: str,
     idempotency_key: str,
     limits: PaymentLimits | None = None,
+    today: date | None = None,
 ) -> dict[str, Any]:
     """Take a deposit (kind 'deposit') or an arrears payment (kind 'arrears'). The
     idempotency key is required: replaying it answers the first outcome; with other
     content it is a Conflict. `limits` (the billing settings') bound the payment and the
-    account's prepaid funds per currency."""
+    account's prepaid funds per currency. An arrears payment pays off the arrears (the
+    past-due amount on `today`, default the current date) and keeps any excess as a
+    deposit; covering all of them restores a suspended account at once."""
     try:
         payment_kind = PaymentKind(kind)
     except ValueError:
@@ -152,7 +166,14 @@ async def pay(
             if replay is not None:
                 return replay
             outcome = await _take(
-                conn, journal, request, kind=payment_kind, actor=actor, key=key, limits=limits
+                conn,
+                journal,
+                request,
+                kind=payment_kind,
+                actor=actor,
+                key=key,
+                limits=limits,
+                today=today or date.today(),
             )
             await store.record_payment(
                 conn,
@@ -190,13 +211,14 @@ async def _take(
     actor: str,
     key: str,
     limits: PaymentLimits,
+    today: date,
 ) -> dict[str, Any]:
     account = await ledger.account(conn, request.account, lock=True)
     if request.currency.upper() != account.currency:
         raise InvalidInput(f"is not the account's currency ({account.currency})", field="currency")
     minor = to_minor(request.amount, account.exponent, currency=account.currency)
     await store.lock_books_shared(conn)
-    run_id, funds = await store.payment_context(conn, account.id)
+    run_id, funds = await store.payment_context(conn, account.id, today=today)
     outcome: dict[str, Any] = {
         "account": account.id,
         "kind": kind.value,
@@ -206,18 +228,20 @@ async def _take(
         "restored": [],
         "idempotency_key": key,
     }
-    arrears = arrears_left(funds.receivable, funds.staged_writeoffs)
-    if kind is PaymentKind.ARREARS:
-        check_arrears_payment(minor, arrears, exponent=account.exponent, currency=account.currency)
+    arrears = funds.arrears.amount
+    writeoff, deposit = (
+        split_arrears_payment(minor, arrears) if kind is PaymentKind.ARREARS else (0, minor)
+    )
     check_payment_limits(
         minor,
-        kind=kind,
+        deposit=deposit,
         funds=funds,
         limits=limits,
         currency=account.currency,
         exponent=account.exponent,
     )
     if kind is PaymentKind.ARREARS:
+        outcome.update(writeoff_minor=writeoff, deposit_minor=deposit)
         suspended = account.status is AccountStatus.SUSPENDED
         if restores_service(suspended=suspended, minor=minor, arrears=arrears):
             outcome["restored"] = await _service_changes(
@@ -228,24 +252,52 @@ async def _take(
                 restore=True,
                 reason=f"arrears paid by {actor}",
                 actor=actor,
+                payment=key,
             )
+    # The write-off first: settlement applies a payment's two parts in that order too.
+    parts = [(PaymentKind.ARREARS, writeoff), (PaymentKind.DEPOSIT, deposit)]
+    parts = [(part, amount) for part, amount in parts if amount > 0]
     if payment_status(run_id is not None) is PaymentStatus.STAGED:
         assert run_id is not None
-        row = await store.stage(
-            conn, kind, run_id=run_id, account_id=account.id, amount=minor, key=key, actor=actor
-        )
+        ids = []
+        for part, amount in parts:
+            row = await store.stage(
+                conn,
+                part,
+                run_id=run_id,
+                account_id=account.id,
+                amount=amount,
+                key=key,
+                actor=actor,
+            )
+            ids.append(row["id"])
         outcome.update(
             status=PaymentStatus.STAGED.value,
             run_id=run_id,
-            staged_id=row["id"],
+            staged_id=ids[0],
             received_at=row["received_at"].isoformat(),
         )
+        if len(ids) > 1:
+            outcome["deposit_staged_id"] = ids[1]
         return outcome
-    reference = f"payment:{key}"
-    tx = await ledger.post(
-        conn, account.id, recipe_of(kind), minor, actor=actor, key=reference, reference=reference
-    )
-    outcome.update(status=PaymentStatus.POSTED.value, transaction_id=tx)
+    # The first part keeps the key the ledger has always had for a payment.
+    tx_ids = []
+    for i, (part, amount) in enumerate(parts):
+        reference = f"payment:{key}" if i == 0 else f"payment:{key}:deposit"
+        tx_ids.append(
+            await ledger.post(
+                conn,
+                account.id,
+                recipe_of(part),
+                amount,
+                actor=actor,
+                key=reference,
+                reference=reference,
+            )
+        )
+    outcome.update(status=PaymentStatus.POSTED.value, transaction_id=tx_ids[0])
+    if len(tx_ids) > 1:
+        outcome["deposit_transaction_id"] = tx_ids[1]
     return outcome
 
 
@@ -258,16 +310,22 @@ async def _service_changes(
     restore: bool,
     reason: str,
     actor: str,
+    payment: str | None = None,
 ) -> list[str]:
-    """Suspend or restore the account and every live contract of its customer, through
+    """Suspend or restore the account and every live contract billed to it, through
     the ledger's and customers' services, and queue the provisioning order (4204/4205)
-    of each on the service lane, in the caller's transaction; returns the contracts."""
+    of each on the service lane, in the caller's transaction; returns the contracts. A
+    restore triggered by a payment is recorded against it (billing.restores), and the
+    lane's daemon records when each order was sent."""
     status = "active" if restore else "suspended"
     await ledger.set_account_status(conn, account_id, AccountStatus(status), actor=actor)
+    # The contracts billed to this account (and any of the customer's from before
+    # accounts were named on contracts): a customer's other accounts are not touched.
     contracts = [
         c
         for c in await customers.contracts_of_customer(conn, customer_id)
         if c.status is not customers.ContractStatus.TERMINATED
+        and c.account_id in (account_id, None)
     ]
     orders = [
         ServiceOrder.change(
@@ -276,11 +334,16 @@ async def _service_changes(
             sa_id=c.sa_id,
             product=c.product_code,
             reason=reason,
+            payment=payment,
         )
         for c in contracts
     ]
     for contract in contracts:
         await customers.set_contract_status(conn, contract.sa_id, status, actor=actor)
+        if payment is not None:
+            await store.record_restore(
+                conn, payment=payment, sa_id=contract.sa_id, account_id=account_id
+            )
     await lanes.enqueue_service_orders(journal, conn, orders)
     return [c.sa_id for c in contracts]
 
@@ -433,7 +496,7 @@ async def cancel_run(pool: Pool, run_id: int, *, actor: str, batch: int = 200) -
                     "so it can no longer be cancelled",
                     field="run",
                 )
-            billed, _ = await store.progress(conn, run_id)
+            billed = await store.billed_count(conn, run_id)
             if billed or not await store.cancel_run(conn, run_id, actor=actor):
                 raise Conflict(
                     f"bill run {run_id} has begun billing ({billed} accounts billed): "
@@ -461,8 +524,23 @@ async def run_status(pool: Pool, run_id: int) -> dict[str, Any]:
     """A run, with the accounts billed so far and the share of the whole."""
     async with pool.connection() as conn:
         row = await _run(conn, run_id)
-        billed, total = await store.progress(conn, run_id)
-    return {**row, "billed": billed, "progress": billed / (total or 1)}
+        billed = await store.billed_count(conn, run_id)
+    return {**row, "billed": billed, "progress": billed / (row["accounts_total"] or 1)}
+
+
+async def _progress(conn: Conn, run_id: int) -> RunProgress:
+    _check_run_id(run_id)
+    row = await store.progress(conn, run_id)
+    if row is None:
+        raise NotFound(f"no bill run {run_id}", field="run")
+    return run_progress(row)
+
+
+async def run_progress_of(pool: Pool, run_id: int) -> RunProgress:
+    """A run's progress: phase, accounts total and billed, rate, time left, staged items
+    left to settle (the API's and the CLI's one shape)."""
+    async with pool.connection() as conn:
+        return await _progress(conn, run_id)
 
 
 async def bill(
@@ -494,7 +572,7 @@ async def bill(
             billed += done
             if progress:
                 async with pool.connection() as conn:
-                    progress(*await store.progress(conn, run_id))
+                    progress(await _progress(conn, run_id))
 
     await asyncio.gather(*(worker() for _ in range(workers)))
     async with pool.connection() as conn:
@@ -577,19 +655,20 @@ async def run_dunning(
     the accounts suspended. Paying the arrears restores them (`pay`)."""
     async with journal.pool.connection() as conn:
         overdue = await store.overdue_accounts(conn, today=today, limit=limit)
-    for account_id in overdue:
+    for row in overdue:
         async with journal.pool.connection() as conn, conn.transaction():
-            account = await ledger.account(conn, account_id)
+            account = await ledger.account(conn, row["account_id"])
+            owed = format_minor(int(row["arrears"]), account.exponent)
             await _service_changes(
                 conn,
                 journal,
-                account_id,
+                account.id,
                 account.customer_id,
                 restore=False,
-                reason=f"arrears overdue on {today}",
+                reason=f"arrears of {owed} {account.currency} overdue on {today}",
                 actor=actor,
             )
-    return overdue
+    return [row["account_id"] for row in overdue]
 
 
 async def send_service_orders(

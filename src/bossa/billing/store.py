@@ -8,14 +8,16 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from bossa.billing.models import Funds, PaymentKind
+from bossa.billing.models import Arrears, Funds, PaymentKind
 from bossa.db import Conn
 from bossa.sql import load_queries
 
 __all__ = [
     "QUERIES",
     "add_window",
+    "arrears",
     "bill_chunk",
+    "billed_count",
     "cancel_run",
     "current_window",
     "cycle_has_accounts",
@@ -33,6 +35,9 @@ __all__ = [
     "progress",
     "reconcile",
     "record_payment",
+    "record_restore",
+    "restore_sent",
+    "restores",
     "run",
     "run_for_update",
     "run_totals",
@@ -67,10 +72,10 @@ async def open_run(conn: Conn) -> Row | None:
     return await _one(conn, "open_run")
 
 
-async def payment_context(conn: Conn, account_id: str) -> tuple[int | None, Funds]:
-    """(the run holding the books or None, the account's books and staged items), read
-    in one statement."""
-    row = await _one(conn, "payment_context", {"account": account_id})
+async def payment_context(conn: Conn, account_id: str, *, today: date) -> tuple[int | None, Funds]:
+    """(the run holding the books or None, the account's books, staged items and what it
+    owes on bills not yet past due on `today`), read in one statement."""
+    row = await _one(conn, "payment_context", {"account": account_id, "today": today})
     assert row is not None
     funds = Funds(
         prepaid=int(row["prepaid"]),
@@ -78,8 +83,20 @@ async def payment_context(conn: Conn, account_id: str) -> tuple[int | None, Fund
         cash=int(row["cash"]),
         staged_deposits=int(row["staged_deposits"]),
         staged_writeoffs=int(row["staged_writeoffs"]),
+        not_yet_due=int(row["not_yet_due"]),
     )
     return row["run_id"], funds
+
+
+async def arrears(conn: Conn, account_id: str, *, today: date) -> Arrears:
+    """The account's arrears on `today` (unlocked: for showing them)."""
+    row = await _one(conn, "arrears", {"account": account_id, "today": today})
+    assert row is not None
+    return Arrears(
+        receivable=int(row["receivable"]),
+        not_yet_due=int(row["not_yet_due"]),
+        staged_writeoffs=int(row["staged_writeoffs"]),
+    )
 
 
 async def run(conn: Conn, run_id: int) -> Row | None:
@@ -165,11 +182,16 @@ async def bill_chunk(conn: Conn, run_id: int, limit: int, *, actor: str) -> int:
     return int(row["billed"]) if row else 0
 
 
-async def progress(conn: Conn, run_id: int) -> tuple[int, int]:
-    """(accounts billed, accounts of the run)."""
-    row = await _one(conn, "progress", {"run": run_id})
+async def progress(conn: Conn, run_id: int) -> Row | None:
+    """A run's progress inputs (see the query); None for an unknown run."""
+    return await _one(conn, "progress", {"run": run_id})
+
+
+async def billed_count(conn: Conn, run_id: int) -> int:
+    """Accounts of the run billed so far."""
+    row = await _one(conn, "billed_count", {"run": run_id})
     assert row is not None
-    return int(row["billed"]), int(row["total"])
+    return int(row["billed"])
 
 
 async def mark_settling(conn: Conn, run_id: int) -> None:
@@ -237,9 +259,23 @@ async def record_payment(
     )
 
 
-async def overdue_accounts(conn: Conn, *, today: date, limit: int) -> list[str]:
-    rows = await _all(conn, "overdue_accounts", {"today": today, "limit": limit})
-    return [row["account_id"] for row in rows]
+async def overdue_accounts(conn: Conn, *, today: date, limit: int) -> list[Row]:
+    """Accounts dunning suspends, each with its currency and arrears (minor units)."""
+    return await _all(conn, "overdue_accounts", {"today": today, "limit": limit})
+
+
+async def record_restore(conn: Conn, *, payment: str, sa_id: str, account_id: str) -> None:
+    await conn.execute(
+        QUERIES["record_restore"], {"payment": payment, "sa_id": sa_id, "account": account_id}
+    )
+
+
+async def restore_sent(conn: Conn, *, payment: str, sa_id: str) -> None:
+    await conn.execute(QUERIES["restore_sent"], {"payment": payment, "sa_id": sa_id})
+
+
+async def restores(conn: Conn, account_id: str, *, limit: int) -> list[Row]:
+    return await _all(conn, "restores", {"account": account_id, "limit": limit})
 
 
 async def reconcile(conn: Conn, run_id: int, *, limit: int) -> list[Row]:

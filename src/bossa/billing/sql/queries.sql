@@ -16,17 +16,23 @@ select * from billing.runs where status in ('running', 'settling')
 -- name: payment_context
 -- What a payment decides on, in one snapshot (taken with the account locked and the
 -- books lock held shared): the run that holds the books, if any, and the account's
--- books and unsettled staged items. One statement, so an item being settled meanwhile
--- is counted once, either staged or posted.
+-- books, unsettled staged items and what it owes on bills not yet past due (the open
+-- run's bills count as not yet due: docs/billing.md, "Arrears"). One statement, so an
+-- item being settled meanwhile is counted once, either staged or posted.
+with open_run as (select id from billing.runs where status in ('running', 'settling'))
 select
-    (select id from billing.runs where status in ('running', 'settling')) as run_id,
+    (select id from open_run) as run_id,
     coalesce(sum(b.amount) filter (where b.book = 'prepaid'), 0) as prepaid,
     coalesce(sum(b.amount) filter (where b.book = 'receivable'), 0) as receivable,
     coalesce(sum(b.amount) filter (where b.book = 'cash'), 0) as cash,
     (select coalesce(sum(amount), 0) from billing.staged_deposits
      where account_id = %(account)s and settled_at is null) as staged_deposits,
     (select coalesce(sum(amount), 0) from billing.staged_writeoffs
-     where account_id = %(account)s and settled_at is null) as staged_writeoffs
+     where account_id = %(account)s and settled_at is null) as staged_writeoffs,
+    (select coalesce(sum(bl.amount - bl.paid_from_prepaid), 0) from ledger.issued_bills bl
+     where bl.account_id = %(account)s
+       and (bl.due_date >= %(today)s::date
+            or bl.bill_run_id = (select id from open_run))) as not_yet_due
 from ledger.book_balances b
 where b.account_id = %(account)s
 
@@ -78,9 +84,10 @@ from ledger.book_balances b join ledger.billing_accounts a on a.id = b.account_i
 where a.bill_cycle = %(cycle)s
 
 -- name: run_accounts
--- The accounts the run bills.
+-- The accounts the run bills: those of the cycle, closed ones aside (billed no more).
 insert into billing.run_accounts (run_id, account_id)
-select %(run)s, id from ledger.billing_accounts where bill_cycle = %(cycle)s
+select %(run)s, id from ledger.billing_accounts
+where bill_cycle = %(cycle)s and status <> 'closed'
 
 -- name: cycle_has_accounts
 -- Does any account bill in this cycle (a run or a window for an unknown cycle is a typo)?
@@ -95,9 +102,31 @@ update billing.runs set accounts_total = %(total)s where id = %(run)s
 select billing.bill_chunk(%(run)s, %(limit)s, %(actor)s) as billed
 
 -- name: progress
--- A run's progress.
-select count(*) filter (where billed) as billed, count(*) as total
-from billing.run_accounts where run_id = %(run)s
+-- A run's progress from its committed chunks: accounts billed, and the rate over the
+-- last minute (accounts billed by the chunks that ended in it, since the first of them
+-- began); staged items not yet settled.
+select r.id, r.status, r.accounts_total, r.started_at, r.billed_at, r.settled_at,
+       r.cancelled_at, now() as now,
+       coalesce(c.billed, 0) as billed, c.first_started, c.last_finished,
+       coalesce(m.billed, 0) as recent_billed, m.since as recent_since,
+       (select count(*) from billing.staged_deposits where run_id = r.id and settled_at is null)
+         + (select count(*) from billing.staged_writeoffs
+            where run_id = r.id and settled_at is null) as staged_unsettled
+from billing.runs r
+cross join lateral (
+    select sum(billed) as billed, min(started_at) as first_started,
+           max(finished_at) as last_finished
+    from billing.run_chunks where run_id = r.id
+) c
+cross join lateral (
+    select sum(billed) as billed, min(started_at) as since from billing.run_chunks
+    where run_id = r.id and finished_at > now() - interval '60 seconds'
+) m
+where r.id = %(run)s
+
+-- name: billed_count
+-- Accounts of a run billed so far (from its committed chunks).
+select coalesce(sum(billed), 0) as billed from billing.run_chunks where run_id = %(run)s
 
 -- name: mark_settling
 -- B5: every account billed: the run is over; settlement begins (payments still staged).
@@ -163,15 +192,33 @@ insert into billing.payments (idempotency_key, request_hash, account_id, kind, a
 values (%(key)s, %(hash)s, %(account)s, %(kind)s, %(amount)s, %(outcome)s)
 
 -- name: overdue_accounts
--- Dunning: active accounts whose receivable exceeds what is not yet past due + grace.
-select a.id as account_id, b.amount as receivable
+-- Dunning: active accounts with arrears (the past-due amount) part of which is past due
+-- by more than the account's grace days. Bills are paid oldest first; the open run's
+-- bills are not yet due; write-offs staged during a run count as paid. `arrears` is the
+-- whole past-due amount: what paying restores the account.
+with open_run as (select id from billing.runs where status in ('running', 'settling'))
+select a.id as account_id, a.currency,
+       b.amount - n.not_yet_due - w.staged as arrears
 from ledger.billing_accounts a
 join ledger.book_balances b on b.account_id = a.id and b.book = 'receivable'
+cross join lateral (
+    select
+        coalesce(sum(bl.amount - bl.paid_from_prepaid) filter (
+            where bl.due_date + a.grace_days >= %(today)s::date
+               or bl.bill_run_id = (select id from open_run)), 0)
+            as within_grace,
+        coalesce(sum(bl.amount - bl.paid_from_prepaid) filter (
+            where bl.due_date >= %(today)s::date
+               or bl.bill_run_id = (select id from open_run)), 0)
+            as not_yet_due
+    from ledger.issued_bills bl where bl.account_id = a.id
+) n
+cross join lateral (
+    select coalesce(sum(amount), 0) as staged from billing.staged_writeoffs sw
+    where sw.account_id = a.id and sw.settled_at is null
+) w
 where a.status = 'active' and b.amount > 0
-  and b.amount > (
-      select coalesce(sum(bl.amount - bl.paid_from_prepaid), 0) from ledger.issued_bills bl
-      where bl.account_id = a.id and bl.due_date + a.grace_days >= %(today)s::date
-  )
+  and b.amount - n.within_grace - w.staged > 0
 order by a.id
 limit %(limit)s
 
@@ -258,13 +305,44 @@ select
 -- What an operator watches during a bill run: progress, staged items, settlement lag.
 select
     (select id from billing.runs where status in ('running', 'settling')) as open_run,
-    (select count(*) filter (where billed)::float8 / greatest(count(*), 1)
-     from billing.run_accounts
-     where run_id = (select id from billing.runs where status in ('running', 'settling')))
-        as progress,
+    (select coalesce(sum(c.billed), 0)::float8 / greatest(max(r.accounts_total), 1)
+     from billing.runs r left join billing.run_chunks c on c.run_id = r.id
+     where r.status in ('running', 'settling')) as progress,
     (select count(*) from billing.staged_deposits where settled_at is null) as staged_deposits,
     (select count(*) from billing.staged_writeoffs where settled_at is null) as staged_writeoffs,
     extract(epoch from now() - least(
         (select min(received_at) from billing.staged_deposits where settled_at is null),
         (select min(received_at) from billing.staged_writeoffs where settled_at is null)
     )) as settlement_lag_s
+
+-- name: record_restore
+-- B3: a contract restored by an arrears payment (its restore order is queued with it).
+insert into billing.restores (payment, sa_id, account_id)
+values (%(payment)s, %(sa_id)s, %(account)s)
+on conflict (payment, sa_id) do nothing
+
+-- name: restore_sent
+-- The service lane sent the restore order of a payment's contract to provisioning; the
+-- first time is kept (a retried entry sends nothing twice).
+update billing.restores set sent_at = coalesce(sent_at, now())
+where payment = %(payment)s and sa_id = %(sa_id)s
+
+-- name: restores
+-- The latest restores of an account's contracts, newest first.
+select payment, sa_id, queued_at, sent_at from billing.restores
+where account_id = %(account)s
+order by queued_at desc, sa_id
+limit %(limit)s
+
+-- name: arrears
+-- An account's arrears inputs (see payment_context), without locks: for showing it.
+with open_run as (select id from billing.runs where status in ('running', 'settling'))
+select
+    coalesce((select amount from ledger.book_balances
+              where account_id = %(account)s and book = 'receivable'), 0) as receivable,
+    (select coalesce(sum(amount), 0) from billing.staged_writeoffs
+     where account_id = %(account)s and settled_at is null) as staged_writeoffs,
+    (select coalesce(sum(bl.amount - bl.paid_from_prepaid), 0) from ledger.issued_bills bl
+     where bl.account_id = %(account)s
+       and (bl.due_date >= %(today)s::date
+            or bl.bill_run_id = (select id from open_run))) as not_yet_due
