@@ -37,6 +37,7 @@ from bossa.journal import api as journal_api
 from bossa.journal import metrics as journal_metrics
 from bossa.logs import get_logger
 from bossa.provisioning import api as provisioning_api
+from bossa.provisioning import metrics as provisioning_metrics
 from bossa.runtime import Runtime, running
 
 __all__ = ["create_app"]
@@ -180,6 +181,7 @@ async def _refresh_gauges(runtime: Runtime, settings: ApiSettings) -> None:
         async with asyncio.timeout(settings.ready_timeout_s):
             await journal_metrics.refresh(runtime.pool)
             await billing_metrics.refresh(runtime.pool)
+            await provisioning_metrics.refresh(runtime.pool)
 
 
 #: How often the table gauges are read for a separate metrics bind, which cannot read

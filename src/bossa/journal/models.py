@@ -364,6 +364,8 @@ class EntryError(BaseModel):
     code: str
     message: str
     at: datetime
+    #: False when the failure gave its attempt back (the target could not be reached).
+    counted: bool = True
 
 
 class EntryRecord(BaseModel):

@@ -78,6 +78,10 @@ class Failure:
     code: str
     message: str
     final: bool = False
+    #: False for a failure that says nothing about the entry (its target could not be
+    #: reached): recorded in its history, but the attempt is given back, so it never
+    #: parks for it (provisioning's divisions that are down).
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,14 +320,29 @@ class Journal:
         *,
         conn: Conn | None = None,
     ) -> list[FailResult]:
-        """Record errors and schedule retries (or park); returns what became of each entry."""
+        """Record errors and schedule retries (or park); returns what became of each entry.
+        An uncounted failure (`counted=False`) gives its attempt back and makes the entry
+        ready again at once: whoever reported it decides when to take it again."""
         if not failures:
             return []
         policy = await self.policy(lane, conn=conn)
         rows: list[dict[str, Any]] = []
         async with self._tx(conn) as tx:
+            uncounted = [f for f in failures if not f.counted and not f.final]
+            if uncounted:
+                cursor = await tx.execute(
+                    QUERIES["fail_uncounted"],
+                    {
+                        "ids": [f.entry_id for f in uncounted],
+                        "token": token,
+                        "codes": [f.code[:200] for f in uncounted],
+                        "messages": [f.message[:4000] for f in uncounted],
+                    },
+                    prepare=True,
+                )
+                rows += await cursor.fetchall()
             for final in (False, True):
-                group = [f for f in failures if f.final is final]
+                group = [f for f in failures if f.final is final and (f.counted or f.final)]
                 if not group:
                     continue
                 cursor = await tx.execute(

@@ -268,7 +268,11 @@ async def deliver_direct(journal: Journal, deliverer: Deliverer, accepted: Accep
                 delivered.append(Delivery(claim.entry_id, command, DeliveryMode.DIRECT, 1))
             else:
                 routes[division] = Route.BUFFERED
-                failure = Failure(claim.entry_id, error.code, error.message)
+                # Unreachable: not an attempt (the backup daemon delivers it once the
+                # division answers); refused: the first of its attempts.
+                failure = Failure(
+                    claim.entry_id, error.code, error.message, counted=not error.unreachable
+                )
                 await journal.fail(claim.token, lanes.lane_of(division), [failure], conn=conn)
         await store.log_deliveries(conn, delivered)
         return await store.complete_order(conn, accepted.wo_no, routes)

@@ -46,6 +46,7 @@ __all__ = [
     "declare_lane",
     "division",
     "division_has_plans",
+    "division_states",
     "divisions",
     "ensure_receive_table",
     "finish_receipt",
@@ -164,6 +165,12 @@ async def declare_lane(conn: Conn, lane: str, actor: str) -> None:
 async def known_down(conn: Conn, name: str) -> bool:
     row = await _one(conn, "known_down", {"division": name})
     return bool(row and row["down"])
+
+
+async def division_states(conn: Conn) -> list[tuple[str, bool]]:
+    """Every division and whether it is known to be down now."""
+    rows = await (await conn.execute(QUERIES["division_states"])).fetchall()
+    return [(str(row["division"]), bool(row["down"])) for row in rows]
 
 
 async def mark_down(conn: Conn, name: str, *, error: str, hold_s: float) -> None:

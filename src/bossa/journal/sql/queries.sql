@@ -154,6 +154,24 @@ select * from journal.fail(
     %(max_attempts)s, %(backoff_base_ms)s, %(backoff_max_ms)s
 )
 
+-- name: fail_uncounted
+-- Record a failure that is not the entry's fault (its target could not be reached): the
+-- attempt is given back, so it never parks for it, and the entry is ready again; the
+-- consumer holds its lane until the target answers. Marked "counted": false in history.
+update journal.entries e
+set state = 'ready',
+    attempts = greatest(e.attempts - 1, 0),
+    not_before = now(),
+    lease_token = null,
+    lease_expires_at = null,
+    taken_at = null,
+    errors = e.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', e.attempts, 'code', f.code, 'message', f.message, 'at', now(),
+        'counted', false))
+from unnest(%(ids)s::bigint[], %(codes)s::text[], %(messages)s::text[]) as f(id, code, message)
+where e.id = f.id and e.state = 'taken' and e.lease_token = %(token)s
+returning e.id, e.state, e.attempts, e.not_before
+
 -- name: heartbeat
 -- Extend the lease of entries still held under this token; returns those extended.
 update journal.entries

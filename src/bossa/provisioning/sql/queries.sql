@@ -229,3 +229,8 @@ limit %(limit)s
 -- name: command_exists
 -- Is this journal entry a provisioning command?
 select exists (select from provisioning.commands where entry_id = %(id)s) as found
+
+-- name: division_states
+-- Every division and whether it is known to be down now, for the metrics gauge.
+select division, coalesce(down_until > now(), false) as down
+from provisioning.divisions order by division
