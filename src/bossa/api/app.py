@@ -94,10 +94,13 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "is not valid"}
-        where = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
-        field = ".".join(where[1:] if where[:1] in (["query"], ["path"], ["header"]) else where)
-        return answer(InvalidInput(str(first.get("msg", "is not valid")), field=field or "body"))
+        # Every problem of the request at once (an order with three bad fields names three).
+        problems = []
+        for error in exc.errors() or [{"loc": (), "msg": "is not valid"}]:
+            where = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
+            field = ".".join(where[1:] if where[:1] in (["query"], ["path"], ["header"]) else where)
+            problems.append((field or "body", str(error.get("msg", "is not valid"))))
+        return answer(InvalidInput.every(problems))
 
     @app.exception_handler(psycopg.Error)
     async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:

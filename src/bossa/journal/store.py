@@ -30,6 +30,8 @@ from bossa.errors import Forbidden, InvalidInput, NotFound
 from bossa.journal.models import (
     AuditRecord,
     BlockedKey,
+    BulkAction,
+    BulkFilter,
     Claim,
     Counts,
     Enqueued,
@@ -585,3 +587,40 @@ async def purge(conn: Conn, lane: str, *, retention_s: int, limit: int) -> int:
         QUERIES["purge"], {"lane": lane, "retention_s": retention_s, "limit": limit}
     )
     return cursor.rowcount
+
+
+# -- bulk actions ------------------------------------------------------------------------
+
+
+def _bulk_params(action: BulkAction, where: BulkFilter) -> dict[str, Any]:
+    return {
+        "lane": where.lane,
+        "states": [s.value for s in action.from_states],
+        "key": where.key,
+        "older_than_s": where.older_than_s,
+        "error_code": where.error_code,
+    }
+
+
+async def bulk_count(conn: Conn, action: BulkAction, where: BulkFilter) -> int:
+    """How many entries the selection holds now."""
+    row = await (await conn.execute(QUERIES["bulk_count"], _bulk_params(action, where))).fetchone()
+    return int(row["n"]) if row else 0
+
+
+async def bulk_set_state(
+    conn: Conn, action: BulkAction, where: BulkFilter, *, actor: str, reason: str
+) -> list[dict[str, Any]]:
+    """Lock the selection's keys, then change up to `where.limit` entries in one
+    statement, each audited; returns them (id, lane, key, before, after)."""
+    params = _bulk_params(action, where)
+    await conn.execute(QUERIES["bulk_lock_keys"], params)
+    params |= {
+        "action": action.value,
+        "state": action.to_state.value,
+        "limit": where.limit,
+        "actor": actor,
+        "reason": reason,
+        "selection": Jsonb(where.described()),
+    }
+    return list(await (await conn.execute(QUERIES["bulk_set_state"], params)).fetchall())

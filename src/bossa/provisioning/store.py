@@ -421,12 +421,26 @@ async def log_for(conn: Conn, *, sa_id: str | None, wo_no: str | None, limit: in
 
 
 async def buffer(
-    conn: Conn, lane: str, *, state: str | None, older_than_s: float | None, limit: int
+    conn: Conn,
+    lane: str,
+    *,
+    state: str | None,
+    older_than_s: float | None,
+    errcode: str | None = None,
+    sa_id: str | None = None,
+    limit: int,
 ) -> list[BufferRow]:
     rows = await _all(
         conn,
         "buffer",
-        {"lane": lane, "state": state, "older_than_s": older_than_s, "limit": limit},
+        {
+            "lane": lane,
+            "state": state,
+            "older_than_s": older_than_s,
+            "errcode": errcode,
+            "sa_id": sa_id,
+            "limit": limit,
+        },
     )
     return [BufferRow.model_validate(row) for row in rows]
 
