@@ -109,6 +109,10 @@ class ErrorBody(BaseModel):
         description="Every problem found, when there are several (`field` is the first)",
     )
 
+    def content(self) -> dict[str, object]:
+        """The answer's JSON: `problems` only when there are several."""
+        return self.model_dump(exclude={"problems"} if self.problems is None else None)
+
     @classmethod
     def of(cls, exc: UserError) -> ErrorBody:
         problems = getattr(exc, "problems", None) or None

@@ -135,7 +135,9 @@ async def test_bulk_retry_of_ten_thousand_by_division_and_errcode_in_one_command
         "buffer", "bulk", "retry", "BULK", "--errcode", "23505", "--reason", "target fixed",
     )  # fmt: skip
     took = time.monotonic() - started
-    assert (code, out.strip()) == (0, f"BULK: {PARKED} commands ready")
+    *logged, said = out.strip().splitlines()
+    assert (code, said) == (0, f"BULK: {PARKED} commands ready")
+    assert any("bulk action on a buffer" in line and "ops-ann" in line for line in logged)
     print(f"bulk retry of {PARKED} parked commands by division and ERRCODE: {took:.2f} s")
     assert took < 30, took  # one statement: about a second here, a process start included
     # Ready with fresh attempts (their ERRCODE stays until delivered); the 1062 ones and
@@ -162,7 +164,7 @@ async def test_bulk_retry_of_ten_thousand_by_division_and_errcode_in_one_command
     assert [row["attempts"] for row in attempts] == [0]
     assert [dict(row) for row in audit] == [
         {
-            "actor": "ops-ann",
+            "actor": "cli:ops-ann",
             "action": "retry",
             "reason": "target fixed",
             "before": "parked",

@@ -160,6 +160,11 @@ async def test_a_long_outage_parks_nothing_and_the_daemon_only_probes(
             await deliverer.close()
             pg_target.start()
 
+        print(
+            f"division down {OUTAGE_S:.0f} s with {entries} commands buffered and"
+            f" max_attempts {JOURNAL.max_attempts}: {probes} probes, {calls} connections at"
+            f" the division; drained {drained_s:.2f} s after it returned"
+        )
         applied = _applied(pg_target.dsn)
         assert applied == {sa_id: list(range(ORDERS)) for sa_id in contracts}, applied
         async with pool.connection() as conn:

@@ -86,7 +86,7 @@ def create_app(
 
     def answer(exc: UserError) -> JSONResponse:
         ERRORS.labels(str(exc.http_status)).inc()
-        return JSONResponse(status_code=exc.http_status, content=ErrorBody.of(exc).model_dump())
+        return JSONResponse(status_code=exc.http_status, content=ErrorBody.of(exc).content())
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:
