@@ -188,3 +188,41 @@ async def test_bad_orders_name_the_field_and_apply_nothing(
             )
         ).fetchone()
     assert counts == {"orders": 0, "entries": 0, "records": 0}
+
+
+async def test_an_order_with_several_problems_names_them_all(
+    journal: Journal, deliverer: Deliverer
+) -> None:
+    # The body's own problems, all at once: a missing SA_ID, an unknown order type, a
+    # bind value that is not a scalar.
+    with pytest.raises(InvalidInput) as caught:
+        OrderRequest.parse({"product": "ADSL", "intf_code": "42x1", "bind_data": {"speed": ["1G"]}})
+    fields = [field for field, _ in caught.value.problems]
+    assert fields == ["sa_id", "intf_code", "bind_data"]
+    assert caught.value.field == "sa_id"
+    assert str(caught.value).count(";") == 2
+    # Against the plan: a bind missing, two the plan does not use, one taken from the
+    # order itself; every one named, none written.
+    with pytest.raises(InvalidInput) as caught:
+        await submit(
+            journal,
+            deliverer,
+            OrderRequest(
+                product="ADSL",
+                sa_id="SA-P",
+                intf_code="4201",
+                bind_data={"colour": "red", "size": 3, "sa_id": "x"},
+            ),
+            channel="test",
+            settings=SETTINGS,
+        )
+    assert [field for field, _ in caught.value.problems] == [
+        "bind_data.sa_id",
+        "bind_data.speed",
+        "bind_data.colour",
+        "bind_data.size",
+    ]
+    assert caught.value.problems[1][1].startswith("is required by the command for")
+    async with journal.pool.connection() as conn:
+        row = await (await conn.execute("select count(*) as n from provisioning.orders")).fetchone()
+    assert row == {"n": 0}

@@ -183,7 +183,15 @@ def test_the_buffer_query_and_its_row_model_agree_with_the_payload(db_url: str) 
     assert "from provisioning.commands" in text
     with psycopg.connect(db_url) as conn:
         cursor = conn.execute(
-            text, {"lane": "provisioning.AAA", "state": None, "older_than_s": None, "limit": 1}
+            text,
+            {
+                "lane": "provisioning.AAA",
+                "state": None,
+                "older_than_s": None,
+                "errcode": None,
+                "sa_id": None,
+                "limit": 1,
+            },
         )
         assert cursor.description is not None
         columns = [c.name for c in cursor.description]

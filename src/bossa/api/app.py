@@ -38,6 +38,7 @@ from bossa.journal import api as journal_api
 from bossa.journal import metrics as journal_metrics
 from bossa.logs import get_logger
 from bossa.provisioning import api as provisioning_api
+from bossa.provisioning import metrics as provisioning_metrics
 from bossa.runtime import Runtime, running
 
 __all__ = ["create_app"]
@@ -86,7 +87,7 @@ def create_app(
 
     def answer(exc: UserError) -> JSONResponse:
         ERRORS.labels(str(exc.http_status)).inc()
-        return JSONResponse(status_code=exc.http_status, content=ErrorBody.of(exc).model_dump())
+        return JSONResponse(status_code=exc.http_status, content=ErrorBody.of(exc).content())
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError) -> JSONResponse:
@@ -94,10 +95,13 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "is not valid"}
-        where = [str(part) for part in first.get("loc", ()) if part not in ("body",)]
-        field = ".".join(where[1:] if where[:1] in (["query"], ["path"], ["header"]) else where)
-        return answer(InvalidInput(str(first.get("msg", "is not valid")), field=field or "body"))
+        # Every problem of the request at once (an order with three bad fields names three).
+        problems = []
+        for error in exc.errors() or [{"loc": (), "msg": "is not valid"}]:
+            where = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
+            field = ".".join(where[1:] if where[:1] in (["query"], ["path"], ["header"]) else where)
+            problems.append((field or "body", str(error.get("msg", "is not valid"))))
+        return answer(InvalidInput.every(problems))
 
     @app.exception_handler(psycopg.Error)
     async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
@@ -182,6 +186,7 @@ async def _refresh_gauges(runtime: Runtime, settings: ApiSettings) -> None:
         async with asyncio.timeout(settings.ready_timeout_s):
             await journal_metrics.refresh(runtime.pool)
             await billing_metrics.refresh(runtime.pool)
+            await provisioning_metrics.refresh(runtime.pool)
 
 
 #: How often the table gauges are read for a separate metrics bind, which cannot read

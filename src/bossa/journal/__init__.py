@@ -12,6 +12,9 @@ lanes with `journal.declare_lane(lane, owner)`.
 
 from bossa.journal.models import (
     GENERIC_OWNER,
+    BulkAction,
+    BulkFilter,
+    BulkResult,
     Claim,
     Enqueued,
     Entry,
@@ -35,6 +38,9 @@ from bossa.journal.worker import (
 __all__ = [
     "GENERIC_OWNER",
     "BatchHandler",
+    "BulkAction",
+    "BulkFilter",
+    "BulkResult",
     "Claim",
     "DatabaseLost",
     "Enqueued",

@@ -24,10 +24,14 @@ from bossa.errors import InvalidInput
 __all__ = [
     "FINAL_STATES",
     "GENERIC_OWNER",
+    "MAX_BULK",
     "MAX_ID",
     "MAX_PAGE",
     "MAX_PAYLOAD_DEPTH",
     "UNFINISHED_STATES",
+    "BulkAction",
+    "BulkFilter",
+    "BulkResult",
     "Claim",
     "Enqueued",
     "Entry",
@@ -343,6 +347,79 @@ class EntryFilter:
         return self
 
 
+#: Entries one bulk action changes at most (one statement, one transaction).
+MAX_BULK = 100_000
+
+
+class BulkAction(StrEnum):
+    """An operator's action on many entries at once, and the states it applies to."""
+
+    RETRY = "retry"
+    PARK = "park"
+    DISCARD = "discard"
+
+    @property
+    def from_states(self) -> tuple[EntryState, ...]:
+        """Retry: parked and backing-off entries; park: those waiting or ready; discard:
+        any not in flight and not finished (as the one-entry actions)."""
+        return {
+            BulkAction.RETRY: (EntryState.PARKED, EntryState.READY),
+            BulkAction.PARK: (EntryState.WAITING, EntryState.READY),
+            BulkAction.DISCARD: (EntryState.WAITING, EntryState.READY, EntryState.PARKED),
+        }[self]
+
+    @property
+    def to_state(self) -> EntryState:
+        """The state it leaves (a retry: ready, or waiting behind its key's head)."""
+        return {
+            BulkAction.RETRY: EntryState.READY,
+            BulkAction.PARK: EntryState.PARKED,
+            BulkAction.DISCARD: EntryState.DISCARDED,
+        }[self]
+
+
+@dataclass(frozen=True)
+class BulkFilter:
+    """Which entries of one lane a bulk action selects: any of key, age (older than, in
+    seconds since enqueued) and last error code; at most `limit`, oldest first."""
+
+    lane: str
+    key: str | None = None
+    older_than_s: float | None = None
+    error_code: str | None = None
+    limit: int = MAX_BULK
+
+    def checked(self) -> BulkFilter:
+        lane_name(self.lane)
+        _name(self.key, "key", optional=True, limit=MAX_KEY_LENGTH)
+        _name(self.error_code, "error_code", optional=True, limit=MAX_NAME_LENGTH)
+        if self.older_than_s is not None and not 0 <= self.older_than_s <= MAX_AGE_S:
+            raise InvalidInput(f"must be between 0 and {MAX_AGE_S:.0f}", field="older_than_s")
+        if not 1 <= self.limit <= MAX_BULK:
+            raise InvalidInput(f"must be between 1 and {MAX_BULK}", field="limit")
+        return self
+
+    def described(self) -> dict[str, Any]:
+        """The selection as the audit keeps it."""
+        return {
+            "key": self.key,
+            "older_than_s": self.older_than_s,
+            "error_code": self.error_code,
+            "limit": self.limit,
+        }
+
+
+class BulkResult(BaseModel):
+    """What a bulk action selected (`matched`) and changed (none in a dry run)."""
+
+    action: BulkAction
+    lane: str
+    dry_run: bool
+    matched: int = Field(description="Entries the selection holds now (all of them)")
+    changed: int = Field(description="Entries changed (at most the limit; 0 in a dry run)")
+    entry_ids: list[int] = Field(description="The entries changed, oldest first")
+
+
 def check_limit(limit: int, field_name: str = "limit") -> int:
     """A page size: 1 to MAX_PAGE."""
     if not 1 <= limit <= MAX_PAGE:
@@ -364,6 +441,8 @@ class EntryError(BaseModel):
     code: str
     message: str
     at: datetime
+    #: False when the failure gave its attempt back (the target could not be reached).
+    counted: bool = True
 
 
 class EntryRecord(BaseModel):

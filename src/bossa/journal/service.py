@@ -26,6 +26,9 @@ from bossa.journal.models import (
     MAX_KEY_LENGTH,
     MAX_PAGE,
     BlockedKey,
+    BulkAction,
+    BulkFilter,
+    BulkResult,
     Counts,
     Enqueued,
     EntryDetail,
@@ -47,6 +50,7 @@ from bossa.journal.worker import Handler, Worker
 
 __all__ = [
     "blocked_keys",
+    "bulk",
     "counts",
     "discard",
     "edit",
@@ -317,6 +321,57 @@ async def edit(
             after={"state": str(change.entry.state), "payload": payload},
         )
     return change.entry.state
+
+
+async def bulk(
+    journal: Journal,
+    action: BulkAction,
+    where: BulkFilter,
+    *,
+    actor: str,
+    reason: str | None,
+    dry_run: bool = False,
+) -> BulkResult:
+    """Retry, park or discard every entry of a lane that the selection holds (by key,
+    age, last error code), set-based: one statement for the lot, each entry audited
+    with the reason. A dry run counts them and changes nothing. The lane's keys are
+    locked first, in key order, so per-key order holds as with the one-entry actions;
+    a discard then makes each key's next entry due."""
+    where = where.checked()
+    async with journal.pool.connection() as conn:
+        await store.lane_of(conn, where.lane)
+        if dry_run:
+            matched = await store.bulk_count(conn, action, where)
+            return BulkResult(
+                action=action,
+                lane=where.lane,
+                dry_run=True,
+                matched=matched,
+                changed=0,
+                entry_ids=[],
+            )
+    _need_actor(actor)
+    if not reason or not reason.strip():
+        raise InvalidInput("a bulk action needs a reason, kept in the audit", field="reason")
+    check_text(reason, "reason")
+    async with journal.pool.connection() as conn, conn.transaction():
+        matched = await store.bulk_count(conn, action, where)
+        changed = await store.bulk_set_state(conn, action, where, actor=actor, reason=reason)
+        keyed = [row for row in changed if row["key"] is not None]
+        if action is BulkAction.DISCARD and keyed:
+            await store.advance_keys(
+                conn, [row["lane"] for row in keyed], [row["key"] for row in keyed]
+            )
+        if changed and action is not BulkAction.PARK:
+            await store.wake(conn, where.lane)
+    return BulkResult(
+        action=action,
+        lane=where.lane,
+        dry_run=False,
+        matched=matched,
+        changed=len(changed),
+        entry_ids=[int(row["id"]) for row in changed],
+    )
 
 
 # -- retention ---------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from bossa.errors import Forbidden, InvalidInput, NotFound
 from bossa.journal.models import (
     AuditRecord,
     BlockedKey,
+    BulkAction,
+    BulkFilter,
     Claim,
     Counts,
     Enqueued,
@@ -78,6 +80,10 @@ class Failure:
     code: str
     message: str
     final: bool = False
+    #: False for a failure that says nothing about the entry (its target could not be
+    #: reached): recorded in its history, but the attempt is given back, so it never
+    #: parks for it (provisioning's divisions that are down).
+    counted: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,14 +322,29 @@ class Journal:
         *,
         conn: Conn | None = None,
     ) -> list[FailResult]:
-        """Record errors and schedule retries (or park); returns what became of each entry."""
+        """Record errors and schedule retries (or park); returns what became of each entry.
+        An uncounted failure (`counted=False`) gives its attempt back and makes the entry
+        ready again at once: whoever reported it decides when to take it again."""
         if not failures:
             return []
         policy = await self.policy(lane, conn=conn)
         rows: list[dict[str, Any]] = []
         async with self._tx(conn) as tx:
+            uncounted = [f for f in failures if not f.counted and not f.final]
+            if uncounted:
+                cursor = await tx.execute(
+                    QUERIES["fail_uncounted"],
+                    {
+                        "ids": [f.entry_id for f in uncounted],
+                        "token": token,
+                        "codes": [f.code[:200] for f in uncounted],
+                        "messages": [f.message[:4000] for f in uncounted],
+                    },
+                    prepare=True,
+                )
+                rows += await cursor.fetchall()
             for final in (False, True):
-                group = [f for f in failures if f.final is final]
+                group = [f for f in failures if f.final is final and (f.counted or f.final)]
                 if not group:
                     continue
                 cursor = await tx.execute(
@@ -566,3 +587,40 @@ async def purge(conn: Conn, lane: str, *, retention_s: int, limit: int) -> int:
         QUERIES["purge"], {"lane": lane, "retention_s": retention_s, "limit": limit}
     )
     return cursor.rowcount
+
+
+# -- bulk actions ------------------------------------------------------------------------
+
+
+def _bulk_params(action: BulkAction, where: BulkFilter) -> dict[str, Any]:
+    return {
+        "lane": where.lane,
+        "states": [s.value for s in action.from_states],
+        "key": where.key,
+        "older_than_s": where.older_than_s,
+        "error_code": where.error_code,
+    }
+
+
+async def bulk_count(conn: Conn, action: BulkAction, where: BulkFilter) -> int:
+    """How many entries the selection holds now."""
+    row = await (await conn.execute(QUERIES["bulk_count"], _bulk_params(action, where))).fetchone()
+    return int(row["n"]) if row else 0
+
+
+async def bulk_set_state(
+    conn: Conn, action: BulkAction, where: BulkFilter, *, actor: str, reason: str
+) -> list[dict[str, Any]]:
+    """Lock the selection's keys, then change up to `where.limit` entries in one
+    statement, each audited; returns them (id, lane, key, before, after)."""
+    params = _bulk_params(action, where)
+    await conn.execute(QUERIES["bulk_lock_keys"], params)
+    params |= {
+        "action": action.value,
+        "state": action.to_state.value,
+        "limit": where.limit,
+        "actor": actor,
+        "reason": reason,
+        "selection": Jsonb(where.described()),
+    }
+    return list(await (await conn.execute(QUERIES["bulk_set_state"], params)).fetchall())

@@ -18,13 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bossa.access.api import PrincipalDep, guarded
 from bossa.access.models import Permission
-from bossa.journal import EntryState, Journal
+from bossa.journal import BulkAction, EntryState, Journal
+from bossa.journal.models import MAX_BULK
 from bossa.provisioning import service
 from bossa.provisioning.lanes import Deliverer
 from bossa.provisioning.models import (
     MAX_POSITION,
     BufferedCommand,
     BufferRow,
+    BulkOutcome,
     DivisionChange,
     DivisionView,
     LaneState,
@@ -83,6 +85,10 @@ class Discarding(_Body):
 class BindsBody(Reasoned):
     bind_data: dict[str, str | int | float | bool | None] = Field(
         description="Only binds the command has; its command text (the plan's) cannot be edited."
+    )
+    retry: bool = Field(
+        default=False,
+        description="Also send it again now (a parked command otherwise stays parked)",
     )
 
 
@@ -209,11 +215,58 @@ async def buffer(
     journal: JournalDep,
     state: Annotated[str | None, Query(max_length=20)] = None,
     older_than_s: Annotated[float | None, Query(ge=0, le=service.MAX_AGE_S)] = None,
+    errcode: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    sa_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     limit: Limit = 100,
 ) -> list[BufferRow]:
-    """A division's buffer with the seed's columns, oldest first."""
+    """A division's buffer with every column of the seed's buffers (P8, P9), oldest
+    first; by state, age, ERRCODE and contract."""
     return await service.buffer(
-        journal.pool, division, state=state, older_than_s=older_than_s, limit=limit
+        journal.pool,
+        division,
+        state=state,
+        older_than_s=older_than_s,
+        errcode=errcode,
+        sa_id=sa_id,
+        limit=limit,
+    )
+
+
+class BulkBody(_Body):
+    action: BulkAction = Field(description="retry, park or discard")
+    errcode: Annotated[Line, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Only commands whose latest failure has this ERRCODE"
+    )
+    older_than_s: float | None = Field(
+        default=None, ge=0, le=service.MAX_AGE_S, description="Buffered longer ago (s)"
+    )
+    sa_id: Annotated[Line, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Only this contract's commands"
+    )
+    limit: int = Field(default=MAX_BULK, ge=1, le=MAX_BULK, description="At most, oldest first")
+    dry_run: bool = Field(default=False, description="Count only; change nothing")
+    reason: Reason | None = Field(
+        default=None, description="Why (required unless a dry run; kept in the audit)"
+    )
+
+
+@router.post("/buffers/{division}/bulk", **guarded(OPERATE))
+async def bulk(
+    division: str, body: BulkBody, journal: JournalDep, principal: PrincipalDep
+) -> BulkOutcome:
+    """Retry, park or discard a division's buffered commands by ERRCODE, age and
+    contract, at once (set-based, each audited with the reason); `dry_run` counts them."""
+    return await service.bulk(
+        journal,
+        body.action,
+        division,
+        errcode=body.errcode,
+        older_than_s=body.older_than_s,
+        sa_id=body.sa_id,
+        limit=body.limit,
+        dry_run=body.dry_run,
+        actor=principal.actor,
+        reason=body.reason,
     )
 
 
@@ -229,7 +282,12 @@ async def patch_binds(
 ) -> BufferedCommand:
     """Change a buffered command's bind values (to fix what made it fail)."""
     return await service.edit_binds(
-        journal, entry_id, body.bind_data, actor=principal.actor, reason=body.reason
+        journal,
+        entry_id,
+        body.bind_data,
+        actor=principal.actor,
+        reason=body.reason,
+        retry=body.retry,
     )
 
 

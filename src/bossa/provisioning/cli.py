@@ -17,6 +17,8 @@ import typer
 from bossa.access import cli_principal
 from bossa.clitools import JsonOpt, ReasonOpt, json_arg, with_runtime
 from bossa.errors import InvalidInput
+from bossa.journal import BulkAction
+from bossa.journal.models import MAX_BULK
 from bossa.provisioning import service
 from bossa.provisioning.models import BufferRow, OrderRequest, describe
 from bossa.provisioning.settings import ProvisioningSettings
@@ -37,6 +39,12 @@ provisioning_app.add_typer(division_app, name="division")
 provisioning_app.add_typer(plan_app, name="plan")
 provisioning_app.add_typer(order_app, name="order")
 provisioning_app.add_typer(buffer_app, name="buffer")
+bulk_app = typer.Typer(
+    help="Retry, park or discard many buffered commands at once, by ERRCODE, age and "
+    "contract (--dry-run counts them).",
+    no_args_is_help=True,
+)
+buffer_app.add_typer(bulk_app, name="bulk")
 
 # A daemon holds a connection per batch in hand, plus its listener and direct calls.
 _DAEMON_POOL = 8
@@ -278,20 +286,38 @@ def order_show(wo_no: str) -> None:
     print_json(with_runtime(lambda rt: service.order(rt.pool, wo_no)).model_dump(mode="json"))
 
 
+ErrcodeOpt = Annotated[
+    str | None, typer.Option("--errcode", help="ERRCODE of the latest failure (23505, CONNECT...)")
+]
+SaIdOpt = Annotated[str | None, typer.Option("--sa-id", help="SA_ID: one contract's commands")]
+OlderOpt = Annotated[
+    float | None, typer.Option("--older-than", help="Buffered more than this many seconds ago.")
+]
+
+
 @buffer_app.command("list")
 def buffer_list(
     division: str,
     state: Annotated[
         str | None, typer.Option(help="waiting|ready|taken|parked|done|discarded")
     ] = None,
-    older_than: Annotated[float | None, typer.Option(help="Seconds.")] = None,
+    older_than: OlderOpt = None,
+    errcode: ErrcodeOpt = None,
+    sa_id: SaIdOpt = None,
     limit: int = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """A division's buffer with the seed's columns, oldest first (as the API shows it)."""
+    """A division's buffer with every column of the seed's buffers (P8, P9), oldest
+    first (as the API shows it)."""
     found = with_runtime(
         lambda rt: service.buffer(
-            rt.pool, division, state=state, older_than_s=older_than, limit=limit
+            rt.pool,
+            division,
+            state=state,
+            older_than_s=older_than,
+            errcode=errcode,
+            sa_id=sa_id,
+            limit=limit,
         )
     )
     rows = [row.model_dump(mode="json") for row in found]
@@ -325,14 +351,25 @@ def buffer_edit_binds(
     entry_id: int,
     bind: Annotated[list[str], typer.Option(help="NAME=VALUE to change")],
     reason: ReasonOpt = None,
+    retry: Annotated[
+        bool, typer.Option("--retry", help="Also send it again now (parked stays parked else).")
+    ] = False,
 ) -> None:
     """Change a buffered command's bind data (to fix what made it fail); its command is
-    its plan version's and cannot be edited."""
+    its plan version's and cannot be edited. A parked command stays parked unless
+    --retry is given."""
     changes = _binds(bind)
-    with_runtime(
-        lambda rt: service.edit_binds(rt.journal, entry_id, changes, actor=_actor(), reason=reason)
+    edited = with_runtime(
+        lambda rt: service.edit_binds(
+            rt.journal, entry_id, changes, actor=_actor(), reason=reason, retry=retry
+        )
     )
-    out.print(f"entry {entry_id} bind data changed")
+    out.print(f"entry {entry_id} bind data changed; it is {edited.state}")
+    if edited.state == "parked":
+        out.print(
+            f"it stays parked until retried: bossa provisioning buffer retry {entry_id}"
+            " (or edit with --retry)"
+        )
 
 
 @buffer_app.command("park")
@@ -347,6 +384,95 @@ def buffer_discard(entry_id: int, reason: Annotated[str, typer.Option()]) -> Non
     """Give up on a command; the contract's next command goes on."""
     with_runtime(lambda rt: service.discard(rt.journal, entry_id, actor=_actor(), reason=reason))
     out.print(f"entry {entry_id} discarded")
+
+
+def _bulk(
+    action: BulkAction,
+    division: str,
+    errcode: str | None,
+    older_than: float | None,
+    sa_id: str | None,
+    limit: int,
+    dry_run: bool,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    outcome = with_runtime(
+        lambda rt: service.bulk(
+            rt.journal,
+            action,
+            division,
+            errcode=errcode,
+            older_than_s=older_than,
+            sa_id=sa_id,
+            limit=limit,
+            dry_run=dry_run,
+            actor=_actor(),
+            reason=reason,
+        )
+    )
+    if as_json:
+        print_json(outcome.model_dump(mode="json"))
+    elif dry_run:
+        out.print(f"dry run: {outcome.matched} commands of {division} would {action.value}")
+    else:
+        out.print(f"{division}: {outcome.changed} commands {action.to_state.value}")
+        if outcome.matched > outcome.changed:
+            out.print(f"{outcome.matched - outcome.changed} more match: run it again")
+
+
+BulkLimitOpt = Annotated[
+    int, typer.Option("--limit", min=1, max=MAX_BULK, help="At most this many, oldest first.")
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Count them; change nothing.")]
+BulkReasonOpt = Annotated[
+    str | None, typer.Option("--reason", help="Why (required unless --dry-run; audited).")
+]
+
+
+@bulk_app.command("retry")
+def bulk_retry(
+    division: str,
+    errcode: ErrcodeOpt = None,
+    older_than: OlderOpt = None,
+    sa_id: SaIdOpt = None,
+    limit: BulkLimitOpt = MAX_BULK,
+    dry_run: DryRunOpt = False,
+    reason: BulkReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send again now every parked or backing-off command selected, with fresh attempts."""
+    _bulk(BulkAction.RETRY, division, errcode, older_than, sa_id, limit, dry_run, reason, as_json)
+
+
+@bulk_app.command("park")
+def bulk_park(
+    division: str,
+    errcode: ErrcodeOpt = None,
+    older_than: OlderOpt = None,
+    sa_id: SaIdOpt = None,
+    limit: BulkLimitOpt = MAX_BULK,
+    dry_run: DryRunOpt = False,
+    reason: BulkReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hold every waiting or ready command selected (their contracts wait too)."""
+    _bulk(BulkAction.PARK, division, errcode, older_than, sa_id, limit, dry_run, reason, as_json)
+
+
+@bulk_app.command("discard")
+def bulk_discard(
+    division: str,
+    errcode: ErrcodeOpt = None,
+    older_than: OlderOpt = None,
+    sa_id: SaIdOpt = None,
+    limit: BulkLimitOpt = MAX_BULK,
+    dry_run: DryRunOpt = False,
+    reason: BulkReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give up on every command selected (not in flight); each contract's next goes on."""
+    _bulk(BulkAction.DISCARD, division, errcode, older_than, sa_id, limit, dry_run, reason, as_json)
 
 
 @provisioning_app.command("log")
@@ -425,8 +551,10 @@ def backup_daemon(
         )
         await daemon.run(once=once, install_signal_handlers=True)
         stats = daemon.worker.stats
+        down = f", down (probed {daemon.probes} times)" if daemon.down else ""
         out.print(
             f"{division}: {stats.acked} delivered, {stats.failed} failed, {stats.parked} parked"
+            + down
         )
 
     with_runtime(go, pool_max=_DAEMON_POOL)

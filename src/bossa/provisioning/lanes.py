@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -34,7 +36,7 @@ from bossa.db import Conn, Pool
 from bossa.errors import InvalidInput
 from bossa.journal import DatabaseLost, Entry, Failure, Journal, NewEntry, Worker
 from bossa.logs import get_logger
-from bossa.provisioning import service
+from bossa.provisioning import metrics, service
 from bossa.provisioning.adapters import Adapter, Command, DeliveryError, adapter_for
 from bossa.provisioning.models import (
     Delivery,
@@ -210,6 +212,22 @@ class Deliverer:
         per command (at once, in threads) where it cannot."""
         return await self._send(division, commands, batch=True)
 
+    async def probe(self, division: str) -> DeliveryError | None:
+        """A cheap check of the division's protocol (the adapter's `probe`): None when
+        the server answers, else the unreachable error, credentials masked. A division
+        row no adapter can use answers with its (not unreachable) error: deliveries then
+        fail on it and park, for an operator."""
+        try:
+            adapter = await self._adapter(division)
+            await asyncio.to_thread(adapter.probe)
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # an adapter's bug: the division is not known to answer
+            error = DeliveryError(type(exc).__name__, str(exc) or repr(exc), unreachable=True)
+        else:
+            return None
+        return _masked(error, self._rows.get(division, (0.0, None))[1])
+
     async def _send(
         self, division: str, commands: Sequence[Command], *, batch: bool
     ) -> dict[int, DeliveryError | None]:
@@ -230,8 +248,9 @@ class Deliverer:
             entry_id: None if error is None else _masked(error, record)
             for entry_id, error in results.items()
         }
+        self._report(division, commands, results, mode="backup" if batch else "direct")
         try:
-            await self._settle(division, commands, results)
+            await self._settle(division, results)
         except Exception as exc:  # the known state is advice: a failure to record it
             log.warning("division state not recorded", division=division, error=type(exc).__name__)
         return results
@@ -244,41 +263,67 @@ class Deliverer:
             return _caught(exc)
         return None
 
-    async def _settle(
-        self,
+    @staticmethod
+    def _report(
         division: str,
         commands: Sequence[Command],
         results: dict[int, DeliveryError | None],
+        *,
+        mode: str,
     ) -> None:
-        failed = [(c, e) for c in commands if (e := results.get(c.entry_id)) is not None]
-        unreachable = next((e for _, e in failed if e.unreachable), None)
-        if unreachable is not None:
-            await self._mark(
-                division, down=True, error=f"{unreachable.code}: {unreachable.message}"
-            )
-        elif len(failed) < len(commands):
-            await self._mark(division, down=False)
-        if failed:
-            first, error = failed[0]
-            log.info(
+        """Each failure, one warning line and one count: the entry, its contract, the
+        division and the code, and whether it was refused (an attempt) or the division
+        could not be reached (not counted)."""
+        for command in commands:
+            error = results.get(command.entry_id)
+            if error is None:
+                continue
+            cause = "unreachable" if error.unreachable else "refused"
+            metrics.FAILURES.labels(division, error.code, cause).inc()
+            log.warning(
                 "delivery failed",
+                entry_id=command.entry_id,
+                sa_id=command.sa_id,
                 division=division,
-                failed=len(failed),
-                sa_id=first.sa_id,
-                wo_no=first.wo_no,
                 code=error.code,
-                unreachable=error.unreachable,
+                cause=cause,
+                mode=mode,
+                wo_no=command.wo_no,
+                error=error.message,
             )
 
-    async def _mark(self, division: str, *, down: bool, error: str | None = None) -> None:
-        if not down:
-            record = await self.division_record(division)
-            if record is not None and record.down_until is None:
-                return  # not marked down (as of a second ago): no write per success
-        self._rows.pop(division, None)
-        await service.mark_division(
-            self.pool, division, down=down, error=error, hold_s=self.settings.down_hold_s
+    async def _settle(self, division: str, results: dict[int, DeliveryError | None]) -> None:
+        errors = [e for e in results.values() if e is not None]
+        unreachable = next((e for e in errors if e.unreachable), None)
+        if unreachable is not None:
+            await self.mark(division, down=True, error=f"{unreachable.code}: {unreachable.message}")
+        elif len(errors) < len(results):
+            await self.mark(division, down=False)
+
+    async def mark(
+        self, division: str, *, down: bool, error: str | None = None, hold_s: float | None = None
+    ) -> None:
+        """Record the division's known state (P4a): down for `hold_s` (the down-hold by
+        default; a failed probe extends it to its next probe) or up. A change of state
+        (as last read, at most a second ago) is logged as a warning and counted."""
+        record = await self.division_record(division)
+        was_down = (
+            record is not None
+            and record.down_until is not None
+            and record.down_until > datetime.now(UTC)
         )
+        if not down and (record is None or record.down_until is None):
+            return  # not marked down (as of a second ago): no write per success
+        self._rows.pop(division, None)
+        hold = self.settings.down_hold_s if hold_s is None else hold_s
+        await service.mark_division(self.pool, division, down=down, error=error, hold_s=hold)
+        if down and not was_down:
+            metrics.DIVISION_TRANSITIONS.labels(division, "down").inc()
+            code = (error or "").partition(":")[0] or None
+            log.warning("division down", division=division, code=code, error=error, hold_s=hold)
+        elif not down and was_down:
+            metrics.DIVISION_TRANSITIONS.labels(division, "up").inc()
+            log.warning("division up", division=division)
 
     async def close(self) -> None:
         async with self._lock:
@@ -309,6 +354,15 @@ class BackupDaemon:
         # dropped past the cap and, if acked after all, read from its entry again.
         self._sent: dict[int, ProvisioningCommand] = {}
         self._sent_cap = 4 * settings.backup_batch * settings.backup_concurrency
+        # The division's reachability as this daemon knows it: while down it takes
+        # nothing and probes instead, on a backoff that starts over after a delivery.
+        self._down = False
+        self._down_since = 0.0
+        self._next_probe = 0.0
+        self._probe_backoff = settings.probe_backoff_base_s
+        self._probe_lock = asyncio.Lock()
+        #: Protocol checks made while the division was down (the only calls then).
+        self.probes = 0
         self.worker = Worker(
             journal,
             lane_of(division),
@@ -316,16 +370,88 @@ class BackupDaemon:
             listen_url=listen_url,
             concurrency=concurrency or settings.backup_concurrency,
             batch_size=batch_size or settings.backup_batch,
-            gate=self._division_in_use,
+            gate=self._may_take,
             after_ack=self._log,
             batch_handler=self._deliver_batch,
         )
 
-    async def _division_in_use(self) -> bool:
-        # SERVER_USED off: the buffer keeps filling and nothing is sent until it is on
-        # again. The row is the deliverer's, read at most once a second.
+    @property
+    def down(self) -> bool:
+        """Is the division down as this daemon knows it (taking nothing, probing)?"""
+        return self._down
+
+    async def _may_take(self) -> bool:
+        """Asked before each take. SERVER_USED off: the buffer keeps filling and nothing
+        is sent until it is on again. A division known to be down (found so by this
+        daemon or by any other process: an order's direct call, another daemon) gets
+        no command, only a probe when one is due; when the probe answers, taking goes
+        on, and the buffer drains in per-contract order. The row is the deliverer's,
+        read at most once a second."""
         record = await self.deliverer.division_record(self.division)
-        return record is not None and record.division.server_used
+        if record is None or not record.division.server_used:
+            return False
+        if (
+            not self._down
+            and record.down_until is not None
+            and record.down_until > datetime.now(UTC)
+        ):
+            self._went_down(probe_now=True)  # another process found it down: look now
+        if not self._down:
+            return True
+        return await self._probe_if_due()
+
+    def _went_down(self, *, probe_now: bool = False) -> None:
+        if self._down:
+            return
+        self._down = True
+        self._down_since = time.monotonic()
+        self._next_probe = 0.0 if probe_now else self._down_since + self._jittered()
+
+    def _jittered(self) -> float:
+        return self._probe_backoff * random.uniform(0.75, 1.25)  # noqa: S311 (not a secret)
+
+    async def _probe_if_due(self) -> bool:
+        async with self._probe_lock:  # one probe at a time, whichever taker asks
+            if not self._down:
+                return True
+            now = time.monotonic()
+            if now < self._next_probe:
+                return False
+            self.probes += 1
+            error = await self.deliverer.probe(self.division)
+            settings = self.deliverer.settings
+            if error is None or not error.unreachable:
+                metrics.PROBES.labels(self.division, "up").inc()
+                self._down = False
+                log.warning(
+                    "division answers again; delivering its buffer",
+                    division=self.division,
+                    down_s=round(time.monotonic() - self._down_since, 1),
+                    probes=self.probes,
+                )
+                await self.deliverer.mark(self.division, down=False)
+                return True
+            metrics.PROBES.labels(self.division, "down").inc()
+            # The backoff is not reset when a probe answers, only after a delivery: a
+            # division that answers probes but fails every call stays on a slow cycle.
+            self._probe_backoff = min(self._probe_backoff * 2, settings.probe_backoff_max_s)
+            wait = self._jittered()
+            self._next_probe = time.monotonic() + wait
+            log.info(
+                "division still down",
+                division=self.division,
+                code=error.code,
+                error=error.message,
+                next_probe_s=round(wait, 2),
+            )
+            # Orders keep going straight to the buffer at least until the next probe.
+            await self.deliverer.mark(
+                self.division,
+                down=True,
+                error=f"{error.code}: {error.message}",
+                hold_s=max(settings.down_hold_s, wait + 1.0),
+            )
+            return False
 
     async def _deliver_batch(self, entries: list[Entry]) -> dict[int, Failure | None]:
         # One entry per contract in a batch: delivered together, in one round trip where
@@ -367,13 +493,46 @@ class BackupDaemon:
         results = await self.deliverer.deliver_many(self.division, commands)
         if len(self._sent) > self._sent_cap:
             self._sent.clear()
+        delivered = False
         for entry_id, error in results.items():
             if error is None:
                 outcome[entry_id] = None
                 self._sent[entry_id] = parsed[entry_id]
+                delivered = True
+            elif error.unreachable:
+                # Not the command's fault: the attempt is given back (it never parks
+                # for this), and the daemon holds the division until a probe answers.
+                outcome[entry_id] = Failure(entry_id, error.code, error.message, counted=False)
+                self._went_down()
             else:
                 outcome[entry_id] = Failure(entry_id, error.code, error.message)
+        if delivered:
+            self._probe_backoff = self.deliverer.settings.probe_backoff_base_s
+        await self._report_parking(entries, outcome)
         return outcome
+
+    async def _report_parking(
+        self, entries: list[Entry], outcome: dict[int, Failure | None]
+    ) -> None:
+        """A warning and a count for each command this batch parks: refused for good,
+        or refused on its last attempt (the journal parks it when the failure is
+        recorded, right after this)."""
+        policy = await self.journal.policy(lane_of(self.division))
+        for entry in entries:
+            failure = outcome.get(entry.id)
+            if failure is None or not failure.counted:
+                continue
+            if failure.final or entry.attempts >= policy.max_attempts:
+                metrics.PARKED.labels(self.division, failure.code).inc()
+                log.warning(
+                    "command parked",
+                    entry_id=entry.id,
+                    sa_id=entry.key,
+                    division=self.division,
+                    code=failure.code,
+                    attempts=entry.attempts,
+                    error=failure.message[:_ERROR_TEXT],
+                )
 
     async def _log(self, conn: Conn, entries: list[Entry]) -> None:
         # P11, written with the ack: a logged delivery is an acked one.

@@ -48,6 +48,7 @@ __all__ = [
     "BindData",
     "BufferRow",
     "BufferedCommand",
+    "BulkOutcome",
     "Credentials",
     "Delivery",
     "DeliveryMode",
@@ -86,16 +87,18 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse(model: type[M], data: Any, *, prefix: str = "") -> M:
-    """`data` as `model`, or InvalidInput naming the first field at fault: the one way a
-    request, a division change or a journal payload is checked, on every edge alike."""
+    """`data` as `model`, or InvalidInput naming every field at fault (the first as its
+    `field`): the one way a request, a division change or a journal payload is checked,
+    on every edge alike."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(
-            first["msg"], field=".".join(p for p in (prefix, where) if p) or model.__name__
-        ) from exc
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            field_name = ".".join(p for p in (prefix, where) if p) or model.__name__
+            problems.append((field_name, str(error["msg"])))
+        raise InvalidInput.every(problems) from exc
 
 
 # -- text an operator or a caller types ------------------------------------------------
@@ -678,29 +681,28 @@ def _nested_strings(value: Any) -> list[str]:
 
 
 def check_binds(plan: list[PlanCommand], bind_data: dict[str, Any]) -> None:
-    """An order's bind data gives exactly what its plan's templates need, as scalars."""
-    clash = sorted(ORDER_BINDS & set(bind_data))
-    if clash:
-        raise InvalidInput(
-            "is taken from the order itself; do not repeat it in bind_data",
-            field=f"bind_data.{clash[0]}",
-        )
+    """An order's bind data gives exactly what its plan's templates need, as scalars.
+    Every problem is reported at once (InvalidInput.problems), each naming its bind."""
+    problems = [
+        (f"bind_data.{name}", "is taken from the order itself; do not repeat it in bind_data")
+        for name in sorted(ORDER_BINDS & set(bind_data))
+    ]
     needed = set().union(*(c.needs for c in plan)) - ORDER_BINDS
-    missing = sorted(needed - set(bind_data))
-    if missing:
-        users = [c.division for c in plan if missing[0] in c.needs]
-        raise InvalidInput(
-            f"is required by the command for {', '.join(users)}", field=f"bind_data.{missing[0]}"
-        )
-    unused = sorted(set(bind_data) - needed)
-    if unused:
-        raise InvalidInput(
-            "is not used by any command of this plan "
-            f"(it uses: {', '.join(sorted(needed)) or 'nothing'})",
-            field=f"bind_data.{unused[0]}",
-        )
-    for name, value in bind_data.items():
-        _check_bind_value(name, value)
+    for name in sorted(needed - set(bind_data)):
+        users = ", ".join(c.division for c in plan if name in c.needs)
+        problems.append((f"bind_data.{name}", f"is required by the command for {users}"))
+    uses = ", ".join(sorted(needed)) or "nothing"
+    problems += [
+        (f"bind_data.{name}", f"is not used by any command of this plan (it uses: {uses})")
+        for name in sorted(set(bind_data) - needed - ORDER_BINDS)
+    ]
+    problems += [
+        (f"bind_data.{name}", problem)
+        for name, value in bind_data.items()
+        if (problem := bind_problem(name, value)) is not None
+    ]
+    if problems:
+        raise InvalidInput.every(problems)
 
 
 def _check_bind_value(name: str, value: Any) -> None:
@@ -832,28 +834,55 @@ class LogRow(BaseModel):
 
 
 class BufferRow(BaseModel):
-    """A buffered command with the seed's columns (P8, P9): the API and the CLI show these."""
+    """A buffered command with every column of the seed's buffers (P8 and P9): the API,
+    the CLI and the SQL views show these."""
 
     entry_id: int
     state: str
     attempts: int
-    division: str
+    division: str = Field(description="DIVISION")
     startdate: datetime = Field(description="STARTDATE: when it was buffered")
+    recv_date: datetime = Field(
+        description="RECV_DATE (P9): when the buffer received it (the same as STARTDATE)"
+    )
     enddate: datetime | None = Field(description="ENDDATE: when it was delivered")
-    sa_id: str
-    wo_no: str | None
-    intf_code: str | None
-    cust_id: str | None
+    sa_id: str = Field(description="SA_ID: the contract")
+    wo_no: str | None = Field(description="WO_NO: the work order")
+    ins_date: datetime | None = Field(description="INS_DATE: when the order sent it")
+    intf_code: str | None = Field(description="INTF_CODE: the order type (4201 new ...)")
+    cust_id: str | None = Field(description="CUST_ID")
     plan_version: int | None = Field(
         description="The plan version the command is sent with (null: an entry from "
         "before plans were versioned that matched none; it is never sent)"
     )
     command: Any = Field(description="COMMAND: the plan version's template")
-    bind_data: dict[str, Any] | None
-    errcode: str | None
-    errmsg: str | None
-    errdate: datetime | None
-    logname: str | None
+    bind_data: dict[str, Any] | None = Field(description="BIND_DATA: the values bound")
+    bind_method: bool | None = Field(
+        description="BIND_METHOD: true when the command's values are bound by the driver "
+        "(always, in bossa: a value is never spliced into a command)"
+    )
+    errcode: str | None = Field(
+        description="ERRCODE: the latest failure's code; empty once delivered"
+    )
+    errmsg: str | None = Field(
+        description="ERRMSG: the latest failure's text; empty once delivered"
+    )
+    errdate: datetime | None = Field(description="ERRDATE: when it failed; empty once delivered")
+    logname: str | None = Field(description="LOGNAME: the application that sent it")
+
+
+class BulkOutcome(BaseModel):
+    """What an operator's bulk action on a buffer selected and changed."""
+
+    action: str = Field(description="retry, park or discard")
+    division: str
+    dry_run: bool = Field(description="True: counted only, nothing changed")
+    errcode: str | None = Field(description="The ERRCODE selected (none: any)")
+    older_than_s: float | None = Field(description="Buffered longer ago than this (seconds)")
+    sa_id: str | None = Field(description="The contract selected (none: any)")
+    matched: int = Field(description="Commands the selection holds, in the action's states")
+    changed: int = Field(description="Commands changed (0 in a dry run)")
+    entry_ids: list[int] = Field(description="The commands changed, oldest first")
 
 
 class BufferedCommand(BaseModel):

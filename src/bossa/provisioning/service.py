@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from bossa.customers import product_exists
 from bossa.db import Conn, Pool, user_errors
 from bossa.errors import Conflict, InvalidInput, NotFound, UserError
-from bossa.journal import Claim, EntryState, Failure, Journal
+from bossa.journal import BulkAction, BulkFilter, Claim, EntryState, Failure, Journal
 from bossa.journal import service as journal_service
+from bossa.journal.models import MAX_BULK
 from bossa.logs import get_logger
 from bossa.provisioning import lanes, store
 from bossa.provisioning.adapters.base import DeliveryError, render
@@ -34,6 +35,7 @@ from bossa.provisioning.models import (
     MAX_POSITION,
     BufferedCommand,
     BufferRow,
+    BulkOutcome,
     Delivery,
     DeliveryMode,
     DivisionChange,
@@ -73,6 +75,7 @@ __all__ = [
     "backup_daemon",
     "buffer",
     "buffered_command",
+    "bulk",
     "deliver_direct",
     "delivery_log",
     "discard",
@@ -277,7 +280,11 @@ async def deliver_direct(journal: Journal, deliverer: Deliverer, accepted: Accep
                 delivered.append(Delivery(claim.entry_id, command, DeliveryMode.DIRECT, 1))
             else:
                 routes[division] = Route.BUFFERED
-                failure = Failure(claim.entry_id, error.code, error.message)
+                # Unreachable: not an attempt (the backup daemon delivers it once the
+                # division answers); refused: the first of its attempts.
+                failure = Failure(
+                    claim.entry_id, error.code, error.message, counted=not error.unreachable
+                )
                 await journal.fail(claim.token, lanes.lane_of(division), [failure], conn=conn)
         await store.log_deliveries(conn, delivered)
         return await store.complete_order(conn, accepted.wo_no, routes)
@@ -595,27 +602,106 @@ async def plan_versions(pool: Pool, keys: Sequence[PlanKey]) -> dict[PlanKey, Pl
 MAX_AGE_S = 10 * 365 * 24 * 3600
 
 
+def _check_age(older_than_s: float | None) -> None:
+    if older_than_s is not None and not 0 <= older_than_s <= MAX_AGE_S:
+        raise InvalidInput(f"must be between 0 and {MAX_AGE_S} seconds", field="older_than_s")
+
+
+def _check_code(name: str, value: str | None) -> None:
+    if value is not None and not (1 <= len(value) <= 200 and value.isprintable()):
+        raise InvalidInput("must be 1 to 200 printable characters", field=name)
+
+
 async def buffer(
     pool: Pool,
     division: str,
     *,
     state: str | None = None,
     older_than_s: float | None = None,
+    errcode: str | None = None,
+    sa_id: str | None = None,
     limit: int = 100,
 ) -> list[BufferRow]:
-    """A division's buffer with the seed's columns, oldest first."""
+    """A division's buffer with every column of the seed's buffers, oldest first; by
+    state, age (seconds since buffered), ERRCODE (the latest failure of a command not
+    delivered) and contract."""
     if state is not None and state not in set(EntryState):
         known = ", ".join(EntryState)
         raise InvalidInput(f"unknown state {state!r} (known: {known})", field="state")
     if not 1 <= limit <= 10_000:
         raise InvalidInput("must be between 1 and 10000", field="limit")
-    if older_than_s is not None and not 0 <= older_than_s <= MAX_AGE_S:
-        raise InvalidInput(f"must be between 0 and {MAX_AGE_S} seconds", field="older_than_s")
+    _check_age(older_than_s)
+    _check_code("errcode", errcode)
+    _check_code("sa_id", sa_id)
     async with pool.connection() as conn:
         await _division(conn, division)
         return await store.buffer(
-            conn, lanes.lane_of(division), state=state, older_than_s=older_than_s, limit=limit
+            conn,
+            lanes.lane_of(division),
+            state=state,
+            older_than_s=older_than_s,
+            errcode=errcode,
+            sa_id=sa_id,
+            limit=limit,
         )
+
+
+async def bulk(
+    journal: Journal,
+    action: BulkAction,
+    division: str,
+    *,
+    errcode: str | None = None,
+    older_than_s: float | None = None,
+    sa_id: str | None = None,
+    limit: int = MAX_BULK,
+    dry_run: bool = False,
+    actor: str,
+    reason: str | None = None,
+) -> BulkOutcome:
+    """P10 for many commands at once: retry, park or discard a division's buffered
+    commands by ERRCODE, age and contract (any of them; none: the whole buffer, in the
+    states the action applies to), oldest first, at most `limit`. Set-based (one
+    statement, each command audited with the reason, which is required); a dry run
+    counts what the selection holds and changes nothing."""
+    _check_age(older_than_s)
+    _check_code("errcode", errcode)
+    _check_code("sa_id", sa_id)
+    async with journal.pool.connection() as conn:
+        await _division(conn, division)
+    where = BulkFilter(
+        lane=lanes.lane_of(division),
+        key=sa_id,
+        older_than_s=older_than_s,
+        error_code=errcode,
+        limit=limit,
+    )
+    result = await journal_service.bulk(
+        journal, action, where, actor=actor, reason=reason, dry_run=dry_run
+    )
+    if not dry_run:
+        log.warning(
+            "bulk action on a buffer",
+            action=action.value,
+            division=division,
+            errcode=errcode,
+            older_than_s=older_than_s,
+            sa_id=sa_id,
+            changed=result.changed,
+            actor=actor,
+            reason=reason,
+        )
+    return BulkOutcome(
+        action=action,
+        division=division,
+        dry_run=dry_run,
+        errcode=errcode,
+        older_than_s=older_than_s,
+        sa_id=sa_id,
+        matched=result.matched,
+        changed=result.changed,
+        entry_ids=result.entry_ids,
+    )
 
 
 def _rendered(plan: PlanVersion, command: ProvisioningCommand) -> Any:
@@ -672,9 +758,12 @@ async def edit_binds(
     *,
     actor: str,
     reason: str | None = None,
+    retry: bool = False,
 ) -> BufferedCommand:
     """Change some of a buffered command's bind values (to fix what made it fail); its
-    command text is the plan's and is never edited here. Audited by the journal."""
+    command text is the plan's and is never edited here. Audited by the journal. The
+    edit leaves the command's state as it was (a parked command stays parked: the
+    answer says so); `retry` sends it again now, as `retry` would."""
     if not changes:
         raise InvalidInput("give at least one NAME=VALUE", field="bind_data")
     current = await buffered_command(journal, entry_id)
@@ -684,6 +773,9 @@ async def edit_binds(
     await journal_service.edit(
         journal, entry_id, changed.to_payload(), actor=actor, reason=reason, owner=lanes.OWNER
     )
+    if retry and current.state in (EntryState.PARKED, EntryState.READY):
+        # (A waiting command goes when its contract's earlier ones are done.)
+        await journal_service.retry(journal, entry_id, actor=actor, reason=reason)
     return await buffered_command(journal, entry_id)
 
 

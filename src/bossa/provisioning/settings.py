@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bossa.config import BossaSettings, register
@@ -34,3 +34,15 @@ class ProvisioningSettings(BossaSettings):
     backup_concurrency: int = Field(default=4, ge=1, le=64)
     #: The LOGNAME recorded with each command.
     logname: str = Field(default="bossa", pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    #: A backup daemon that finds its division unreachable stops taking commands and
+    #: checks the division's protocol (SELECT 1, PING, the WSDL, a HEAD) after this long,
+    #: then after twice as long each time it still does not answer, up to
+    #: probe_backoff_max_s (with +-25% jitter). The backoff starts over after a delivery.
+    probe_backoff_base_s: float = Field(default=1.0, ge=0.01, le=600, allow_inf_nan=False)
+    probe_backoff_max_s: float = Field(default=60.0, ge=0.01, le=3600, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _probe_range(self) -> ProvisioningSettings:
+        if self.probe_backoff_max_s < self.probe_backoff_base_s:
+            raise ValueError("probe_backoff_max_s must be at least probe_backoff_base_s")
+        return self

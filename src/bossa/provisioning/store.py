@@ -46,6 +46,7 @@ __all__ = [
     "declare_lane",
     "division",
     "division_has_plans",
+    "division_states",
     "divisions",
     "ensure_receive_table",
     "finish_receipt",
@@ -164,6 +165,12 @@ async def declare_lane(conn: Conn, lane: str, actor: str) -> None:
 async def known_down(conn: Conn, name: str) -> bool:
     row = await _one(conn, "known_down", {"division": name})
     return bool(row and row["down"])
+
+
+async def division_states(conn: Conn) -> list[tuple[str, bool]]:
+    """Every division and whether it is known to be down now."""
+    rows = await (await conn.execute(QUERIES["division_states"])).fetchall()
+    return [(str(row["division"]), bool(row["down"])) for row in rows]
 
 
 async def mark_down(conn: Conn, name: str, *, error: str, hold_s: float) -> None:
@@ -414,12 +421,26 @@ async def log_for(conn: Conn, *, sa_id: str | None, wo_no: str | None, limit: in
 
 
 async def buffer(
-    conn: Conn, lane: str, *, state: str | None, older_than_s: float | None, limit: int
+    conn: Conn,
+    lane: str,
+    *,
+    state: str | None,
+    older_than_s: float | None,
+    errcode: str | None = None,
+    sa_id: str | None = None,
+    limit: int,
 ) -> list[BufferRow]:
     rows = await _all(
         conn,
         "buffer",
-        {"lane": lane, "state": state, "older_than_s": older_than_s, "limit": limit},
+        {
+            "lane": lane,
+            "state": state,
+            "older_than_s": older_than_s,
+            "errcode": errcode,
+            "sa_id": sa_id,
+            "limit": limit,
+        },
     )
     return [BufferRow.model_validate(row) for row in rows]
 

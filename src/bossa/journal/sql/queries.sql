@@ -154,6 +154,24 @@ select * from journal.fail(
     %(max_attempts)s, %(backoff_base_ms)s, %(backoff_max_ms)s
 )
 
+-- name: fail_uncounted
+-- Record a failure that is not the entry's fault (its target could not be reached): the
+-- attempt is given back, so it never parks for it, and the entry is ready again; the
+-- consumer holds its lane until the target answers. Marked "counted": false in history.
+update journal.entries e
+set state = 'ready',
+    attempts = greatest(e.attempts - 1, 0),
+    not_before = now(),
+    lease_token = null,
+    lease_expires_at = null,
+    taken_at = null,
+    errors = e.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', e.attempts, 'code', f.code, 'message', f.message, 'at', now(),
+        'counted', false))
+from unnest(%(ids)s::bigint[], %(codes)s::text[], %(messages)s::text[]) as f(id, code, message)
+where e.id = f.id and e.state = 'taken' and e.lease_token = %(token)s
+returning e.id, e.state, e.attempts, e.not_before
+
 -- name: heartbeat
 -- Extend the lease of entries still held under this token; returns those extended.
 update journal.entries
@@ -349,3 +367,77 @@ returning *
 -- name: set_payload
 -- An operator's edit of one locked entry's payload.
 update journal.entries set payload = %(payload)s::jsonb where id = %(id)s returning *
+
+-- name: bulk_lock_keys
+-- An operator's bulk action first locks the keys of the entries it selects, in key
+-- order (the order enqueue and advance_keys take them in): per-key order holds, and
+-- two bulk actions cannot deadlock.
+select k.key from journal.keys k
+where k.lane = %(lane)s
+  and k.key in (
+      select e.key from journal.entries e
+      where e.lane = %(lane)s and e.key is not null
+        and e.state = any (%(states)s::journal.state[])
+        and (%(key)s::text is null or e.key = %(key)s)
+        and (%(older_than_s)s::float8 is null
+             or e.created_at < now() - make_interval(secs => %(older_than_s)s::float8))
+        and (%(error_code)s::text is null or e.errors -> -1 ->> 'code' = %(error_code)s)
+  )
+order by k.key
+for update of k
+
+-- name: bulk_count
+-- How many entries an operator's bulk action selects (its dry run).
+select count(*) as n from journal.entries e
+where e.lane = %(lane)s
+  and e.state = any (%(states)s::journal.state[])
+  and (%(key)s::text is null or e.key = %(key)s)
+  and (%(older_than_s)s::float8 is null
+       or e.created_at < now() - make_interval(secs => %(older_than_s)s::float8))
+  and (%(error_code)s::text is null or e.errors -> -1 ->> 'code' = %(error_code)s)
+
+-- name: bulk_set_state
+-- An operator's bulk retry, park or discard, set-based: up to `limit` selected entries,
+-- oldest first, change state in one statement, each audited with the reason. A retry
+-- gives a fresh set of attempts, due now, ready if the entry heads its key (else it
+-- waits behind the key's head); an entry taken meanwhile by a worker is left alone
+-- (the state is checked again under the row lock). Returns the entries changed, so a
+-- discard can advance their keys.
+with target as (
+    select e.id, e.state as before from journal.entries e
+    where e.lane = %(lane)s
+      and e.state = any (%(states)s::journal.state[])
+      and (%(key)s::text is null or e.key = %(key)s)
+      and (%(older_than_s)s::float8 is null
+           or e.created_at < now() - make_interval(secs => %(older_than_s)s::float8))
+      and (%(error_code)s::text is null or e.errors -> -1 ->> 'code' = %(error_code)s)
+    order by e.id
+    limit %(limit)s
+    for update
+),
+changed as (
+    update journal.entries e
+    set state = case
+            when %(action)s <> 'retry' then %(state)s::journal.state
+            when e.key is null or not exists (
+                select 1 from journal.entries h
+                where h.lane = e.lane and h.key = e.key and h.id < e.id
+                  and journal.unfinished(h.state)
+            ) then 'ready'
+            else 'waiting'
+        end::journal.state,
+        not_before = case when %(action)s = 'retry' then now() else e.not_before end,
+        attempts = case when %(action)s = 'retry' then 0 else e.attempts end,
+        finished_at = case when %(action)s = 'discard' then now() end
+    from target t
+    where e.id = t.id and e.state = any (%(states)s::journal.state[])
+    returning e.id, e.lane, e.key, t.before::text as before, e.state::text as after
+),
+audited as (
+    insert into journal.audit (actor, action, entry_id, lane, reason, before, after)
+    select %(actor)s, %(action)s, c.id, c.lane, %(reason)s,
+           jsonb_build_object('state', c.before, 'bulk', %(selection)s::jsonb),
+           jsonb_build_object('state', c.after)
+    from changed c
+)
+select id, lane, key, before, after from changed order by id

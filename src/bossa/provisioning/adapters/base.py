@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from bossa.provisioning.models import Division, ServerType
 
 __all__ = [
+    "UNAVAILABLE_HTTP",
     "Adapter",
     "Command",
     "DeliveryError",
@@ -47,9 +48,14 @@ class Command:
 class DeliveryError(Exception):
     """The division did not apply the command.
 
-    `unreachable` means the server could not be reached at all (connection refused,
-    timeout): the division is then known to be down (P4a) and later commands go straight
-    to its buffer. Otherwise the server answered with an error (ERRCODE, ERRMSG).
+    `unreachable` means the division could not take the call at all (no connection,
+    a timeout, the server shutting down, starting, out of connections or read-only, a
+    gateway in front of it answering 502/503/504/429): the division is then known to be
+    down (P4a), later commands go straight to its buffer, the failure is not counted as
+    an attempt and never parks the command, and the backup daemon probes the division
+    instead of sending. Otherwise the server refused this command (ERRCODE, ERRMSG):
+    an attempt, retried with backoff and parked after the last one. Each adapter's
+    classification is in docs/provisioning.md ("Unreachable is not refused").
     """
 
     def __init__(self, code: str, message: str, *, unreachable: bool = False) -> None:
@@ -59,9 +65,19 @@ class DeliveryError(Exception):
         self.unreachable = unreachable
 
 
+#: HTTP statuses that say the server (or the gateway in front of it) cannot take a call
+#: now, whatever the call: unreachable, not a refusal of the command.
+UNAVAILABLE_HTTP = frozenset({429, 502, 503, 504})
+
+
 class Adapter(Protocol):
     def deliver(self, command: Command) -> None:
         """Apply the command once at the target (a repeat with the same entry id is a no-op)."""
+
+    def probe(self) -> None:
+        """A cheap check of the division's protocol (SELECT 1, PING, a GET of the WSDL,
+        a HEAD of the base URL): returns when the server answers, raises an unreachable
+        DeliveryError when it does not."""
 
     def close(self) -> None: ...
 

@@ -68,6 +68,29 @@ return replies
 SCRIPT_CHUNK = 250
 
 
+#: Error replies that say the server cannot take any write now, whatever the command:
+#: loading its data, a script or module busy, a replica (READONLY) or a primary that
+#: lost its link (MASTERDOWN), a cluster in trouble, out of memory. Unreachable, not
+#: refused: the division is down until a PING answers.
+UNAVAILABLE_REPLIES = (
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "READONLY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "OOM",
+)
+
+
+def _refusal(text: str) -> DeliveryError:
+    """An error reply as the buffer records it: the server's refusal of this command
+    (ERRCODE REDIS), or unreachable when the reply says the server takes nothing now."""
+    if text.split(" ", 1)[0].upper() in UNAVAILABLE_REPLIES:
+        return DeliveryError("REDIS", text, unreachable=True)
+    return DeliveryError("REDIS", text)
+
+
 def marker_key(division: str, entry_id: int) -> str:
     return f"bossa:applied:{division}:{entry_id}"
 
@@ -116,13 +139,13 @@ class RedisAdapter:
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise DeliveryError("CONNECT", str(exc), unreachable=True) from exc
         except ResponseError as exc:  # EXECABORT: a command was refused, nothing applied
-            raise DeliveryError("REDIS", first_line(exc)) from exc
+            raise _refusal(first_line(exc)) from exc
         failed = [r for r in results if isinstance(r, ResponseError)]
         if failed:
             # Redis has no rollback: the other commands took effect. Drop the marker so
             # a retry (after an operator's fix) applies the command again.
             self._forget(marker)
-            raise DeliveryError("REDIS", first_line(failed[0]))
+            raise _refusal(first_line(failed[0]))
 
     def deliver_many(self, commands: list[Command]) -> dict[int, DeliveryError | None]:
         """A backup daemon's batch: one script call per SCRIPT_CHUNK commands (see
@@ -156,14 +179,26 @@ class RedisAdapter:
             except ResponseError as exc:
                 # The script itself stopped (out of memory, a script timeout): what ran
                 # before holds its markers, so the retry of the whole chunk is safe.
-                failure = DeliveryError("REDIS", first_line(exc))
+                failure = _refusal(first_line(exc))
                 results.update(dict.fromkeys((c.entry_id for c, _ in chunk), failure))
                 continue
             for (command, _), reply in zip(chunk, replies, strict=True):
                 results[command.entry_id] = (
-                    None if isinstance(reply, int) else DeliveryError("REDIS", _text(reply))
+                    None if isinstance(reply, int) else _refusal(_text(reply))
                 )
         return results
+
+    def probe(self) -> None:
+        """PING (a replica or a loading server answers it too: the next delivery then
+        finds it unavailable again, and the daemon's probe backoff keeps growing)."""
+        try:
+            self._client.ping()
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise DeliveryError("CONNECT", first_line(exc), unreachable=True) from exc
+        except ResponseError as exc:
+            error = _refusal(first_line(exc))
+            if error.unreachable:
+                raise error from exc
 
     def close(self) -> None:
         self._client.close()

@@ -11,7 +11,13 @@ from urllib.parse import quote
 
 import httpx
 
-from bossa.provisioning.adapters.base import Command, DeliveryError, Division, render
+from bossa.provisioning.adapters.base import (
+    UNAVAILABLE_HTTP,
+    Command,
+    DeliveryError,
+    Division,
+    render,
+)
 
 __all__ = ["RestAdapter"]
 
@@ -52,7 +58,25 @@ class RestAdapter:
                 "CONNECT", str(exc) or type(exc).__name__, unreachable=True
             ) from exc
         if not response.is_success:
-            raise DeliveryError(f"HTTP{response.status_code}", response.text[:500])
+            raise DeliveryError(
+                f"HTTP{response.status_code}",
+                response.text[:500],
+                unreachable=response.status_code in UNAVAILABLE_HTTP,
+            )
+
+    def probe(self) -> None:
+        """A HEAD of the base URL: any answer but 429/502/503/504 means the server is
+        there (a 404 or 405 too: it answered)."""
+        try:
+            response = self._client.head("")
+        except httpx.TransportError as exc:
+            raise DeliveryError(
+                "CONNECT", str(exc) or type(exc).__name__, unreachable=True
+            ) from exc
+        if response.status_code in UNAVAILABLE_HTTP:
+            raise DeliveryError(
+                f"HTTP{response.status_code}", response.text[:500], unreachable=True
+            )
 
     def close(self) -> None:
         self._client.close()

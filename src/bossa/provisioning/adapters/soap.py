@@ -14,7 +14,13 @@ import zeep
 import zeep.exceptions
 from zeep.transports import Transport
 
-from bossa.provisioning.adapters.base import Command, DeliveryError, Division, render
+from bossa.provisioning.adapters.base import (
+    UNAVAILABLE_HTTP,
+    Command,
+    DeliveryError,
+    Division,
+    render,
+)
 
 __all__ = ["MESSAGE_ID_PARAM", "SoapAdapter"]
 
@@ -50,12 +56,26 @@ class SoapAdapter:
             raise DeliveryError(_fault_code(exc.code), str(exc.message)) from exc
         except zeep.exceptions.TransportError as exc:
             raise DeliveryError(
-                f"HTTP{exc.status_code}", _clip(exc.content or exc.message)
+                f"HTTP{exc.status_code}",
+                _clip(exc.content or exc.message),
+                unreachable=exc.status_code in UNAVAILABLE_HTTP,
             ) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise DeliveryError("CONNECT", str(exc), unreachable=True) from exc
         except (zeep.exceptions.Error, TypeError, ValueError) as exc:  # bad params or reply
             raise DeliveryError("SOAP", _clip(str(exc))) from exc
+
+    def probe(self) -> None:
+        """A GET of the WSDL: any answer but 429/502/503/504 means the server is there."""
+        url = self.division.server_url or ""
+        try:
+            response = self._session.get(url, timeout=self.division.timeout_s)
+        except requests.RequestException as exc:
+            raise DeliveryError("CONNECT", _clip(str(exc)), unreachable=True) from exc
+        if response.status_code in UNAVAILABLE_HTTP:
+            raise DeliveryError(
+                f"HTTP{response.status_code}", _clip(response.text), unreachable=True
+            )
 
     def close(self) -> None:
         self._session.close()

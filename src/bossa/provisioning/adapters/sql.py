@@ -55,8 +55,23 @@ _INSERT_MARKERS_PG = text(
 )
 # Duplicate key: PostgreSQL SQLSTATE, MySQL/MariaDB error number.
 _DUPLICATE_CODES = {"23505", "1062"}
-# MySQL/MariaDB client errors that mean "no server there" rather than "server said no".
-_MYSQL_UNREACHABLE = {"2002", "2003", "2005", "2006", "2013", "2055"}
+# MySQL/MariaDB errors that say the server cannot take any call now rather than "this
+# command is refused": client errors (can't connect 2002/2003, unknown host 2005, gone
+# away 2006, lost connection 2013/2055), too many connections (1040, 1203), shutting
+# down (1053), read-only (1290 --read-only, 1836 read-only mode), and a statement cut
+# by max_execution_time (3024), like a timeout.
+_MYSQL_UNREACHABLE = {
+    "2002", "2003", "2005", "2006", "2013", "2055", "1040", "1203", "1053", "1290", "1836",
+    "3024",
+}  # fmt: skip
+# PostgreSQL SQLSTATEs of the same kind: connection exceptions (class 08), insufficient
+# resources (class 53: too many connections, out of memory, disk full), the server
+# shutting down or starting (57P01-57P03), a statement cut by statement_timeout (57014,
+# the division's call timeout), and a read-only server (25006: a standby after a
+# failover, not the primary the division names).
+_PG_UNREACHABLE_CLASSES = ("08", "53")
+_PG_UNREACHABLE = {"57P01", "57P02", "57P03", "57014", "25006"}
+_PROBE = text("SELECT 1")
 
 
 class SqlAdapter:
@@ -96,8 +111,9 @@ class SqlAdapter:
         try:
             conn = self._engine.connect()
         except sa_exc.TimeoutError as exc:
-            # Our own pool is exhausted: the division is busy, not down.
-            raise DeliveryError("POOL_BUSY", first_line(exc)) from exc
+            # Every pooled connection is busy for longer than the call timeout: the
+            # division cannot take this call now, which says nothing of the command.
+            raise DeliveryError("POOL_BUSY", first_line(exc), unreachable=True) from exc
         except (sa_exc.DBAPIError, OSError) as exc:
             raise DeliveryError("CONNECT", first_line(exc), unreachable=True) from exc
         with conn:
@@ -120,9 +136,8 @@ class SqlAdapter:
         try:
             conn = self._engine.connect()
         except sa_exc.TimeoutError as exc:
-            return dict.fromkeys(
-                (c.entry_id for c in commands), DeliveryError("POOL_BUSY", first_line(exc))
-            )
+            busy = DeliveryError("POOL_BUSY", first_line(exc), unreachable=True)
+            return dict.fromkeys((c.entry_id for c in commands), busy)
         except (sa_exc.DBAPIError, OSError) as exc:
             down = DeliveryError("CONNECT", first_line(exc), unreachable=True)
             return dict.fromkeys((c.entry_id for c in commands), down)
@@ -190,6 +205,20 @@ class SqlAdapter:
         savepoint.commit()
         return None
 
+    def probe(self) -> None:
+        """SELECT 1 on a pooled connection (a new one while the server is down)."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(_PROBE)
+        except sa_exc.TimeoutError as exc:
+            raise DeliveryError("POOL_BUSY", first_line(exc), unreachable=True) from exc
+        except sa_exc.DBAPIError as exc:
+            error = _delivery_error(exc)
+            if error.unreachable or conn_failed(exc):
+                raise DeliveryError(error.code, error.message, unreachable=True) from exc
+        except OSError as exc:
+            raise DeliveryError("CONNECT", first_line(exc), unreachable=True) from exc
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -214,6 +243,12 @@ class SqlAdapter:
             if _dbapi_code(exc) in _DUPLICATE_CODES:
                 raise _AlreadyApplied from exc
             raise
+
+
+def conn_failed(exc: sa_exc.DBAPIError) -> bool:
+    """Did the error come before the server answered anything (connecting, logging in)?
+    A probe that cannot log in finds the division as unusable as one that is down."""
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
 
 
 class _AlreadyApplied(Exception):
@@ -289,11 +324,28 @@ def _dbapi_code(exc: sa_exc.DBAPIError) -> str | None:
     return None
 
 
+def _unreachable_code(code: str | None) -> bool:
+    if code is None:
+        return False
+    return (
+        code in _MYSQL_UNREACHABLE
+        or code in _PG_UNREACHABLE
+        or (len(code) == 5 and code.startswith(_PG_UNREACHABLE_CLASSES))
+    )
+
+
 def _delivery_error(exc: sa_exc.DBAPIError) -> DeliveryError:
+    """A driver error as the buffer records it: unreachable (not counted, the division
+    is down) when the connection broke or the server cannot take any call now (its code
+    is then kept: 57P01, 53300, 2013...); otherwise the server's refusal of this command,
+    its SQLSTATE or error number as ERRCODE."""
     code = _dbapi_code(exc)
     message = first_line(exc.orig if exc.orig is not None else exc)
-    if exc.connection_invalidated or code in _MYSQL_UNREACHABLE:
-        return DeliveryError("CONNECT", message, unreachable=True)
+    if exc.connection_invalidated:
+        return DeliveryError(code or "CONNECT", message, unreachable=True)
+    if _unreachable_code(code):
+        assert code is not None
+        return DeliveryError(code, message, unreachable=True)
     if code is None and isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return DeliveryError("CONNECT", message, unreachable=True)
     return DeliveryError(code or type(exc.orig).__name__, message)

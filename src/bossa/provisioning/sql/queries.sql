@@ -215,12 +215,15 @@ set status = %(status)s, error = %(error)s, wo_no = coalesce(%(wo_no)s, wo_no),
 where product_code = %(product)s and id = %(id)s
 
 -- name: buffer
--- A division's buffer with the seed's columns, oldest first.
-select entry_id, state, attempts, division, startdate, enddate, sa_id, wo_no, intf_code,
-       cust_id, plan_version, command, bind_data, errcode, errmsg, errdate, logname
+-- A division's buffer with every column of the seed's buffers (P8, P9), oldest first.
+select entry_id, state, attempts, division, startdate, startdate as recv_date, enddate,
+       sa_id, wo_no, ins_date, intf_code, cust_id, plan_version, command, bind_data,
+       bind_method, errcode, errmsg, errdate, logname
 from provisioning.commands
 where lane = %(lane)s
   and (%(state)s::text is null or state = %(state)s)
+  and (%(errcode)s::text is null or errcode = %(errcode)s)
+  and (%(sa_id)s::text is null or sa_id = %(sa_id)s)
   and (%(older_than_s)s::float8 is null
        or startdate < now() - make_interval(secs => %(older_than_s)s::float8))
 order by entry_id
@@ -229,3 +232,8 @@ limit %(limit)s
 -- name: command_exists
 -- Is this journal entry a provisioning command?
 select exists (select from provisioning.commands where entry_id = %(id)s) as found
+
+-- name: division_states
+-- Every division and whether it is known to be down now, for the metrics gauge.
+select division, coalesce(down_until > now(), false) as down
+from provisioning.divisions order by division

@@ -161,9 +161,11 @@ from (
            (e.payload ->> 'ins_date')::timestamptz as ins_date,
            e.created_at as startdate,
            case when e.state = 'done' then e.finished_at end as enddate,
-           e.last_error_code as errcode,
-           e.last_error_message as errmsg,
-           e.last_error_at as errdate
+           -- The latest failure while the command is not delivered; empty once it is
+           -- (the whole history stays in the entry: `buffer show`).
+           case when e.state <> 'done' then e.last_error_code end as errcode,
+           case when e.state <> 'done' then e.last_error_message end as errmsg,
+           case when e.state <> 'done' then e.last_error_at end as errdate
     from journal.lane_entries e
     where e.lane like 'provisioning.%' and e.kind = 'provisioning.command'
 ) c
@@ -193,6 +195,6 @@ where server_type = 'memstore';
 create view provisioning.backup_mode_buffer as
 select entry_id, state, attempts, division, server_type, startdate, enddate, sa_id, wo_no,
        ins_date, intf_code, cust_id, command #>> '{}' as command, bind_data, errcode, errmsg,
-       logname, errdate, plan_version
+       logname, errdate, plan_version, bind_method
 from provisioning.commands
 where server_type in ('soap', 'rest');
