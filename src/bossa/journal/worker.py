@@ -40,7 +40,15 @@ from bossa.journal.models import Entry, EntryState, Taken
 from bossa.journal.store import Failure, Journal
 from bossa.logs import get_logger
 
-__all__ = ["BatchHandler", "DatabaseLost", "Handler", "HandlerError", "Worker", "WorkerStats"]
+__all__ = [
+    "DB_ERRORS",
+    "BatchHandler",
+    "DatabaseLost",
+    "Handler",
+    "HandlerError",
+    "Worker",
+    "WorkerStats",
+]
 
 Handler = Callable[[Entry], Awaitable[None]] | Callable[[Entry], None]
 #: Handles a whole taken batch at once (entries of distinct keys) and says, per entry id,
@@ -48,7 +56,8 @@ Handler = Callable[[Entry], Awaitable[None]] | Callable[[Entry], None]
 BatchHandler = Callable[[list[Entry]], Awaitable[dict[int, "Failure | None"]]]
 log = get_logger("bossa.journal.worker")
 
-_DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
+#: What a database that is away raises (PostgreSQL restarting, a backend terminated).
+DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
 
 
 class DatabaseLost(UserError):
@@ -274,7 +283,7 @@ class Worker:
                 taken = await self.journal.take(self.lane, self.batch_size, run=self.run_length)
                 backoff = 0.1
                 self._db_answered()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self._db_failed(exc)
                 log.warning("database unavailable; retrying", lane=self.lane, error=str(exc))
                 await self._drop_dead_connections()
@@ -302,7 +311,7 @@ class Worker:
     async def _idle_or_unknown(self) -> bool:
         try:
             return await self._idle()
-        except _DB_ERRORS:
+        except DB_ERRORS:
             return False  # cannot tell while the database is away: keep going
 
     async def _drop_dead_connections(self) -> None:
@@ -320,13 +329,13 @@ class Worker:
     async def _register_sleep(self) -> None:
         if self.listen_url is None:
             return  # nobody would hear the NOTIFY: this worker polls
-        with contextlib.suppress(*_DB_ERRORS):
+        with contextlib.suppress(*DB_ERRORS):
             await self.journal.mark_asleep(self.lane)
 
     async def _quiet_period(self) -> float:
         try:
             wakeup = await self.journal.next_wakeup(self.lane)
-        except _DB_ERRORS:
+        except DB_ERRORS:
             return 1.0
         if wakeup is None:
             return self.poll_interval_s
@@ -452,7 +461,7 @@ class Worker:
                     self.stats.released += len(released)
                     metrics.RELEASED.labels(self.lane).inc(len(released))
                     unstarted = []
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self._db_failed(exc)
                 if lease_end is not None and datetime.now(UTC) > lease_end:
                     log.warning(
@@ -500,7 +509,7 @@ class Worker:
         worker's silence, not the batch: a killed worker's keys come back within a lease
         and a reap interval."""
         lease_ms = self.journal.settings.lease_ms
-        with contextlib.suppress(*_DB_ERRORS):
+        with contextlib.suppress(*DB_ERRORS):
             lease_ms = (await self.journal.policy(self.lane)).lease_ms
         interval = lease_ms / 3000.0
         acked: set[int] = set()
@@ -517,7 +526,7 @@ class Worker:
                     acked.update(flushed)
                 held = [i for i in taken.ids if i not in acked]
                 await self.journal.heartbeat(taken.token, self.lane, held, lease_ms=lease_ms)
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self._db_failed(exc)
                 if flushed and not acked.issuperset(flushed):
                     done[:0] = flushed  # not acked: settle acks them
@@ -530,7 +539,7 @@ class Worker:
             try:
                 reaped = await self.journal.reap_expired(self.lane)
                 self._db_answered()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self._db_failed(exc)
                 reaped = []
             finally:
@@ -558,7 +567,7 @@ class Worker:
                     async for note in conn.notifies():
                         if note.payload == self.lane:
                             self._wake_one()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 log.info("listen connection lost; reconnecting", error=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
