@@ -4,10 +4,28 @@ Thin by design: parse, call a domain function, render. A user error prints one l
 and exits 2; only bugs show a traceback.
 """
 
+# ruff: noqa: E402  (the SIGTERM handler goes in before the imports, which take seconds)
+
 from __future__ import annotations
 
-import asyncio
+import signal
 import sys
+
+
+def _stopped_before_start(signum: int, frame: object) -> None:
+    """SIGTERM while the command line is still loading (seconds on a busy machine):
+    nothing is held yet, so end at once and cleanly. A worker asked to stop exits 0
+    whenever the signal comes (`bossa journal work`); any other command 143, as if
+    terminated. Commands that run long install their own handling once started."""
+    args = sys.argv[1:]
+    worker = any(args[i : i + 2] == ["journal", "work"] for i in range(len(args)))
+    raise SystemExit(0 if worker else 128 + signum)
+
+
+if __name__ == "__main__" or sys.argv[0].endswith(("/bossa", "bossa")):
+    signal.signal(signal.SIGTERM, _stopped_before_start)
+
+import asyncio
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 

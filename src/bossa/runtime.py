@@ -9,6 +9,7 @@ runtime instead of building their own. Everything is closed in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -87,7 +88,9 @@ async def running(*, actor: str = "bossa", pool_max: int | None = None) -> Async
     assert isinstance(access_settings, AccessSettings)
     embedded = db_settings.database_url is None
     with database(db_settings) as url:
-        _ensure_schema(url, embedded=embedded)
+        # In a thread: a signal handled by the event loop (a worker asked to stop while it
+        # waits for its database) is not held up by a connect that hangs.
+        await asyncio.to_thread(_ensure_schema, url, embedded=embedded)
         async with open_pool(
             url,
             min_size=db_settings.pool_min_size,

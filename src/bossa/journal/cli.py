@@ -7,6 +7,7 @@ or BOSSA_ACCESS_CLI_ACTOR), never a name typed on the command line.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
@@ -17,7 +18,6 @@ from bossa.clitools import JsonOpt, ReasonOpt, json_arg, with_runtime
 from bossa.errors import InvalidInput
 from bossa.journal import service
 from bossa.journal.models import MAX_ID, MAX_PAGE, EntryError, EntryFilter, NewEntry
-from bossa.runtime import Runtime
 from bossa.terminal import out, print_json, table
 
 __all__ = ["journal_app"]
@@ -240,9 +240,11 @@ def work(
 ) -> None:
     """Run a worker on a lane until SIGTERM (or until idle with --once).
 
-    Exits non-zero with one error line when the database cannot be reached for longer
-    than BOSSA_JOURNAL_DATABASE_OUTAGE_S (or its pool is closed), for a supervisor to
-    restart it."""
+    SIGTERM or SIGINT at any moment stops it and exits 0: during start-up at once,
+    afterwards once the entries in hand are finished and the rest given back. A database
+    that is not there yet is waited for. Exits non-zero with one error line when the
+    database cannot be reached for longer than BOSSA_JOURNAL_DATABASE_OUTAGE_S (or its
+    pool is closed), for a supervisor to restart it."""
     from bossa.journal.handlers import REGISTRY, load_handler
 
     handlers = dict(REGISTRY)
@@ -253,19 +255,13 @@ def work(
 
         start_http_server(metrics_port, addr="127.0.0.1")
 
-    async def go(rt: Runtime) -> None:
-        worker = await service.work(
-            rt.journal,
-            lane,
-            handlers,
-            listen_url=rt.url,
-            concurrency=concurrency,
-            batch_size=batch,
-            until_idle=once,
-        )
-        out.print(
-            f"{lane}: {worker.stats.acked} done, {worker.stats.failed} failed, "
-            f"{worker.stats.parked} parked, {worker.stats.released} given back"
-        )
-
-    with_runtime(go)
+    worker = asyncio.run(
+        service.serve(lane, handlers, concurrency=concurrency, batch_size=batch, until_idle=once)
+    )
+    if worker is None:
+        out.print(f"{lane}: stopped before it started; nothing taken")
+        return
+    out.print(
+        f"{lane}: {worker.stats.acked} done, {worker.stats.failed} failed, "
+        f"{worker.stats.parked} parked, {worker.stats.released} given back"
+    )

@@ -39,6 +39,11 @@ STALE_ACKS = Counter(
     "Acks refused because the lease had passed to another worker",
     ["lane"],
 )
+START_WAITS = Counter(
+    "bossa_journal_start_waits",
+    "Times a starting worker found its database unreachable and waited for it",
+    ["lane"],
+)
 START_LATENCY = Histogram(
     "bossa_journal_start_latency_seconds",
     "From enqueue commit to handler start",

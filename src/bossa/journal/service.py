@@ -14,13 +14,17 @@ shape, never here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bossa.db import Conn
 from bossa.errors import Conflict, Forbidden, InvalidInput, NotFound
-from bossa.journal import store
+from bossa.journal import metrics, store
 from bossa.journal.models import (
     GENERIC_OWNER,
     MAX_KEY_LENGTH,
@@ -44,9 +48,12 @@ from bossa.journal.models import (
     encode_payload,
     lane_name,
 )
-from bossa.journal.settings import LanePolicy
+from bossa.journal.settings import JournalSettings, LanePolicy
 from bossa.journal.store import Journal
-from bossa.journal.worker import Handler, Worker
+from bossa.journal.worker import DB_ERRORS, DatabaseLost, Handler, Worker
+from bossa.logs import get_logger
+
+log = get_logger("bossa.journal.service")
 
 __all__ = [
     "blocked_keys",
@@ -404,6 +411,35 @@ async def purge(journal: Journal, lane: str | None = None) -> int:
 # -- workers -----------------------------------------------------------------------------
 
 
+async def worker_for(
+    journal: Journal,
+    lane: str,
+    handlers: dict[str, Handler],
+    *,
+    listen_url: str | None,
+    concurrency: int | None = None,
+    batch_size: int | None = None,
+) -> Worker:
+    """A generic worker on one of the journal's own lanes. An undeclared lane is an
+    operator's typo (NotFound); another module's lane is refused: no generic handler
+    knows its kinds, so every entry would fail and park, blocking its key."""
+    declared = await journal.lane(lane_name(lane))
+    if declared.owner != GENERIC_OWNER:
+        raise Forbidden(
+            f"lane {lane!r} belongs to {declared.owner}: run {declared.owner}'s own daemon"
+            " for it (a generic worker has no handler for its entries)",
+            field="lane",
+        )
+    return Worker(
+        journal,
+        lane,
+        handlers,
+        listen_url=listen_url,
+        concurrency=concurrency,
+        batch_size=batch_size,
+    )
+
+
 async def work(
     journal: Journal,
     lane: str,
@@ -415,17 +451,8 @@ async def work(
     until_idle: bool = False,
 ) -> Worker:
     """Run a generic worker on one of the journal's own lanes until SIGTERM (or until
-    idle); returns it with its stats. An undeclared lane is an operator's typo
-    (NotFound); another module's lane is refused: no generic handler knows its kinds, so
-    every entry would fail and park, blocking its key."""
-    declared = await journal.lane(lane_name(lane))
-    if declared.owner != GENERIC_OWNER:
-        raise Forbidden(
-            f"lane {lane!r} belongs to {declared.owner}: run {declared.owner}'s own daemon"
-            " for it (a generic worker has no handler for its entries)",
-            field="lane",
-        )
-    worker = Worker(
+    idle); returns it with its stats (see `worker_for`)."""
+    worker = await worker_for(
         journal,
         lane,
         handlers,
@@ -435,3 +462,89 @@ async def work(
     )
     await worker.run(install_signal_handlers=True, until_idle=until_idle)
     return worker
+
+
+async def serve(
+    lane: str,
+    handlers: dict[str, Handler],
+    *,
+    concurrency: int | None = None,
+    batch_size: int | None = None,
+    until_idle: bool = False,
+    actor: str = "cli",
+) -> Worker | None:
+    """`bossa journal work` as a process: SIGTERM and SIGINT stop it gracefully whenever
+    they come, and a database that is not there yet (PostgreSQL restarting) is waited for.
+
+    Until the worker runs, a stop ends the wait at once and returns None (nothing was
+    taken); afterwards the worker finishes the entry in hand and gives back the rest. A
+    database that does not answer within `database_outage_s` of the first try raises
+    `DatabaseLost`, as a running worker does. Whatever else stops start-up (bad settings,
+    pending migrations, a lane nobody declared) is raised at once.
+    """
+    from bossa import config
+    from bossa.runtime import DatabaseUnavailable, running  # the runtime builds on us
+
+    settings = config.load_all()["journal"]
+    assert isinstance(settings, JournalSettings)
+    patience = settings.database_outage_s
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        first_failure: float | None = None
+        backoff = 0.2
+        while not stop.is_set():
+            worker: Worker | None = None
+            try:
+                async with running(actor=actor) as rt:
+                    worker = await worker_for(
+                        rt.journal,
+                        lane,
+                        handlers,
+                        listen_url=rt.url,
+                        concurrency=concurrency,
+                        batch_size=batch_size,
+                    )
+                    if first_failure is not None:
+                        log.warning("database answers; worker starting", lane=lane)
+                    stopper = asyncio.create_task(_stop_when(stop, worker))
+                    try:
+                        await worker.run(until_idle=until_idle)
+                    finally:
+                        stopper.cancel()
+                    return worker
+            except (DatabaseUnavailable, *DB_ERRORS) as exc:
+                if worker is not None:
+                    raise  # the worker rides out outages itself; this is something else
+                now = time.monotonic()
+                first_failure = now if first_failure is None else first_failure
+                if now - first_failure > patience:
+                    raise DatabaseLost(
+                        f"worker on lane {lane!r}: the database has not answered for"
+                        f" {now - first_failure:.0f} s since start-up"
+                        f" (BOSSA_JOURNAL_DATABASE_OUTAGE_S is {patience:g}); exiting for its"
+                        f" supervisor to restart it (last error: {exc})"
+                    ) from None
+                log.warning(
+                    "database not reachable at start-up; waiting for it",
+                    lane=lane,
+                    error=str(exc)[:200],
+                    retry_in_s=backoff,
+                )
+                metrics.START_WAITS.labels(lane).inc()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(backoff * 2, 5.0)
+        log.info("worker stopped before it started", lane=lane)
+        return None
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+async def _stop_when(stop: asyncio.Event, worker: Worker) -> None:
+    await stop.wait()
+    worker.stop()

@@ -17,11 +17,16 @@ from pydantic_settings import SettingsConfigDict
 from bossa.config import BossaSettings, register
 from bossa.errors import InvalidInput
 
-__all__ = ["MAX_LEASE_MS", "JournalSettings", "LanePolicy"]
+__all__ = ["CLAIM_LEASE_MS", "MAX_LEASE_MS", "MAX_RUN", "JournalSettings", "LanePolicy"]
 
 _DAY_MS = 86_400_000
 #: The longest lease a take, a heartbeat or a direct claim may ask for (one day).
 MAX_LEASE_MS = _DAY_MS
+#: The lease of a direct delivery (`enqueue_or_claim`) when the lane's is shorter: no
+#: heartbeat extends it, so it must outlast a slow call to the target.
+CLAIM_LEASE_MS = 30_000
+#: The most entries of one key a take may lease together (`take_run`).
+MAX_RUN = 10_000
 
 MaxAttempts = Annotated[int, Field(ge=1, le=1_000)]
 #: Up to an hour for the first retry, a week for the longest: both fit PostgreSQL's
@@ -52,8 +57,9 @@ class LanePolicy(BaseModel):
     #: First retry delay; doubles on each attempt up to backoff_max_ms, with +-25% jitter.
     backoff_base_ms: BackoffBaseMs = 1_000
     backoff_max_ms: BackoffMaxMs = 300_000
-    #: How long a worker holds an entry before it is handed out again (heartbeats extend it).
-    lease_ms: LeaseMs = 30_000
+    #: How long a worker holds an entry before it is handed out again. Workers heartbeat
+    #: every third of it, so it need not cover the work: only a dead worker's silence.
+    lease_ms: LeaseMs = 5_000
     #: How long finished entries are kept before purge.
     retention_s: RetentionS = 7 * 24 * 3600
     #: Largest payload accepted, as JSON text.
@@ -105,11 +111,14 @@ class JournalSettings(BossaSettings):
     max_attempts: MaxAttempts = 10
     backoff_base_ms: BackoffBaseMs = 1_000
     backoff_max_ms: BackoffMaxMs = 300_000
-    lease_ms: LeaseMs = 30_000
+    lease_ms: LeaseMs = 5_000
     retention_s: RetentionS = 7 * 24 * 3600
     max_payload_bytes: MaxPayloadBytes = 1_048_576
     #: Entries a worker takes at once.
     take_batch: int = Field(default=100, ge=1, le=10_000)
+    #: Entries of one key a worker takes together (a run, handled in order): a hot key
+    #: drains a run per take and ack instead of one entry. 1 takes heads only.
+    take_run: int = Field(default=100, ge=1, le=MAX_RUN)
     #: Concurrent takers per lane in one worker process.
     concurrency: int = Field(default=4, ge=1, le=256)
     #: Handlers run at once within one taken batch (its entries have distinct keys).

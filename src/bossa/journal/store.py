@@ -49,7 +49,13 @@ from bossa.journal.models import (
     encode_payload,
     lane_name,
 )
-from bossa.journal.settings import MAX_LEASE_MS, JournalSettings, LanePolicy
+from bossa.journal.settings import (
+    CLAIM_LEASE_MS,
+    MAX_LEASE_MS,
+    MAX_RUN,
+    JournalSettings,
+    LanePolicy,
+)
 from bossa.sql import load_queries
 
 __all__ = ["QUERIES", "FailResult", "Failure", "Journal"]
@@ -262,7 +268,12 @@ class Journal:
                 entry.payload, field_name="entry.payload", max_bytes=policy.max_payload_bytes
             ),
             "token": token,
-            "lease_ms": policy.lease_ms if lease_ms is None else _lease(lease_ms),
+            # No heartbeat runs for a direct delivery: it keeps the long lease it always
+            # had unless the caller says otherwise, so that a slow call is not handed
+            # to a worker (and delivered twice, maybe out of order) while it is running.
+            "lease_ms": (
+                max(policy.lease_ms, CLAIM_LEASE_MS) if lease_ms is None else _lease(lease_ms)
+            ),
             "created_by": self.actor,
         }
         async with self._tx(conn) as tx:
@@ -273,16 +284,28 @@ class Journal:
 
     # -- take, ack, fail -------------------------------------------------------------
 
-    async def take(self, lane: str, limit: int, *, lease_ms: int | None = None) -> Taken:
-        """Lease up to `limit` due entries of `lane`, at most one per key."""
+    async def take(
+        self, lane: str, limit: int, *, lease_ms: int | None = None, run: int = 1
+    ) -> Taken:
+        """Lease up to `limit` due entries of `lane`, oldest first.
+
+        With `run` 1, at most one entry per key (each key's head). With `run` > 1, each
+        head comes with up to `run - 1` entries of its key right behind it, in order,
+        under the same lease: the caller handles a key's entries one after another, and
+        from the first failure on releases the rest (they wait behind the failed one).
+        """
+        if not 1 <= run <= MAX_RUN:
+            raise InvalidInput(f"must be between 1 and {MAX_RUN}", field="run")
         token = uuid.uuid4()
         lease_ms = (await self.policy(lane)).lease_ms if lease_ms is None else _lease(lease_ms)
+        params = {"lane": lane, "limit": limit, "token": token, "lease_ms": lease_ms}
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(
-                QUERIES["take"],
-                {"lane": lane, "limit": limit, "token": token, "lease_ms": lease_ms},
-                prepare=True,
-            )
+            if run == 1:
+                cursor = await conn.execute(QUERIES["take"], params, prepare=True)
+            else:
+                cursor = await conn.execute(
+                    QUERIES["take_runs"], {**params, "run": run}, prepare=True
+                )
             rows = await cursor.fetchall()
         entries = sorted(
             (

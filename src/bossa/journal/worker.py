@@ -40,7 +40,15 @@ from bossa.journal.models import Entry, EntryState, Taken
 from bossa.journal.store import Failure, Journal
 from bossa.logs import get_logger
 
-__all__ = ["BatchHandler", "DatabaseLost", "Handler", "HandlerError", "Worker", "WorkerStats"]
+__all__ = [
+    "DB_ERRORS",
+    "BatchHandler",
+    "DatabaseLost",
+    "Handler",
+    "HandlerError",
+    "Worker",
+    "WorkerStats",
+]
 
 Handler = Callable[[Entry], Awaitable[None]] | Callable[[Entry], None]
 #: Handles a whole taken batch at once (entries of distinct keys) and says, per entry id,
@@ -48,7 +56,8 @@ Handler = Callable[[Entry], Awaitable[None]] | Callable[[Entry], None]
 BatchHandler = Callable[[list[Entry]], Awaitable[dict[int, "Failure | None"]]]
 log = get_logger("bossa.journal.worker")
 
-_DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
+#: What a database that is away raises (PostgreSQL restarting, a backend terminated).
+DB_ERRORS = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
 
 
 class DatabaseLost(UserError):
@@ -96,6 +105,7 @@ class Worker:
         gate: Callable[[], Awaitable[bool]] | None = None,
         after_ack: Callable[[Conn, list[Entry]], Awaitable[None]] | None = None,
         batch_handler: BatchHandler | None = None,
+        run_length: int | None = None,
     ) -> None:
         settings = journal.settings
         self.journal = journal
@@ -104,6 +114,9 @@ class Worker:
         self.listen_url = listen_url
         self.concurrency = concurrency or settings.concurrency
         self.batch_size = batch_size or settings.take_batch
+        #: Entries of one key per take (a run, handled in order). A batch handler gets
+        #: entries of distinct keys, as it always did: it may deliver them all at once.
+        self.run_length = 1 if batch_handler is not None else (run_length or settings.take_run)
         self.batch_concurrency = settings.batch_concurrency
         self.poll_interval_s = poll_interval_s or settings.poll_interval_s
         self.reap_interval_s = settings.reap_interval_s
@@ -267,10 +280,10 @@ class Worker:
                         return
                     await self._pause(wake, min(self.poll_interval_s, 1.0))
                     continue
-                taken = await self.journal.take(self.lane, self.batch_size)
+                taken = await self.journal.take(self.lane, self.batch_size, run=self.run_length)
                 backoff = 0.1
                 self._db_answered()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self._db_failed(exc)
                 log.warning("database unavailable; retrying", lane=self.lane, error=str(exc))
                 await self._drop_dead_connections()
@@ -298,7 +311,7 @@ class Worker:
     async def _idle_or_unknown(self) -> bool:
         try:
             return await self._idle()
-        except _DB_ERRORS:
+        except DB_ERRORS:
             return False  # cannot tell while the database is away: keep going
 
     async def _drop_dead_connections(self) -> None:
@@ -316,13 +329,13 @@ class Worker:
     async def _register_sleep(self) -> None:
         if self.listen_url is None:
             return  # nobody would hear the NOTIFY: this worker polls
-        with contextlib.suppress(*_DB_ERRORS):
+        with contextlib.suppress(*DB_ERRORS):
             await self.journal.mark_asleep(self.lane)
 
     async def _quiet_period(self) -> float:
         try:
             wakeup = await self.journal.next_wakeup(self.lane)
-        except _DB_ERRORS:
+        except DB_ERRORS:
             return 1.0
         if wakeup is None:
             return self.poll_interval_s
@@ -339,33 +352,38 @@ class Worker:
         lane = self.lane
         self.stats.taken += len(taken.entries)
         metrics.TAKEN.labels(lane).inc(len(taken.entries))
-        pending = set(taken.ids)
-        beat = asyncio.create_task(self._heartbeat(taken, pending))
         done: list[int] = []
         failures: list[Failure] = []
         unstarted: list[int] = []
+        finished = asyncio.Event()
+        beat = asyncio.create_task(self._heartbeat(taken, done, finished))
         gate = asyncio.Semaphore(self.batch_concurrency)
 
-        async def run_one(entry: Entry) -> None:
-            # A batch holds at most one entry per key, so its entries may run at once.
+        async def run_one(run: list[Entry]) -> None:
+            # Runs are of distinct keys, so they may go at once; a run's own entries go
+            # one after another, and the first failure gives back the rest of its run
+            # (release makes them wait behind the failed entry).
             async with gate:
-                if self._stopping.is_set():
-                    unstarted.append(entry.id)
-                    return
-                failure = await self._handle(entry)
-            if failure is None:
-                done.append(entry.id)
-            else:
-                failures.append(failure)
+                for n, entry in enumerate(run):
+                    if self._stopping.is_set():
+                        unstarted.extend(e.id for e in run[n:])
+                        return
+                    failure = await self._handle(entry)
+                    if failure is not None:
+                        failures.append(failure)
+                        unstarted.extend(e.id for e in run[n + 1 :])
+                        return
+                    done.append(entry.id)
 
         try:
             if self.batch_handler is not None:
                 await self._run_whole(taken.entries, done, failures, unstarted)
             else:
-                await asyncio.gather(*(run_one(entry) for entry in taken.entries))
+                await asyncio.gather(*(run_one(run) for run in _runs(taken.entries)))
         finally:
-            beat.cancel()
-            # A heartbeat that died of a database error has nothing to add: settle says it.
+            # Not cancelled: an ack of the heartbeat's in flight must come back first, or
+            # what it acked would be unknown. It sees the event within one interval.
+            finished.set()
             await asyncio.gather(beat, return_exceptions=True)
         await self._settle(taken, done, failures, unstarted)
 
@@ -428,18 +446,7 @@ class Worker:
         while True:
             try:
                 if done:
-                    accepted = await self._ack(taken, done)
-                    stale = len(done) - len(accepted)
-                    self.stats.acked += len(accepted)
-                    metrics.ACKED.labels(self.lane).inc(len(accepted))
-                    if stale:
-                        self.stats.stale_acks += stale
-                        metrics.STALE_ACKS.labels(self.lane).inc(stale)
-                        log.warning(
-                            "ack refused: lease passed to another worker",
-                            lane=self.lane,
-                            entries=stale,
-                        )
+                    await self._ack_done(taken, done)
                     done = []
                 if failures:
                     results = await self.journal.fail(taken.token, self.lane, failures)
@@ -454,7 +461,7 @@ class Worker:
                     self.stats.released += len(released)
                     metrics.RELEASED.labels(self.lane).inc(len(released))
                     unstarted = []
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self._db_failed(exc)
                 if lease_end is not None and datetime.now(UTC) > lease_end:
                     log.warning(
@@ -483,15 +490,46 @@ class Worker:
             await self.after_ack(conn, [e for e in taken.entries if e.id in accepted])
         return accepted
 
-    async def _heartbeat(self, taken: Taken, pending: set[int]) -> None:
+    async def _ack_done(self, taken: Taken, ids: list[int]) -> None:
+        accepted = await self._ack(taken, ids)
+        stale = len(ids) - len(accepted)
+        self.stats.acked += len(accepted)
+        metrics.ACKED.labels(self.lane).inc(len(accepted))
+        if stale:
+            self.stats.stale_acks += stale
+            metrics.STALE_ACKS.labels(self.lane).inc(stale)
+            log.warning(
+                "ack refused: lease passed to another worker", lane=self.lane, entries=stale
+            )
+
+    async def _heartbeat(self, taken: Taken, done: list[int], finished: asyncio.Event) -> None:
+        """Every third of the lease, until the batch is finished: ack what is done so far
+        (a worker killed later redelivers only what it did since), then extend the lease
+        of the rest. The lease can then be short, since it only has to outlast a dead
+        worker's silence, not the batch: a killed worker's keys come back within a lease
+        and a reap interval."""
         lease_ms = self.journal.settings.lease_ms
-        with contextlib.suppress(*_DB_ERRORS):
+        with contextlib.suppress(*DB_ERRORS):
             lease_ms = (await self.journal.policy(self.lane)).lease_ms
         interval = lease_ms / 3000.0
+        acked: set[int] = set()
         while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(*_DB_ERRORS):
-                await self.journal.heartbeat(taken.token, self.lane, sorted(pending))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), timeout=interval)
+            if finished.is_set():
+                return
+            flushed = done[:]
+            del done[: len(flushed)]
+            try:
+                if flushed:
+                    await self._ack_done(taken, flushed)
+                    acked.update(flushed)
+                held = [i for i in taken.ids if i not in acked]
+                await self.journal.heartbeat(taken.token, self.lane, held, lease_ms=lease_ms)
+            except DB_ERRORS as exc:
+                self._db_failed(exc)
+                if flushed and not acked.issuperset(flushed):
+                    done[:0] = flushed  # not acked: settle acks them
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -501,7 +539,7 @@ class Worker:
             try:
                 reaped = await self.journal.reap_expired(self.lane)
                 self._db_answered()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self._db_failed(exc)
                 reaped = []
             finally:
@@ -529,10 +567,26 @@ class Worker:
                     async for note in conn.notifies():
                         if note.payload == self.lane:
                             self._wake_one()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 log.info("listen connection lost; reconnecting", error=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+def _runs(entries: list[Entry]) -> list[list[Entry]]:
+    """A taken batch (in id order) as runs: each key's entries in order; an entry without
+    a key is a run of its own."""
+    by_key: dict[str, list[Entry]] = {}
+    runs: list[list[Entry]] = []
+    for entry in entries:
+        if entry.key is None:
+            runs.append([entry])
+        elif (run := by_key.get(entry.key)) is not None:
+            run.append(entry)
+        else:
+            by_key[entry.key] = run = [entry]
+            runs.append(run)
+    return runs
 
 
 def _all_done(tasks: list[asyncio.Task[None]]) -> bool:

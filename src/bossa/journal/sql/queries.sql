@@ -143,6 +143,13 @@ where e.id = any (array(
 ))
 returning e.id, e.lane, e.key, e.kind, e.payload, e.attempts, e.created_at, e.lease_expires_at
 
+-- name: take_runs
+-- Take with runs: each head with up to `run` entries of its key right behind it, all under
+-- one lease (see journal.take_runs).
+select * from journal.take_runs(
+    %(lane)s, %(limit)s, %(run)s, %(token)s::uuid, %(lease_ms)s::double precision
+)
+
 -- name: ack
 -- Finish taken entries held under this lease token; returns the ids accepted.
 select ack as id from journal.ack(%(ids)s::bigint[], %(token)s::uuid)
@@ -181,11 +188,20 @@ returning id
 
 -- name: release
 -- Hand back entries a stopping worker took but did not start; the attempt is not counted.
-update journal.entries
-set state = 'ready', attempts = greatest(attempts - 1, 0), lease_token = null,
+-- The key's head becomes ready again; the rest of a run (take_runs) waits behind it.
+update journal.entries e
+set state = case
+        when e.key is not null and exists (
+            select 1 from journal.entries b
+            where b.lane = e.lane and b.key = e.key and b.id < e.id
+              and journal.unfinished(b.state)
+        ) then 'waiting'
+        else 'ready'
+    end::journal.state,
+    attempts = greatest(e.attempts - 1, 0), lease_token = null,
     lease_expires_at = null, taken_at = null
-where id = any (%(ids)s::bigint[]) and state = 'taken' and lease_token = %(token)s
-returning id
+where e.id = any (%(ids)s::bigint[]) and e.state = 'taken' and e.lease_token = %(token)s
+returning e.id
 
 -- name: reap_expired
 -- Leases that ran out: hand the entries out again (or park them after the last attempt).
