@@ -34,3 +34,9 @@ class ProvisioningSettings(BossaSettings):
     backup_concurrency: int = Field(default=4, ge=1, le=64)
     #: The LOGNAME recorded with each command.
     logname: str = Field(default="bossa", pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    #: An order still `accepted` this long after it arrived, none of its commands held by
+    #: a claim, was left by a process that died between accepting it and recording its
+    #: direct calls: the backup daemons complete it from the journal's outcome (they
+    #: look every half of this). A live order process holds its commands' claims (and
+    #: heartbeats them) until it has recorded the outcome, so it is never overtaken.
+    stranded_after_s: float = Field(default=60.0, ge=0.2, le=86_400)
