@@ -1,11 +1,16 @@
-"""Bill-run processes killed with SIGKILL: (a) a billing worker mid-run, (b) settlement
-mid-way. Re-run, each finishes the job: every account billed once, every staged item
-applied once, the books balanced and reconciled with the snapshot."""
+"""Bill runs struck inside the statement that does the work: (a) the bill-run workers'
+backends terminated inside `billing.bill_chunk`, (b) settlement's inside
+`billing.settle_batch`, (c) the test's own PostgreSQL crashed (`pg_ctl stop -m immediate`)
+inside `bill_chunk`. A hook (tests/faults.py) holds each transaction after it has written
+part of its work, so every test knows the fault tore work in flight, and counts it; each
+then checks that nothing of the torn work is left, and that a second run finishes the
+job: every account billed once, every staged item applied once, the books balanced and
+reconciled with the snapshot."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +24,7 @@ from bossa.journal import Journal
 from bossa.ledger import check
 from tests.billing.conftest import month, open_run
 from tests.billing.test_concurrency import PRIOR_ARREARS, seed
+from tests.faults import Hook, terminate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,32 +45,6 @@ def count(db_url: str, query: str, *params: object) -> int:
         row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def kill_when(
-    proc: subprocess.Popen[bytes], db_url: str, query: str, at_least: int, *params: object
-) -> int:
-    """SIGKILL the process as soon as `query` counts at least `at_least`; returns the count
-    seen just after the kill."""
-    deadline = time.monotonic() + 60
-    try:
-        while count(db_url, query, *params) < at_least:
-            if proc.poll() is not None:
-                output = proc.communicate()[0].decode()[-3000:]
-                pytest.fail(f"the process ended before it could be killed:\n{output}")
-            if time.monotonic() > deadline:
-                pytest.fail("the process never got going")
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(10) == -signal.SIGKILL
-        quiesce(db_url)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
-    return count(db_url, query, *params)
 
 
 def quiesce(db_url: str) -> None:
@@ -100,34 +80,82 @@ async def assert_books_clean(journal: Journal, run: int) -> None:
     assert report["totals"]["unsettled"] == 0
 
 
+def rows_in_flight(db_url: str, query: str, *params: object) -> set[str]:
+    """The rows `query` lists that another transaction holds locked right now: written
+    (or claimed) by a transaction in flight and not committed. `query` must end where a
+    `for update skip locked` may follow."""
+    with psycopg.connect(db_url) as conn:
+        every = {str(r[0]) for r in conn.execute(query, params).fetchall()}
+        free = {str(r[0]) for r in conn.execute(query + " for update skip locked", params)}
+        conn.rollback()
+    return every - free
+
+
+def report(request: pytest.FixtureRequest, **counts: int) -> None:
+    """Print the counts a fault test measured (pytest -s, and the junit properties)."""
+    print(f"{request.node.name}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    for name, value in counts.items():
+        request.node.user_properties.append((name, value))
+
+
 @pytest.mark.fault
-async def test_bill_worker_killed_mid_run(db_url: str, journal: Journal) -> None:
-    accounts = 3000
+async def test_bill_chunks_torn_by_terminated_backends(
+    db_url: str, journal: Journal, request: pytest.FixtureRequest
+) -> None:
+    """Both workers' chunks are stopped inside `billing.bill_chunk` after billing 10
+    accounts each (uncommitted), then their backends are terminated: the torn chunks'
+    accounts are left unbilled with no bill, and a second run bills each account once."""
+    accounts = 600
     seed(db_url, accounts)
     run = await open_run(journal.pool, month(1))
+    hook = Hook(db_url, "billing", "run_accounts", nth=10, when="new.billed").install()
     billed = "select count(*) from billing.run_accounts where run_id = %s and billed"
     bills = "select count(*) from ledger.bills where bill_run_id = %s"
-    seen = kill_when(
-        cli(db_url, "bill", str(run), "--workers", "2", "--chunk", "50"), db_url, billed, 300, run
-    )
-    assert 300 <= seen < accounts, f"too quick to kill mid-run: {seen}"
-    assert count(db_url, bills, run) == seen  # a chunk killed mid-way left nothing behind
-    status = "select count(*) from billing.runs where id = %s and status = 'running'"
-    assert count(db_url, status, run) == 1
+    pending = "select account_id from billing.run_accounts where run_id = %s and not billed"
+    proc = cli(db_url, "bill", str(run), "--workers", "2", "--chunk", "50")
+    try:
+        deadline = time.monotonic() + 60
+        while count(db_url, billed, run) < 100:  # some chunks commit before the fault
+            assert proc.poll() is None, proc.communicate()[0].decode()[-3000:]
+            assert time.monotonic() < deadline, "the bill run never got going"
+            await asyncio.sleep(0.01)
+        hook.arm()
+        stuck = hook.wait_stuck(containing="bill_chunk", at_least=2)
+        torn = rows_in_flight(db_url, pending, run)
+        committed = count(db_url, billed, run)
+        assert terminate(db_url, [s.pid for s in stuck]) >= 1
+        output = proc.communicate(timeout=60)[0].decode()
+    finally:
+        hook.disarm()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+    assert proc.returncode != 0, output[-3000:]  # the fault reached the bill run
+    # Each stopped chunk had billed its 10 accounts (and issued their bills) unseen.
+    assert len(torn) >= 10 * len(stuck), torn
+    quiesce(db_url)
+    with psycopg.connect(db_url) as conn:
+        left = conn.execute(
+            "select count(*) filter (where billed),"
+            " (select count(*) from ledger.bills where bill_run_id = %(run)s"
+            "  and account_id = any(%(torn)s))"
+            " from billing.run_accounts where run_id = %(run)s and account_id = any(%(torn)s)",
+            {"run": run, "torn": sorted(torn)},
+        ).fetchone()
+    assert left == (0, 0)  # nothing half-billed: the torn chunks left nothing behind
+    assert count(db_url, bills, run) == count(db_url, billed, run) >= committed
 
     output = finish(cli(db_url, "bill", str(run), "--workers", "2", "--chunk", "50"))
-    assert f"{accounts - seen} accounts billed by this process" in output.replace("\n", " ")
     assert count(db_url, billed, run) == accounts
-    assert count(db_url, bills, run) == accounts
     once = (
         "select count(*) from (select account_id from ledger.bills where bill_run_id = %s"
         " group by account_id having count(*) = 1) x"
     )
     assert count(db_url, once, run) == accounts
-    # Usage billed once: every rated record of the period carries exactly one real bill.
     assert count(db_url, "select count(*) from ledger.rated_usage where bill_id is null") == 0
     assert count(db_url, "select count(*) from ledger.rated_usage where bill_id = 0") == 0
-    # One bill posting per billed account with charges; none doubled.
     doubled = (
         "select count(*) from (select reference from ledger.transactions where kind = 'bill'"
         " and reference like 'bill:%%' group by reference having count(*) > 1) x"
@@ -136,10 +164,17 @@ async def test_bill_worker_killed_mid_run(db_url: str, journal: Journal) -> None
     assert await bill(journal.pool, run) == 0
     await settle(journal.pool, run)
     await assert_books_clean(journal, run)
+    report(request, chunks_torn=len(stuck), accounts_torn=len(torn), billed_before=committed)
 
 
 @pytest.mark.fault
-async def test_settlement_killed_mid_way(db_url: str, journal: Journal) -> None:
+async def test_settlement_batch_torn_by_terminated_backend(
+    db_url: str, journal: Journal, request: pytest.FixtureRequest
+) -> None:
+    """Settlement is stopped inside `billing.settle_batch` after posting 10 deposits of a
+    batch (uncommitted), then its backend is terminated: none of the torn batch is posted
+    or marked, the run stays settling (payments still staged), and a second settlement
+    applies every staged item once."""
     accounts = 400
     seed(db_url, accounts)
     run = await open_run(journal.pool, month(1))
@@ -166,15 +201,50 @@ async def test_settlement_killed_mid_way(db_url: str, journal: Journal) -> None:
         db_url, "select count(*) from billing.staged_writeoffs"
     )
     await bill(journal.pool, run, workers=2, chunk=100)
-
+    hook = Hook(
+        db_url, "billing", "staged_deposits", nth=10, when="new.settled_at is not null"
+    ).install()
     applied = "select count(*) from ledger.transactions where idempotency_key like 'staged-%%'"
-    seen = kill_when(cli(db_url, "settle", str(run)), db_url, applied, 400)
-    assert 400 <= seen < staged, f"too quick to kill mid-settlement: {seen}"
+    unsettled = "select id from billing.staged_deposits where settled_at is null"
+    proc = cli(db_url, "settle", str(run))
+    try:
+        deadline = time.monotonic() + 60
+        while count(db_url, applied) < 400:  # some batches commit before the fault
+            assert proc.poll() is None, proc.communicate()[0].decode()[-3000:]
+            assert time.monotonic() < deadline, "settlement never got going"
+            await asyncio.sleep(0.01)
+        hook.arm()
+        stuck = hook.wait_stuck(containing="settle_batch", at_least=1)
+        torn = rows_in_flight(db_url, unsettled)
+        committed = count(db_url, applied)
+        assert terminate(db_url, [s.pid for s in stuck]) >= 1
+        output = proc.communicate(timeout=60)[0].decode()
+    finally:
+        hook.disarm()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+    assert proc.returncode != 0, output[-3000:]
+    assert len(torn) >= 10, torn  # the batch had posted 10 deposits, unseen
+    assert committed < staged
+    quiesce(db_url)
+    with psycopg.connect(db_url) as conn:
+        left = conn.execute(
+            "select (select count(*) from billing.staged_deposits"
+            "        where id = any(%(torn)s::bigint[]) and settled_at is not null),"
+            " (select count(*) from ledger.transactions"
+            "  where idempotency_key = any(select 'staged-deposit:' || t"
+            "                              from unnest(%(torn)s::text[]) t))",
+            {"torn": sorted(torn)},
+        ).fetchone()
+    assert left == (0, 0)  # the torn batch posted nothing and marked nothing
     marked = (
         "select (select count(*) from billing.staged_deposits where settled_at is not null)"
         " + (select count(*) from billing.staged_writeoffs where settled_at is not null)"
     )
-    assert count(db_url, marked) == seen  # each item is posted and marked together
+    assert count(db_url, marked) == count(db_url, applied) == committed
     status = "select count(*) from billing.runs where id = %s and status = 'settling'"
     assert count(db_url, status, run) == 1  # staging goes on until settlement really ends
 
@@ -198,3 +268,4 @@ async def test_settlement_killed_mid_way(db_url: str, journal: Journal) -> None:
     settled = "select count(*) from billing.runs where id = %s and status = 'settled'"
     assert count(db_url, settled, run) == 1
     await assert_books_clean(journal, run)
+    report(request, batches_torn=len(stuck), items_torn=len(torn), applied_before=committed)

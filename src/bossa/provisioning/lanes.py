@@ -16,7 +16,8 @@ them, the deliverer that sends a command to its division, and the daemons.
   waits for its earlier one), accepting each order and provisioning it.
 - The backup daemon (P6): one per division, delivering that division's buffer oldest
   first, per contract in order; ENDDATE on success, ERRCODE/ERRMSG/ERRDATE on error,
-  and on to the next contract. It is a journal worker on the division's lane.
+  and on to the next contract. It is a journal worker on the division's lane; it also
+  completes the orders a dead order process left `accepted` (`service.recover_orders`).
 """
 
 from __future__ import annotations
@@ -546,7 +547,26 @@ class BackupDaemon:
         return sent if sent is not None else ProvisioningCommand.from_entry(entry)
 
     async def run(self, *, once: bool = False, install_signal_handlers: bool = False) -> None:
-        await self.worker.run(until_idle=once, install_signal_handlers=install_signal_handlers)
+        sweep = None if once else asyncio.create_task(self._recover_orders())
+        try:
+            await self.worker.run(until_idle=once, install_signal_handlers=install_signal_handlers)
+        finally:
+            if sweep is not None:
+                sweep.cancel()
+                await asyncio.gather(sweep, return_exceptions=True)
+        if once:  # a pass ends with the orders it finished completed too
+            await service.recover_orders(self.journal, self.deliverer.settings)
+
+    async def _recover_orders(self) -> None:
+        # Orders whose process died after accepting them: completed from the journal's
+        # outcome once their claims are gone (every daemon sweeps; each order once).
+        settings = self.deliverer.settings
+        while True:
+            await asyncio.sleep(settings.stranded_after_s / 2)
+            try:
+                await service.recover_orders(self.journal, settings)
+            except _DB_ERRORS as exc:  # the worker rides out the outage; so does the sweep
+                log.info("order sweep skipped", division=self.division, error=type(exc).__name__)
 
     def stop(self) -> None:
         self.worker.stop()

@@ -14,9 +14,11 @@ from bossa.db import Pool
 from bossa.provisioning import store
 
 __all__ = [
+    "DIRECT_ACKS_REFUSED",
     "DIVISION_DOWN",
     "DIVISION_TRANSITIONS",
     "FAILURES",
+    "ORDERS_RECOVERED",
     "PARKED",
     "PROBES",
     "refresh",
@@ -46,6 +48,18 @@ PROBES = Counter(
 DIVISION_DOWN = Gauge(
     "bossa_provisioning_division_down",
     "1 while a division is known to be down (its down-hold has not run out), else 0",
+    ["division"],
+)
+
+ORDERS_RECOVERED = Counter(
+    "bossa_provisioning_orders_recovered",
+    "Orders left accepted by a process that died before recording its direct calls,"
+    " completed by a backup daemon's sweep from the journal's outcome",
+)
+DIRECT_ACKS_REFUSED = Counter(
+    "bossa_provisioning_direct_acks_refused",
+    "Direct deliveries whose claim had passed to a backup daemon when the ack was sent"
+    " (not logged as direct; the backup daemon's redelivery is deduplicated at the target)",
     ["division"],
 )
 

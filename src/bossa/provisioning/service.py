@@ -10,13 +10,18 @@ An order is recorded in two steps, so that no transaction stays open during a ca
 a server: `accept()` runs inside a transaction and records everything (the order, the
 service record, one journal entry per division, some of them claimed for direct
 delivery); `deliver_direct()` then calls the servers for the claimed entries and acks or
-fails each. If the process dies in between, the claims' leases run out and the backup
-daemons deliver those commands: nothing is lost.
+fails each, heartbeating the claims while the calls are in flight. If the process dies
+in between, the claims' leases run out and the backup daemons deliver those commands
+(the target's once-only marker skips a command the dead process had applied): nothing
+is lost; and the order, left `accepted`, is completed by the backup daemons' sweep
+(`recover_orders`) from the journal's outcome. A direct delivery whose ack is refused
+(its lease ran out and passed to a backup daemon) is not logged as direct.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +34,7 @@ from bossa.journal import BulkAction, BulkFilter, Claim, EntryState, Failure, Jo
 from bossa.journal import service as journal_service
 from bossa.journal.models import MAX_BULK
 from bossa.logs import get_logger
-from bossa.provisioning import lanes, store
+from bossa.provisioning import lanes, metrics, store
 from bossa.provisioning.adapters.base import DeliveryError, render
 from bossa.provisioning.models import (
     MAX_POSITION,
@@ -91,6 +96,7 @@ __all__ = [
     "pause",
     "plan_codes",
     "plan_versions",
+    "recover_orders",
     "resume",
     "retry",
     "show_division",
@@ -267,17 +273,33 @@ async def deliver_direct(journal: Journal, deliverer: Deliverer, accepted: Accep
         except Exception as exc:  # whatever happens, the order completes (P4)
             return DeliveryError(type(exc).__name__, "the call could not be made")
 
-    outcomes = await asyncio.gather(
-        *(attempt(command, claim.entry_id, plan) for _, (claim, command, plan) in claims)
-    )
+    beat = asyncio.create_task(_heartbeat(journal, claims))
+    try:
+        outcomes = await asyncio.gather(
+            *(attempt(command, claim.entry_id, plan) for _, (claim, command, plan) in claims)
+        )
+    finally:
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
     routes = dict(accepted.routes)
     delivered: list[Delivery] = []
     async with journal.pool.connection() as conn, conn.pipeline(), conn.transaction():
         for (division, (claim, command, _)), error in zip(claims, outcomes, strict=True):
             assert claim.token is not None
             if error is None:
-                await journal.ack(claim.token, [claim.entry_id], conn=conn)
-                delivered.append(Delivery(claim.entry_id, command, DeliveryMode.DIRECT, 1))
+                if claim.entry_id in await journal.ack(claim.token, [claim.entry_id], conn=conn):
+                    delivered.append(Delivery(claim.entry_id, command, DeliveryMode.DIRECT, 1))
+                    continue
+                # The lease ran out during the call and passed to a backup daemon: its
+                # delivery (skipped at the target, which has the marker) is the one logged.
+                routes[division] = Route.BUFFERED
+                metrics.DIRECT_ACKS_REFUSED.labels(division).inc()
+                log.warning(
+                    "direct delivery's ack refused: its lease passed to the backup daemon",
+                    division=division,
+                    entry_id=claim.entry_id,
+                    wo_no=accepted.wo_no,
+                )
             else:
                 routes[division] = Route.BUFFERED
                 # Unreachable: not an attempt (the backup daemon delivers it once the
@@ -288,6 +310,45 @@ async def deliver_direct(journal: Journal, deliverer: Deliverer, accepted: Accep
                 await journal.fail(claim.token, lanes.lane_of(division), [failure], conn=conn)
         await store.log_deliveries(conn, delivered)
         return await store.complete_order(conn, accepted.wo_no, routes)
+
+
+async def _heartbeat(
+    journal: Journal, claims: Sequence[tuple[str, tuple[Claim, ProvisioningCommand, PlanVersion]]]
+) -> None:
+    """Extend the direct claims' leases while their calls are in flight (a third of the
+    lease apart), so a slow division is not handed to a backup daemon under a live call."""
+    if not claims:
+        return
+    lanes_of = {division: lanes.lane_of(division) for division, _ in claims}
+    lease_ms = min([(await journal.policy(lane)).lease_ms for lane in lanes_of.values()])
+    while True:
+        await asyncio.sleep(lease_ms / 3000.0)
+        for division, (claim, _, _) in claims:
+            assert claim.token is not None
+            with contextlib.suppress(Exception):  # the ack tells whether the lease held
+                await journal.heartbeat(claim.token, lanes_of[division], [claim.entry_id])
+
+
+async def recover_orders(
+    journal: Journal, settings: ProvisioningSettings, *, limit: int = 1000
+) -> list[str]:
+    """Complete the orders left `accepted` by a process that died between accepting them
+    and recording its direct calls (older than `stranded_after_s`, none of their commands
+    under a claim), each from the journal's outcome; returns their WO_NOs. The claims'
+    leases ran out and the backup daemons took the commands over: every division's
+    route is `buffered` unless the log shows a direct delivery."""
+    async with journal.pool.connection() as conn, conn.transaction():
+        recovered = await store.complete_stranded_orders(
+            conn, after_s=settings.stranded_after_s, limit=limit
+        )
+    if recovered:
+        metrics.ORDERS_RECOVERED.inc(len(recovered))
+        log.warning(
+            "orders left accepted by a process that died were completed",
+            orders=len(recovered),
+            first=recovered[0],
+        )
+    return recovered
 
 
 async def submit(

@@ -41,6 +41,13 @@ class ProvisioningSettings(BossaSettings):
     probe_backoff_base_s: float = Field(default=1.0, ge=0.01, le=600, allow_inf_nan=False)
     probe_backoff_max_s: float = Field(default=60.0, ge=0.01, le=3600, allow_inf_nan=False)
 
+    #: An order still `accepted` this long after it arrived, none of its commands held by
+    #: a claim, was left by a process that died between accepting it and recording its
+    #: direct calls: the backup daemons complete it from the journal's outcome (they
+    #: look every half of this). A live order process holds its commands' claims (and
+    #: heartbeats them) until it has recorded the outcome, so it is never overtaken.
+    stranded_after_s: float = Field(default=60.0, ge=0.2, le=86_400)
+
     @model_validator(mode="after")
     def _probe_range(self) -> ProvisioningSettings:
         if self.probe_backoff_max_s < self.probe_backoff_base_s:

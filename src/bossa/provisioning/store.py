@@ -42,6 +42,7 @@ __all__ = [
     "buffer",
     "command_exists",
     "complete_order",
+    "complete_stranded_orders",
     "current_plan_command",
     "declare_lane",
     "division",
@@ -375,6 +376,12 @@ async def upsert_service_record(conn: Conn, request: OrderRequest, *, wo_no: str
 async def complete_order(conn: Conn, wo_no: str, result: dict[str, Route]) -> Order:
     row = await _one(conn, "complete_order", {"wo_no": wo_no, "result": Jsonb(result)})
     return _order(row)
+
+
+async def complete_stranded_orders(conn: Conn, *, after_s: float, limit: int) -> list[str]:
+    """Complete orders their process left accepted (see the query); returns their WO_NOs."""
+    rows = await _all(conn, "complete_stranded_orders", {"after_s": after_s, "limit": limit})
+    return [str(row["wo_no"]) for row in rows]
 
 
 # -- receive tables --------------------------------------------------------------------

@@ -160,6 +160,42 @@ set status = 'completed', result = %(result)s, completed_at = now()
 where wo_no = %(wo_no)s
 returning *
 
+-- name: complete_stranded_orders
+-- Orders still accepted past the grace with none of their commands under a claim: the
+-- process that accepted them died before recording its direct calls' outcome (a live
+-- one holds its claims, heartbeating them, until the outcome commits with its acks).
+-- Each is completed from the journal's outcome: a division's route is direct when the
+-- log says its command was delivered directly, else buffered (the backup daemon has
+-- it). Orders another daemon is completing are skipped.
+with stranded as (
+    select o.wo_no, o.sa_id
+    from provisioning.orders o
+    where o.status = 'accepted'
+      and o.received_at < now() - make_interval(secs => %(after_s)s)
+      and not exists (
+          select 1 from provisioning.commands c
+          where c.sa_id = o.sa_id and c.wo_no = o.wo_no and c.state = 'taken')
+    order by o.received_at
+    limit %(limit)s
+    for update of o skip locked
+),
+routes as (
+    select s.wo_no,
+           jsonb_object_agg(c.division,
+                            case when l.mode = 'direct' then 'direct' else 'buffered' end)
+               as result
+    from stranded s
+    join provisioning.commands c on c.sa_id = s.sa_id and c.wo_no = s.wo_no
+    left join provisioning.log l on l.entry_id = c.entry_id
+    group by s.wo_no
+)
+update provisioning.orders o
+set status = 'completed', result = coalesce(r.result, '{}'), completed_at = now()
+from stranded s
+left join routes r on r.wo_no = s.wo_no
+where o.wo_no = s.wo_no
+returning o.wo_no
+
 -- name: upsert_service_record
 -- P2: the service record follows the order (status from the order type).
 insert into provisioning.service_records

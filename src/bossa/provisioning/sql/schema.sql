@@ -90,6 +90,8 @@ create table provisioning.orders (
     created_by       text not null
 );
 create index orders_sa_id on provisioning.orders (sa_id, received_at);
+-- The backup daemons' sweep for orders their process left accepted (normally none).
+create index orders_accepted on provisioning.orders (received_at) where status = 'accepted';
 
 -- P2: the service record (서비스 원부), the operator's own view of each contract.
 create table provisioning.service_records (
