@@ -53,14 +53,16 @@ async def test_three_kinds_and_the_uplink(db_url: str, smsc: Smsc, tmp_path: Pat
 
         registered = by_to[REGISTERED]
         assert registered["data_coding"] == 8  # Chinese: UCS-2
-        assert f"+{CALLER}" in registered["text"] and "2次" in registered["text"]
+        assert f"+{CALLER}" in registered["text"]
+        assert "2次" in registered["text"]
 
         trial = by_to[TRIAL]
         assert CALLER not in trial["text"]  # message 3 withholds the caller
         code = next(w for w in trial["text"].split() if w.isdigit() and len(w) == 6)
 
         rows = await fetch(daemon.pool, "select callee, notice_id from alerts.missed_calls")
-        assert len(rows) == 4 and all(r["notice_id"] for r in rows if r["callee"] != STRANGER)
+        assert len(rows) == 4
+        assert all(r["notice_id"] for r in rows if r["callee"] != STRANGER)
         notices = await fetch(daemon.pool, "select kind, callee, calls from alerts.notices")
         assert {(n["kind"], n["callee"], n["calls"]) for n in notices} == {
             (2, REGISTERED, 2),
@@ -84,8 +86,10 @@ async def test_three_kinds_and_the_uplink(db_url: str, smsc: Smsc, tmp_path: Pat
         )
         sent = await smsc.wait_messages(3)
         assert len(sent) == 3
-        assert sent[2]["destination"] == TRIAL and f"+{CALLER}" in sent[2]["text"]
+        assert sent[2]["destination"] == TRIAL
+        assert f"+{CALLER}" in sent[2]["text"]
         await asyncio.sleep(0.3)
         assert len(smsc.messages()) == 3  # the stranger's uplink sent nothing
         used = await fetch(daemon.pool, "select used_at, attempts from alerts.offers")
-        assert used[0]["used_at"] is not None and used[0]["attempts"] == 1
+        assert used[0]["used_at"] is not None
+        assert used[0]["attempts"] == 1

@@ -9,12 +9,13 @@ from typing import Annotated
 
 import typer
 
+from bossa import config
 from bossa.access import cli_principal
-from bossa.alerts import service
-from bossa.alerts.lanes import AlertsDaemon
+from bossa.alerts import lanes, service
 from bossa.alerts.settings import AlertsSettings
 from bossa.clitools import with_runtime
-from bossa.runtime import running
+from bossa.db import DatabaseSettings
+from bossa.journal import JournalSettings
 from bossa.terminal import out, print_json
 
 __all__ = ["alerts_app"]
@@ -32,14 +33,12 @@ alerts_app.add_typer(subscribers_app, name="subscribers")
 def serve() -> None:
     """Run the SIP intake, the SMS lane and the outage mode until stopped."""
 
-    async def go() -> None:
-        async with running(actor="alerts") as runtime:
-            daemon = AlertsDaemon(
-                runtime.url, runtime.pool, runtime.journal, runtime.settings(AlertsSettings)
-            )
-            await daemon.run()
-
-    asyncio.run(go())
+    sections = config.load_all()
+    database, journal, alerts = sections["database"], sections["journal"], sections["alerts"]
+    assert isinstance(database, DatabaseSettings)
+    assert isinstance(journal, JournalSettings)
+    assert isinstance(alerts, AlertsSettings)
+    asyncio.run(lanes.serve(database, journal, alerts))
 
 
 @subscribers_app.command("add")

@@ -20,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 import uuid
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from bossa.alerts import metrics, service
 from bossa.alerts.adapters.sip import Diverted, SipServer
@@ -52,12 +55,12 @@ from bossa.alerts.models import (
 )
 from bossa.alerts.service import DATABASE_ERRORS, SMS_LANE, DatabaseMonitor
 from bossa.alerts.settings import AlertsSettings
-from bossa.db import Pool
-from bossa.errors import InvalidInput
-from bossa.journal import DatabaseLost, Entry, HandlerError, Journal, Worker
+from bossa.db import DatabaseSettings, Pool
+from bossa.errors import ConfigError, InvalidInput
+from bossa.journal import DatabaseLost, Entry, HandlerError, Journal, JournalSettings, Worker
 from bossa.logs import get_logger
 
-__all__ = ["SMS_LANE", "AlertsDaemon"]
+__all__ = ["SMS_LANE", "AlertsDaemon", "serve"]
 
 log = get_logger("bossa.alerts.daemon")
 
@@ -443,3 +446,39 @@ class AlertsDaemon:
             pass
         finally:
             writer.close()
+
+
+async def serve(
+    database: DatabaseSettings, journal_settings: JournalSettings, settings: AlertsSettings
+) -> None:
+    """`bossa alerts serve`: unlike other commands it starts, and goes on, with its
+    database down, so it neither checks the schema nor waits for the pool to connect."""
+    if database.database_url is None:
+        raise ConfigError(
+            "alerts serve must outlive its database: set an operator's PostgreSQL",
+            field="BOSSA_DATABASE_URL",
+        )
+    url = database.database_url.get_secret_value()
+    pool: Pool = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=database.pool_max_size,
+        name="bossa-alerts",
+        open=False,
+        kwargs={"row_factory": dict_row, "autocommit": True},
+        reconnect_timeout=86_400,
+    )
+    await pool.open(wait=False)
+    try:
+        daemon = AlertsDaemon(url, pool, Journal(pool, journal_settings, actor="alerts"), settings)
+        await daemon.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await daemon.close()
+    finally:
+        await pool.close()
