@@ -149,6 +149,8 @@ function onSubmit(session, pdu) {
 
 const server = smpp.createServer((session) => {
   session.on('error', () => {});
+  // Without it, Nagle and delayed ACKs hold small responses ~40 ms.
+  if (session.socket && session.socket.setNoDelay) session.socket.setNoDelay(true);
   const bind = (pdu) => {
     if (pdu.system_id !== options.systemId || pdu.password !== options.password) {
       session.send(pdu.response({ command_status: smpp.ESME_RINVPASWD }));
