@@ -104,8 +104,7 @@ async def test_smsc_killed_mid_stream_submits_each_once(tmp_path: Path) -> None:
                 for n in range(count)
             )
         )
-        while len(smsc.messages()) < 40:
-            await asyncio.sleep(0.01)
+        await smsc.wait_messages(40)
         smsc.kill()
         await asyncio.sleep(0.3)
         smsc.start()
