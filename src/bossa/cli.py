@@ -224,6 +224,7 @@ def demo(
 
 def _add_domain_groups() -> None:
     from bossa.access.cli import access_app
+    from bossa.alerts.cli import alerts_app
     from bossa.billing.cli import billing_app, ledger_app
     from bossa.customers.cli import (
         accounts_app,
@@ -248,6 +249,7 @@ def _add_domain_groups() -> None:
     app.add_typer(sample_app, name="sample")
     app.add_typer(import_app, name="import")
     app.add_typer(export_app, name="export")
+    app.add_typer(alerts_app, name="alerts")
 
 
 _add_domain_groups()

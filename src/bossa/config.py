@@ -127,6 +127,7 @@ def load_all() -> dict[str, BossaSettings]:
 def _import_modules() -> None:
     # Importing a module's settings registers its section.
     import bossa.access.settings
+    import bossa.alerts.settings
     import bossa.api.settings
     import bossa.billing.settings
     import bossa.db.settings

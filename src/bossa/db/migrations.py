@@ -29,6 +29,7 @@ MODULES: tuple[str, ...] = (
     "ledger",
     "billing",
     "imports",
+    "alerts",
 )
 
 # Any constant shared by every bossa process; pg_advisory_lock takes a bigint.

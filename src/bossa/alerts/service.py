@@ -1,0 +1,453 @@
+"""Missed-call alerts: one function per use case, and the database monitor (M1).
+
+Each function opens its own transaction on the pool. The intake daemon (lanes.py) calls
+them only while the monitor says the database is up; while it is down nothing here runs
+and the daemon works from its spool and registration copy (M2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from bossa.alerts import metrics, store
+from bossa.alerts.models import (
+    SMS_KIND,
+    Language,
+    MessageKind,
+    MissedCall,
+    Reason,
+    SmsOrder,
+    in_trial,
+    message_id_keys,
+    new_code,
+    normalize_number,
+    render,
+    uplink_code,
+    utcnow,
+)
+from bossa.alerts.settings import AlertsSettings
+from bossa.db import Pool
+from bossa.errors import InvalidInput, NotFound
+from bossa.journal import Journal, NewEntry
+from bossa.logs import get_logger
+
+__all__ = [
+    "SMS_LANE",
+    "DatabaseMonitor",
+    "UplinkOutcome",
+    "add_trial_range",
+    "flush_due",
+    "record_call",
+    "record_delivery",
+    "record_submission",
+    "register",
+    "registry",
+    "remove_trial_range",
+    "replay",
+    "set_trial_quota",
+    "trial_set",
+    "unregister",
+    "verify_uplink",
+]
+
+log = get_logger("bossa.alerts")
+
+#: The SMS lane: one entry per notice, keyed by the destination (in order per subscriber).
+SMS_LANE = "alerts.sms"
+
+
+# -- the database monitor (M1) ------------------------------------------------------------
+
+
+class DatabaseMonitor:
+    """Health checks on a connection of its own every `monitor_interval_s`, plus a breaker:
+    `breaker_errors` query errors in a row reported by the callers open it at once. Down
+    is declared within interval + timeout of the first failed check (0.75 s by default),
+    up again at the first check that answers; `on_change(up)` runs at each switch."""
+
+    def __init__(
+        self,
+        url: str,
+        settings: AlertsSettings,
+        on_change: Callable[[bool], Awaitable[None]] | None = None,
+    ) -> None:
+        self.url = url
+        self.settings = settings
+        self.on_change = on_change
+        self.up = False
+        self.changed_at = time.monotonic()
+        self._errors = 0
+        self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
+        self._checked = asyncio.Event()
+
+    async def _check(self) -> bool:
+        timeout = self.settings.monitor_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                if self._conn is None or self._conn.closed:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self.url, autocommit=True, row_factory=dict_row, connect_timeout=2
+                    )
+                return await store.health(self._conn)
+        except (OSError, TimeoutError, psycopg.Error) as exc:
+            if self.up:
+                log.warning("alerts.database_check_failed", error=type(exc).__name__)
+            await self._drop()
+            return False
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 0.2)
+
+    async def _set(self, up: bool) -> None:
+        if up == self.up:
+            return
+        self.up = up
+        self.changed_at = time.monotonic()
+        metrics.DATABASE_UP.set(1 if up else 0)
+        if up:
+            log.info("alerts.database_up")
+        else:
+            log.warning("alerts.database_down")
+        if self.on_change is not None:
+            await self.on_change(up)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                ok = await self._check()
+                if ok:
+                    self._errors = 0
+                await self._set(ok)
+                self._checked.set()
+                await asyncio.sleep(self.settings.monitor_interval_s)
+        finally:
+            await self._drop()
+
+    async def first_check(self, timeout_s: float = 5.0) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._checked.wait(), timeout_s)
+
+    async def failed(self, exc: BaseException) -> None:
+        """A caller's query failed on the database (not on its input)."""
+        self._errors += 1
+        log.warning("alerts.database_error", error=type(exc).__name__, errors=self._errors)
+        if self._errors >= self.settings.breaker_errors:
+            await self._set(False)
+
+
+#: Errors that mean the database, not the request, failed.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    TimeoutError,
+    OSError,
+)
+
+
+# -- intake (database up) ------------------------------------------------------------------
+
+
+def missed_call(
+    *,
+    caller: str | None,
+    callee: str | None,
+    reason: Reason,
+    via: str,
+    call_ref: str,
+    called_at: datetime | None = None,
+) -> MissedCall:
+    """A validated missed call (numbers normalised to E.164 digits), or InvalidInput."""
+    return MissedCall(
+        caller=normalize_number(caller, field="caller"),
+        callee=normalize_number(callee, field="callee"),
+        reason=reason,
+        called_at=called_at or utcnow(),
+        via=via,
+        call_ref=call_ref,
+    )
+
+
+async def record_call(pool: Pool, call: MissedCall, *, window_s: float) -> bool:
+    """Record the call and count it into its window; False when it was recorded already
+    (the same intake reference or id)."""
+    async with pool.connection() as conn, conn.transaction():
+        inserted = await store.insert_missed_call(conn, call)
+        if inserted:
+            await store.add_pending(conn, call, window_s)
+    return inserted
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    notice_id: int
+    kind: MessageKind
+    callee: str
+
+
+async def flush_due(
+    pool: Pool, journal: Journal, settings: AlertsSettings, *, limit: int = 500
+) -> list[Decided]:
+    """Decide the notice of every closed window (M3) and queue its SMS, in one
+    transaction: a registered callee gets message 2; an unregistered one in the trial set
+    (its range, and a member or room under the quota) message 3 with a reply code; others
+    nothing (their calls stay recorded)."""
+    decided: list[Decided] = []
+    async with pool.connection() as conn, conn.transaction():
+        due = await store.take_due(conn, limit)
+        if not due:
+            return decided
+        prefixes: list[str] | None = None
+        entries: list[NewEntry] = []
+        for window in due:
+            callee, caller = str(window["callee"]), str(window["caller"])
+            lang = await store.subscriber_lang(conn, callee)
+            code = ""
+            if lang is not None:
+                kind = MessageKind.REGISTERED
+            else:
+                if prefixes is None:
+                    prefixes = await store.trial_ranges(conn)
+                if not in_trial(callee, prefixes) or not await store.join_trial(conn, callee):
+                    metrics.NOTICES.labels("none").inc()
+                    continue
+                kind, lang, code = MessageKind.TRIAL, settings.default_language, new_code()
+            text = render(
+                kind,
+                Language(lang),
+                caller=caller,
+                count=int(window["calls"]),
+                last_at=window["last_at"],
+                zone=settings.zone,
+                code=code,
+                hours=settings.uplink_validity_h,
+            )
+            notice_id = await store.insert_notice(
+                conn,
+                kind=int(kind),
+                callee=callee,
+                caller=caller,
+                calls=int(window["calls"]),
+                last_at=window["last_at"],
+                text=text,
+            )
+            await store.link_calls(conn, notice_id, callee, caller)
+            if code:
+                await store.add_offer(conn, callee, code, notice_id, settings.uplink_validity_h)
+            order = SmsOrder(notice_id, callee, text, kind)
+            entries.append(NewEntry(SMS_LANE, SMS_KIND, order.to_payload(), key=callee))
+            decided.append(Decided(notice_id, kind, callee))
+            metrics.NOTICES.labels(str(int(kind))).inc()
+        if entries:
+            await journal.enqueue(entries, conn=conn)
+    return decided
+
+
+async def record_submission(pool: Pool, notice_id: int, message_ids: list[str]) -> None:
+    keys = sorted({key for message_id in message_ids for key in message_id_keys(message_id)})
+    async with pool.connection() as conn, conn.transaction():
+        await store.mark_submitted(conn, notice_id, message_ids, keys)
+
+
+async def record_delivery(
+    pool: Pool, *, notice_id: int | None, receipt_keys: list[str], stat: str
+) -> int | None:
+    """Mark a notice delivered (by its id, or by the receipt's id keys); the notice id or
+    None when no notice matches."""
+    async with pool.connection() as conn, conn.transaction():
+        if notice_id is None:
+            notice_id = await store.notice_by_keys(conn, receipt_keys)
+        if notice_id is None or not await store.mark_delivered(conn, notice_id, stat):
+            return None
+    return notice_id
+
+
+# -- uplink (M4) -----------------------------------------------------------------------
+
+
+class UplinkOutcome:
+    VERIFIED = "verified"
+    NO_OFFER = "no_offer"
+    WRONG_CODE = "wrong_code"
+
+
+async def verify_uplink(
+    pool: Pool, journal: Journal, settings: AlertsSettings, *, sender: str, text: str
+) -> str:
+    """An unregistered user's reply to message 3: from a number that has an open offer,
+    naming its code, within its validity: message 2 is queued to it and the offer spent.
+    Wrong codes count against the offer (closed after `uplink_attempts`)."""
+    try:
+        callee = normalize_number(sender, field="source_addr")
+    except InvalidInput:
+        metrics.UPLINKS.labels(UplinkOutcome.NO_OFFER).inc()
+        log.warning("alerts.uplink_rejected", why="sender is not E.164")
+        return UplinkOutcome.NO_OFFER
+    code = uplink_code(text)
+    async with pool.connection() as conn, conn.transaction():
+        offers = await store.open_offers(conn, callee)
+        offer = next((o for o in offers if o["code"] == code), None)
+        if not offers or offer is None:
+            outcome = UplinkOutcome.NO_OFFER if not offers else UplinkOutcome.WRONG_CODE
+            if offers:
+                await store.count_attempt(conn, callee, settings.uplink_attempts)
+            metrics.UPLINKS.labels(outcome).inc()
+            log.warning("alerts.uplink_rejected", why=outcome, sender=callee)
+            return outcome
+        await store.use_offer(conn, callee, str(offer["code"]))
+        body = render(
+            MessageKind.REGISTERED,
+            Language(settings.default_language),
+            caller=str(offer["caller"]),
+            count=int(offer["calls"]),
+            last_at=offer["last_at"],
+            zone=settings.zone,
+        )
+        notice_id = await store.insert_notice(
+            conn,
+            kind=int(MessageKind.REGISTERED),
+            callee=callee,
+            caller=str(offer["caller"]),
+            calls=int(offer["calls"]),
+            last_at=offer["last_at"],
+            text=body,
+        )
+        order = SmsOrder(notice_id, callee, body, MessageKind.REGISTERED)
+        await journal.enqueue(
+            [NewEntry(SMS_LANE, SMS_KIND, order.to_payload(), key=callee)], conn=conn
+        )
+    metrics.UPLINKS.labels(UplinkOutcome.VERIFIED).inc()
+    metrics.NOTICES.labels(str(int(MessageKind.REGISTERED))).inc()
+    return UplinkOutcome.VERIFIED
+
+
+# -- replay of the spool (M2) ----------------------------------------------------------
+
+
+async def replay(pool: Pool, records: list[dict[str, Any]], *, window_s: float) -> int:
+    """Write an outage's spool into PostgreSQL in one transaction: every missed call once
+    (their ids are unique), every message 1 once (its spool id is unique) with its calls
+    linked, every receipt applied. Calls that no message 1 told are counted into windows,
+    so they are decided as with the database up. The number of calls newly written."""
+    written = 0
+    async with pool.connection() as conn, conn.transaction():
+        told: set[str] = set()
+        for record in records:
+            if record.get("t") == "sent":
+                told.update(str(i) for i in record["calls"])
+        for record in records:
+            if record.get("t") != "call":
+                continue
+            call = MissedCall.from_record(record)
+            if await store.insert_missed_call(conn, call, spooled=True):
+                written += 1
+                if str(call.id) not in told:
+                    await store.add_pending(conn, call, window_s)
+        for record in records:
+            if record.get("t") == "sent":
+                notice_id = await store.insert_outage_notice(
+                    conn,
+                    callee=str(record["callee"]),
+                    caller=str(record["caller"]),
+                    calls=int(record["count"]),
+                    last_at=datetime.fromisoformat(record["last_at"]),
+                    text=str(record["text"]),
+                    created_at=datetime.fromisoformat(record["at"]),
+                    message_ids=list(record["ids"]),
+                    ref=uuid.UUID(record["ref"]),
+                )
+                ids = [uuid.UUID(i) for i in record["calls"]]
+                await store.link_calls_by_id(conn, notice_id, ids)
+                keys = sorted({k for m in record["ids"] for k in message_id_keys(m)})
+                await store.mark_submitted(conn, notice_id, list(record["ids"]), keys)
+        for record in records:
+            if record.get("t") == "receipt":
+                matched = await store.notice_by_keys(conn, list(record["keys"]))
+                if matched is not None:
+                    await store.mark_delivered(conn, matched, str(record["stat"]))
+    metrics.REPLAYED.inc(written)
+    return written
+
+
+async def registry(pool: Pool) -> dict[str, str]:
+    async with pool.connection() as conn:
+        return await store.registry(conn)
+
+
+# -- subscribers and the trial set (M5) ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrialSet:
+    ranges: list[str]
+    quota: int
+    members: int
+    changed_at: datetime
+    changed_by: str
+
+
+def _prefix(value: str) -> str:
+    if not value.isdigit() or not 1 <= len(value) <= 15 or value.startswith("0"):
+        raise InvalidInput("is not a number range (1 to 15 digits, no leading 0)", field="prefix")
+    return value
+
+
+async def register(pool: Pool, msisdn: str, lang: str, *, actor: str) -> dict[str, Any]:
+    number = normalize_number(msisdn, field="msisdn")
+    if lang not in {x.value for x in Language}:
+        raise InvalidInput("is not one of en, zh, ko", field="lang")
+    async with pool.connection() as conn, conn.transaction():
+        return await store.add_subscriber(conn, number, lang, actor)
+
+
+async def unregister(pool: Pool, msisdn: str) -> None:
+    number = normalize_number(msisdn, field="msisdn")
+    async with pool.connection() as conn, conn.transaction():
+        if not await store.remove_subscriber(conn, number):
+            raise NotFound(f"no subscriber {number}", field="msisdn")
+
+
+async def trial_set(pool: Pool) -> TrialSet:
+    async with pool.connection() as conn:
+        ranges = await store.trial_ranges(conn)
+        quota = await store.trial_quota(conn)
+    return TrialSet(
+        ranges,
+        int(quota["quota"]),
+        int(quota["members"]),
+        quota["changed_at"],
+        str(quota["changed_by"]),
+    )
+
+
+async def add_trial_range(pool: Pool, prefix: str, *, actor: str) -> TrialSet:
+    async with pool.connection() as conn, conn.transaction():
+        await store.add_trial_range(conn, _prefix(prefix), actor)
+    return await trial_set(pool)
+
+
+async def remove_trial_range(pool: Pool, prefix: str) -> TrialSet:
+    async with pool.connection() as conn, conn.transaction():
+        if not await store.remove_trial_range(conn, _prefix(prefix)):
+            raise NotFound(f"no trial range {prefix}", field="prefix")
+    return await trial_set(pool)
+
+
+async def set_trial_quota(pool: Pool, quota: int, *, actor: str) -> TrialSet:
+    if not 0 <= quota <= 100_000_000:
+        raise InvalidInput("is not between 0 and 100000000", field="quota")
+    async with pool.connection() as conn, conn.transaction():
+        await store.set_trial_quota(conn, quota, actor)
+    return await trial_set(pool)

@@ -1,0 +1,220 @@
+"""The named queries of alerts (sql/queries.sql), as functions that take a connection."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from bossa.alerts.models import MissedCall
+from bossa.db import Conn
+from bossa.sql import load_queries
+
+__all__ = ["QUERIES"]
+
+QUERIES = load_queries("bossa.alerts", "sql/queries.sql")
+
+
+async def _one(conn: Conn, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    return await (await conn.execute(QUERIES[name], params)).fetchone()
+
+
+async def _all(conn: Conn, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    return await (await conn.execute(QUERIES[name], params)).fetchall()
+
+
+async def health(conn: Conn) -> bool:
+    row = await _one(conn, "health", {})
+    return bool(row and row["ok"] == 1)
+
+
+async def insert_missed_call(
+    conn: Conn, call: MissedCall, *, spooled: bool = False, notice_id: int | None = None
+) -> bool:
+    """False when the call (its id or its intake reference) is recorded already."""
+    params = {
+        "id": call.id,
+        "call_ref": call.call_ref,
+        "caller": call.caller,
+        "callee": call.callee,
+        "reason": call.reason.value,
+        "called_at": call.called_at,
+        "via": call.via,
+        "spooled": spooled,
+        "notice_id": notice_id,
+    }
+    return await _one(conn, "insert_missed_call", params) is not None
+
+
+async def add_pending(conn: Conn, call: MissedCall, window_s: float) -> None:
+    await conn.execute(
+        QUERIES["add_pending"],
+        {
+            "callee": call.callee,
+            "caller": call.caller,
+            "called_at": call.called_at,
+            "window_s": window_s,
+        },
+    )
+
+
+async def take_due(conn: Conn, limit: int) -> list[dict[str, Any]]:
+    return await _all(conn, "take_due", {"limit": limit})
+
+
+async def subscriber_lang(conn: Conn, msisdn: str) -> str | None:
+    row = await _one(conn, "subscriber_lang", {"msisdn": msisdn})
+    return None if row is None else str(row["lang"])
+
+
+async def registry(conn: Conn) -> dict[str, str]:
+    return {str(r["msisdn"]): str(r["lang"]) for r in await _all(conn, "registry", {})}
+
+
+async def add_subscriber(conn: Conn, msisdn: str, lang: str, actor: str) -> dict[str, Any]:
+    row = await _one(conn, "add_subscriber", {"msisdn": msisdn, "lang": lang, "actor": actor})
+    assert row is not None
+    return row
+
+
+async def remove_subscriber(conn: Conn, msisdn: str) -> bool:
+    return await _one(conn, "remove_subscriber", {"msisdn": msisdn}) is not None
+
+
+async def trial_ranges(conn: Conn) -> list[str]:
+    return [str(r["prefix"]) for r in await _all(conn, "trial_ranges", {})]
+
+
+async def add_trial_range(conn: Conn, prefix: str, actor: str) -> None:
+    await conn.execute(QUERIES["add_trial_range"], {"prefix": prefix, "actor": actor})
+
+
+async def remove_trial_range(conn: Conn, prefix: str) -> bool:
+    return await _one(conn, "remove_trial_range", {"prefix": prefix}) is not None
+
+
+async def trial_quota(conn: Conn) -> dict[str, Any]:
+    row = await _one(conn, "trial_quota", {})
+    assert row is not None
+    return row
+
+
+async def set_trial_quota(conn: Conn, quota: int, actor: str) -> None:
+    await conn.execute(QUERIES["set_trial_quota"], {"quota": quota, "actor": actor})
+
+
+async def join_trial(conn: Conn, msisdn: str) -> bool:
+    await conn.execute(QUERIES["lock_trial"])
+    return await _one(conn, "join_trial", {"msisdn": msisdn}) is not None
+
+
+async def insert_notice(
+    conn: Conn,
+    *,
+    kind: int,
+    callee: str,
+    caller: str,
+    calls: int,
+    last_at: datetime,
+    text: str,
+    created_at: datetime | None = None,
+) -> int:
+    row = await _one(
+        conn,
+        "insert_notice",
+        {
+            "kind": kind,
+            "callee": callee,
+            "caller": caller,
+            "calls": calls,
+            "last_at": last_at,
+            "text": text,
+            "created_at": created_at,
+        },
+    )
+    assert row is not None
+    return int(row["id"])
+
+
+async def link_calls(conn: Conn, notice_id: int, callee: str, caller: str) -> None:
+    await conn.execute(
+        QUERIES["link_calls"], {"notice_id": notice_id, "callee": callee, "caller": caller}
+    )
+
+
+async def link_calls_by_id(conn: Conn, notice_id: int, ids: list[uuid.UUID]) -> None:
+    await conn.execute(QUERIES["link_calls_by_id"], {"notice_id": notice_id, "ids": ids})
+
+
+async def mark_submitted(conn: Conn, notice_id: int, ids: list[str], keys: list[str]) -> None:
+    await conn.execute(QUERIES["mark_submitted"], {"notice_id": notice_id, "ids": ids})
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            QUERIES["add_smsc_key"], [{"key": key, "notice_id": notice_id} for key in keys]
+        )
+
+
+async def notice_by_keys(conn: Conn, keys: list[str]) -> int | None:
+    row = await _one(conn, "notice_by_keys", {"keys": keys})
+    return None if row is None else int(row["notice_id"])
+
+
+async def mark_delivered(conn: Conn, notice_id: int, stat: str) -> bool:
+    return await _one(conn, "mark_delivered", {"notice_id": notice_id, "stat": stat}) is not None
+
+
+async def add_offer(conn: Conn, callee: str, code: str, notice_id: int, hours: int) -> bool:
+    params = {"callee": callee, "code": code, "notice_id": notice_id, "hours": hours}
+    return await _one(conn, "add_offer", params) is not None
+
+
+async def open_offers(conn: Conn, callee: str) -> list[dict[str, Any]]:
+    return await _all(conn, "open_offers", {"callee": callee})
+
+
+async def use_offer(conn: Conn, callee: str, code: str) -> None:
+    await conn.execute(QUERIES["use_offer"], {"callee": callee, "code": code})
+
+
+async def count_attempt(conn: Conn, callee: str, attempts: int) -> None:
+    await conn.execute(QUERIES["count_attempt"], {"callee": callee})
+    await conn.execute(QUERIES["close_exhausted"], {"callee": callee, "attempts": attempts})
+
+
+async def calls_of(conn: Conn, callee: str, limit: int) -> list[dict[str, Any]]:
+    return await _all(conn, "calls_of", {"callee": callee, "limit": limit})
+
+
+async def notices_of(conn: Conn, callee: str, limit: int) -> list[dict[str, Any]]:
+    return await _all(conn, "notices_of", {"callee": callee, "limit": limit})
+
+
+async def insert_outage_notice(
+    conn: Conn,
+    *,
+    callee: str,
+    caller: str,
+    calls: int,
+    last_at: datetime,
+    text: str,
+    created_at: datetime,
+    message_ids: list[str],
+    ref: uuid.UUID,
+) -> int:
+    """The notice's id, whether inserted now or by an earlier replay."""
+    row = await _one(
+        conn,
+        "insert_outage_notice",
+        {
+            "callee": callee,
+            "caller": caller,
+            "calls": calls,
+            "last_at": last_at,
+            "text": text,
+            "created_at": created_at,
+            "ids": message_ids,
+            "ref": ref,
+        },
+    )
+    assert row is not None
+    return int(row["id"])
