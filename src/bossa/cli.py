@@ -208,6 +208,7 @@ def _add_domain_groups() -> None:
     from bossa.access.cli import access_app
     from bossa.billing.cli import billing_app, ledger_app
     from bossa.journal.cli import journal_app
+    from bossa.partners.cli import partners_app
     from bossa.provisioning.cli import provisioning_app
 
     app.add_typer(access_app, name="access")
@@ -215,6 +216,7 @@ def _add_domain_groups() -> None:
     app.add_typer(provisioning_app, name="provisioning")
     app.add_typer(ledger_app, name="ledger")
     app.add_typer(billing_app, name="billing")
+    app.add_typer(partners_app, name="partners")
 
 
 _add_domain_groups()

@@ -132,6 +132,7 @@ def _import_modules() -> None:
     import bossa.db.settings
     import bossa.journal.settings
     import bossa.logs
+    import bossa.partners.settings
     import bossa.provisioning.settings  # noqa: F401
 
 
