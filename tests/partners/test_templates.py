@@ -24,7 +24,11 @@ from tests.support import api_client
 
 
 def _steps(*steps: dict[str, Any], **more: Any) -> dict[str, Any]:
-    return {"inputs": {"s": {"type": "string"}, "n": {"type": "integer"}}, "steps": list(steps), **more}
+    return {
+        "inputs": {"s": {"type": "string"}, "n": {"type": "integer"}},
+        "steps": list(steps),
+        **more,
+    }
 
 
 def _error(data: Any) -> InvalidInput:
@@ -72,7 +76,11 @@ def test_type_mismatch_names_the_step_and_input() -> None:
     assert "integer with string" in str(error)
     error = _error(
         _steps(
-            {"id": "cmp", "object": "compare", "with": {"left": "$input.s", "op": "lt", "right": "x"}}
+            {
+                "id": "cmp",
+                "object": "compare",
+                "with": {"left": "$input.s", "op": "lt", "right": "x"},
+            }
         )
     )
     assert error.field == "steps.cmp.with.op"
@@ -82,7 +90,12 @@ def test_unreachable_step_names_the_step() -> None:
     error = _error(
         _steps(
             {"id": "a", "object": "compare", "with": {"left": 1, "op": "eq", "right": 1}},
-            {"id": "b", "object": "compare", "with": {"left": 1, "op": "eq", "right": 2}, "next": "end"},
+            {
+                "id": "b",
+                "object": "compare",
+                "with": {"left": 1, "op": "eq", "right": 2},
+                "next": "end",
+            },
             {"id": "orphan", "object": "compare", "with": {"left": 1, "op": "eq", "right": 3}},
         )
     )
@@ -117,15 +130,25 @@ def test_jumps_go_forward_only_and_to_known_steps() -> None:
     back = _error(
         _steps(
             {"id": "a", "object": "compare", "with": {"left": 1, "op": "eq", "right": 1}},
-            {"id": "b", "object": "compare", "with": {"left": 1, "op": "eq", "right": 1}, "next": "a"},
+            {
+                "id": "b",
+                "object": "compare",
+                "with": {"left": 1, "op": "eq", "right": 1},
+                "next": "a",
+            },
         )
     )
     assert back.field == "steps.b.next"
     nowhere = _error(
         _steps(
             {"id": "a", "object": "compare", "with": {"left": 1, "op": "eq", "right": 1}},
-            {"id": "br", "object": "branch", "with": {"condition": "$steps.a.result"},
-             "then": "zz", "else": "end"},
+            {
+                "id": "br",
+                "object": "branch",
+                "with": {"condition": "$steps.a.result"},
+                "then": "zz",
+                "else": "end",
+            },
         )
     )
     assert nowhere.field == "steps.br.then"
@@ -142,7 +165,10 @@ def test_shape_errors_name_the_step() -> None:
 
 def test_run_input_is_checked_field_by_field() -> None:
     checked = check_template(yaml.safe_load(CHECK))
-    assert check_input(checked, {"subscriber": "c1", "amount": 5}) == {"subscriber": "c1", "amount": 5}
+    assert check_input(checked, {"subscriber": "c1", "amount": 5}) == {
+        "subscriber": "c1",
+        "amount": 5,
+    }
     cases = [
         ({"subscriber": "c1"}, "input.amount", "missing"),
         ({"subscriber": "c1", "amount": "5"}, "input.amount", "integer"),
@@ -195,8 +221,15 @@ async def test_api_registration_errors_name_the_step(runtime: Runtime) -> None:
             json={
                 "name": "broken",
                 "partner": "acme",
-                "definition": {"steps": [{"id": "x", "object": "compare", "with": {
-                    "left": 1, "op": "eq", "right": "one"}}]},
+                "definition": {
+                    "steps": [
+                        {
+                            "id": "x",
+                            "object": "compare",
+                            "with": {"left": 1, "op": "eq", "right": "one"},
+                        }
+                    ]
+                },
             },
         )
         assert answer.status_code == 422

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from bossa.access import Permission
@@ -96,6 +96,7 @@ async def run_template(
     name: Annotated[str, _TEMPLATE],
     body: RunRequest,
     request: Request,
+    response: Response,
     principal: PrincipalDep,
     mode: Annotated[RunMode, Query(description="sync: answer with the result; async: 202")] = (
         RunMode.SYNC
@@ -107,7 +108,11 @@ async def run_template(
     plat = service.platform(
         runtime.pool, runtime.journal, runtime.settings(service.PartnersSettings)
     )
-    return await service.run_template(plat, name, body.input, principal=principal, mode=mode)
+    result = await service.run_template(plat, name, body.input, principal=principal, mode=mode)
+    if isinstance(result, RunAccepted):
+        response.status_code = 202
+        response.headers["Location"] = result.location
+    return result
 
 
 @router.get("/runs/{run_id}", **guarded(Permission.PARTNER_USE))
