@@ -21,7 +21,8 @@ async def _counts(runtime: Runtime) -> tuple[int, int]:
                 "select count(*) as n from journal.lane_entries where lane = 'partners.billing'"
             )
         ).fetchone()
-    assert runs is not None and logs is not None
+    assert runs is not None
+    assert logs is not None
     return int(runs["n"]), int(logs["n"])
 
 
@@ -39,7 +40,8 @@ async def test_a_partner_runs_its_own_template_and_it_is_billed(runtime: Runtime
         run = answer.json()
         assert run["state"] == "done"
         assert run["output"] == {"status": "active", "big": True}
-        assert run["partner"] == "acme" and run["version"] == 1
+        assert run["partner"] == "acme"
+        assert run["version"] == 1
         again = await http.get(f"/partners/runs/{run['id']}", headers=headers)
         assert again.json()["output"] == run["output"]
         unknown = await http.post(
