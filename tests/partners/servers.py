@@ -72,9 +72,12 @@ class SftpServer(ServerProcess):
         base = Path(tempfile.mkdtemp(prefix="bossa-sftp-"))
         base.chmod(0o755)
         self.base = base
-        # The chroot must be root's and writable by no one else; `in` is the user's.
-        self.root = base / "chroot"
-        self.root.mkdir(mode=0o755)
+        # The chroot and every folder above it must be root's and writable by no one else
+        # (so not under /tmp); `in` is the user's.
+        parent = Path("/run/bossa-sftp-tests")
+        parent.mkdir(mode=0o755, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="chroot-", dir=parent))
+        self.root.chmod(0o755)
         self.inbox = self.root / "in"
         self.inbox.mkdir()
         user = pwd.getpwnam(SFTP_USER)
@@ -139,3 +142,4 @@ class SftpServer(ServerProcess):
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)

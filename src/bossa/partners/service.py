@@ -792,6 +792,7 @@ async def collect(conn: Conn, entries: Sequence[Entry], settings: PartnersSettin
                     f"duplicate: run {run} is already billed",
                 )
             )
+    rejects.sort(key=lambda item: item[0].id)  # the error file lists them in log order
     await store.add_rejects(
         conn,
         [e.id for e, _ in rejects],
@@ -934,6 +935,7 @@ async def transmit(pool: Pool, settings: PartnersSettings) -> list[int]:
         known_hosts=settings.sftp_known_hosts,
         folder=settings.sftp_dir,
         timeout_s=settings.sftp_timeout_s,
+        max_bytes_per_s=settings.sftp_max_bytes_per_s,
     )
     seq = todo[0]
     try:

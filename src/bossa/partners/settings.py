@@ -54,3 +54,6 @@ class PartnersSettings(BossaSettings):
     #: The folder on the server, relative to the SFTP user's root.
     sftp_dir: str = Field(default="in", pattern=r"^[A-Za-z0-9._/-]{1,200}$")
     sftp_timeout_s: float = Field(default=20.0, ge=0.5, le=600.0)
+    #: Upload speed limit, bytes per second (none by default): for a link to the billing
+    #: system that other traffic shares.
+    sftp_max_bytes_per_s: int | None = Field(default=None, ge=1024, le=10 * 1024**3)

@@ -28,11 +28,13 @@ class SftpTarget:
         known_hosts: Path,
         folder: str,
         timeout_s: float,
+        max_bytes_per_s: int | None = None,
     ) -> None:
         self.host, self.port, self.user = host, port, user
         self.key_file, self.known_hosts = key_file, known_hosts
         self.folder = folder.rstrip("/")
         self.timeout_s = timeout_s
+        self.max_bytes_per_s = max_bytes_per_s
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
 
@@ -103,14 +105,20 @@ class SftpTarget:
         assert isinstance(data, bytes)
         return data
 
-    async def upload(self, name: str, content: bytes, *, chunk: int = 256 * 1024) -> None:
-        """Write `content` to `name` (replacing a partial one) and fsync it on the server."""
+    async def upload(self, name: str, content: bytes, *, chunk: int = 64 * 1024) -> None:
+        """Write `content` to `name` (replacing a partial one) and fsync it on the server,
+        at most `max_bytes_per_s` when set (a shared link to the billing system)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             async with self.sftp.open(self.path(name), "wb") as handle:
                 for start in range(0, len(content), chunk):
                     await asyncio.wait_for(
-                        handle.write(content[start : start + chunk]), self.timeout_s
+                        handle.write(content[start : start + chunk], start), self.timeout_s
                     )
+                    if self.max_bytes_per_s:
+                        due = started + (start + chunk) / self.max_bytes_per_s
+                        await asyncio.sleep(max(0.0, due - loop.time()))
                 await asyncio.wait_for(handle.fsync(), self.timeout_s)
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             raise TransferError(f"upload {name}: {_why(exc)}") from None
