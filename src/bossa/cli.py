@@ -235,6 +235,7 @@ def _add_domain_groups() -> None:
     )
     from bossa.imports.cli import export_app, import_app
     from bossa.journal.cli import journal_app
+    from bossa.partners.cli import partners_app
     from bossa.provisioning.cli import provisioning_app
 
     app.add_typer(access_app, name="access")
@@ -250,6 +251,7 @@ def _add_domain_groups() -> None:
     app.add_typer(import_app, name="import")
     app.add_typer(export_app, name="export")
     app.add_typer(alerts_app, name="alerts")
+    app.add_typer(partners_app, name="partners")
 
 
 _add_domain_groups()

@@ -134,6 +134,7 @@ def _import_modules() -> None:
     import bossa.imports.settings
     import bossa.journal.settings
     import bossa.logs
+    import bossa.partners.settings
     import bossa.provisioning.settings  # noqa: F401
 
 

@@ -65,6 +65,8 @@ class Permission(StrEnum):
     METRICS_READ = "metrics.read"
     #: The partner platform's open interface (O2).
     PARTNER_USE = "partner.use"
+    #: Partners, their templates and limits, legacy systems, billing policies, MDR files.
+    PARTNERS_CONFIGURE = "partners.configure"
 
 
 class Role(StrEnum):

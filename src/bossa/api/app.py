@@ -37,6 +37,8 @@ from bossa.errors import ErrorBody, InvalidInput, UserError
 from bossa.journal import api as journal_api
 from bossa.journal import metrics as journal_metrics
 from bossa.logs import get_logger
+from bossa.partners import api as partners_api
+from bossa.partners import metrics as partners_metrics
 from bossa.provisioning import api as provisioning_api
 from bossa.provisioning import metrics as provisioning_metrics
 from bossa.runtime import Runtime, running
@@ -171,6 +173,7 @@ def create_app(
     app.include_router(provisioning_api.router)
     app.include_router(billing_api.router)
     app.include_router(customers_api.router)
+    app.include_router(partners_api.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         RequestLimits,
@@ -187,6 +190,7 @@ async def _refresh_gauges(runtime: Runtime, settings: ApiSettings) -> None:
             await journal_metrics.refresh(runtime.pool)
             await billing_metrics.refresh(runtime.pool)
             await provisioning_metrics.refresh(runtime.pool)
+            await partners_metrics.refresh(runtime.pool)
 
 
 #: How often the table gauges are read for a separate metrics bind, which cannot read

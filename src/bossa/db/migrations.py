@@ -30,6 +30,7 @@ MODULES: tuple[str, ...] = (
     "billing",
     "imports",
     "alerts",
+    "partners",
 )
 
 # Any constant shared by every bossa process; pg_advisory_lock takes a bigint.
