@@ -82,8 +82,7 @@ def rate(
             (
                 s
                 for s in by_number.get(cdr.msisdn, ())
-                if s.valid_from <= cdr.start
-                and (s.valid_to is None or cdr.start < s.valid_to)
+                if s.valid_from <= cdr.start and (s.valid_to is None or cdr.start < s.valid_to)
             ),
             None,
         )
@@ -91,11 +90,7 @@ def rate(
             out.append(Suspended(cdr.record_key, SuspenseReason.UNKNOWN_ACCOUNT))
             continue
         tariff = next(
-            (
-                t
-                for t in by_product.get(sub.product_code, ())
-                if t.valid_on(cdr.start.date())
-            ),
+            (t for t in by_product.get(sub.product_code, ()) if t.valid_on(cdr.start.date())),
             None,
         )
         if tariff is None:
@@ -119,5 +114,7 @@ def rate(
         if billed > free:
             charge = max(charge, tariff.min_charge)
         charge -= discount_of(charge, tariff.discount_percent)
-        out.append(Rated(cdr.record_key, sub.account_id, sub.product_code, zone, billed, free, charge))
+        out.append(
+            Rated(cdr.record_key, sub.account_id, sub.product_code, zone, billed, free, charge)
+        )
     return out

@@ -21,7 +21,15 @@ from bossa.errors import UserError
 __all__ = ["MODULES", "Migration", "MigrationError", "applied", "discover", "migrate", "pending"]
 
 #: Modules with a schema, in the order their migrations apply (later ones may refer to earlier).
-MODULES: tuple[str, ...] = ("access", "customers", "journal", "provisioning", "ledger", "billing")
+MODULES: tuple[str, ...] = (
+    "access",
+    "customers",
+    "journal",
+    "provisioning",
+    "ledger",
+    "rating",
+    "billing",
+)
 
 # Any constant shared by every bossa process; pg_advisory_lock takes a bigint.
 _LOCK_ID = int.from_bytes(hashlib.sha256(b"bossa.migrate").digest()[:8], "big", signed=True)

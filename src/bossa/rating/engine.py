@@ -17,9 +17,9 @@ results into PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 import csv
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -65,15 +65,14 @@ with sub as (                                  -- the subscription held at the c
     left join tariffs t
       on t.product_code = u.product_code and u.start::date >= t.valid_from
      and (t.valid_to is null or u.start::date < t.valid_to)
-), lens as (select distinct tariff_id, plen from zones),
-zoned as (                                     -- the longest matching prefix
-    select t.record_key, arg_max(z.zone, z.plen) as zone,
+), candidates as (                             -- each prefix length the tariff uses
+    select t.record_key, t.tariff_id, l.plen, left(t.destination, l.plen) as prefix
+    from tar t join (select distinct tariff_id, plen from zones) l using (tariff_id)
+), zoned as (                                  -- the longest matching prefix
+    select c.record_key, arg_max(z.zone, z.plen) as zone,
            arg_max(z.included, z.plen) as included
-    from tar t
-    join lens l on l.tariff_id = t.tariff_id
-    join zones z on z.tariff_id = t.tariff_id and z.plen = l.plen
-                and z.prefix = left(t.destination, l.plen)
-    group by t.record_key
+    from candidates c join zones z using (tariff_id, plen, prefix)
+    group by c.record_key
 ), calls as (
     select t.*, z.zone, coalesce(z.included, false) as included,
            case when t.duration <= 0 then 0
@@ -111,13 +110,13 @@ zoned as (                                     -- the longest matching prefix
     select *, case when billed > free then greatest(base, min_charge) else base end as gross
     from charged
 )
-select record_key, line, account_id, product_code, zone, start, duration, billed, free,
-       gross - (gross * discount_percent + 50) // 100 as charge, month, included,
-       null::varchar as reason
+select record_key, line, msisdn, destination, account_id, product_code, zone, start,
+       duration, billed, free, gross - (gross * discount_percent + 50) // 100 as charge,
+       month, included, null::varchar as reason
 from minimum
 union all
-select record_key, line, account_id, product_code, zone, start, duration, billed, 0, 0,
-       month, false,
+select record_key, line, msisdn, destination, account_id, product_code, zone, start,
+       duration, billed, 0, 0, month, false,
        case when account_id is null then '{SuspenseReason.UNKNOWN_ACCOUNT}'
             when tariff_id is null then '{SuspenseReason.NO_TARIFF}'
             else '{SuspenseReason.NO_ZONE}' end
@@ -155,8 +154,16 @@ class RatingEngine:
         rows_t, rows_z, rows_r = [], [], []
         for tid, t in enumerate(tariffs):
             rows_t.append(
-                (tid, t.product_code, t.valid_from, t.valid_to, t.increment, t.min_charge,
-                 t.discount_percent, t.allowance_seconds)
+                (
+                    tid,
+                    t.product_code,
+                    t.valid_from,
+                    t.valid_to,
+                    t.increment,
+                    t.min_charge,
+                    t.discount_percent,
+                    t.allowance_seconds,
+                )
             )
             rows_z += [
                 (tid, prefix, len(prefix), zone, zone in t.included_zones)
@@ -306,8 +313,7 @@ class RatingEngine:
         """Rate the staged batch into the `result` relation."""
         db = self.db
         span = db.execute(
-            f"select min(start)::date, (max(start) + to_seconds({MAX_DURATION_S}))::date "
-            "from cdrs"
+            f"select min(start)::date, (max(start) + to_seconds({MAX_DURATION_S}))::date from cdrs"
         ).fetchone()
         db.execute("delete from calendar")
         if span and span[0] is not None:
@@ -320,33 +326,50 @@ class RatingEngine:
         assert counts is not None
         return EngineResult(rated=int(counts[0]), suspended=int(counts[1]), malformed=[])
 
-    def fold_usage(self) -> None:
-        """Count the batch's included seconds into the allowance usage held in memory
-        (after the database has committed them)."""
-        self.db.execute(
-            """
-            create or replace temp table batch_used as
-            select account_id, month, sum(billed)::bigint as seconds
-            from result where reason is null and included group by 1, 2
-            """
-        )
-        self.db.execute("begin")
-        self.db.execute(
-            """
-            insert into used select b.account_id, b.month, 0 from batch_used b
-            where not exists (select 1 from used u
-                              where u.account_id = b.account_id and u.month = b.month)
-            """
-        )
-        self.db.execute(
-            """
-            update used set seconds = used.seconds + b.seconds from batch_used b
-            where used.account_id = b.account_id and used.month = b.month
-            """
-        )
-        self.db.execute("commit")
+    def staged(self) -> int:
+        row = self.db.execute("select count(*) from cdrs").fetchone()
+        return int(row[0]) if row else 0
+
+    def numbers(self) -> list[str]:
+        """The distinct numbers of the staged batch (whose histories it needs)."""
+        return [str(n) for (n,) in self.db.execute("select distinct msisdn from cdrs").fetchall()]
+
+    def allowance_keys(self) -> list[tuple[str, str]]:
+        """(account, 'YYYY-MM') pairs the staged batch may use allowance of."""
+        return [
+            (str(a), str(m))
+            for a, m in self.db.execute(
+                """
+                select distinct s.account_id, strftime(c.start, '%Y-%m')
+                from cdrs c join subs s
+                  on s.msisdn = c.msisdn and c.start >= s.valid_from
+                 and (s.valid_to is null or c.start < s.valid_to)
+                """
+            ).fetchall()
+        ]
+
+    def reset_usage(self) -> None:
+        self.db.execute("delete from used")
+
+    def drop(self, keys: Sequence[str]) -> None:
+        """Take these record keys out of the staged batch."""
+        self.db.execute("create or replace temp table dropped (record_key varchar)")
+        self.db.executemany("insert into dropped values (?)", [(k,) for k in keys])
+        self.db.execute("delete from cdrs where record_key in (select record_key from dropped)")
+
+    def lines_of(self, keys: Sequence[str]) -> list[tuple[int, str]]:
+        self.db.execute("create or replace temp table wanted (record_key varchar)")
+        self.db.executemany("insert into wanted values (?)", [(k,) for k in keys])
+        return [
+            (int(line), str(key))
+            for line, key in self.db.execute(
+                "select line, record_key from cdrs where record_key in "
+                "(select record_key from wanted) order by line"
+            ).fetchall()
+        ]
 
     def batch_usage(self) -> list[tuple[str, str, int]]:
+        """Included seconds the rated batch used, per (account, month)."""
         return [
             (str(a), str(m), int(s))
             for a, m, s in self.db.execute(
@@ -354,6 +377,31 @@ class RatingEngine:
                 "where reason is null and included group by 1, 2"
             ).fetchall()
         ]
+
+    def write_rated(self, batch: int, path: Path) -> None:
+        self.write_csv(
+            f"select record_key, {int(batch)}, account_id, msisdn, destination, product_code, "
+            "zone, start, duration, billed, free, charge from result where reason is null",
+            path,
+        )
+
+    def write_suspended(self, batch: int, path: Path) -> None:
+        self.write_csv(
+            f"select record_key, {int(batch)}, msisdn, destination, start, duration, reason "
+            "from result where reason is not null",
+            path,
+        )
+
+    def write_keys(self, path: Path) -> None:
+        self.write_csv("select record_key from cdrs", path)
+
+    def totals(self) -> tuple[int, int]:
+        """(records rated, total charge) of the rated batch."""
+        row = self.db.execute(
+            "select count(*), coalesce(sum(charge), 0) from result where reason is null"
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
 
     def rows(self, query: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.db.execute(query, params or []).fetchall()

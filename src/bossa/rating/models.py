@@ -27,6 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
 
 __all__ = [
     "MAX_DURATION_S",
@@ -34,6 +37,8 @@ __all__ = [
     "PEAK_END",
     "PEAK_START",
     "Band",
+    "BatchReport",
+    "SuspendedRecord",
     "SuspenseReason",
     "TariffVersion",
     "band_at",
@@ -165,3 +170,42 @@ class TariffVersion:
             if zone is not None:
                 return zone
         return None
+
+
+class BatchReport(BaseModel):
+    """What rating one batch did."""
+
+    batch: int
+    source: str
+    records: int = Field(description="lines that were not the header")
+    rated: int
+    suspended: int
+    malformed: int = Field(description="lines not rated: unreadable, invalid or duplicate")
+    charge: int | None = Field(description="total charge in minor units (None if repeated)")
+    repeated: bool = Field(description="the same content was rated before: nothing done")
+    errors: list[tuple[int, str, str]] = Field(
+        default_factory=list, description="(line, record key, reason) of malformed lines"
+    )
+
+    @classmethod
+    def of_row(cls, row: dict[str, Any], *, repeated: bool) -> BatchReport:
+        return cls(
+            batch=row["id"],
+            source=row["source"],
+            records=row["records"],
+            rated=row["rated"],
+            suspended=row["suspended"],
+            malformed=row["malformed"],
+            charge=None,
+            repeated=repeated,
+        )
+
+
+class SuspendedRecord(BaseModel):
+    record_key: str
+    msisdn: str
+    destination: str
+    started_at: datetime
+    duration: int
+    reason: SuspenseReason
+    attempts: int
