@@ -83,7 +83,9 @@ async def test_bad_lines_go_to_the_error_file_and_the_rest_is_rated(
     text = errors.read_text()
     lines = {int(line.split(",")[0]): line for line in text.splitlines()[1:]}
     assert set(lines) == {3, 4, 5, 6}
-    assert "start" in lines[3] and "duration" in lines[4] and "duplicate" in lines[6]
+    assert "start" in lines[3]
+    assert "duration" in lines[4]
+    assert "duplicate" in lines[6]
     assert await suspense_counts(pool) == {SuspenseReason.UNKNOWN_ACCOUNT.value: 1}
 
 
@@ -100,8 +102,10 @@ async def test_the_same_file_twice_is_rated_once_and_a_record_never_twice(
     line = "r1,821012340005,1555,2026-03-02 10:00:00,60"
     first = await rate_file(pool, pipeline, write(tmp_path / "c.csv", line), actor="test")
     again = await rate_file(pool, pipeline, write(tmp_path / "d.csv", line), actor="test")
-    assert first.charge == 600 and not first.repeated
-    assert again.repeated and again.batch == first.batch
+    assert first.charge == 600
+    assert not first.repeated
+    assert again.repeated
+    assert again.batch == first.batch
     # The same record in another file: not charged again, reported with its line.
     other = write(tmp_path / "e.csv", "r2,821012340005,1555,2026-03-02 11:00:00,60", line)
     errors = tmp_path / "e.errors.csv"
@@ -117,4 +121,5 @@ async def test_unknown_numbers_wait_in_suspense(
     report = await rate_file(pool, pipeline, path, actor="test")
     assert report.suspended == 1
     [record] = await suspended(pool)
-    assert record.record_key == "s1" and record.reason is SuspenseReason.UNKNOWN_ACCOUNT
+    assert record.record_key == "s1"
+    assert record.reason is SuspenseReason.UNKNOWN_ACCOUNT

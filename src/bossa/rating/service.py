@@ -107,7 +107,7 @@ async def rate_file(
 ) -> BatchReport:
     """Rate one CDR file (docs/sync-and-rating.md, "CDR files"). Lines that are not usage
     records go to `errors_to` (line, record key, reason) and are counted as malformed."""
-    if not path.is_file():
+    if not await asyncio.to_thread(path.is_file):
         raise NotFound(f"no file {path}", field="path")
     sha = await asyncio.to_thread(_sha256, path)
     engine = pipeline.engine

@@ -160,7 +160,7 @@ async def add_allowance(conn: Conn, used: Sequence[tuple[str, str, int]]) -> Non
 
 async def copy_file(conn: Conn, statement: str, path: Path) -> None:
     """COPY a CSV file the engine wrote into PostgreSQL, without parsing it in Python."""
-    async with conn.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[arg-type]
+    async with conn.cursor() as cur, cur.copy(statement) as copy:
         with path.open("rb") as f:
             while block := f.read(_COPY_BLOCK):
                 await copy.write(block)
