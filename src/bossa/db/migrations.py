@@ -27,6 +27,7 @@ MODULES: tuple[str, ...] = (
     "journal",
     "provisioning",
     "ledger",
+    "rating",
     "billing",
     "imports",
     "alerts",

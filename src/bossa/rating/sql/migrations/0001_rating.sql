@@ -1,0 +1,109 @@
+-- Rating: tariffs, the pipeline's account data, batches, rated usage, suspense, allowances.
+create schema rating;
+
+-- A version of a product's usage tariff (bossa.rating.models.TariffVersion). The product
+-- is checked through customers' service (no foreign key across modules). Versions of one
+-- product never overlap: the service closes the open one when a new one starts.
+create table rating.tariffs (
+    id                bigint generated always as identity primary key,
+    product_code      text not null,
+    valid_from        date not null,
+    valid_to          date check (valid_to > valid_from),
+    increment_s       integer not null default 1 check (increment_s in (1, 60)),
+    min_charge        bigint not null default 0 check (min_charge between 0 and 1000000000000),
+    discount_percent  integer not null default 0 check (discount_percent between 0 and 100),
+    allowance_seconds bigint not null default 0 check (allowance_seconds between 0 and 1000000000),
+    created_at        timestamptz not null default now(),
+    created_by        text not null,
+    unique (product_code, valid_from)
+);
+
+create table rating.tariff_zones (
+    tariff_id  bigint not null references rating.tariffs (id),
+    prefix     text not null check (prefix ~ '^[0-9]{1,16}$'),
+    zone       text not null check (zone ~ '^[a-z][a-z0-9_]{0,31}$'),
+    included   boolean not null default false,
+    primary key (tariff_id, prefix)
+);
+
+create table rating.tariff_rates (
+    tariff_id  bigint not null references rating.tariffs (id),
+    zone       text not null,
+    band       text not null check (band in ('peak', 'offpeak', 'weekend')),
+    rate       bigint not null check (rate between 0 and 10000000),
+    primary key (tariff_id, zone, band)
+);
+
+-- The pipeline's account data (S10): which account and product a number had when. Kept
+-- by the sync listener from business events; read into pipeline memory on first usage.
+create table rating.subscriptions (
+    msisdn        text not null check (msisdn ~ '^[0-9]{1,15}$'),
+    valid_from    timestamp not null,
+    valid_to      timestamp check (valid_to > valid_from),
+    account_id    text not null,
+    product_code  text not null,
+    primary key (msisdn, valid_from)
+);
+
+-- One batch of usage records: a file from the inbox or a request. A file is rated once:
+-- the same content dropped again finds its batch by checksum.
+create table rating.batches (
+    id          bigint generated always as identity primary key,
+    source      text not null,
+    sha256      text not null unique,
+    records     integer not null default 0,
+    rated       integer not null default 0,
+    suspended   integer not null default 0,
+    malformed   integer not null default 0,
+    created_at  timestamptz not null default now(),
+    created_by  text not null
+);
+
+-- Rated usage: one row per usage record, by its record key, so the same record ingested
+-- twice is charged once and a bill line traces back to its records.
+create table rating.rated_usage (
+    record_key   text primary key,
+    batch_id     bigint not null references rating.batches (id),
+    account_id   text not null,
+    msisdn       text not null,
+    destination  text not null,
+    product_code text not null,
+    zone         text not null,
+    started_at   timestamp not null,
+    duration     integer not null,
+    billed       integer not null,
+    free         integer not null,
+    charge       bigint not null check (charge >= 0)
+);
+create index rated_usage_account on rating.rated_usage (account_id, started_at);
+
+-- Usage records that could not be rated, with the reason; recycled on request or when
+-- the cause is fixed (a recycled record leaves suspense when it rates).
+create table rating.suspense (
+    record_key   text primary key,
+    batch_id     bigint not null references rating.batches (id),
+    msisdn       text not null,
+    destination  text not null,
+    started_at   timestamp not null,
+    duration     integer not null,
+    reason       text not null,
+    suspended_at timestamptz not null default now(),
+    attempts     integer not null default 1
+);
+create index suspense_reason on rating.suspense (reason);
+
+-- Allowance seconds used per account and calendar month ('YYYY-MM'), written in the
+-- transaction of the usage that used them.
+create table rating.allowance_usage (
+    account_id  text not null,
+    month       text not null check (month ~ '^[0-9]{4}-[0-9]{2}$'),
+    seconds     bigint not null check (seconds >= 0),
+    primary key (account_id, month)
+);
+
+-- published: rating.usage_charges
+-- Rated usage per account and day, for the bill run: what usage to charge in a period.
+create view rating.usage_charges as
+select account_id, started_at::date as day, sum(charge)::bigint as charge, count(*) as records
+from rating.rated_usage
+group by account_id, started_at::date;

@@ -1,0 +1,227 @@
+"""The named queries of rating (sql/queries.sql), as functions that take a connection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from bossa.db import Conn
+from bossa.rating.models import Band, TariffVersion
+from bossa.sql import load_queries
+
+__all__ = ["QUERIES"]
+
+QUERIES = load_queries("bossa.rating", "sql/queries.sql")
+
+#: Bytes per write when a file is copied into PostgreSQL.
+_COPY_BLOCK = 1 << 20
+
+
+async def lock_pipeline(conn: Conn, instance: int) -> None:
+    await conn.execute(QUERIES["lock_pipeline"], {"instance": instance})
+
+
+async def batch_by_sha(conn: Conn, sha256: str) -> dict[str, Any] | None:
+    return await (await conn.execute(QUERIES["batch_by_sha"], {"sha256": sha256})).fetchone()
+
+
+async def add_batch(conn: Conn, *, source: str, sha256: str, records: int, actor: str) -> int:
+    row = await (
+        await conn.execute(
+            QUERIES["add_batch"],
+            {"source": source, "sha256": sha256, "records": records, "actor": actor},
+        )
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+async def finish_batch(
+    conn: Conn, batch: int, *, rated: int, suspended: int, malformed: int
+) -> None:
+    await conn.execute(
+        QUERIES["finish_batch"],
+        {"id": batch, "rated": rated, "suspended": suspended, "malformed": malformed},
+    )
+
+
+async def tariffs(conn: Conn) -> list[TariffVersion]:
+    rows = await (await conn.execute(QUERIES["tariffs"])).fetchall()
+    return [
+        TariffVersion(
+            product_code=row["product_code"],
+            valid_from=row["valid_from"],
+            valid_to=row["valid_to"],
+            increment=row["increment_s"],
+            min_charge=row["min_charge"],
+            discount_percent=row["discount_percent"],
+            allowance_seconds=row["allowance_seconds"],
+            zones={prefix: zone for prefix, zone, _ in row["zones"]},
+            rates={(zone, Band(band)): rate for zone, band, rate in row["rates"]},
+            included_zones=frozenset(zone for _, zone, included in row["zones"] if included),
+        )
+        for row in rows
+    ]
+
+
+async def open_tariff(conn: Conn, product: str) -> dict[str, Any] | None:
+    return await (await conn.execute(QUERIES["open_tariff"], {"product": product})).fetchone()
+
+
+async def later_tariff(conn: Conn, product: str, valid_from: date) -> date | None:
+    row = await (
+        await conn.execute(QUERIES["later_tariff"], {"product": product, "valid_from": valid_from})
+    ).fetchone()
+    return row["valid_from"] if row else None
+
+
+async def close_tariff(conn: Conn, tariff: int, valid_to: date) -> None:
+    await conn.execute(QUERIES["close_tariff"], {"id": tariff, "valid_to": valid_to})
+
+
+async def add_tariff(conn: Conn, tariff: TariffVersion, *, actor: str) -> int:
+    row = await (
+        await conn.execute(
+            QUERIES["add_tariff"],
+            {
+                "product_code": tariff.product_code,
+                "valid_from": tariff.valid_from,
+                "valid_to": tariff.valid_to,
+                "increment": tariff.increment,
+                "min_charge": tariff.min_charge,
+                "discount_percent": tariff.discount_percent,
+                "allowance_seconds": tariff.allowance_seconds,
+                "actor": actor,
+            },
+        )
+    ).fetchone()
+    assert row is not None
+    tid = int(row["id"])
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            QUERIES["add_zone"],
+            [
+                (tid, prefix, zone, zone in tariff.included_zones)
+                for prefix, zone in tariff.zones.items()
+            ],
+        )
+        await cur.executemany(
+            QUERIES["add_rate"],
+            [(tid, zone, band.value, rate) for (zone, band), rate in tariff.rates.items()],
+        )
+    return tid
+
+
+async def subscriptions_of(
+    conn: Conn, numbers: Sequence[str]
+) -> list[tuple[str, str, str, datetime, datetime | None]]:
+    rows = await (
+        await conn.execute(QUERIES["subscriptions_of"], {"numbers": list(numbers)})
+    ).fetchall()
+    return [
+        (r["msisdn"], r["account_id"], r["product_code"], r["valid_from"], r["valid_to"])
+        for r in rows
+    ]
+
+
+async def put_subscription(
+    conn: Conn, *, msisdn: str, account_id: str, product_code: str, at: datetime
+) -> None:
+    await conn.execute(QUERIES["end_subscription"], {"msisdn": msisdn, "at": at})
+    await conn.execute(
+        QUERIES["put_subscription"],
+        {"msisdn": msisdn, "account_id": account_id, "product_code": product_code, "at": at},
+    )
+
+
+async def allowance_of(conn: Conn, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str, int]]:
+    rows = await (
+        await conn.execute(
+            QUERIES["allowance_of"],
+            {"accounts": [a for a, _ in keys], "months": [m for _, m in keys]},
+        )
+    ).fetchall()
+    return [(r["account_id"], r["month"], int(r["seconds"])) for r in rows]
+
+
+async def add_allowance(conn: Conn, used: Sequence[tuple[str, str, int]]) -> None:
+    if used:
+        await conn.execute(
+            QUERIES["add_allowance"],
+            {
+                "accounts": [a for a, _, _ in used],
+                "months": [m for _, m, _ in used],
+                "seconds": [s for _, _, s in used],
+            },
+        )
+
+
+async def copy_file(conn: Conn, statement: str, path: Path) -> None:
+    """COPY a CSV file the engine wrote into PostgreSQL, without parsing it in Python."""
+    async with conn.cursor() as cur, cur.copy(statement) as copy:
+        with path.open("rb") as f:
+            while block := f.read(_COPY_BLOCK):
+                await copy.write(block)
+
+
+async def copy_rated(conn: Conn, path: Path) -> None:
+    await copy_file(conn, _COPY_RATED, path)
+
+
+async def stage_keys(conn: Conn, path: Path) -> list[str]:
+    """The record keys in `path` (one per line) that are rated already."""
+    await conn.execute(QUERIES["stage_table"])
+    await copy_file(conn, "copy rating_incoming (record_key) from stdin (format csv)", path)
+    rows = await (await conn.execute(QUERIES["already_rated"])).fetchall()
+    return [r["record_key"] for r in rows]
+
+
+async def unsuspend(conn: Conn) -> None:
+    await conn.execute(QUERIES["unsuspend"])
+
+
+async def suspend(conn: Conn, path: Path) -> None:
+    await conn.execute(QUERIES["suspense_stage"])
+    await copy_file(conn, _COPY_SUSPENDED, path)
+    await conn.execute(QUERIES["suspend"])
+
+
+async def suspended(
+    conn: Conn, *, reason: str | None, after: str, limit: int
+) -> list[dict[str, Any]]:
+    return await (
+        await conn.execute(QUERIES["suspended"], {"reason": reason, "after": after, "limit": limit})
+    ).fetchall()
+
+
+async def suspense_counts(conn: Conn) -> dict[str, int]:
+    rows = await (await conn.execute(QUERIES["suspense_counts"])).fetchall()
+    return {r["reason"]: int(r["records"]) for r in rows}
+
+
+async def usage_of(
+    conn: Conn, account: str, start: datetime, end: datetime, limit: int
+) -> list[dict[str, Any]]:
+    return await (
+        await conn.execute(
+            QUERIES["usage_of"], {"account": account, "start": start, "end": end, "limit": limit}
+        )
+    ).fetchall()
+
+
+async def gauges(conn: Conn) -> dict[str, Any]:
+    row = await (await conn.execute(QUERIES["gauges"])).fetchone()
+    assert row is not None
+    return row
+
+
+# The column lists of the engine's CSV files: the engine writes exactly these, in order.
+RATED_COLUMNS = (
+    "record_key, batch_id, account_id, msisdn, destination, product_code, zone, "
+    "started_at, duration, billed, free, charge"
+)
+SUSPENDED_COLUMNS = "record_key, batch_id, msisdn, destination, started_at, duration, reason"
+_COPY_RATED = f"copy rating.rated_usage ({RATED_COLUMNS}) from stdin (format csv)"
+_COPY_SUSPENDED = f"copy rating_suspended ({SUSPENDED_COLUMNS}) from stdin (format csv)"
