@@ -267,6 +267,8 @@ language sql as $$
         returning 1
     )
     select count(*) from inserted
+$$;
+
 -- published: ledger.issue_bills
 -- Issue the bills of many accounts for one period at once, set-based (a bill run's
 -- chunk): per account the recurring charges the caller computed (p_recurring, in the
