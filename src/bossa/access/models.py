@@ -58,6 +58,10 @@ class Permission(StrEnum):
     METRICS_READ = "metrics.read"
     #: The partner platform's open interface (O2).
     PARTNER_USE = "partner.use"
+    #: Bulk import jobs and their rejected rows (which quote the rows: customers' data).
+    IMPORTS_READ = "imports.read"
+    #: Bulk import of customers, accounts, contracts and products.
+    IMPORTS_RUN = "imports.run"
 
 
 class Role(StrEnum):

@@ -33,6 +33,7 @@ from bossa.billing import api as billing_api
 from bossa.billing import metrics as billing_metrics
 from bossa.db import translate
 from bossa.errors import ErrorBody, InvalidInput, UserError
+from bossa.imports import api as imports_api
 from bossa.journal import api as journal_api
 from bossa.journal import metrics as journal_metrics
 from bossa.logs import get_logger
@@ -165,6 +166,7 @@ def create_app(
     app.include_router(journal_api.router)
     app.include_router(provisioning_api.router)
     app.include_router(billing_api.router)
+    app.include_router(imports_api.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         RequestLimits,

@@ -236,7 +236,7 @@ async def _run(
             await conn.execute(
                 store.QUERIES["forget_errors_after"], {"id": job.id, "position": job.position}
             )
-            await store.save_errors(conn, job.id, kind, fmt)
+            await store.save_errors(conn, job.id, kind, fmt, columns)
             job = await store.checked(conn, job.id, rows)
         errors = await _error_file(conn, job, request)
         if job.rejected:

@@ -508,9 +508,10 @@ async def check_rows(
     return int(row["n"]) if row else 0
 
 
-def _raw(kind: Kind, format: FileFormat) -> sql.Composable:
+def _raw(kind: Kind, format: FileFormat, columns: tuple[str, ...]) -> sql.Composable:
     """The row as read, for the error file: the reader's own text for a row it could not
-    split, otherwise the staged values written back as CSV (or as a JSON object)."""
+    split, otherwise the staged values written back as CSV in the header's order (or as
+    a JSON object)."""
     if format is FileFormat.JSONL:
         pairs = sql.SQL(", ").join(
             sql.SQL("{}, s.{}").format(sql.Literal(name), sql.Identifier(name))
@@ -525,13 +526,15 @@ def _raw(kind: Kind, format: FileFormat) -> sql.Composable:
                 "case when s.{c} is null then '' when s.{c} = '' or s.{c} ~ '[\",\\r\\n]' "
                 "then '\"' || replace(s.{c}, '\"', '\"\"') || '\"' else s.{c} end"
             ).format(c=sql.Identifier(name))
-            for name in kind.names
+            for name in columns
         )
         rebuilt = sql.SQL("concat_ws(',', {})").format(fields)
     return sql.SQL("left(coalesce(s.raw, {}), {})").format(rebuilt, sql.Literal(RAW_MAX))
 
 
-async def save_errors(conn: Conn, job_id: int, kind: Kind, format: FileFormat) -> None:
+async def save_errors(
+    conn: Conn, job_id: int, kind: Kind, format: FileFormat, columns: tuple[str, ...]
+) -> None:
     """Keep the checked rows' errors with the job (a rerun rewrites the error file whole)."""
     await conn.execute(
         sql.SQL(
@@ -539,7 +542,7 @@ async def save_errors(conn: Conn, job_id: int, kind: Kind, format: FileFormat) -
             "select %(job)s, e.line, left(e.field, 64), left(e.reason, 1000), {raw} "
             "from {errors} e join {stage} s on s.line = e.line "
             "on conflict (job_id, line) do nothing"
-        ).format(raw=_raw(kind, format), errors=_ERRORS, stage=STAGE),
+        ).format(raw=_raw(kind, format, columns), errors=_ERRORS, stage=STAGE),
         {"job": job_id},
     )
 
