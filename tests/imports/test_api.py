@@ -26,7 +26,7 @@ async def test_upload_then_job_and_errors(journal: Journal, db_url: str) -> None
             {
                 "line": 3,
                 "field": "msisdn",
-                "reason": "'not-a-number' is not digits, optionally after a +",
+                "reason": "'not-a-number' is not 5-19 digits, optionally after a +",
                 "raw": "C-2,Two,not-a-number",
             }
         ]

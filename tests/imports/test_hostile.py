@@ -44,7 +44,7 @@ async def imported(pool: Pool, path: Path) -> tuple[dict[int, tuple[str, str]], 
         (b"C-9005," + b"x" * 2_000 + b",+821000009005\n", "name", "longer than 200"),
         (b"C-9006," + b"y" * 5_000 + b"\n", "row", "longer than 4096 bytes"),
         (b"C-9007," + b"z" * 500 + b",+821000009007\n", "name", "longer than 200 characters"),
-        (b'C-9008,=HYPERLINK("http://x"),+8210\n', "msisdn", "is not digits"),
+        (b'C-9008,=HYPERLINK("http://x"),+8210\n', "msisdn", "is not 5-19 digits"),
         (b"C 9009,Spaces in the id,\n", "id", "is not 1-64 letters"),
         (b'C-9010,"unterminated,+821000009010\n', "row", "cannot be read as CSV"),
     ],
@@ -102,7 +102,7 @@ async def test_a_quoted_newline_keeps_line_numbers_right(pool: Pool, tmp_path: P
     # next record starts on line 4, not 3.
     assert errors == {
         2: ("name", "'two\nlines' is not no control characters"),
-        4: ("msisdn", "'bad-msisdn' is not digits, optionally after a +"),
+        4: ("msisdn", "'bad-msisdn' is not 5-19 digits, optionally after a +"),
     }
     assert applied == 0
 
