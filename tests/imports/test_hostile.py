@@ -101,7 +101,7 @@ async def test_a_quoted_newline_keeps_line_numbers_right(pool: Pool, tmp_path: P
     # The quoted newline is a control character a name may not hold (line 2), and the
     # next record starts on line 4, not 3.
     assert errors == {
-        2: ("name", "'two\nlines' is not no control characters"),
+        2: ("name", "'two\nlines' is not free of control characters"),
         4: ("msisdn", "'bad-msisdn' is not 5-19 digits, optionally after a +"),
     }
     assert applied == 0

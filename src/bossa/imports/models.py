@@ -197,7 +197,7 @@ _ID_SAYS = "1-64 letters, digits and _ . : / - (starting with a letter or digit)
 _CODE = r"^[A-Z][A-Z0-9_]*$"
 _CODE_SAYS = "an upper-case letter, then up to 31 upper-case letters, digits or _"
 _NAME = r"^[^\x01-\x1f\x7f]*$"
-_NAME_SAYS = "no control characters"
+_NAME_SAYS = "free of control characters"
 _CURRENCY = r"^[A-Z][A-Z][A-Z]$"
 _CURRENCY_SAYS = "an ISO 4217 code such as KRW"
 
