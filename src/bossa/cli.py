@@ -207,6 +207,13 @@ def demo(
 def _add_domain_groups() -> None:
     from bossa.access.cli import access_app
     from bossa.billing.cli import billing_app, ledger_app
+    from bossa.customers.cli import (
+        accounts_app,
+        catalogue_app,
+        contracts_app,
+        customers_app,
+        sample_app,
+    )
     from bossa.imports.cli import export_app, import_app
     from bossa.journal.cli import journal_app
     from bossa.provisioning.cli import provisioning_app
@@ -216,6 +223,11 @@ def _add_domain_groups() -> None:
     app.add_typer(provisioning_app, name="provisioning")
     app.add_typer(ledger_app, name="ledger")
     app.add_typer(billing_app, name="billing")
+    app.add_typer(catalogue_app, name="catalogue")
+    app.add_typer(customers_app, name="customers")
+    app.add_typer(accounts_app, name="accounts")
+    app.add_typer(contracts_app, name="contracts")
+    app.add_typer(sample_app, name="sample")
     app.add_typer(import_app, name="import")
     app.add_typer(export_app, name="export")
 

@@ -53,6 +53,13 @@ class Permission(StrEnum):
     PAYMENTS_WRITE = "payments.write"
     #: Open and change billing accounts.
     ACCOUNTS_WRITE = "accounts.write"
+    #: Read the catalogue, customers and contracts.
+    CUSTOMERS_READ = "customers.read"
+    #: Create and change customers, and contracts through their lifecycle (each change
+    #: is a provisioning order).
+    CUSTOMERS_WRITE = "customers.write"
+    #: Products and their prices.
+    CATALOGUE_WRITE = "catalogue.write"
     #: Create, list and revoke API tokens.
     ACCESS_ADMIN = "access.admin"
     METRICS_READ = "metrics.read"
@@ -79,6 +86,7 @@ _READ = {
     Permission.PROVISIONING_READ,
     Permission.BILLING_READ,
     Permission.METRICS_READ,
+    Permission.CUSTOMERS_READ,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -93,7 +101,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.BILLING_OPERATOR: frozenset(
-        _READ | {Permission.BILLING_RUN, Permission.PAYMENTS_WRITE, Permission.ACCOUNTS_WRITE}
+        _READ
+        | {
+            Permission.BILLING_RUN,
+            Permission.PAYMENTS_WRITE,
+            Permission.ACCOUNTS_WRITE,
+            Permission.CATALOGUE_WRITE,
+        }
     ),
     Role.FRONT_OFFICE: frozenset(
         {
@@ -103,6 +117,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.BILLING_READ,
             Permission.PAYMENTS_WRITE,
             Permission.ACCOUNTS_WRITE,
+            Permission.CUSTOMERS_READ,
+            Permission.CUSTOMERS_WRITE,
         }
     ),
     Role.READ_ONLY: frozenset(_READ),

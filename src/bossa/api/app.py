@@ -31,6 +31,7 @@ from bossa.api.limits import RequestLimits
 from bossa.api.settings import ApiSettings
 from bossa.billing import api as billing_api
 from bossa.billing import metrics as billing_metrics
+from bossa.customers import api as customers_api
 from bossa.db import translate
 from bossa.errors import ErrorBody, InvalidInput, UserError
 from bossa.imports import api as imports_api
@@ -166,6 +167,7 @@ def create_app(
     app.include_router(journal_api.router)
     app.include_router(provisioning_api.router)
     app.include_router(billing_api.router)
+    app.include_router(customers_api.router)
     app.include_router(imports_api.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(

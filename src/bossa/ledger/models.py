@@ -18,11 +18,14 @@ __all__ = [
     "BOOK_LIMIT",
     "DEPOSIT",
     "MAX_MINOR",
+    "MONEY_SCHEMA",
+    "PROFILE_PATTERN",
     "TEXT_PATTERN",
     "WRITEOFF",
     "Account",
     "AccountRequest",
     "AccountStatus",
+    "AccountUpdate",
     "Book",
     "PlainText",
     "Recipe",
@@ -31,6 +34,7 @@ __all__ = [
     "format_minor",
     "parse_model",
     "to_minor",
+    "to_minor_or_zero",
 ]
 
 #: The largest amount bossa reads, in minor units (10^15: a thousand trillion won, ten
@@ -42,6 +46,17 @@ MAX_MINOR = 10**15
 BOOK_LIMIT = 10**18
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ZERO = re.compile(r"^0+(\.0+)?$")
+#: A dunning profile's name.
+PROFILE_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+#: What an amount may be in a request, as a JSON schema: a decimal string or an integer.
+MONEY_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^[0-9]{1,16}(\.[0-9]{1,4})?$"},
+        {"type": "integer", "minimum": 0},
+        {"type": "null"},
+    ]
+}
 #: What `PlainText` admits, as a JSON-schema pattern (documented in /openapi.json).
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
@@ -89,6 +104,8 @@ class AccountStatus(StrEnum):
 
     ACTIVE = "active"
     SUSPENDED = "suspended"
+    #: Done with: billed no more, takes no payments, keeps its history.
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,9 @@ class Account:
     status: AccountStatus
     grace_days: int
     bill_cycle: str
+    #: Minor units of the currency; None = no limit.
+    credit_limit: int | None = None
+    dunning_profile: str = "standard"
 
 
 @dataclass(frozen=True)
@@ -156,10 +176,48 @@ class AccountRequest(BaseModel):
     grace_days: int = Field(
         default=14, ge=0, le=3650, description="Days past a bill's due date before dunning"
     )
+    credit_limit: Any = Field(
+        default=None,
+        json_schema_extra=MONEY_SCHEMA,
+        description="TMF666 creditLimit: a decimal string in the currency ('500.00'), or "
+        f"null for none; at most {MAX_MINOR} minor units",
+    )
+    dunning_profile: str = Field(
+        default="standard",
+        pattern=PROFILE_PATTERN,
+        description="The dunning profile billing applies (docs/billing.md)",
+    )
 
     @classmethod
     def parse(cls, data: Any) -> Self:
         return parse_model(cls, data)
+
+
+class AccountUpdate(BaseModel):
+    """Change an account's terms; a field left out keeps its value, `credit_limit: null`
+    removes the limit. The currency and the customer never change: bills are in them."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    bill_cycle: PlainText | None = Field(default=None, min_length=1, max_length=32)
+    grace_days: int | None = Field(default=None, ge=0, le=3650)
+    credit_limit: Any = Field(default=None, json_schema_extra=MONEY_SCHEMA)
+    dunning_profile: str | None = Field(default=None, pattern=PROFILE_PATTERN)
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        return parse_model(cls, data)
+
+
+def to_minor_or_zero(
+    value: object, exponent: int, *, field: str = "amount", currency: str = ""
+) -> int:
+    """`to_minor`, admitting zero (a free product, a credit limit of nothing)."""
+    if isinstance(value, str) and value.strip() and _ZERO.match(value.strip()):
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0
+    return to_minor(value, exponent, field=field, currency=currency)
 
 
 def to_minor(value: object, exponent: int, *, field: str = "amount", currency: str = "") -> int:

@@ -12,11 +12,30 @@ from typing import Any
 
 from bossa import customers
 from bossa.db import Conn, user_errors
-from bossa.errors import InvalidInput, NotFound
+from bossa.errors import Conflict, InvalidInput, NotFound
 from bossa.ledger import store
-from bossa.ledger.models import Account, AccountRequest, AccountStatus, Book, Recipe
+from bossa.ledger.models import (
+    Account,
+    AccountRequest,
+    AccountStatus,
+    AccountUpdate,
+    Book,
+    Recipe,
+    to_minor_or_zero,
+)
 
-__all__ = ["account", "balances", "check", "open_account", "post", "set_account_status"]
+__all__ = [
+    "account",
+    "balances",
+    "check",
+    "close_account",
+    "currency_exponent",
+    "list_accounts",
+    "open_account",
+    "post",
+    "set_account_status",
+    "update_account",
+]
 
 
 async def open_account(conn: Conn, request: AccountRequest, *, actor: str) -> bool:
@@ -31,6 +50,15 @@ async def open_account(conn: Conn, request: AccountRequest, *, actor: str) -> bo
             f"unknown currency {request.currency!r} (an ISO 4217 code in ledger.currencies)",
             field="currency",
         )
+    exponent = await store.currency_exponent(conn, currency)
+    assert exponent is not None  # checked just above, in this transaction
+    credit_limit = (
+        None
+        if request.credit_limit is None
+        else to_minor_or_zero(
+            request.credit_limit, exponent, field="credit_limit", currency=currency
+        )
+    )
     with user_errors():
         return await store.create_account(
             conn,
@@ -39,8 +67,103 @@ async def open_account(conn: Conn, request: AccountRequest, *, actor: str) -> bo
             currency,
             cycle=request.bill_cycle,
             grace_days=request.grace_days,
+            credit_limit=credit_limit,
+            profile=request.dunning_profile,
             actor=actor,
         )
+
+
+async def currency_exponent(conn: Conn, currency: str) -> int:
+    """How many decimals the currency has (KRW 0, USD 2, KWD 3); InvalidInput naming
+    `currency` when the ledger does not know it."""
+    exponent = await store.currency_exponent(conn, currency) if len(currency) == 3 else None
+    if exponent is None:
+        raise InvalidInput(
+            f"unknown currency {currency!r} (an ISO 4217 code in ledger.currencies)",
+            field="currency",
+        )
+    return exponent
+
+
+async def list_accounts(
+    conn: Conn,
+    *,
+    customer: str | None = None,
+    status: AccountStatus | None = None,
+    cycle: str | None = None,
+    after: str | None = None,
+    limit: int,
+) -> list[Account]:
+    """A page of accounts by id, those after `after`, at most `limit`."""
+    return await store.list_accounts(
+        conn,
+        customer=customer,
+        status=None if status is None else status.value,
+        cycle=cycle,
+        after=after,
+        limit=limit,
+    )
+
+
+async def update_account(
+    conn: Conn, account_id: str, change: AccountUpdate, *, actor: str
+) -> Account:
+    """Change an account's terms (those `change` names); NotFound for an unknown account,
+    Conflict for a closed one."""
+    found = await account(conn, account_id, lock=True)
+    if found.status is AccountStatus.CLOSED:
+        raise Conflict(f"account {account_id} is closed", field="account")
+    set_limit = "credit_limit" in change.model_fields_set
+    credit_limit = (
+        None
+        if change.credit_limit is None
+        else to_minor_or_zero(
+            change.credit_limit, found.exponent, field="credit_limit", currency=found.currency
+        )
+    )
+    with user_errors():
+        await store.update_account(
+            conn,
+            account_id,
+            cycle=change.bill_cycle,
+            grace_days=change.grace_days,
+            set_limit=set_limit,
+            credit_limit=credit_limit,
+            profile=change.dunning_profile,
+            actor=actor,
+        )
+    return await account(conn, account_id)
+
+
+async def close_account(conn: Conn, account_id: str, *, actor: str) -> Account:
+    """Close an account that is done with: it must bill nothing more (no contract of it
+    still active or suspended) and hold nothing (no amount owed, no prepaid funds).
+    Closing a closed account answers it again."""
+    found = await account(conn, account_id, lock=True)
+    if found.status is AccountStatus.CLOSED:
+        return found
+    live = [
+        c.sa_id
+        for c in await customers.contracts_of_account(conn, account_id)
+        if c.status is not customers.ContractStatus.TERMINATED
+    ]
+    if live:
+        raise Conflict(
+            f"account {account_id} still bills contracts {', '.join(live[:5])}"
+            + (" ..." if len(live) > 5 else "")
+            + "; terminate them first",
+            field="account",
+        )
+    books = await balances(conn, account_id)
+    if books[Book.RECEIVABLE.value] or books[Book.PREPAID.value]:
+        raise Conflict(
+            f"account {account_id} still owes or holds money (receivable "
+            f"{books[Book.RECEIVABLE.value]}, prepaid {books[Book.PREPAID.value]} minor "
+            "units); settle it first",
+            field="account",
+        )
+    await store.set_account_status(conn, account_id, AccountStatus.CLOSED, actor=actor)
+    return await account(conn, account_id)
 
 
 async def account(conn: Conn, account_id: str, *, lock: bool = False) -> Account:

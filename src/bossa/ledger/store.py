@@ -21,8 +21,11 @@ __all__ = [
     "check_transactions",
     "create_account",
     "currency_exists",
+    "currency_exponent",
+    "list_accounts",
     "post",
     "set_account_status",
+    "update_account",
 ]
 
 QUERIES = load_queries("bossa.ledger", "sql/queries.sql")
@@ -33,6 +36,10 @@ async def account(conn: Conn, account_id: str, *, lock: bool = False) -> Account
     row = await (await conn.execute(query, {"account": account_id})).fetchone()
     if row is None:
         return None
+    return _account(row)
+
+
+def _account(row: dict[str, Any]) -> Account:
     return Account(
         row["id"],
         row["customer_id"],
@@ -41,7 +48,61 @@ async def account(conn: Conn, account_id: str, *, lock: bool = False) -> Account
         AccountStatus(row["status"]),
         row["grace_days"],
         row["bill_cycle"],
+        row["credit_limit"],
+        row["dunning_profile"],
     )
+
+
+async def list_accounts(
+    conn: Conn,
+    *,
+    customer: str | None,
+    status: str | None,
+    cycle: str | None,
+    after: str | None,
+    limit: int,
+) -> list[Account]:
+    params = {
+        "customer": customer,
+        "status": status,
+        "cycle": cycle,
+        "after": after,
+        "limit": limit,
+    }
+    rows = await (await conn.execute(QUERIES["list_accounts"], params)).fetchall()
+    return [_account(row) for row in rows]
+
+
+async def update_account(
+    conn: Conn,
+    account_id: str,
+    *,
+    cycle: str | None,
+    grace_days: int | None,
+    set_limit: bool,
+    credit_limit: int | None,
+    profile: str | None,
+    actor: str,
+) -> bool:
+    """False when there is no such account."""
+    params = {
+        "account": account_id,
+        "cycle": cycle,
+        "grace_days": grace_days,
+        "set_limit": set_limit,
+        "credit_limit": credit_limit,
+        "profile": profile,
+        "actor": actor,
+    }
+    row = await (await conn.execute(QUERIES["update_account"], params)).fetchone()
+    return row is not None
+
+
+async def currency_exponent(conn: Conn, currency: str) -> int | None:
+    row = await (
+        await conn.execute(QUERIES["currency_exponent"], {"currency": currency})
+    ).fetchone()
+    return None if row is None else int(row["exponent"])
 
 
 async def currency_exists(conn: Conn, currency: str) -> bool:
@@ -57,6 +118,8 @@ async def create_account(
     *,
     cycle: str,
     grace_days: int,
+    credit_limit: int | None,
+    profile: str,
     actor: str,
 ) -> bool:
     """False when the account exists already."""
@@ -69,6 +132,8 @@ async def create_account(
                 "currency": currency,
                 "cycle": cycle,
                 "grace_days": grace_days,
+                "credit_limit": credit_limit,
+                "profile": profile,
                 "actor": actor,
             },
         )

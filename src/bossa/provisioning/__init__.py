@@ -18,15 +18,20 @@ from bossa.provisioning.models import (
     ServerType,
 )
 from bossa.provisioning.service import (
+    Accepted,
+    accept,
     add_division,
     add_plan_command,
+    deliver_direct,
     list_divisions,
+    plan_codes,
     submit,
     update_division,
 )
 from bossa.provisioning.settings import ProvisioningSettings
 
 __all__ = [
+    "Accepted",
     "BackupDaemon",
     "Command",
     "Deliverer",
@@ -39,10 +44,13 @@ __all__ = [
     "ProvisioningCommand",
     "ProvisioningSettings",
     "ServerType",
+    "accept",
     "add_division",
     "add_plan_command",
+    "deliver_direct",
     "lane_of",
     "list_divisions",
+    "plan_codes",
     "submit",
     "update_division",
 ]

@@ -86,6 +86,7 @@ __all__ = [
     "order_daemon",
     "park",
     "pause",
+    "plan_codes",
     "plan_versions",
     "resume",
     "retry",
@@ -150,6 +151,14 @@ async def _plan(conn: Conn, product: str, intf_code: str) -> list[PlanCommand]:
             field="intf_code",
         )
     return plan
+
+
+async def plan_codes(conn: Conn, product: str) -> list[str]:
+    """The order types (INTF_CODE) the product has a plan for, none for an unknown
+    product; joins the caller's transaction (customers asks before a contract's order)."""
+    if not _lookable(product):
+        return []
+    return await store.plan_intf_codes(conn, product)
 
 
 async def _replay(conn: Conn, key: str, fingerprint: str) -> Accepted | None:

@@ -78,9 +78,10 @@ from ledger.book_balances b join ledger.billing_accounts a on a.id = b.account_i
 where a.bill_cycle = %(cycle)s
 
 -- name: run_accounts
--- The accounts the run bills.
+-- The accounts the run bills: a closed account is billed no more.
 insert into billing.run_accounts (run_id, account_id)
-select %(run)s, id from ledger.billing_accounts where bill_cycle = %(cycle)s
+select %(run)s, id from ledger.billing_accounts
+where bill_cycle = %(cycle)s and status <> 'closed'
 
 -- name: cycle_has_accounts
 -- Does any account bill in this cycle (a run or a window for an unknown cycle is a typo)?

@@ -17,10 +17,38 @@ for no key update of a
 -- Is the currency one the ledger knows (with its exponent)?
 select exists (select 1 from ledger.currencies where code = %(currency)s) as found
 
+-- name: currency_exponent
+-- How many minor units make one of the currency: 10^exponent (none when unknown).
+select exponent from ledger.currencies where code = %(currency)s
+
+-- name: list_accounts
+-- A page of accounts by id, after the cursor, optionally of one customer, status or cycle.
+select a.*, c.exponent from ledger.accounts a join ledger.currencies c on c.code = a.currency
+where (%(customer)s::text is null or a.customer_id = %(customer)s)
+  and (%(status)s::text is null or a.status = %(status)s)
+  and (%(cycle)s::text is null or a.bill_cycle = %(cycle)s)
+  and (%(after)s::text is null or a.id > %(after)s)
+order by a.id
+limit %(limit)s
+
+-- name: update_account
+-- An account's terms; a null leaves a term as it is (the credit limit has its own flag,
+-- because null is a value it can take).
+update ledger.accounts
+set bill_cycle = coalesce(%(cycle)s, bill_cycle),
+    grace_days = coalesce(%(grace_days)s, grace_days),
+    credit_limit = case when %(set_limit)s then %(credit_limit)s::bigint else credit_limit end,
+    dunning_profile = coalesce(%(profile)s, dunning_profile),
+    updated_at = now(), updated_by = %(actor)s
+where id = %(account)s
+returning id
+
 -- name: create_account
 -- Open a billing account.
-insert into ledger.accounts (id, customer_id, currency, bill_cycle, grace_days, created_by)
-values (%(account)s, %(customer)s, %(currency)s, %(cycle)s, %(grace_days)s, %(actor)s)
+insert into ledger.accounts (id, customer_id, currency, bill_cycle, grace_days, credit_limit,
+                             dunning_profile, created_by)
+values (%(account)s, %(customer)s, %(currency)s, %(cycle)s, %(grace_days)s, %(credit_limit)s,
+        %(profile)s, %(actor)s)
 on conflict (id) do nothing
 returning id
 
