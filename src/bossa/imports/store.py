@@ -211,7 +211,10 @@ async def create_stage(conn: Conn, kind: Kind, *, work_mem_mb: int) -> None:
 
 
 async def drop_stage(conn: Conn) -> None:
+    """The staging tables go, and the session's work_mem is put back: the connection
+    returns to the pool for others."""
     await conn.execute(sql.SQL("drop table if exists {}, {}").format(STAGE, _ERRORS))
+    await conn.execute("reset work_mem")
 
 
 async def stage_copy(
