@@ -215,7 +215,7 @@ def _import_command(kind: KindName) -> None:
             raise typer.Exit(REJECTED_EXIT)
 
     columns = ", ".join(c.name + ("*" if c.required else "") for c in description.columns)
-    command.__doc__ = f"Import {kind.value}: {description.doc} Columns (* required): {columns}."
+    command.__doc__ = f"Import {kind.value}. {description.doc} Columns (* required): {columns}."
     import_app.command(kind.value)(command)
 
 
