@@ -25,9 +25,11 @@ def good(i: int) -> bytes:
     return f"C-{i:04d},Customer {i},+82100000{i:04d}\n".encode()
 
 
-async def imported(pool: Pool, path: Path) -> tuple[dict[int, tuple[str, str]], int]:
+async def imported(
+    pool: Pool, path: Path, settings: ImportSettings = SETTINGS
+) -> tuple[dict[int, tuple[str, str]], int]:
     outcome = await import_file(
-        pool, ImportRequest("customers", path), actor="ops", settings=SETTINGS
+        pool, ImportRequest("customers", path), actor="ops", settings=settings
     )
     errors = read_errors(path.with_name(path.name + ".errors.csv")) if outcome.job.rejected else []
     return {int(e["line"]): (e["field"], e["reason"]) for e in errors}, outcome.applied_now
@@ -118,15 +120,19 @@ async def test_json_lines_with_bad_lines(pool: Pool, tmp_path: Path) -> None:
         "",
         json.dumps({"id": "C-4", "name": "Four", "msisdn": None, "status": "closed"}),
         json.dumps({"id": 5, "name": "Number id"}),
+        '{"id": "C-6", "name": "Big", "msisdn": ' + "9" * 5_000 + "}",
     ]
     path.write_text("\n".join(lines) + "\n")
-    errors, applied = await imported(pool, path)
+    # Lines up to 8 KiB here: the big number's line must reach the JSON parser.
+    errors, applied = await imported(pool, path, ImportSettings(max_line_bytes=8_192))
     assert {line: field for line, (field, _) in errors.items()} == {
         2: "row",
         3: "row",
         4: "row",
         5: "name",
+        9: "row",
     }
+    assert "is not JSON the reader can take" in errors[9][1]
     assert "is not JSON" in errors[2][1]
     assert "not a JSON object" in errors[3][1]
     assert "'colour'" in errors[4][1]

@@ -131,6 +131,23 @@ async def import_file(
     """Import one file (see the module's docstring); the outcome says what was applied
     and rejected. Usage mistakes (unknown kind, unreadable file, a header naming unknown
     columns) are `UserError`s before anything is staged."""
+    try:
+        return await _import_file(pool, request, actor=actor, settings=settings, progress=progress)
+    except OSError as exc:
+        # The file went away or became unreadable while it was being read.
+        raise InvalidInput(
+            f"cannot read {request.path}: {exc.strerror or exc}", field="file"
+        ) from None
+
+
+async def _import_file(
+    pool: Pool,
+    request: ImportRequest,
+    *,
+    actor: str,
+    settings: ImportSettings,
+    progress: ProgressFn | None,
+) -> ImportOutcome:
     started = time.monotonic()
     kind = kind_of(request.kind)
     fmt = format_of(request.path.name, request.format)
