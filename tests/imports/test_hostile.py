@@ -188,6 +188,9 @@ async def test_cli_exit_codes_and_no_traceback(db_url: str, tmp_path: Path) -> N
     ok = await asyncio.to_thread(bossa, db_url, "import", "customers", str(clean))
     assert ok.returncode == 0, ok.stderr
     assert "2 applied now" in ok.stdout
+    # Not a terminal: plain progress lines on stderr, one per phase at least.
+    for phase in ("hashing:", "staging:", "checking:", "applying:"):
+        assert phase in ok.stderr, ok.stderr
     bad = await asyncio.to_thread(bossa, db_url, "import", "customers", str(dirty))
     assert bad.returncode == 1, bad.stderr
     assert "1 rejected" in bad.stdout
