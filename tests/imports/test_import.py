@@ -209,3 +209,34 @@ async def test_usage_mistakes_are_refused_before_anything_is_staged(
             pool, ImportRequest("contracts", tmp_path / "x.xlsx"), actor="ops", settings=SETTINGS
         )
     assert await rows(pool, "select count(*) as n from imports.jobs") == [{"n": 0}]
+
+
+async def test_dates_are_checked_without_casting(pool: Pool, tmp_path: Path) -> None:
+    cases = {
+        "2024-02-29": None,  # a leap day
+        "2026-01-31": None,
+        "2000-02-29": None,  # divisible by 400: leap
+        "1900-02-29": "is not a date",  # divisible by 100: not
+        "2023-02-29": "is not a date",
+        "2026-04-31": "is not a date",
+        "2026-13-01": "is not a date",
+        "26-01-01": "is not a date",
+        "2026-1-1": "is not a date",
+        "1899-12-31": "must be between 1900-01-01 and 9999-12-31",
+    }
+    rows_in = [
+        {"code": f"P{i}", "name": f"Product {i}", "valid_from": value}
+        for i, value in enumerate(cases)
+    ]
+    path = write_csv(tmp_path / "products.csv", ["code", "name", "valid_from"], rows_in)
+    outcome = await import_file(
+        pool, ImportRequest("products", path), actor="ops", settings=SETTINGS
+    )
+    found = {e.line: e.reason for e in outcome.errors}
+    for i, (value, words) in enumerate(cases.items()):
+        if words is None:
+            assert i + 2 not in found, (value, found.get(i + 2))
+        else:
+            assert words in found[i + 2], (value, found.get(i + 2))
+            assert found[i + 2].startswith(f"'{value}'") or words.startswith("must")
+    assert outcome.applied_now == 3

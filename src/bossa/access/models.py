@@ -67,6 +67,10 @@ class Permission(StrEnum):
     PARTNER_USE = "partner.use"
     #: Partners, their templates and limits, legacy systems, billing policies, MDR files.
     PARTNERS_CONFIGURE = "partners.configure"
+    #: Bulk import jobs and their rejected rows (which quote the rows: customers' data).
+    IMPORTS_READ = "imports.read"
+    #: Bulk import of customers, accounts, contracts and products.
+    IMPORTS_RUN = "imports.run"
 
 
 class Role(StrEnum):

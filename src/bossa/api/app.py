@@ -34,6 +34,7 @@ from bossa.billing import metrics as billing_metrics
 from bossa.customers import api as customers_api
 from bossa.db import translate
 from bossa.errors import ErrorBody, InvalidInput, UserError
+from bossa.imports import api as imports_api
 from bossa.journal import api as journal_api
 from bossa.journal import metrics as journal_metrics
 from bossa.logs import get_logger
@@ -174,6 +175,7 @@ def create_app(
     app.include_router(billing_api.router)
     app.include_router(customers_api.router)
     app.include_router(partners_api.router)
+    app.include_router(imports_api.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         RequestLimits,

@@ -115,6 +115,7 @@ class _Bar:
         err.print(
             f"{step.phase}: {step.done:,} of {step.total:,} {step.unit} ({share:.0f}%)",
             markup=False,
+            soft_wrap=True,
             highlight=False,
         )
 
@@ -159,6 +160,7 @@ def _render(outcome: ImportOutcome, errors_path: Path, as_json: bool) -> None:
             f"job {job.id}: this file was imported before ({job.applied:,} applied, "
             f"{job.rejected:,} rejected); nothing was done",
             markup=False,
+            soft_wrap=True,
         )
     else:
         rate = outcome.applied_now / outcome.seconds if outcome.seconds > 0 else 0.0
@@ -168,9 +170,12 @@ def _render(outcome: ImportOutcome, errors_path: Path, as_json: bool) -> None:
             f"({job.applied:,} in all), {job.rejected:,} rejected, in {outcome.seconds:.1f} s "
             f"({rate:,.0f} rows/s)",
             markup=False,
+            soft_wrap=True,
         )
     if job.rejected and not as_json:
-        out.print(f"rejected rows, with line and reason: {errors_path}", markup=False)
+        out.print(
+            f"rejected rows, with line and reason: {errors_path}", markup=False, soft_wrap=True
+        )
 
 
 def _import_command(kind: KindName) -> None:
@@ -210,7 +215,7 @@ def _import_command(kind: KindName) -> None:
             raise typer.Exit(REJECTED_EXIT)
 
     columns = ", ".join(c.name + ("*" if c.required else "") for c in description.columns)
-    command.__doc__ = f"Import {kind.value}: {description.doc} Columns (* required): {columns}."
+    command.__doc__ = f"Import {kind.value}. {description.doc} Columns (* required): {columns}."
     import_app.command(kind.value)(command)
 
 
@@ -235,6 +240,7 @@ def _export_command(kind: KindName) -> None:
         out.print(
             f"{result.rows:,} {kind.value} written to {file} in {result.seconds:.1f} s",
             markup=False,
+            soft_wrap=True,
         )
 
     command.__doc__ = f"Export every one of the {kind.value} to FILE (.csv or .jsonl)."

@@ -131,6 +131,23 @@ async def import_file(
     """Import one file (see the module's docstring); the outcome says what was applied
     and rejected. Usage mistakes (unknown kind, unreadable file, a header naming unknown
     columns) are `UserError`s before anything is staged."""
+    try:
+        return await _import_file(pool, request, actor=actor, settings=settings, progress=progress)
+    except OSError as exc:
+        # The file went away or became unreadable while it was being read.
+        raise InvalidInput(
+            f"cannot read {request.path}: {exc.strerror or exc}", field="file"
+        ) from None
+
+
+async def _import_file(
+    pool: Pool,
+    request: ImportRequest,
+    *,
+    actor: str,
+    settings: ImportSettings,
+    progress: ProgressFn | None,
+) -> ImportOutcome:
     started = time.monotonic()
     kind = kind_of(request.kind)
     fmt = format_of(request.path.name, request.format)
@@ -236,7 +253,7 @@ async def _run(
             await conn.execute(
                 store.QUERIES["forget_errors_after"], {"id": job.id, "position": job.position}
             )
-            await store.save_errors(conn, job.id, kind, fmt)
+            await store.save_errors(conn, job.id, kind, fmt, columns)
             job = await store.checked(conn, job.id, rows)
         errors = await _error_file(conn, job, request)
         if job.rejected:

@@ -314,6 +314,8 @@ def _json_row(
         return ("row", f"is not JSON: {exc.msg} at character {exc.pos + 1}"), values
     except RecursionError:
         return ("row", "is JSON nested too deep"), values
+    except ValueError as exc:  # a number past Python's digit limit, among others
+        return ("row", f"is not JSON the reader can take: {str(exc)[:80]}"), values
     if not isinstance(data, dict):
         return ("row", "is not a JSON object"), values
     unknown = [key for key in data if key not in known]
