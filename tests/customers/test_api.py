@@ -449,6 +449,13 @@ async def test_account_terms_and_closing(http: httpx.AsyncClient, runtime: Runti
     assert (await ok(await http.post("/customers/C-1/close")))["status"] == "closed"
     shown = await ok(await http.get("/ledger/accounts/A-1"))
     assert shown["account"]["status"] == "closed"
+    paid = await http.post(
+        "/billing/payments/deposit",
+        json={"account": "A-1", "amount": "1000", "currency": "KRW"},
+        headers={"Idempotency-Key": "after-close"},
+    )
+    assert paid.status_code == 409
+    assert paid.json()["field"] == "account"
 
 
 async def test_an_account_holding_money_stays_open(

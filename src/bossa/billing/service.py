@@ -214,6 +214,8 @@ async def _take(
     today: date,
 ) -> dict[str, Any]:
     account = await ledger.account(conn, request.account, lock=True)
+    if account.status is AccountStatus.CLOSED:
+        raise Conflict(f"account {account.id} is closed: it takes no payments", field="account")
     if request.currency.upper() != account.currency:
         raise InvalidInput(f"is not the account's currency ({account.currency})", field="currency")
     minor = to_minor(request.amount, account.exponent, currency=account.currency)

@@ -84,7 +84,7 @@ from ledger.book_balances b join ledger.billing_accounts a on a.id = b.account_i
 where a.bill_cycle = %(cycle)s
 
 -- name: run_accounts
--- The accounts the run bills: those of the cycle, closed ones aside (billed no more).
+-- The accounts the run bills: a closed account is billed no more.
 insert into billing.run_accounts (run_id, account_id)
 select %(run)s, id from ledger.billing_accounts
 where bill_cycle = %(cycle)s and status <> 'closed'
