@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bossa.billing import PaymentRequest, authorize, bill, pay, reconcile, settle, start_run
+from bossa.billing.models import ChargeKind, PriceVersion, ProductPeriod, bill_total, charges
 from bossa.db import open_pool
 from bossa.errors import InvalidInput
 from bossa.journal import Journal, JournalSettings
@@ -29,7 +30,22 @@ from tests.billing.test_concurrency import PRODUCTS, seed
 
 T = TypeVar("T")
 ACCOUNTS = ("A-1", "A-2", "A-3")
-FEES = sum(PRODUCTS.values())  # every account has one contract of each product
+SINCE = date(2000, 1, 1)  # every account has one contract of each product since then
+
+
+def fees(day: date) -> int:
+    """What a one-day run on `day` charges an account, by the charge rules' reference:
+    the monthly fees in the run of a month's first day, nothing on other days."""
+    prices = [
+        [PriceVersion(ChargeKind.RECURRING, fee, date(1900, 1, 1), None, ProductPeriod.MONTHLY)]
+        for fee in PRODUCTS.values()
+    ]
+    return sum(
+        bill_total(charges(start=SINCE, end=None, prices=p, bill_start=day, bill_end=day))
+        for p in prices
+    )
+
+
 RESET = (
     "truncate ledger.transactions, ledger.postings, ledger.balances, ledger.bills,"
     " ledger.rated_usage, billing.runs, billing.run_accounts, billing.snapshots,"
@@ -88,6 +104,7 @@ class Model:
         self.billed = dict.fromkeys(ACCOUNTS, 0)
         self.unbilled_usage = dict.fromkeys(ACCOUNTS, 0)
         self.run: int | None = None
+        self.run_day: date | None = None
         self.run_status: str | None = None
         self.runs = 0
 
@@ -145,6 +162,7 @@ async def step(books: Books, model: Model, op: tuple[str, str, Any]) -> None:
         # overlapping no earlier run's.
         model.runs += 1
         day = date.today() - timedelta(days=model.runs)
+        model.run_day = day
         model.run = await start_run(
             pool, cycle="MONTHLY", period_start=day, period_end=day, actor="model"
         )
@@ -153,7 +171,8 @@ async def step(books: Books, model: Model, op: tuple[str, str, Any]) -> None:
         assert model.run is not None
         assert await bill(pool, model.run, workers=2, chunk=2) == len(ACCOUNTS)
         for name in ACCOUNTS:
-            model.billed[name] += FEES + model.unbilled_usage[name]
+            assert model.run_day is not None
+            model.billed[name] += fees(model.run_day) + model.unbilled_usage[name]
             model.unbilled_usage[name] = 0
         model.run_status = "settling"
     elif kind == "settle" and model.run_status == "settling":

@@ -249,6 +249,7 @@ class RunBar:
         self._printed = 0.0
         self._bar: Progress | None = None
         self._task: TaskID | None = None
+        self._last_line: str | None = None
 
     def __enter__(self) -> RunBar:
         if out.is_terminal:
@@ -283,8 +284,13 @@ class RunBar:
         now = time.monotonic()
         if now - self._printed >= self.plain_every_s:
             self._printed = now
-            out.file.write(progress_line(p) + "\n")
-            out.file.flush()
+            self._write(progress_line(p))
+
+    def _write(self, line: str) -> None:
+        # Written as is: rich would wrap it at 80 columns when stdout is not a terminal.
+        self._last_line = line
+        out.file.write(line + "\n")
+        out.file.flush()
 
     def __exit__(
         self,
@@ -294,8 +300,10 @@ class RunBar:
     ) -> None:
         if self._bar is not None:
             self._bar.__exit__(kind, error, trace)
-        elif self.last is not None and self._printed and kind is None:
-            out.file.write(progress_line(self.last) + "\n")
+        elif self.last is not None and kind is None:
+            final = progress_line(self.last)
+            if final != self._last_line:  # the last state, always
+                self._write(final)
 
 
 @run_app.command("bill")
@@ -364,7 +372,8 @@ def run_progress(
         print_json(with_runtime(once).model_dump(mode="json"))
         return
     final = with_runtime(follow_run)
-    out.print(progress_line(final))
+    if out.is_terminal:  # under the bar; plain output ended with this line already
+        out.print(progress_line(final))
 
 
 @run_app.command("settle")

@@ -256,7 +256,8 @@ async def _take(
                 actor=actor,
                 payment=key,
             )
-    # The write-off first: settlement applies a payment's two parts in that order too.
+    # An arrears payment beyond the arrears is two items: the write-off and a deposit
+    # (they move different books, so the order settlement applies them in is immaterial).
     parts = [(PaymentKind.ARREARS, writeoff), (PaymentKind.DEPOSIT, deposit)]
     parts = [(part, amount) for part, amount in parts if amount > 0]
     if payment_status(run_id is not None) is PaymentStatus.STAGED:

@@ -285,6 +285,8 @@ create function ledger.issue_bills(
 language plpgsql as $$
 declare
     v_usage_ids bigint[];
+    v_usage_accounts text[];
+    v_usage_charges bigint[];
     v_bills integer;
 begin
     if cardinality(p_accounts) is distinct from cardinality(p_recurring) then
@@ -294,8 +296,12 @@ begin
     end if;
     -- The period's unbilled usage of these accounts, locked: usage rated concurrently
     -- and committed after this statement is billed next time, not lost.
-    select array_agg(id) into v_usage_ids from (
-        select id from ledger.rated_usage
+    -- Read once, here: the sums and the marking below use these arrays (looking the
+    -- ids up again per bill was a nested loop over both: bench/billing).
+    select array_agg(id), array_agg(account_id), array_agg(charge)
+    into v_usage_ids, v_usage_accounts, v_usage_charges
+    from (
+        select id, account_id, charge from ledger.rated_usage
         where account_id = any (p_accounts) and bill_id is null
           and used_at < (p_period_end + 1)::timestamptz
         for update
@@ -304,8 +310,9 @@ begin
         select account_id, recurring from unnest(p_accounts, p_recurring) as c(account_id, recurring)
     ),
     usage as (
-        select account_id, sum(charge) as usage from ledger.rated_usage
-        where id = any (v_usage_ids) group by account_id
+        select account_id, sum(charge) as usage
+        from unnest(v_usage_accounts, v_usage_charges) as u(account_id, charge)
+        group by account_id
     ),
     computed as (
         select c.account_id, c.recurring, coalesce(u.usage, 0) as usage,
@@ -325,8 +332,10 @@ begin
         returning id, account_id, amount, paid_from_prepaid
     ),
     marked as (
-        update ledger.rated_usage r set bill_id = b.id from bills b
-        where r.id = any (v_usage_ids) and r.account_id = b.account_id
+        update ledger.rated_usage r set bill_id = b.id
+        from unnest(v_usage_ids, v_usage_accounts) as u(id, account_id)
+        join bills b on b.account_id = u.account_id
+        where r.id = u.id
     ),
     moves as (
         -- A bill: receivable +a, revenue -a. Paid from prepaid funds: prepaid +x,
