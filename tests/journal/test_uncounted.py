@@ -5,6 +5,8 @@ lane's attempts (issue 13)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from bossa.journal import EntryState, Failure, Journal, NewEntry
 from bossa.journal import service as journal_service
 
@@ -23,6 +25,7 @@ async def test_uncounted_failures_never_park_and_counted_ones_still_do(journal: 
         )
         assert (result.state, result.attempts) == (EntryState.READY, 0)
     for attempt in range(1, max_attempts + 1):
+        await asyncio.sleep(0.08)  # a counted failure backs off (at most 50 ms here)
         taken = await journal.take("l", 10)
         assert taken.entries[0].attempts == attempt
         [result] = await journal.fail(taken.token, "l", [Failure(head.id, "23505", "dup")])
