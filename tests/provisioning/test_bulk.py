@@ -139,7 +139,7 @@ async def test_bulk_retry_of_ten_thousand_by_division_and_errcode_in_one_command
     assert (code, said) == (0, f"BULK: {PARKED} commands ready")
     assert any("bulk action on a buffer" in line and "ops-ann" in line for line in logged)
     print(f"bulk retry of {PARKED} parked commands by division and ERRCODE: {took:.2f} s")
-    assert took < 30, took  # one statement: about a second here, a process start included
+    assert took < 30, took  # one statement: 3-4 s on a loaded 2-core machine, CLI start included
     # Ready with fresh attempts (their ERRCODE stays until delivered); the 1062 ones and
     # the waiting ones as they were; the other division untouched.
     assert await states(journal, "BULK") == {
