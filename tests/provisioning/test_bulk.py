@@ -139,7 +139,7 @@ async def test_bulk_retry_of_ten_thousand_by_division_and_errcode_in_one_command
     assert (code, said) == (0, f"BULK: {PARKED} commands ready")
     assert any("bulk action on a buffer" in line and "ops-ann" in line for line in logged)
     print(f"bulk retry of {PARKED} parked commands by division and ERRCODE: {took:.2f} s")
-    assert took < 30, took  # one statement: about a second here, a process start included
+    assert took < 30, took  # one statement: 3-4 s on a loaded 2-core machine, CLI start included
     # Ready with fresh attempts (their ERRCODE stays until delivered); the 1062 ones and
     # the waiting ones as they were; the other division untouched.
     assert await states(journal, "BULK") == {
@@ -248,3 +248,31 @@ async def test_bulk_over_http_takes_the_actor_from_the_credential(
         assert actors[0]["actor"].startswith("token:"), actors
     finally:
         await runtime.deliverer.close()
+
+
+async def test_edit_binds_says_a_parked_command_stays_parked_and_retries_on_request(
+    journal: Journal, db_url: str, buffers: dict[str, str]
+) -> None:
+    rows = await provisioning.buffer(journal.pool, "BULK", sa_id="B-00042")
+    head = rows[0].entry_id
+    code, out = await asyncio.to_thread(
+        cli, db_url, "buffer", "edit-binds", str(head), "--bind", "seq=7", "--reason", "fix"
+    )
+    assert code == 0
+    assert out.strip().splitlines()[-3:] == [
+        f"entry {head} bind data changed; it is parked",
+        f"still parked: send it with `bossa provisioning buffer retry {head}`",
+        "(or edit with --retry)",
+    ]
+    code, out = await asyncio.to_thread(
+        cli, db_url, "buffer", "edit-binds", str(head), "--bind", "seq=8", "--retry"
+    )
+    assert (code, out.strip().splitlines()[-1]) == (
+        0,
+        f"entry {head} bind data changed; it is ready",
+    )
+    rows = await provisioning.buffer(journal.pool, "BULK", sa_id="B-00042")
+    assert [(r.state, r.bind_data) for r in rows] == [
+        ("ready", {"seq": "8"}),  # as typed on the command line
+        ("waiting", {"seq": 1}),
+    ]

@@ -132,7 +132,7 @@ def test_a_redis_replica_refusing_writes_is_unreachable_though_it_answers_ping()
             with pytest.raises(DeliveryError) as caught:
                 adapter.deliver(command(template))
             assert caught.value.unreachable, caught.value
-            assert caught.value.message.startswith("READONLY")
+            assert "read only replica" in caught.value.message
             results = adapter.deliver_many([command(template, entry_id=2)])
             assert results[2] is not None
             assert results[2].unreachable, results[2]

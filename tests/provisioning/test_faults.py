@@ -457,6 +457,12 @@ async def test_backup_daemon_killed_mid_delivery_loses_and_repeats_nothing(
     finally:
         await deliverer.close()
     total = len(contracts) * 5
+    # The server is back: a daemon would first probe a division known to be down
+    # (tests/provisioning/test_outage.py); this test is about killing it mid-delivery.
+    async with pool.connection() as conn:
+        await conn.execute(
+            "update provisioning.divisions set down_until = null where division = 'SLOWPG'"
+        )
 
     kills: list[int] = []
     for _ in range(KILLS):

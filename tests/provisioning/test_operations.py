@@ -172,10 +172,14 @@ async def test_buffer_views_and_the_operators_hand(
     assert [(b["key"], b["state"]) for b in blocked] == [("SA-9", "parked")]
     assert blocked[0]["last_error"]["code"] == "22001"  # value too long for varchar(16)
     head = blocked[0]["head_id"]
-    await provisioning.edit_binds(
-        journal, head, {"speed": "1G"}, actor="kim", reason="speed too long"
+    edited = await provisioning.edit_binds(
+        journal, head, {"speed": "2G"}, actor="kim", reason="speed too long"
     )
-    await provisioning.retry(journal, head, actor="kim")
+    assert edited.state == "parked"  # an edit alone leaves it parked (the CLI says so)
+    edited = await provisioning.edit_binds(
+        journal, head, {"speed": "1G"}, actor="kim", reason="speed too long", retry=True
+    )
+    assert (edited.state, edited.attempts) == ("ready", 0)
     await BackupDaemon(journal, aaa, "AAA").run(once=True)
     assert subscribers(pg_target) == [("SA-9", "1G", "suspended")]
     with psycopg.connect(db_url) as conn:
@@ -186,7 +190,7 @@ async def test_buffer_views_and_the_operators_hand(
             "select action, actor from journal.audit where entry_id = %s order by id", (head,)
         ).fetchall()
     assert log == [("4201", "backup"), ("4204", "backup")]
-    assert audit == [("edit", "kim"), ("retry", "kim")]
+    assert audit == [("edit", "kim"), ("edit", "kim"), ("retry", "kim")]
 
 
 @pytest.fixture

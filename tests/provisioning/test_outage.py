@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from bossa.customers import load_sample
@@ -80,6 +81,10 @@ def _applied(target_dsn: str) -> dict[str, list[int]]:
     return dict(per_contract)
 
 
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def _states(pool: Pool) -> dict[str, int]:
     async with pool.connection() as conn:
         rows = await (
@@ -130,6 +135,10 @@ async def test_a_long_outage_parks_nothing_and_the_daemon_only_probes(
 
         deliverer = Deliverer(pool, SETTINGS)
         daemon = BackupDaemon(journal, deliverer, "PGDOWN", listen_url=db_url)
+        probes_down = _metric("bossa_provisioning_probes_total", division="PGDOWN", outcome="down")
+        went_up = _metric(
+            "bossa_provisioning_division_transitions_total", division="PGDOWN", to="up"
+        )
         started = time.monotonic()
         task = asyncio.create_task(daemon.run())
         try:
@@ -160,6 +169,18 @@ async def test_a_long_outage_parks_nothing_and_the_daemon_only_probes(
             await deliverer.close()
             pg_target.start()
 
+        # The same, as Prometheus has it: every probe but the last found it down, and the
+        # division came up once.
+        assert (
+            _metric("bossa_provisioning_probes_total", division="PGDOWN", outcome="down")
+            - probes_down
+            >= probes - 1
+        )
+        assert (
+            _metric("bossa_provisioning_division_transitions_total", division="PGDOWN", to="up")
+            - went_up
+            == 1
+        )
         print(
             f"division down {OUTAGE_S:.0f} s with {entries} commands buffered and"
             f" max_attempts {JOURNAL.max_attempts}: {probes} probes, {calls} connections at"
@@ -206,6 +227,7 @@ async def test_a_refused_command_parks_after_its_attempts_and_holds_only_its_con
         deliverer = Deliverer(pool, SETTINGS)
         daemon = BackupDaemon(journal, deliverer, "PGDOWN", listen_url=db_url)
         task = asyncio.create_task(daemon.run())
+        parked_before = _metric("bossa_provisioning_parked_total", division="PGDOWN", code="23505")
         try:
             with capture_logs() as logs:
                 for seq in range(ORDERS):
@@ -246,6 +268,8 @@ async def test_a_refused_command_parks_after_its_attempts_and_holds_only_its_con
             (line["log_level"], line["entry_id"], line["sa_id"], line["division"], line["code"])
             for line in parked_lines
         ] == [("warning", parked[0]["entry_id"], blocked, "PGDOWN", "23505")]
+        parked_now = _metric("bossa_provisioning_parked_total", division="PGDOWN", code="23505")
+        assert parked_now - parked_before == 1
         failed = [line for line in logs if line["event"] == "delivery failed"]
         assert len(failed) == JOURNAL.max_attempts
         assert {(line["log_level"], line["cause"], line["code"]) for line in failed} == {

@@ -366,10 +366,8 @@ def buffer_edit_binds(
     )
     out.print(f"entry {entry_id} bind data changed; it is {edited.state}")
     if edited.state == "parked":
-        out.print(
-            f"it stays parked until retried: bossa provisioning buffer retry {entry_id}"
-            " (or edit with --retry)"
-        )
+        out.print(f"still parked: send it with `bossa provisioning buffer retry {entry_id}`")
+        out.print("(or edit with --retry)")
 
 
 @buffer_app.command("park")

@@ -251,7 +251,7 @@ class Deliverer:
         }
         self._report(division, commands, results, mode="backup" if batch else "direct")
         try:
-            await self._settle(division, results)
+            await self._settle(division, commands, results)
         except Exception as exc:  # the known state is advice: a failure to record it
             log.warning("division state not recorded", division=division, error=type(exc).__name__)
         return results
@@ -293,16 +293,42 @@ class Deliverer:
                 error=error.message,
             )
 
-    async def _settle(self, division: str, results: dict[int, DeliveryError | None]) -> None:
+    async def _settle(
+        self,
+        division: str,
+        commands: Sequence[Command],
+        results: dict[int, DeliveryError | None],
+    ) -> None:
         errors = [e for e in results.values() if e is not None]
-        unreachable = next((e for e in errors if e.unreachable), None)
-        if unreachable is not None:
-            await self.mark(division, down=True, error=f"{unreachable.code}: {unreachable.message}")
+        found = next(
+            (
+                (c, e)
+                for c in commands
+                if (e := results.get(c.entry_id)) is not None and e.unreachable
+            ),
+            None,
+        )
+        if found is not None:
+            command, unreachable = found
+            await self.mark(
+                division,
+                down=True,
+                error=f"{unreachable.code}: {unreachable.message}",
+                entry_id=command.entry_id,
+                sa_id=command.sa_id,
+            )
         elif len(errors) < len(results):
             await self.mark(division, down=False)
 
     async def mark(
-        self, division: str, *, down: bool, error: str | None = None, hold_s: float | None = None
+        self,
+        division: str,
+        *,
+        down: bool,
+        error: str | None = None,
+        hold_s: float | None = None,
+        entry_id: int | None = None,
+        sa_id: str | None = None,
     ) -> None:
         """Record the division's known state (P4a): down for `hold_s` (the down-hold by
         default; a failed probe extends it to its next probe) or up. A change of state
@@ -321,7 +347,15 @@ class Deliverer:
         if down and not was_down:
             metrics.DIVISION_TRANSITIONS.labels(division, "down").inc()
             code = (error or "").partition(":")[0] or None
-            log.warning("division down", division=division, code=code, error=error, hold_s=hold)
+            log.warning(
+                "division down",
+                division=division,
+                code=code,
+                entry_id=entry_id,
+                sa_id=sa_id,
+                error=error,
+                hold_s=hold,
+            )
         elif not down and was_down:
             metrics.DIVISION_TRANSITIONS.labels(division, "up").inc()
             log.warning("division up", division=division)

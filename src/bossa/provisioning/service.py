@@ -307,7 +307,19 @@ async def deliver_direct(journal: Journal, deliverer: Deliverer, accepted: Accep
                 failure = Failure(
                     claim.entry_id, error.code, error.message, counted=not error.unreachable
                 )
-                await journal.fail(claim.token, lanes.lane_of(division), [failure], conn=conn)
+                failed = await journal.fail(
+                    claim.token, lanes.lane_of(division), [failure], conn=conn
+                )
+                if any(f.state is EntryState.PARKED for f in failed):  # max_attempts 1
+                    metrics.PARKED.labels(division, error.code).inc()
+                    log.warning(
+                        "command parked",
+                        entry_id=claim.entry_id,
+                        sa_id=command.sa_id,
+                        division=division,
+                        code=error.code,
+                        attempts=1,
+                    )
         await store.log_deliveries(conn, delivered)
         return await store.complete_order(conn, accepted.wo_no, routes)
 

@@ -12,8 +12,15 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+    WatchError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -83,10 +90,22 @@ UNAVAILABLE_REPLIES = (
 )
 
 
-def _refusal(text: str) -> DeliveryError:
+#: redis-py's classes for those replies (it rewrites a pipeline's error text, so the
+#: reply's first word is not always there to read).
+_UNAVAILABLE_CLASSES: tuple[type[Exception], ...] = (
+    ReadOnlyError,
+    OutOfMemoryError,
+    TryAgainError,
+    ClusterDownError,
+)
+
+
+def _refusal(text: str, exc: BaseException | None = None) -> DeliveryError:
     """An error reply as the buffer records it: the server's refusal of this command
     (ERRCODE REDIS), or unreachable when the reply says the server takes nothing now."""
-    if text.split(" ", 1)[0].upper() in UNAVAILABLE_REPLIES:
+    if isinstance(exc, _UNAVAILABLE_CLASSES) or (
+        text.split(" ", 1)[0].upper() in UNAVAILABLE_REPLIES
+    ):
         return DeliveryError("REDIS", text, unreachable=True)
     return DeliveryError("REDIS", text)
 
@@ -139,13 +158,13 @@ class RedisAdapter:
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise DeliveryError("CONNECT", str(exc), unreachable=True) from exc
         except ResponseError as exc:  # EXECABORT: a command was refused, nothing applied
-            raise _refusal(first_line(exc)) from exc
+            raise _refusal(first_line(exc), exc) from exc
         failed = [r for r in results if isinstance(r, ResponseError)]
         if failed:
             # Redis has no rollback: the other commands took effect. Drop the marker so
             # a retry (after an operator's fix) applies the command again.
             self._forget(marker)
-            raise _refusal(first_line(failed[0]))
+            raise _refusal(first_line(failed[0]), failed[0])
 
     def deliver_many(self, commands: list[Command]) -> dict[int, DeliveryError | None]:
         """A backup daemon's batch: one script call per SCRIPT_CHUNK commands (see
@@ -179,7 +198,7 @@ class RedisAdapter:
             except ResponseError as exc:
                 # The script itself stopped (out of memory, a script timeout): what ran
                 # before holds its markers, so the retry of the whole chunk is safe.
-                failure = _refusal(first_line(exc))
+                failure = _refusal(first_line(exc), exc)
                 results.update(dict.fromkeys((c.entry_id for c, _ in chunk), failure))
                 continue
             for (command, _), reply in zip(chunk, replies, strict=True):
@@ -196,7 +215,7 @@ class RedisAdapter:
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise DeliveryError("CONNECT", first_line(exc), unreachable=True) from exc
         except ResponseError as exc:
-            error = _refusal(first_line(exc))
+            error = _refusal(first_line(exc), exc)
             if error.unreachable:
                 raise error from exc
 
