@@ -132,6 +132,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
         self._sleeping: list[int] = []  # slots waiting for work, longest-idle first
+        #: The one slot polling for new work after work came recently (see _slot), if any.
+        self._lingerer: int | None = None
+        self._last_work = float("-inf")
+        self.linger_s = settings.linger_s
+        self.linger_poll_s = settings.linger_poll_s
         self.database_outage_s = settings.database_outage_s
         #: When the database stopped answering (monotonic), None while it answers.
         self._down_since: float | None = None
@@ -291,10 +296,24 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if taken.entries:
-                if len(taken.entries) == self.batch_size:
+                self._last_work = time.monotonic()
+                if self._lingerer == index:
+                    self._lingerer = None
+                    self._wake_one()  # someone else watches the lane while this one works
+                elif len(taken.entries) == self.batch_size:
                     self._wake_one()  # more is probably waiting
                 await self._run_batch(taken)
                 continue
+            if not until_idle and self._may_linger(index):
+                # Work came recently: poll a little longer before going to sleep. One
+                # slot at a time does it, with takes that find nothing (no write, no
+                # commit); sleeping costs a write, and waking a NOTIFY on the next
+                # enqueue, a wake-up and a take: a steady trickle is taken sooner so.
+                self._lingerer = index
+                await self._pause(wake, self.linger_poll_s)
+                continue
+            if self._lingerer == index:
+                self._lingerer = None
             if until_idle:
                 if await self._idle_or_unknown():
                     return
@@ -307,6 +326,13 @@ class Worker:
             finally:
                 if index in self._sleeping:
                     self._sleeping.remove(index)
+
+    def _may_linger(self, index: int) -> bool:
+        return (
+            self.linger_s > 0
+            and self._lingerer in (None, index)
+            and time.monotonic() - self._last_work < self.linger_s
+        )
 
     async def _idle_or_unknown(self) -> bool:
         try:
