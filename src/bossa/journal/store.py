@@ -414,13 +414,21 @@ class Journal:
             cursor = await tx.execute(QUERIES["release"], {"ids": list(ids), "token": token})
             return {int(row["id"]) for row in await cursor.fetchall()}
 
-    async def reap_expired(self, lane: str, *, limit: int = 1000) -> list[tuple[int, EntryState]]:
-        """Hand out again the entries whose lease ran out; returns (id, new state)."""
+    async def reap_expired(
+        self, lane: str, *, limit: int = 1000, held: Sequence[uuid.UUID] = ()
+    ) -> list[tuple[int, EntryState]]:
+        """Hand out again the entries whose lease ran out, but those under the tokens in
+        `held` (the caller's own, which it is still extending); returns (id, new state)."""
         policy = await self.policy(lane)
         async with self._tx(None) as tx:
             cursor = await tx.execute(
                 QUERIES["reap_expired"],
-                {"lane": lane, "max_attempts": policy.max_attempts, "limit": limit},
+                {
+                    "lane": lane,
+                    "max_attempts": policy.max_attempts,
+                    "limit": limit,
+                    "held": list(held),
+                },
             )
             return [(int(r["id"]), EntryState(r["state"])) for r in await cursor.fetchall()]
 

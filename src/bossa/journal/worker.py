@@ -25,6 +25,7 @@ import contextlib
 import inspect
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,6 +135,8 @@ class Worker:
         self._sleeping: list[int] = []  # slots waiting for work, longest-idle first
         #: The one slot polling for new work after work came recently (see _slot), if any.
         self._lingerer: int | None = None
+        #: Lease tokens of the batches in hand: the reaper leaves them alone.
+        self._held: set[uuid.UUID] = set()
         self._last_work = float("-inf")
         self.linger_s = settings.linger_s
         self.linger_poll_s = settings.linger_poll_s
@@ -375,6 +378,13 @@ class Worker:
     # -- running ---------------------------------------------------------------------
 
     async def _run_batch(self, taken: Taken) -> None:
+        self._held.add(taken.token)
+        try:
+            await self._run_taken(taken)
+        finally:
+            self._held.discard(taken.token)
+
+    async def _run_taken(self, taken: Taken) -> None:
         lane = self.lane
         self.stats.taken += len(taken.entries)
         metrics.TAKEN.labels(lane).inc(len(taken.entries))
@@ -539,9 +549,15 @@ class Worker:
             lease_ms = (await self.journal.policy(self.lane)).lease_ms
         interval = lease_ms / 3000.0
         acked: set[int] = set()
+        beat_at = time.monotonic()
         while True:
+            # Beats a third of a lease apart from start to start: a slow beat (a loaded
+            # database) does not push the next one past the lease.
+            beat_at += interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), timeout=interval)
+                await asyncio.wait_for(
+                    finished.wait(), timeout=max(0.0, beat_at - time.monotonic())
+                )
             if finished.is_set():
                 return
             flushed = done[:]
@@ -563,7 +579,9 @@ class Worker:
         while True:
             self._probing_since = time.monotonic()
             try:
-                reaped = await self.journal.reap_expired(self.lane)
+                # Not our own batches: alive, we extend them, however late a heartbeat
+                # runs on a starved machine (reaping them only made duplicates).
+                reaped = await self.journal.reap_expired(self.lane, held=list(self._held))
                 self._db_answered()
             except DB_ERRORS as exc:
                 self._db_failed(exc)

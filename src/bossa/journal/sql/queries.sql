@@ -205,7 +205,7 @@ returning e.id
 
 -- name: reap_expired
 -- Leases that ran out: hand the entries out again (or park them after the last attempt).
-select * from journal.reap_expired(%(lane)s, %(max_attempts)s, %(limit)s)
+select * from journal.reap_expired(%(lane)s, %(max_attempts)s, %(limit)s, %(held)s::uuid[])
 
 -- name: sleep
 -- A worker found nothing to do and is going to sleep: ask enqueue to NOTIFY this lane.
