@@ -392,7 +392,18 @@ class Worker:
         failures: list[Failure] = []
         unstarted: list[int] = []
         finished = asyncio.Event()
-        beat = asyncio.create_task(self._heartbeat(taken, done, finished))
+        # The heartbeat task starts only for a batch still running after a third of the
+        # lease: most batches are done long before, and a task per batch costs time.
+        beats: list[asyncio.Task[None]] = []
+        lease_s = self.journal.settings.lease_ms / 1000.0
+        with contextlib.suppress(*DB_ERRORS):  # the policy is cached; rarely a query
+            lease_s = (await self.journal.policy(lane)).lease_ms / 1000.0
+        timer = asyncio.get_running_loop().call_later(
+            lease_s / 3,
+            lambda: beats.append(
+                asyncio.create_task(self._heartbeat(taken, done, finished, first_after=0.0))
+            ),
+        )
         gate = asyncio.Semaphore(self.batch_concurrency)
 
         async def run_one(run: list[Entry]) -> None:
@@ -414,13 +425,16 @@ class Worker:
         try:
             if self.batch_handler is not None:
                 await self._run_whole(taken.entries, done, failures, unstarted)
+            elif len(runs := _runs(taken.entries)) == 1:
+                await run_one(runs[0])  # no task to schedule: the handler starts now
             else:
-                await asyncio.gather(*(run_one(run) for run in _runs(taken.entries)))
+                await asyncio.gather(*(run_one(run) for run in runs))
         finally:
             # Not cancelled: an ack of the heartbeat's in flight must come back first, or
             # what it acked would be unknown. It sees the event within one interval.
+            timer.cancel()
             finished.set()
-            await asyncio.gather(beat, return_exceptions=True)
+            await asyncio.gather(*beats, return_exceptions=True)
         await self._settle(taken, done, failures, unstarted)
 
     async def _run_whole(
@@ -538,7 +552,9 @@ class Worker:
                 "ack refused: lease passed to another worker", lane=self.lane, entries=stale
             )
 
-    async def _heartbeat(self, taken: Taken, done: list[int], finished: asyncio.Event) -> None:
+    async def _heartbeat(
+        self, taken: Taken, done: list[int], finished: asyncio.Event, *, first_after: float
+    ) -> None:
         """Every third of the lease, until the batch is finished: ack what is done so far
         (a worker killed later redelivers only what it did since), then extend the lease
         of the rest. The lease can then be short, since it only has to outlast a dead
@@ -549,7 +565,7 @@ class Worker:
             lease_ms = (await self.journal.policy(self.lane)).lease_ms
         interval = lease_ms / 3000.0
         acked: set[int] = set()
-        beat_at = time.monotonic()
+        beat_at = time.monotonic() + first_after - interval
         while True:
             # Beats a third of a lease apart from start to start: a slow beat (a loaded
             # database) does not push the next one past the lease.
