@@ -198,11 +198,15 @@ def payload_depth(text: str) -> int:
     return deepest
 
 
+#: One encoder for every payload: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def encode_payload(payload: Any, *, field_name: str, max_bytes: int) -> str:
     """The payload as JSON text, refused if it is not JSON, larger than allowed, or
     nested deeper than MAX_PAYLOAD_DEPTH."""
     try:
-        text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(payload)
     except RecursionError:
         raise InvalidInput(
             f"nests too deep; at most {MAX_PAYLOAD_DEPTH} levels are accepted", field=field_name
@@ -218,8 +222,8 @@ def encode_payload(payload: Any, *, field_name: str, max_bytes: int) -> str:
                 f"nests {depth} deep; at most {MAX_PAYLOAD_DEPTH} levels are accepted",
                 field=field_name,
             )
-    size = len(text.encode())
-    if size > max_bytes:
+    # A code point is at most 4 bytes of UTF-8: most payloads need no encoding to tell.
+    if len(text) * 4 > max_bytes and (size := len(text.encode())) > max_bytes:
         raise InvalidInput(
             f"is {size} bytes as JSON; the lane accepts at most {max_bytes}", field=field_name
         )
@@ -249,21 +253,38 @@ class EncodedBatch:
 def encode_batch(
     entries: Sequence[NewEntry], max_payload_bytes: dict[str, int] | int
 ) -> EncodedBatch:
-    """Validate every entry before any is written: one bad entry enqueues nothing."""
+    """Validate every entry before any is written: one bad entry enqueues nothing.
+
+    The hot path of a bulk enqueue: a lane or kind repeated through the batch is checked
+    once, and an entry's field name (`entries[7].payload`) is spelled out only for the
+    error that names it."""
     batch = EncodedBatch([], [], [], [], [], [], [], [])
     seen: dict[tuple[str, str], int] = {}
+    checked: set[str] = set()  # lanes and kinds already found valid
     for index, entry in enumerate(entries):
-        where = f"entries[{index}]" if len(entries) > 1 else "entry"
-        lane = _name(entry.lane, f"{where}.lane", limit=MAX_NAME_LENGTH)
-        assert lane is not None
-        kind = _name(entry.kind, f"{where}.kind", limit=MAX_NAME_LENGTH)
-        assert kind is not None
-        key = _name(entry.key, f"{where}.key", optional=True, limit=MAX_KEY_LENGTH)
-        dedup = _name(entry.dedup_key, f"{where}.dedup_key", optional=True, limit=MAX_KEY_LENGTH)
-        if entry.not_before is not None:
-            _instant(entry.not_before, f"{where}.not_before")
-        limit = max_payload_bytes if isinstance(max_payload_bytes, int) else max_payload_bytes[lane]
-        payload = encode_payload(entry.payload, field_name=f"{where}.payload", max_bytes=limit)
+        try:
+            lane, kind = entry.lane, entry.kind
+            if type(lane) is not str or lane not in checked:
+                _name(lane, "lane", limit=MAX_NAME_LENGTH)
+                checked.add(lane)
+            if type(kind) is not str or kind not in checked:
+                _name(kind, "kind", limit=MAX_NAME_LENGTH)
+                checked.add(kind)
+            key = entry.key
+            if key is not None:
+                _name(key, "key", limit=MAX_KEY_LENGTH)
+            dedup = entry.dedup_key
+            if dedup is not None:
+                _name(dedup, "dedup_key", limit=MAX_KEY_LENGTH)
+            if entry.not_before is not None:
+                _instant(entry.not_before, "not_before")
+            limit = (
+                max_payload_bytes if isinstance(max_payload_bytes, int) else max_payload_bytes[lane]
+            )
+            payload = encode_payload(entry.payload, field_name="payload", max_bytes=limit)
+        except InvalidInput as exc:
+            where = f"entries[{index}]" if len(entries) > 1 else "entry"
+            raise InvalidInput(exc.reason, field=f"{where}.{exc.field}") from exc.__cause__
         if dedup is not None and (lane, dedup) in seen:
             batch.positions.append(seen[(lane, dedup)])
             batch.folded.append(True)

@@ -125,6 +125,11 @@ class JournalSettings(BossaSettings):
     batch_concurrency: int = Field(default=16, ge=1, le=1_000)
     #: A worker wakes at least this often even if no notification arrives.
     poll_interval_s: float = Field(default=30.0, ge=0.01, le=3_600, allow_inf_nan=False)
+    #: After work, one taker of a worker keeps looking for more every `linger_poll_s`
+    #: for this long before it sleeps until notified (0: sleep at once). A steady
+    #: trickle of entries is then taken within a poll instead of a NOTIFY round.
+    linger_s: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
+    linger_poll_s: float = Field(default=0.005, ge=0.001, le=1, allow_inf_nan=False)
     #: How often a worker looks for expired leases in its lane (and so probes the database).
     reap_interval_s: float = Field(default=1.0, ge=0.01, le=600, allow_inf_nan=False)
     #: Rows deleted per statement by purge.

@@ -34,6 +34,7 @@ from bossa.journal.models import (
     BulkFilter,
     Claim,
     Counts,
+    EncodedBatch,
     Enqueued,
     Entry,
     EntryFilter,
@@ -225,6 +226,13 @@ class Journal:
             "created_by": actor or self.actor,
         }
         plain = all(k is None for k in batch.keys) and all(d is None for d in batch.dedup_keys)
+        if (
+            plain
+            and len(set(batch.lanes)) == 1
+            and len(set(batch.kinds)) == 1
+            and all(n is None for n in batch.not_befores)
+        ):
+            return await self._enqueue_uniform(batch, conn=conn, actor=actor)
         query = QUERIES["enqueue_plain" if plain else "enqueue"]
         for attempt in range(_DEDUP_RETRIES):
             try:
@@ -243,6 +251,22 @@ class Journal:
             Enqueued(by_position[position].id, by_position[position].created and not folded)
             for position, folded in zip(batch.positions, batch.folded, strict=True)
         ]
+
+    async def _enqueue_uniform(
+        self, batch: EncodedBatch, *, conn: Conn | None, actor: str | None
+    ) -> list[Enqueued]:
+        params = {
+            "lane": batch.lanes[0],
+            "kind": batch.kinds[0],
+            "payloads": batch.payloads,
+            "created_by": actor or self.actor,
+        }
+        async with self._tx(conn) as tx:
+            cursor = await tx.execute(QUERIES["enqueue_uniform"], params, prepare=True)
+            row = await cursor.fetchone()
+        assert row is not None
+        assert len(row["ids"]) == len(batch.payloads)
+        return [Enqueued(int(entry_id), True) for entry_id in row["ids"]]
 
     async def enqueue_one(
         self, entry: NewEntry, *, conn: Conn | None = None, actor: str | None = None
@@ -411,13 +435,21 @@ class Journal:
             cursor = await tx.execute(QUERIES["release"], {"ids": list(ids), "token": token})
             return {int(row["id"]) for row in await cursor.fetchall()}
 
-    async def reap_expired(self, lane: str, *, limit: int = 1000) -> list[tuple[int, EntryState]]:
-        """Hand out again the entries whose lease ran out; returns (id, new state)."""
+    async def reap_expired(
+        self, lane: str, *, limit: int = 1000, held: Sequence[uuid.UUID] = ()
+    ) -> list[tuple[int, EntryState]]:
+        """Hand out again the entries whose lease ran out, but those under the tokens in
+        `held` (the caller's own, which it is still extending); returns (id, new state)."""
         policy = await self.policy(lane)
         async with self._tx(None) as tx:
             cursor = await tx.execute(
                 QUERIES["reap_expired"],
-                {"lane": lane, "max_attempts": policy.max_attempts, "limit": limit},
+                {
+                    "lane": lane,
+                    "max_attempts": policy.max_attempts,
+                    "limit": limit,
+                    "held": list(held),
+                },
             )
             return [(int(r["id"]), EntryState(r["state"])) for r in await cursor.fetchall()]
 

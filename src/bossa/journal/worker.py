@@ -25,6 +25,7 @@ import contextlib
 import inspect
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,6 +133,13 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
         self._sleeping: list[int] = []  # slots waiting for work, longest-idle first
+        #: The one slot polling for new work after work came recently (see _slot), if any.
+        self._lingerer: int | None = None
+        #: Lease tokens of the batches in hand: the reaper leaves them alone.
+        self._held: set[uuid.UUID] = set()
+        self._last_work = float("-inf")
+        self.linger_s = settings.linger_s
+        self.linger_poll_s = settings.linger_poll_s
         self.database_outage_s = settings.database_outage_s
         #: When the database stopped answering (monotonic), None while it answers.
         self._down_since: float | None = None
@@ -291,10 +299,24 @@ class Worker:
                 backoff = min(backoff * 2, 5.0)
                 continue
             if taken.entries:
-                if len(taken.entries) == self.batch_size:
+                self._last_work = time.monotonic()
+                if self._lingerer == index:
+                    self._lingerer = None
+                    self._wake_one()  # someone else watches the lane while this one works
+                elif len(taken.entries) == self.batch_size:
                     self._wake_one()  # more is probably waiting
                 await self._run_batch(taken)
                 continue
+            if not until_idle and self._may_linger(index):
+                # Work came recently: poll a little longer before going to sleep. One
+                # slot at a time does it, with takes that find nothing (no write, no
+                # commit); sleeping costs a write, and waking a NOTIFY on the next
+                # enqueue, a wake-up and a take: a steady trickle is taken sooner so.
+                self._lingerer = index
+                await self._pause(wake, self.linger_poll_s)
+                continue
+            if self._lingerer == index:
+                self._lingerer = None
             if until_idle:
                 if await self._idle_or_unknown():
                     return
@@ -307,6 +329,13 @@ class Worker:
             finally:
                 if index in self._sleeping:
                     self._sleeping.remove(index)
+
+    def _may_linger(self, index: int) -> bool:
+        return (
+            self.linger_s > 0
+            and self._lingerer in (None, index)
+            and time.monotonic() - self._last_work < self.linger_s
+        )
 
     async def _idle_or_unknown(self) -> bool:
         try:
@@ -349,6 +378,13 @@ class Worker:
     # -- running ---------------------------------------------------------------------
 
     async def _run_batch(self, taken: Taken) -> None:
+        self._held.add(taken.token)
+        try:
+            await self._run_taken(taken)
+        finally:
+            self._held.discard(taken.token)
+
+    async def _run_taken(self, taken: Taken) -> None:
         lane = self.lane
         self.stats.taken += len(taken.entries)
         metrics.TAKEN.labels(lane).inc(len(taken.entries))
@@ -356,7 +392,18 @@ class Worker:
         failures: list[Failure] = []
         unstarted: list[int] = []
         finished = asyncio.Event()
-        beat = asyncio.create_task(self._heartbeat(taken, done, finished))
+        # The heartbeat task starts only for a batch still running after a third of the
+        # lease: most batches are done long before, and a task per batch costs time.
+        beats: list[asyncio.Task[None]] = []
+        lease_s = self.journal.settings.lease_ms / 1000.0
+        with contextlib.suppress(*DB_ERRORS):  # the policy is cached; rarely a query
+            lease_s = (await self.journal.policy(lane)).lease_ms / 1000.0
+        timer = asyncio.get_running_loop().call_later(
+            lease_s / 3,
+            lambda: beats.append(
+                asyncio.create_task(self._heartbeat(taken, done, finished, first_after=0.0))
+            ),
+        )
         gate = asyncio.Semaphore(self.batch_concurrency)
 
         async def run_one(run: list[Entry]) -> None:
@@ -378,13 +425,16 @@ class Worker:
         try:
             if self.batch_handler is not None:
                 await self._run_whole(taken.entries, done, failures, unstarted)
+            elif len(runs := _runs(taken.entries)) == 1:
+                await run_one(runs[0])  # no task to schedule: the handler starts now
             else:
-                await asyncio.gather(*(run_one(run) for run in _runs(taken.entries)))
+                await asyncio.gather(*(run_one(run) for run in runs))
         finally:
             # Not cancelled: an ack of the heartbeat's in flight must come back first, or
             # what it acked would be unknown. It sees the event within one interval.
+            timer.cancel()
             finished.set()
-            await asyncio.gather(beat, return_exceptions=True)
+            await asyncio.gather(*beats, return_exceptions=True)
         await self._settle(taken, done, failures, unstarted)
 
     async def _run_whole(
@@ -502,7 +552,9 @@ class Worker:
                 "ack refused: lease passed to another worker", lane=self.lane, entries=stale
             )
 
-    async def _heartbeat(self, taken: Taken, done: list[int], finished: asyncio.Event) -> None:
+    async def _heartbeat(
+        self, taken: Taken, done: list[int], finished: asyncio.Event, *, first_after: float
+    ) -> None:
         """Every third of the lease, until the batch is finished: ack what is done so far
         (a worker killed later redelivers only what it did since), then extend the lease
         of the rest. The lease can then be short, since it only has to outlast a dead
@@ -513,9 +565,15 @@ class Worker:
             lease_ms = (await self.journal.policy(self.lane)).lease_ms
         interval = lease_ms / 3000.0
         acked: set[int] = set()
+        beat_at = time.monotonic() + first_after - interval
         while True:
+            # Beats a third of a lease apart from start to start: a slow beat (a loaded
+            # database) does not push the next one past the lease.
+            beat_at += interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), timeout=interval)
+                await asyncio.wait_for(
+                    finished.wait(), timeout=max(0.0, beat_at - time.monotonic())
+                )
             if finished.is_set():
                 return
             flushed = done[:]
@@ -537,7 +595,9 @@ class Worker:
         while True:
             self._probing_since = time.monotonic()
             try:
-                reaped = await self.journal.reap_expired(self.lane)
+                # Not our own batches: alive, we extend them, however late a heartbeat
+                # runs on a starved machine (reaping them only made duplicates).
+                reaped = await self.journal.reap_expired(self.lane, held=list(self._held))
                 self._db_answered()
             except DB_ERRORS as exc:
                 self._db_failed(exc)

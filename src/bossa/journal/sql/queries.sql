@@ -92,6 +92,24 @@ select row_number() over (order by id) as ord, id, true as created
 from inserted
 order by id
 
+-- name: enqueue_uniform
+-- The commonest bulk case: one lane, one kind, no key, no dedup key, due now. The lane
+-- and kind go once, not once per entry, and the ids come back as one array (in input
+-- order: identities are drawn in the order the rows are inserted).
+with inserted as (
+    insert into journal.entries (lane, kind, payload, state, created_by)
+    select %(lane)s, %(kind)s, i.payload::jsonb, 'ready', %(created_by)s
+    from unnest(%(payloads)s::text[]) with ordinality as i (payload, ord)
+    order by i.ord
+    returning id
+),
+woken as (
+    delete from journal.sleepers s
+    where s.lane = %(lane)s
+    returning pg_notify('bossa_journal', s.lane)
+)
+select array_agg(id order by id) as ids from inserted
+
 -- name: enqueue_or_claim
 -- P5 in one statement: if (lane, key) has nothing unfinished, the new entry is taken at
 -- once under a lease (the go-ahead to deliver directly); otherwise it waits behind the
@@ -205,7 +223,7 @@ returning e.id
 
 -- name: reap_expired
 -- Leases that ran out: hand the entries out again (or park them after the last attempt).
-select * from journal.reap_expired(%(lane)s, %(max_attempts)s, %(limit)s)
+select * from journal.reap_expired(%(lane)s, %(max_attempts)s, %(limit)s, %(held)s::uuid[])
 
 -- name: sleep
 -- A worker found nothing to do and is going to sleep: ask enqueue to NOTIFY this lane.

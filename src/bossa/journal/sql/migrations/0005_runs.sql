@@ -92,13 +92,18 @@ $$;
 -- Expired leases: the worker died or stalled. The key's head is handed out again, the
 -- attempt counted, and parked instead if that was its last attempt; an entry behind an
 -- unfinished one of its key (the rest of a run, see take_runs) waits again behind it,
--- its attempt counted too (the worker may have started it).
-create or replace function journal.reap_expired(p_lane text, p_max_attempts integer, p_limit integer)
+-- its attempt counted too (the worker may have started it). `p_held` are the tokens the
+-- reaping worker itself holds: alive, it extends them, however late its heartbeat runs.
+drop function journal.reap_expired(text, integer, integer);
+create function journal.reap_expired(
+    p_lane text, p_max_attempts integer, p_limit integer, p_held uuid[] default '{}'
+)
 returns table (id bigint, state journal.state)
 language sql as $$
     with expired as (
         select e.id from journal.entries e
         where e.state = 'taken' and e.lease_expires_at < now() and e.lane = p_lane
+          and e.lease_token <> all (p_held)
         order by e.lease_expires_at, e.id
         limit p_limit
         for update skip locked
