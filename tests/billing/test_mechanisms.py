@@ -1,15 +1,23 @@
 """Billing's mechanisms tested so that removing one fails a test: settlement applies
 the staged items in the order they were taken (B4), across batches and across the two
-kinds, whatever order their ids are in."""
+kinds, whatever order their ids are in; dunning suspends for arrears past due plus
+grace only, over two runs; and the billing service daemon carries a suspension and its
+restoration to the division."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import date, timedelta
+
 import psycopg
 
-from bossa.billing import bill, settle
+from bossa.billing import PaymentRequest, ServiceDaemon, bill, pay, run_dunning, settle
 from bossa.journal import Journal
-from tests.billing.conftest import month, open_run
+from bossa.ledger import balances
+from bossa.provisioning import Deliverer, add_division, add_plan_command
+from tests.billing.conftest import key, month, open_run
 from tests.billing.test_concurrency import seed
+from tests.provisioning.servers import postgres_target
 
 
 async def test_settlement_applies_staged_items_in_the_order_taken(
@@ -53,3 +61,108 @@ async def test_settlement_applies_staged_items_in_the_order_taken(
         ]
     assert len(postings) == 70
     assert postings == sorted(postings)  # posted in the order taken
+
+
+def owed_on(period: tuple[date, date]) -> date:
+    """The due date of a run's bills (20 days after the period, the default)."""
+    return period[1] + timedelta(days=20)
+
+
+async def receivable(journal: Journal, account: str) -> int:
+    async with journal.pool.connection() as conn:
+        return (await balances(conn, account))["receivable"]
+
+
+async def test_dunning_within_and_past_grace_over_two_runs(
+    journal: Journal, accounts: list[str]
+) -> None:
+    """Arrears are what is past due plus the account's grace (14 days): nobody is
+    suspended on the last day of grace; the day after, those who still owe the first
+    bill are. An account that paid its first bill owes only the second, not yet past
+    due: it is left alone until that bill's grace has passed too."""
+    grace = timedelta(days=14)
+    first_period, second_period = month(2), month(1)
+    first = await open_run(journal.pool, first_period)
+    assert await bill(journal.pool, first) == 4
+    await settle(journal.pool, first)
+    first_due = owed_on(first_period)
+    assert await run_dunning(journal, today=first_due + grace) == []  # the last day of grace
+
+    second = await open_run(journal.pool, second_period)
+    assert await bill(journal.pool, second) == 4
+    await settle(journal.pool, second)
+    async with journal.pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "select sum(amount - paid_from_prepaid) as owed from ledger.issued_bills"
+                " where account_id = 'A-1001' and bill_run_id = %s",
+                (first,),
+            )
+        ).fetchone()
+    assert row is not None
+    first_bill = int(row["owed"])
+    assert first_bill > 0
+    assert await receivable(journal, "A-1001") > first_bill  # the second bill is owed too
+    await pay(
+        journal,
+        PaymentRequest(account="A-1001", amount=str(first_bill), currency="KRW"),
+        kind="arrears",
+        actor="t",
+        idempotency_key=key(),
+    )
+    # A day past the first bill's grace: those who still owe it; not A-1001.
+    assert await run_dunning(journal, today=first_due + grace + timedelta(days=1)) == [
+        "A-1002",
+        "A-1003",
+        "A-1004",
+    ]
+    second_due = owed_on(second_period)
+    assert await run_dunning(journal, today=second_due + grace) == []
+    assert await run_dunning(journal, today=second_due + grace + timedelta(days=1)) == ["A-1001"]
+
+
+SERVICE_SQL = "insert into service_applied (sa_id, intf_code) values (:sa_id, :intf_code)"
+
+
+async def test_service_daemon_suspends_and_restores_at_the_division(
+    journal: Journal, accounts: list[str]
+) -> None:
+    """Dunning suspends A-1002 (one WIBRO contract, SA-5003); the billing service daemon
+    turns its suspend entry into a provisioning order that reaches the division (4204);
+    the arrears paid, the restore (4205) follows it there."""
+    with postgres_target() as target:
+        with psycopg.connect(target.dsn, autocommit=True) as conn:
+            conn.execute(
+                "create table service_applied (id bigint generated always as identity,"
+                " sa_id text not null, intf_code text not null)"
+            )
+        pool = journal.pool
+        await add_division(pool, "SVC", {"server_type": "sql", "server_url": target.url}, actor="t")
+        for product in ("ADSL", "SOIP", "WIBRO"):
+            for intf_code in ("4204", "4205"):
+                await add_plan_command(pool, product, intf_code, "SVC", SERVICE_SQL, actor="t")
+        run = await open_run(journal.pool, month(2))
+        await bill(journal.pool, run)
+        await settle(journal.pool, run)
+        suspended = await run_dunning(journal, today=owed_on(month(2)) + timedelta(days=15))
+        assert "A-1002" in suspended
+        deliverer = Deliverer(pool)
+        try:
+            await asyncio.wait_for(ServiceDaemon(journal, deliverer).run(once=True), 60)
+            owed = await receivable(journal, "A-1002")
+            paid = await pay(
+                journal,
+                PaymentRequest(account="A-1002", amount=str(owed), currency="KRW"),
+                kind="arrears",
+                actor="t",
+                idempotency_key=key(),
+            )
+            assert paid["restored"] == ["SA-5003"]
+            await asyncio.wait_for(ServiceDaemon(journal, deliverer).run(once=True), 60)
+        finally:
+            await deliverer.close()
+        with psycopg.connect(target.dsn) as conn:
+            rows = conn.execute(
+                "select intf_code from service_applied where sa_id = 'SA-5003' order by id"
+            ).fetchall()
+    assert [r[0] for r in rows] == ["4204", "4205"]
