@@ -12,11 +12,13 @@ from datetime import date, timedelta
 import psycopg
 
 from bossa.billing import PaymentRequest, ServiceDaemon, bill, pay, run_dunning, settle
+from bossa.db import Conn
 from bossa.journal import Journal
 from bossa.ledger import balances
 from bossa.provisioning import Deliverer, add_division, add_plan_command
 from tests.billing.conftest import key, month, open_run
 from tests.billing.test_concurrency import seed
+from tests.foundation.plans import nested_plans, plan_of, uses
 from tests.provisioning.servers import postgres_target
 
 
@@ -166,3 +168,32 @@ async def test_service_daemon_suspends_and_restores_at_the_division(
                 "select intf_code from service_applied where sa_id = 'SA-5003' order by id"
             ).fetchall()
     assert [r[0] for r in rows] == ["4204", "4205"]
+
+
+async def test_bill_chunk_claims_pending_accounts_through_their_index(
+    db_url: str, journal: Journal
+) -> None:
+    """The statements `billing.bill_chunk` really runs (auto_explain, nested): with 3,000
+    accounts, half billed, the chunk finds its pending accounts through the partial index
+    of pending ones, not by reading the run's every account."""
+    seed(db_url, 3000)
+    run = await open_run(journal.pool, month(1))
+    await bill_some(journal, run, 1500)
+    async with journal.pool.connection() as conn:
+        await conn.execute("analyze billing.run_accounts")
+
+    async def chunk(conn: Conn) -> None:
+        await conn.execute("select billing.bill_chunk(%s, 50, 't')", (run,))
+
+    async with journal.pool.connection() as conn:
+        plans = await nested_plans(conn, chunk)
+    claim = plan_of(plans, "for update of ra skip locked")
+    assert uses(claim, "run_accounts_pending"), claim
+    assert not any(
+        n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "run_accounts" for n in claim
+    ), claim
+
+
+async def bill_some(journal: Journal, run: int, accounts: int) -> None:
+    async with journal.pool.connection() as conn:
+        await conn.execute("select billing.bill_chunk(%s, %s, 't')", (run, accounts))
