@@ -9,8 +9,10 @@ milliseconds, instead of migrating again.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+import random
+from collections.abc import AsyncIterator, Generator, Iterator
 
+import hypothesis
 import psycopg
 import pytest
 from psycopg import sql
@@ -20,8 +22,10 @@ from bossa.db.migrations import migrate
 from bossa.journal import Journal, JournalSettings
 from tests.support import (
     TEST_PASSWORDS,
+    drop_database,
     own_postgres,
     scratch_database,
+    sweep_orphans,
     with_database,
     xdist_worker,
 )
@@ -50,6 +54,35 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# Random choices replay: each test seeds `random` (and so the chaos threads, the races'
+# jitter) from BOSSA_TEST_SEED, or a fresh seed it prints with its failure. Hypothesis
+# prints the blob that replays its failing example (@reproduce_failure).
+hypothesis.settings.register_profile("bossa", print_blob=True)
+hypothesis.settings.load_profile("bossa")
+_SEED = pytest.StashKey[int]()
+
+
+@pytest.fixture(autouse=True)
+def test_seed(request: pytest.FixtureRequest) -> int:
+    seed = int(os.environ.get("BOSSA_TEST_SEED") or random.SystemRandom().randrange(2**32))
+    random.seed(seed)
+    request.node.stash[_SEED] = seed
+    request.node.user_properties.append(("seed", seed))
+    return seed
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and _SEED in item.stash:
+        report.sections.append(
+            ("replay", f"BOSSA_TEST_SEED={item.stash[_SEED]} pytest '{item.nodeid}'")
+        )
+    return report
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
@@ -60,6 +93,7 @@ def pg_admin_url() -> Iterator[str]:
     """A URL to the test server's maintenance database."""
     external = os.environ.get("BOSSA_TEST_DATABASE_URL")
     if external:
+        sweep_orphans(external)  # what a killed run left behind
         yield external
         return
     with own_postgres(durable=False) as server:
@@ -67,15 +101,20 @@ def pg_admin_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def template_name(pg_admin_url: str) -> str:
-    name = f"bossa_tpl_{xdist_worker()}_{os.getpid()}"
+def template_name(pg_admin_url: str) -> Iterator[str]:
+    """The migrated template, dropped at the session's end, whatever the outcome (a run
+    killed outright leaves it to the next run's `sweep_orphans`)."""
+    name = f"bossa_tpl_{xdist_worker()}_{os.getpid()}_"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(
             sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
         )
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    migrate(with_database(pg_admin_url, name))
-    return name
+    try:
+        migrate(with_database(pg_admin_url, name))
+        yield name
+    finally:
+        drop_database(pg_admin_url, name)
 
 
 @pytest.fixture

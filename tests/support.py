@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import tempfile
 import uuid
@@ -26,9 +27,11 @@ __all__ = [
     "TEST_PASSWORDS",
     "api_client",
     "bearer",
+    "drop_database",
     "free_port",
     "own_postgres",
     "scratch_database",
+    "sweep_orphans",
     "with_database",
 ]
 
@@ -50,7 +53,9 @@ def with_database(url: str, name: str) -> str:
 @contextlib.contextmanager
 def scratch_database(admin_url: str, *, template: str | None = None) -> Iterator[str]:
     """A new database (copied from `template` if given), dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
+    # The creating process's pid in the name: a run killed before its clean-up leaves a
+    # database that the next run's `sweep_orphans` recognises as nobody's.
+    name = f"t_{os.getpid()}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         statement = sql.SQL("create database {}").format(sql.Identifier(name))
         if template:
@@ -59,10 +64,7 @@ def scratch_database(admin_url: str, *, template: str | None = None) -> Iterator
     try:
         yield with_database(admin_url, name)
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
+        drop_database(admin_url, name)
 
 
 @contextlib.contextmanager
@@ -78,6 +80,43 @@ def own_postgres(*, durable: bool = False) -> Iterator[EmbeddedPostgres]:
         yield server
     finally:
         server.destroy()
+
+
+#: The databases the test fixtures create: `bossa_tpl_<worker>_<pid>` and `t_<pid>_<hex>`.
+_OURS = re.compile(r"^(?:bossa_tpl_[A-Za-z0-9]+_(\d{1,9})_?|t_(\d{1,9})_[0-9a-f]{12})$")
+
+
+def sweep_orphans(admin_url: str) -> list[str]:
+    """Drop the test databases whose creating process is gone (a run killed before its
+    clean-up), on this host's test server; one still in use is left alone (no force).
+    Returns the names dropped."""
+    dropped: list[str] = []
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        names = [str(r[0]) for r in conn.execute("select datname from pg_database").fetchall()]
+        for name in names:
+            found = _OURS.match(name)
+            if found is None or _alive(int(found.group(1) or found.group(2))):
+                continue
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(name)))
+                dropped.append(name)
+    return dropped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def drop_database(admin_url: str, name: str) -> None:
+    statement = sql.SQL("drop database if exists {} with (force)")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(statement.format(sql.Identifier(name)))
 
 
 def xdist_worker() -> str:

@@ -20,11 +20,14 @@ import psycopg
 import pytest
 
 from bossa.billing import bill, reconcile, settle
-from bossa.journal import Journal
+from bossa.db import open_pool
+from bossa.db.migrations import migrate
+from bossa.journal import Journal, JournalSettings
 from bossa.ledger import check
 from tests.billing.conftest import month, open_run
 from tests.billing.test_concurrency import PRIOR_ARREARS, seed
 from tests.faults import Hook, terminate
+from tests.support import own_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -269,3 +272,71 @@ async def test_settlement_batch_torn_by_terminated_backend(
     assert count(db_url, settled, run) == 1
     await assert_books_clean(journal, run)
     report(request, batches_torn=len(stuck), items_torn=len(torn), applied_before=committed)
+
+
+@pytest.mark.fault
+async def test_bill_chunk_torn_by_a_postgresql_crash(
+    journal_settings: JournalSettings, request: pytest.FixtureRequest
+) -> None:
+    """The test's own PostgreSQL is crashed (`pg_ctl stop -m immediate`) while both
+    bill-run workers are stopped inside `billing.bill_chunk` with 10 accounts billed each:
+    after crash recovery the torn chunks left nothing, and a second run finishes."""
+    accounts = 1000
+    with own_postgres() as server:
+        url = server.url()
+        migrate(url)
+        seed(url, accounts)
+        async with open_pool(url, min_size=1, max_size=4) as pool:
+            run = await open_run(pool, month(1))
+        hook = Hook(url, "billing", "run_accounts", nth=10, when="new.billed").install()
+        billed = "select count(*) from billing.run_accounts where run_id = %s and billed"
+        pending = "select account_id from billing.run_accounts where run_id = %s and not billed"
+        proc = cli(url, "bill", str(run), "--workers", "2", "--chunk", "50")
+        try:
+            deadline = time.monotonic() + 60
+            while count(url, billed, run) < 50:  # some chunks commit before the crash
+                assert proc.poll() is None, proc.communicate()[0].decode()[-3000:]
+                assert time.monotonic() < deadline, "the bill run never got going"
+                await asyncio.sleep(0.01)
+            hook.arm()
+            stuck = hook.wait_stuck(containing="bill_chunk", at_least=2)
+            torn = rows_in_flight(url, pending, run)
+            committed = count(url, billed, run)
+            # The hook's lock is held through the crash: nothing stopped may go on first.
+            await asyncio.to_thread(server.crash)
+            hook.close()
+            output = proc.communicate(timeout=60)[0].decode()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            if proc.stdout:
+                proc.stdout.close()
+        assert proc.returncode != 0, output[-3000:]  # the crash reached the bill run
+        assert len(torn) >= 10 * len(stuck), torn
+        await asyncio.to_thread(server.start)  # crash recovery
+        hook.disarm()
+        with psycopg.connect(url) as conn:
+            left = conn.execute(
+                "select count(*) filter (where billed),"
+                " (select count(*) from ledger.bills where bill_run_id = %(run)s"
+                "  and account_id = any(%(torn)s))"
+                " from billing.run_accounts where run_id = %(run)s"
+                " and account_id = any(%(torn)s)",
+                {"run": run, "torn": sorted(torn)},
+            ).fetchone()
+        assert left == (0, 0)  # the torn chunks were rolled back by crash recovery
+        bills = "select count(*) from ledger.bills where bill_run_id = %s"
+        assert count(url, bills, run) == count(url, billed, run) == committed
+        finish(cli(url, "bill", str(run), "--workers", "2", "--chunk", "50"))
+        assert count(url, billed, run) == accounts
+        once = (
+            "select count(*) from (select account_id from ledger.bills where bill_run_id = %s"
+            " group by account_id having count(*) = 1) x"
+        )
+        assert count(url, once, run) == accounts
+        async with open_pool(url, min_size=1, max_size=4) as pool:
+            crashed = Journal(pool, journal_settings, actor="test")
+            await settle(pool, run)
+            await assert_books_clean(crashed, run)
+    report(request, chunks_torn=len(stuck), accounts_torn=len(torn), billed_before=committed)

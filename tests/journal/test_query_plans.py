@@ -1,6 +1,8 @@
 """The hot queries' plans, pinned: take must walk its partial index and touch about as
 many pages for a 50k backlog behind one key as for a 1k one (cost O(batch), not
-O(backlog)). After ANALYZE the planner could prefer the primary key and lose 5-10x."""
+O(backlog)). After ANALYZE the planner could prefer the primary key and lose 5-10x.
+The statements inside the journal's functions are checked as they run, with
+auto_explain, in test_function_plans.py."""
 
 from __future__ import annotations
 
@@ -79,66 +81,10 @@ async def test_take_cost_does_not_grow_with_backlog(journal: Journal, pool: Pool
     assert large < small * 1.5 + 20, (small, large)
 
 
-async def test_promotion_uses_the_key_index_even_for_a_hot_key(
-    journal: Journal, pool: Pool
-) -> None:
-    """advance_keys runs its lookup with a generic plan (the function sets
-    plan_cache_mode); a custom plan for this hot key would walk the primary key."""
-    await backlog(journal, pool, 20_000)
-    async with pool.connection() as conn:
-        await conn.execute(
-            "prepare promote (text, text) as select e.id from journal.entries e"
-            " where e.lane = $1 and e.key = $2"
-            " and journal.unfinished(e.state) order by e.id limit 1"
-        )
-        await conn.execute("set plan_cache_mode = force_generic_plan")
-        row = await (
-            await conn.execute("explain (format json) execute promote('l', 'hot')")
-        ).fetchone()
-    assert row is not None
-    plan = row["QUERY PLAN"][0]["Plan"]
-    assert any(n.get("Index Name") == "entries_key_unfinished" for n in nodes(plan)), plan
-    async with pool.connection() as conn:
-        setting = await (
-            await conn.execute("select proconfig from pg_proc where proname = 'advance_keys'")
-        ).fetchone()
-    assert setting == {"proconfig": ["plan_cache_mode=force_generic_plan"]}
-
-
 async def test_next_due_uses_the_ready_index(journal: Journal, pool: Pool) -> None:
     await backlog(journal, pool, 1_000)
     due = await explain(pool, QUERIES["next_due"], {"lane": "l"}, analyze=False)
     assert any(n.get("Index Name") == "entries_ready" for n in nodes(due["Plan"]))
-
-
-async def test_key_bookkeeping_walks_the_keys_primary_key(journal: Journal, pool: Pool) -> None:
-    """advance_keys locks a batch's key rows with a generic plan (the function sets
-    plan_cache_mode): with 20k keys unfinished it must look them up by primary key, not
-    scan the table once per ack."""
-    for start in range(0, 20_000, 5_000):
-        await journal.enqueue(
-            [NewEntry("l", "k", {"n": n}, key=f"c{n}") for n in range(start, start + 5_000)]
-        )
-    async with pool.connection() as conn:
-        await conn.execute("analyze journal.keys")
-        await conn.execute(
-            "prepare lock_keys (text[], text[]) as"
-            " select k.lane, k.key from journal.keys k"
-            " join (select u.lane, u.key, count(*)::integer as n"
-            "       from unnest($1, $2) as u(lane, key) where u.key is not null"
-            "       group by u.lane, u.key) f on k.lane = f.lane and k.key = f.key"
-            " order by k.lane, k.key for update of k"
-        )
-        await conn.execute("set plan_cache_mode = force_generic_plan")
-        row = await (
-            await conn.execute("explain (format json) execute lock_keys('{l}', '{c1}')")
-        ).fetchone()
-    assert row is not None
-    every = nodes(row["QUERY PLAN"][0]["Plan"])
-    assert any(n.get("Index Name") == "keys_pkey" for n in every), every
-    assert not any(
-        n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "keys" for n in every
-    ), every
 
 
 async def plan_of(pool: Pool, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:

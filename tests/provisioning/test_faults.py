@@ -307,7 +307,9 @@ async def test_random_outages_lose_nothing_repeat_nothing_reorder_nothing(
                 "SOAP": soap,
             }
             try:
-                with Chaos(targets, seed=random.randrange(10**6), limit_s=CHAOS_LIMIT_S) as chaos:
+                # From the test's seed (conftest): BOSSA_TEST_SEED replays the outages.
+                chaos_seed = random.randrange(10**6)
+                with Chaos(targets, seed=chaos_seed, limit_s=CHAOS_LIMIT_S) as chaos:
                     await asyncio.gather(
                         *(submitter(contracts[i::SUBMITTERS]) for i in range(SUBMITTERS))
                     )
@@ -348,7 +350,8 @@ async def test_random_outages_lose_nothing_repeat_nothing_reorder_nothing(
         ]
 
     timing = (
-        f"submitted in {submitted - started:.1f}s, drained in {drained - submitted:.1f}s,"
+        f"chaos seed {chaos_seed}: submitted in {submitted - started:.1f}s,"
+        f" drained in {drained - submitted:.1f}s,"
         f" {len(chaos.outages)} outages {Counter(n for n, _ in chaos.outages)}, routes {routes}"
     )
     print(timing)

@@ -213,6 +213,18 @@ class EmbeddedPostgres:
             self._stop_locked()
             self._start_locked()
 
+    def crash(self) -> None:
+        """Stop at once (`pg_ctl stop -m immediate`): every backend quits mid-statement,
+        nothing is checkpointed; the next start runs crash recovery. For fault tests."""
+        with self._locked():
+            if self._running_pid() is None:
+                return
+            self._run(
+                self._server_user(),
+                "pg_ctl",
+                ["-D", str(self.pgdata), "-w", "-t", "60", "-m", "immediate", "stop"],
+            )
+
     def kill(self) -> None:
         """SIGKILL the postmaster, as a crash would; the next start runs crash recovery."""
         pid = self._running_pid()

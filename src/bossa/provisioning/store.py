@@ -295,15 +295,28 @@ async def plans(conn: Conn, *, product: str | None = None) -> list[dict[str, Any
     return await _all(conn, "plans", {"product": product})
 
 
+#: From PostgreSQL 17 on, a partition shares its parent's identity column.
+_PARTITION_IDENTITY = 170_000
+
+
 async def ensure_receive_table(conn: Conn, product: str) -> None:
-    """P1: the product's receive table, a partition of provisioning.receipts."""
-    name = f"receipts_{product.lower()}"
+    """P1: the product's receive table, a partition of provisioning.receipts. Feeders
+    insert into the partition itself; before PostgreSQL 17 a partition does not fill the
+    parent's identity column, so there its `id` defaults to the identity's sequence."""
+    name = sql.Identifier(f"receipts_{product.lower()}")
     await conn.execute(
         sql.SQL(
             "create table if not exists provisioning.{} partition of provisioning.receipts "
             "for values in ({})"
-        ).format(sql.Identifier(name), sql.Literal(product))
+        ).format(name, sql.Literal(product))
     )
+    if conn.info.server_version < _PARTITION_IDENTITY:
+        await conn.execute(
+            sql.SQL(
+                "alter table provisioning.{} alter column id set default"
+                " nextval(pg_get_serial_sequence('provisioning.receipts', 'id'))"
+            ).format(name)
+        )
 
 
 # -- orders ----------------------------------------------------------------------------
