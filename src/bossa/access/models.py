@@ -58,6 +58,12 @@ class Permission(StrEnum):
     METRICS_READ = "metrics.read"
     #: The partner platform's open interface (O2).
     PARTNER_USE = "partner.use"
+    #: Missed-call alerts: the trial set, subscribers, a callee's calls and notices.
+    ALERTS_READ = "alerts.read"
+    #: Change the trial set (ranges, quota) and register or unregister subscribers.
+    ALERTS_CONFIGURE = "alerts.configure"
+    #: Report missed calls over HTTP (networks that do not divert to the SIP intake).
+    ALERTS_INTAKE = "alerts.intake"
 
 
 class Role(StrEnum):
@@ -75,6 +81,7 @@ _READ = {
     Permission.PROVISIONING_READ,
     Permission.BILLING_READ,
     Permission.METRICS_READ,
+    Permission.ALERTS_READ,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -86,6 +93,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.PROVISIONING_ORDER,
             Permission.PROVISIONING_OPERATE,
             Permission.PROVISIONING_CONFIGURE,
+            Permission.ALERTS_CONFIGURE,
         }
     ),
     Role.BILLING_OPERATOR: frozenset(

@@ -55,7 +55,7 @@ from bossa.alerts.models import (
 )
 from bossa.alerts.service import DATABASE_ERRORS, SMS_LANE, DatabaseMonitor
 from bossa.alerts.settings import AlertsSettings
-from bossa.db import DatabaseSettings, Pool
+from bossa.db import Conn, DatabaseSettings, Pool
 from bossa.errors import ConfigError, InvalidInput
 from bossa.journal import DatabaseLost, Entry, HandlerError, Journal, JournalSettings, Worker
 from bossa.logs import get_logger
@@ -104,8 +104,11 @@ class AlertsDaemon:
             concurrency=2,
             batch_size=200,
             gate=self._may_send,
+            after_ack=self._after_ack,
         )
         self.registry: dict[str, str] = self.spool.load_registry()
+        # Ids of submitted notices by entry, written with the entry's ack.
+        self._submitted: dict[int, tuple[int, list[str]]] = {}
         # Outage windows: (callee, caller) -> calls, and when each closes.
         self._windows: dict[tuple[str, str], list[MissedCall]] = {}
         self._due: dict[tuple[str, str], float] = {}
@@ -303,7 +306,11 @@ class AlertsDaemon:
             )
         except SubmitRejected as exc:
             raise HandlerError("SubmitRejected", str(exc)) from exc
-        await service.record_submission(self.pool, order.notice_id, ids)
+        self._submitted[entry.id] = (order.notice_id, ids)
+
+    async def _after_ack(self, conn: Conn, entries: list[Entry]) -> None:
+        done = [self._submitted.pop(e.id) for e in entries if e.id in self._submitted]
+        await service.record_submissions(conn, done)
 
     async def _sms_lane(self) -> None:
         """The lane's worker, restarted when it gives up on a long outage."""
@@ -323,6 +330,7 @@ class AlertsDaemon:
                     concurrency=2,
                     batch_size=200,
                     gate=self._may_send,
+                    after_ack=self._after_ack,
                 )
             else:
                 return
