@@ -9,6 +9,7 @@ import random
 import socket
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bossa.alerts import metrics, service
@@ -113,3 +114,33 @@ async def test_bad_input_is_answered_or_dropped(db_url: str, smsc: Smsc, tmp_pat
             "z9hG4bKok%",
         )
         assert rows[0]["n"] == 1
+
+
+@pytest.mark.fault
+async def test_a_failed_transaction_spools_and_replays_once(
+    db_url: str, smsc: Smsc, tmp_path: Path
+) -> None:
+    """The intake's transaction fails (its backends terminated) while the monitor still
+    says up: the call goes to the spool, is answered, replayed at once, told once."""
+    settings = alerts_settings(smsc, tmp_path / "spool")
+    port = settings.sip_port
+    async with daemon_on(db_url, settings) as daemon:
+        await service.register(daemon.pool, CALLEE, "en", actor="test")
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as admin:
+            # Every pooled connection of the daemon; its monitor's own stays.
+            await admin.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname ="
+                " current_database() and application_name = 'bossa'"
+            )
+        invite = _invite(port, callee=CALLEE, branch="z9hG4bKbreak")
+        answered = await asyncio.to_thread(_ask, port, invite)
+        assert answered[-1].startswith("SIP/2.0 486")
+        sent = await smsc.wait_messages(1)
+        await asyncio.sleep(1.0)
+        assert len(smsc.messages()) == 1
+        assert sent[0]["destination"] == CALLEE
+        rows = await fetch(daemon.pool, "select spooled, notice_id from alerts.missed_calls")
+        assert len(rows) == 1
+        assert rows[0]["spooled"] is True  # it did go through the spool
+        assert rows[0]["notice_id"] is not None
+        assert not list((tmp_path / "spool").glob("*.sealed"))

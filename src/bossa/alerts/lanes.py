@@ -115,6 +115,7 @@ class AlertsDaemon:
         self._spooled_refs: set[str] = set()
         self._outage_sends: set[asyncio.Task[None]] = set()
         self._flush_now = asyncio.Event()
+        self._spool_dirty = False
         self._replaying = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._status: asyncio.Server | None = None
@@ -198,6 +199,9 @@ class AlertsDaemon:
             return
         await self.spool.append({"t": "call", **call.to_record()})
         self._spooled_refs.add(call.call_ref)
+        # Spooled while the monitor still says up (a transaction that timed out): replay
+        # it without waiting for an outage to end.
+        self._spool_dirty = True
         metrics.CALLS.labels(call.via, "down").inc()
         metrics.SPOOL_DEPTH.inc()
         self._window(call)
@@ -221,6 +225,7 @@ class AlertsDaemon:
             elif record.get("t") == "call":
                 with contextlib.suppress(KeyError, ValueError):
                     calls.append(MissedCall.from_record(record))
+        self._spool_dirty = bool(calls)
         for call in calls:
             self._spooled_refs.add(call.call_ref)
             if str(call.id) not in told:
@@ -234,6 +239,9 @@ class AlertsDaemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), 0.05)
             self._flush_now.clear()
+            if self.monitor.up and self._spool_dirty and not self._replaying.locked():
+                self._spool_dirty = False
+                self._tasks.append(asyncio.get_running_loop().create_task(self._recover()))
             if self.monitor.up and not self._replaying.locked():
                 try:
                     while await service.flush_due(self.pool, self.journal, self.settings):
@@ -390,6 +398,7 @@ class AlertsDaemon:
             try:
                 written = await service.replay(self.pool, records, window_s=self.settings.window_s)
             except DATABASE_ERRORS as exc:
+                self._spool_dirty = True  # the sealed files stay; try again when up
                 await self.monitor.failed(exc)
                 return
             for path in sealed:
