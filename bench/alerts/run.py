@@ -243,7 +243,8 @@ def main() -> None:
             with Cpu() as cpu:
                 elapsed, sipp_state = _sipp(sip, callees, rate, base)
                 want = before + len(callees)
-                _wait(lambda w=want: len(_get(control, "/messages")) >= w, 120, "the SMS")
+                # The SMS may trail the calls by far: wait for them, whatever the rate.
+                _wait(lambda w=want: len(_get(control, "/messages")) >= w, 900, "the SMS")
             sent = _get(control, "/messages")[before:]
             if phase == "down":
                 server.start()
