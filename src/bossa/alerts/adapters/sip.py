@@ -10,8 +10,9 @@ retransmitted INVITE gets the last response again instead of a second missed cal
 transaction is matched by the Via branch (RFC 3261 magic cookie) or, for older peers, by
 Call-ID, CSeq, From tag and the top Via (17.2.3). OPTIONS gets 200 (proxies ping), CANCEL
 200 (the INVITE is answered at once, so there is nothing left to cancel), other methods
-405; something that does not parse gets 400 when it names enough to answer, else is
-dropped, and either way is logged and counted.
+405. An INVITE whose callee or caller is missing or not E.164 is answered 400 (by the
+daemon); a message that does not parse, or lacks Via, Call-ID, CSeq, From or To, cannot
+be answered reliably and is dropped; both are logged and counted.
 
 Parsing is `sipmessage` (Spacinov, BSD; pure Python, typed, maintained): it splits the
 message, parses URIs, name-addrs and Via. It does not frame TCP streams, so framing by
