@@ -56,6 +56,7 @@ __all__ = [
     "flush_due",
     "history",
     "record_call",
+    "record_calls",
     "record_delivery",
     "record_submissions",
     "register",
@@ -192,11 +193,17 @@ def missed_call(
 async def record_call(pool: Pool, call: MissedCall, *, window_s: float) -> bool:
     """Record the call and count it into its window; False when it was recorded already
     (the same intake reference or id)."""
+    return call.id in await record_calls(pool, [call], window_s=window_s)
+
+
+async def record_calls(pool: Pool, calls: list[MissedCall], *, window_s: float) -> set[uuid.UUID]:
+    """Record calls in one transaction (one commit, one WAL flush for a burst); the ids
+    of those that were not recorded already."""
     async with pool.connection() as conn, conn.transaction():
-        inserted = await store.insert_missed_call(conn, call)
-        if inserted:
-            await store.add_pending(conn, call, window_s)
-    return inserted
+        rows = await store.insert_missed_calls(conn, calls)
+        if rows:
+            await store.add_pending_many(conn, rows, window_s)
+    return {row["id"] for row in rows}
 
 
 @dataclass(frozen=True, slots=True)

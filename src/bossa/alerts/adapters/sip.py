@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -194,6 +195,12 @@ class SipServer:
                 _Udp, local_addr=(self.host, self.port)
             )
             self._udp = transport
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                # A burst of INVITEs must wait in the kernel, not be dropped, while the
+                # loop records the ones before it.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
         if "tcp" in transports:
             self._tcp = await asyncio.start_server(self._stream, self.host, self.port)
         self._reaper = asyncio.create_task(self._reap())
