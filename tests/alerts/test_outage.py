@@ -49,12 +49,14 @@ async def _until(predicate: Any, timeout_s: float = 15) -> float:
 
 
 def _serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", "from bossa.cli import main; main()", "alerts", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = Path(env["BOSSA_ALERTS_SPOOL_DIR"]).parent / "alerts.log"
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from bossa.cli import main; main()", "alerts", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def test_outage_kill_and_replay(smsc: Smsc, tmp_path: Path) -> None:
@@ -79,7 +81,8 @@ async def test_outage_kill_and_replay(smsc: Smsc, tmp_path: Path) -> None:
             await service.register(pool, REGISTERED, "ko", actor="test")
         alerts = _serve(env)
         try:
-            await _until(lambda: (_readyz(status) or {}).get("database") == "up")
+            # Start-up is mostly imports: generous, for a loaded machine.
+            await _until(lambda: (_readyz(status) or {}).get("database") == "up", 90)
             await _until(lambda: (tmp_path / "spool" / "registry.json").exists())
 
             server.stop()
@@ -95,7 +98,7 @@ async def test_outage_kill_and_replay(smsc: Smsc, tmp_path: Path) -> None:
             alerts.send_signal(signal.SIGKILL)
             alerts.wait(5)
             alerts = _serve(env)
-            await _until(lambda: (_readyz(status) or {}).get("status") == "ready")
+            await _until(lambda: (_readyz(status) or {}).get("status") == "ready", 90)
             assert _readyz(status)["database"] == "down"  # type: ignore[index]
 
             later = [(f"861390001{n:04d}", REGISTERED, "no-answer") for n in range(3)]

@@ -9,6 +9,7 @@ import random
 import socket
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bossa.alerts import metrics, service
@@ -34,7 +35,7 @@ def _invite(port: int, *, callee: str | None, caller: str = "+8613900000003", br
 def _ask(port: int, payload: bytes, *, expect: bool = True) -> list[str]:
     """Send one datagram; the status lines of what comes back within 0.5 s."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.5)
+        sock.settimeout(0.5 if not expect else 5.0)
         sock.sendto(payload, ("127.0.0.1", port))
         lines = []
         try:
@@ -113,3 +114,36 @@ async def test_bad_input_is_answered_or_dropped(db_url: str, smsc: Smsc, tmp_pat
             "z9hG4bKok%",
         )
         assert rows[0]["n"] == 1
+
+
+@pytest.mark.fault
+async def test_a_failed_transaction_spools_and_replays_once(
+    db_url: str, smsc: Smsc, tmp_path: Path
+) -> None:
+    """The intake's transaction times out (a lock) while the monitor still says up: the
+    call goes to the spool, is answered, replayed at once and told once (message 2, not a
+    message 1 that would double it)."""
+    settings = alerts_settings(smsc, tmp_path / "spool")
+    port = settings.sip_port
+    async with daemon_on(db_url, settings) as daemon:
+        await service.register(daemon.pool, CALLEE, "en", actor="test")
+        async with await psycopg.AsyncConnection.connect(db_url) as admin:
+            # The intake's insert waits on this lock past its 1 s timeout: its outcome
+            # is unknown to the daemon, while the monitor (select 1) still says up.
+            await admin.execute("lock table alerts.missed_calls in access exclusive mode")
+            invite = _invite(port, callee=CALLEE, branch="z9hG4bKbreak")
+            answered = await asyncio.to_thread(_ask, port, invite)
+            assert answered[-1].startswith("SIP/2.0 486")
+            assert (tmp_path / "spool" / "spool.jsonl").stat().st_size > 0  # spooled
+            await asyncio.sleep(0.5)
+            await admin.rollback()
+        sent = await smsc.wait_messages(1)
+        await asyncio.sleep(1.0)
+        assert len(smsc.messages()) == 1
+        assert sent[0]["destination"] == CALLEE
+        rows = await fetch(daemon.pool, "select notice_id from alerts.missed_calls")
+        assert len(rows) == 1  # whether the timed-out insert committed or the replay did
+        assert rows[0]["notice_id"] is not None
+        notices = await fetch(daemon.pool, "select kind from alerts.notices")
+        assert [n["kind"] for n in notices] == [2]
+        assert not list((tmp_path / "spool").glob("*.sealed"))

@@ -71,6 +71,12 @@ class Permission(StrEnum):
     IMPORTS_READ = "imports.read"
     #: Bulk import of customers, accounts, contracts and products.
     IMPORTS_RUN = "imports.run"
+    #: Missed-call alerts: the trial set, subscribers, a callee's calls and notices.
+    ALERTS_READ = "alerts.read"
+    #: Change the trial set (ranges, quota) and register or unregister subscribers.
+    ALERTS_CONFIGURE = "alerts.configure"
+    #: Report missed calls over HTTP (networks that do not divert to the SIP intake).
+    ALERTS_INTAKE = "alerts.intake"
 
 
 class Role(StrEnum):
@@ -89,6 +95,7 @@ _READ = {
     Permission.BILLING_READ,
     Permission.METRICS_READ,
     Permission.CUSTOMERS_READ,
+    Permission.ALERTS_READ,
 }
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -100,6 +107,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.PROVISIONING_ORDER,
             Permission.PROVISIONING_OPERATE,
             Permission.PROVISIONING_CONFIGURE,
+            Permission.ALERTS_CONFIGURE,
         }
     ),
     Role.BILLING_OPERATOR: frozenset(

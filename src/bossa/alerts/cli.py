@@ -4,7 +4,6 @@ parses its options, calls one service function and renders the result."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Annotated
 
 import typer
@@ -48,7 +47,8 @@ def add_subscriber(
 ) -> None:
     """Register a subscriber (message 2 for their missed calls)."""
     actor = cli_principal().actor
-    print_json(with_runtime(lambda rt: service.register(rt.pool, msisdn, lang, actor=actor)))
+    found = with_runtime(lambda rt: service.register(rt.pool, msisdn, lang, actor=actor))
+    print_json(found.model_dump(mode="json"))
 
 
 @subscribers_app.command("remove")
@@ -61,7 +61,7 @@ def remove_subscriber(msisdn: str) -> None:
 @trial_app.command("show")
 def show_trial() -> None:
     """The trial set: ranges, quota and members."""
-    print_json(dataclasses.asdict(with_runtime(lambda rt: service.trial_set(rt.pool))))
+    print_json(with_runtime(lambda rt: service.trial_set(rt.pool)).model_dump(mode="json"))
 
 
 @trial_app.command("add-range")
@@ -69,14 +69,14 @@ def add_range(prefix: str) -> None:
     """Add a number range (a prefix of E.164 digits)."""
     actor = cli_principal().actor
     found = with_runtime(lambda rt: service.add_trial_range(rt.pool, prefix, actor=actor))
-    print_json(dataclasses.asdict(found))
+    print_json(found.model_dump(mode="json"))
 
 
 @trial_app.command("remove-range")
 def remove_range(prefix: str) -> None:
     """Remove a number range."""
     print_json(
-        dataclasses.asdict(with_runtime(lambda rt: service.remove_trial_range(rt.pool, prefix)))
+        with_runtime(lambda rt: service.remove_trial_range(rt.pool, prefix)).model_dump(mode="json")
     )
 
 
@@ -89,4 +89,14 @@ def set_quota(
     """Set the user quota (members beyond it stay; no new ones join)."""
     actor = cli_principal().actor
     found = with_runtime(lambda rt: service.set_trial_quota(rt.pool, quota, actor=actor))
-    print_json(dataclasses.asdict(found))
+    print_json(found.model_dump(mode="json"))
+
+
+@alerts_app.command("calls")
+def calls(
+    callee: str,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Rows of each kind")] = 20,
+) -> None:
+    """A callee's latest missed calls and the notices that told them."""
+    found = with_runtime(lambda rt: service.history(rt.pool, callee, limit=limit))
+    print_json(found.model_dump(mode="json"))

@@ -55,7 +55,7 @@ from bossa.alerts.models import (
 )
 from bossa.alerts.service import DATABASE_ERRORS, SMS_LANE, DatabaseMonitor
 from bossa.alerts.settings import AlertsSettings
-from bossa.db import DatabaseSettings, Pool
+from bossa.db import Conn, DatabaseSettings, Pool
 from bossa.errors import ConfigError, InvalidInput
 from bossa.journal import DatabaseLost, Entry, HandlerError, Journal, JournalSettings, Worker
 from bossa.logs import get_logger
@@ -67,6 +67,8 @@ log = get_logger("bossa.alerts.daemon")
 _REF_NAMESPACE = uuid.UUID("6f1c8a52-4d0e-4f55-9f49-5b7f0c1f3a10")
 #: How long an intake transaction may take before the call goes to the spool instead.
 _DB_TIMEOUT_S = 1.0
+#: Calls committed in one intake transaction at most.
+_MAX_BATCH = 500
 
 
 class AlertsDaemon:
@@ -101,17 +103,24 @@ class AlertsDaemon:
             SMS_LANE,
             {SMS_KIND: self._send},
             listen_url=url,
-            concurrency=2,
+            concurrency=8,
             batch_size=200,
             gate=self._may_send,
+            after_ack=self._after_ack,
         )
         self.registry: dict[str, str] = self.spool.load_registry()
+        # Ids of submitted notices by entry, written with the entry's ack.
+        self._submitted: dict[int, tuple[int, list[str]]] = {}
         # Outage windows: (callee, caller) -> calls, and when each closes.
         self._windows: dict[tuple[str, str], list[MissedCall]] = {}
         self._due: dict[tuple[str, str], float] = {}
         self._spooled_refs: set[str] = set()
         self._outage_sends: set[asyncio.Task[None]] = set()
         self._flush_now = asyncio.Event()
+        self._spool_dirty = False
+        self._batch: list[tuple[MissedCall, asyncio.Future[bool]]] = []
+        self._batching = False
+        self._in_doubt: set[uuid.UUID] = set()
         self._replaying = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._status: asyncio.Server | None = None
@@ -179,11 +188,13 @@ class AlertsDaemon:
         """Record a missed call durably: in PostgreSQL when up, else in the spool."""
         if self.monitor.up:
             try:
-                async with asyncio.timeout(_DB_TIMEOUT_S):
-                    inserted = await service.record_call(
-                        self.pool, call, window_s=self.settings.window_s
-                    )
+                inserted = await self._record(call)
             except DATABASE_ERRORS as exc:
+                # The transaction may have committed all the same: the call is in doubt.
+                # It is spooled (replay skips it if the database has it) and gets no
+                # message 1, which would double the database's own notice; it is decided
+                # with the database when the spool is replayed.
+                self._in_doubt.add(call.id)
                 await self.monitor.failed(exc)
             else:
                 if inserted:
@@ -193,11 +204,45 @@ class AlertsDaemon:
                 return
         if call.call_ref in self._spooled_refs:
             return
-        await self.spool.append({"t": "call", **call.to_record()})
+        doubt = call.id in self._in_doubt
+        await self.spool.append({"t": "call", **call.to_record(), "doubt": doubt})
         self._spooled_refs.add(call.call_ref)
+        # Spooled while the monitor still says up (a transaction that timed out): replay
+        # it without waiting for an outage to end.
+        self._spool_dirty = True
         metrics.CALLS.labels(call.via, "down").inc()
         metrics.SPOOL_DEPTH.inc()
         self._window(call)
+
+    async def _record(self, call: MissedCall) -> bool:
+        """Group commit: calls that arrive while a transaction is committing go together
+        in the next one, so a burst costs a few commits, not one per call."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._batch.append((call, future))
+        if not self._batching:
+            self._batching = True
+            asyncio.get_running_loop().create_task(self._commit_batches())
+        return await future
+
+    async def _commit_batches(self) -> None:
+        try:
+            while self._batch:
+                batch, self._batch = self._batch[:_MAX_BATCH], self._batch[_MAX_BATCH:]
+                try:
+                    async with asyncio.timeout(_DB_TIMEOUT_S):
+                        inserted = await service.record_calls(
+                            self.pool, [c for c, _ in batch], window_s=self.settings.window_s
+                        )
+                except Exception as exc:  # every waiter gets it: none may hang
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for call, future in batch:
+                    if not future.done():
+                        future.set_result(call.id in inserted)
+        finally:
+            self._batching = False
 
     def _window(self, call: MissedCall) -> None:
         key = (call.callee, call.caller)
@@ -218,6 +263,9 @@ class AlertsDaemon:
             elif record.get("t") == "call":
                 with contextlib.suppress(KeyError, ValueError):
                     calls.append(MissedCall.from_record(record))
+                    if record.get("doubt"):
+                        self._in_doubt.add(calls[-1].id)
+        self._spool_dirty = bool(calls)
         for call in calls:
             self._spooled_refs.add(call.call_ref)
             if str(call.id) not in told:
@@ -231,6 +279,9 @@ class AlertsDaemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), 0.05)
             self._flush_now.clear()
+            if self.monitor.up and self._spool_dirty and not self._replaying.locked():
+                self._spool_dirty = False
+                self._tasks.append(asyncio.get_running_loop().create_task(self._recover()))
             if self.monitor.up and not self._replaying.locked():
                 try:
                     while await service.flush_due(self.pool, self.journal, self.settings):
@@ -243,8 +294,10 @@ class AlertsDaemon:
     def _flush_outage(self) -> None:
         now = time.monotonic()
         for key in [k for k, due in self._due.items() if due <= now]:
-            calls = self._windows.pop(key)
+            calls = [c for c in self._windows.pop(key) if c.id not in self._in_doubt]
             del self._due[key]
+            if not calls:
+                continue
             lang = self.registry.get(key[0])
             if lang is None:
                 # Not registered (as far as the copy knows): replay decides, with the
@@ -303,7 +356,11 @@ class AlertsDaemon:
             )
         except SubmitRejected as exc:
             raise HandlerError("SubmitRejected", str(exc)) from exc
-        await service.record_submission(self.pool, order.notice_id, ids)
+        self._submitted[entry.id] = (order.notice_id, ids)
+
+    async def _after_ack(self, conn: Conn, entries: list[Entry]) -> None:
+        done = [self._submitted.pop(e.id) for e in entries if e.id in self._submitted]
+        await service.record_submissions(conn, done)
 
     async def _sms_lane(self) -> None:
         """The lane's worker, restarted when it gives up on a long outage."""
@@ -320,9 +377,10 @@ class AlertsDaemon:
                     SMS_LANE,
                     {SMS_KIND: self._send},
                     listen_url=self.url,
-                    concurrency=2,
+                    concurrency=8,
                     batch_size=200,
                     gate=self._may_send,
+                    after_ack=self._after_ack,
                 )
             else:
                 return
@@ -382,17 +440,20 @@ class AlertsDaemon:
             try:
                 written = await service.replay(self.pool, records, window_s=self.settings.window_s)
             except DATABASE_ERRORS as exc:
+                self._spool_dirty = True  # the sealed files stay; try again when up
                 await self.monitor.failed(exc)
                 return
             for path in sealed:
                 self.spool.remove(path)
             replayed = {str(r["id"]) for r in records if r.get("t") == "call"}
+            replayed_ids = {uuid.UUID(i) for i in replayed}
             for key in list(self._windows):
                 self._windows[key] = [c for c in self._windows[key] if str(c.id) not in replayed]
                 if not self._windows[key]:
                     del self._windows[key]
                     del self._due[key]
             self._spooled_refs.clear()
+            self._in_doubt -= replayed_ids
             metrics.SPOOL_DEPTH.set(0)
             log.info("alerts.spool_replayed", calls=written, records=len(records))
         await self._refresh_registry()

@@ -16,21 +16,32 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
+from pydantic import BaseModel, ConfigDict, Field
 
 from bossa.errors import InvalidInput
 
 __all__ = [
     "LANGUAGES",
     "SMS_KIND",
+    "CallView",
+    "History",
     "Language",
     "MessageKind",
     "MissedCall",
+    "MissedCallRequest",
+    "NoticeView",
+    "QuotaRequest",
     "Reason",
+    "Recorded",
     "SmsOrder",
     "SmsParts",
+    "SubscriberRequest",
+    "SubscriberView",
+    "TrialRangeRequest",
+    "TrialSet",
     "encode_sms",
     "in_trial",
     "message_id_keys",
@@ -47,7 +58,7 @@ __all__ = [
 #: An international number without its '+': country code first, 7 to 15 digits (E.164).
 _E164 = re.compile(r"^[1-9][0-9]{6,14}$")
 #: What a SIP URI or a tel URI may wrap around the number.
-_NUMBER_IN = re.compile(r"^(?:tel:|sips?:)?\+?(?P<digits>[0-9][0-9\-.()]*)(?:[@;].*)?$")
+_NUMBER_IN = re.compile(r"^(?:tel:|sips?:)?\+?(?P<digits>[0-9][0-9\-.() ]*)(?:[@;].*)?$")
 
 #: The journal kind of an SMS to send.
 SMS_KIND = "sms"
@@ -59,7 +70,7 @@ def normalize_number(value: str | None, *, field: str) -> str:
     if value is None or not value.strip():
         raise InvalidInput("is missing", field=field)
     match = _NUMBER_IN.match(value.strip())
-    digits = re.sub(r"[\-.()]", "", match["digits"]) if match else ""
+    digits = re.sub(r"[\-.() ]", "", match["digits"]) if match else ""
     if not _E164.match(digits):
         raise InvalidInput("is not an E.164 number (country code and 7 to 15 digits)", field=field)
     return digits
@@ -378,3 +389,84 @@ class SmsOrder:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# -- typed requests and views (API and CLI) -----------------------------------------------
+
+#: A number as the caller may write it (normalised and checked by the service).
+NumberText = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MissedCallRequest(_Strict):
+    """A missed call reported over HTTP by a network that does not divert to SIP."""
+
+    caller: NumberText
+    callee: NumberText
+    reason: Reason = Reason.OTHER
+    #: The reporter's id of the call: the same reference twice is one missed call.
+    reference: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[!-~]+$")]
+    called_at: datetime | None = None
+
+
+class Recorded(BaseModel):
+    id: uuid.UUID
+    #: False when this reference was recorded already (nothing was added).
+    recorded: bool
+
+
+class SubscriberRequest(_Strict):
+    lang: Language = Language.EN
+
+
+class SubscriberView(BaseModel):
+    msisdn: str
+    lang: Language
+    created_at: datetime
+
+
+class TrialRangeRequest(_Strict):
+    prefix: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,14}$")]
+
+
+class QuotaRequest(_Strict):
+    quota: Annotated[int, Field(ge=0, le=100_000_000)]
+
+
+class TrialSet(BaseModel):
+    ranges: list[str]
+    quota: int
+    members: int
+    changed_at: datetime
+    changed_by: str
+
+
+class CallView(BaseModel):
+    id: uuid.UUID
+    caller: str
+    reason: Reason
+    called_at: datetime
+    via: str
+    spooled: bool
+    notice_id: int | None
+
+
+class NoticeView(BaseModel):
+    id: int
+    kind: MessageKind
+    caller: str
+    calls: int
+    last_at: datetime
+    created_at: datetime
+    submitted_at: datetime | None
+    delivered_at: datetime | None
+    receipt_stat: str | None
+
+
+class History(BaseModel):
+    callee: str
+    calls: list[CallView]
+    notices: list[NoticeView]

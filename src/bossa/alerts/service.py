@@ -22,11 +22,18 @@ from psycopg.rows import dict_row
 from bossa.alerts import metrics, store
 from bossa.alerts.models import (
     SMS_KIND,
+    CallView,
+    History,
     Language,
     MessageKind,
     MissedCall,
+    MissedCallRequest,
+    NoticeView,
     Reason,
+    Recorded,
     SmsOrder,
+    SubscriberView,
+    TrialSet,
     in_trial,
     message_id_keys,
     new_code,
@@ -36,7 +43,7 @@ from bossa.alerts.models import (
     utcnow,
 )
 from bossa.alerts.settings import AlertsSettings
-from bossa.db import Pool
+from bossa.db import Conn, Pool
 from bossa.errors import InvalidInput, NotFound
 from bossa.journal import Journal, NewEntry
 from bossa.logs import get_logger
@@ -47,13 +54,16 @@ __all__ = [
     "UplinkOutcome",
     "add_trial_range",
     "flush_due",
+    "history",
     "record_call",
+    "record_calls",
     "record_delivery",
-    "record_submission",
+    "record_submissions",
     "register",
     "registry",
     "remove_trial_range",
     "replay",
+    "report_call",
     "set_trial_quota",
     "trial_set",
     "unregister",
@@ -183,11 +193,17 @@ def missed_call(
 async def record_call(pool: Pool, call: MissedCall, *, window_s: float) -> bool:
     """Record the call and count it into its window; False when it was recorded already
     (the same intake reference or id)."""
+    return call.id in await record_calls(pool, [call], window_s=window_s)
+
+
+async def record_calls(pool: Pool, calls: list[MissedCall], *, window_s: float) -> set[uuid.UUID]:
+    """Record calls in one transaction (one commit, one WAL flush for a burst); the ids
+    of those that were not recorded already."""
     async with pool.connection() as conn, conn.transaction():
-        inserted = await store.insert_missed_call(conn, call)
-        if inserted:
-            await store.add_pending(conn, call, window_s)
-    return inserted
+        rows = await store.insert_missed_calls(conn, calls)
+        if rows:
+            await store.add_pending_many(conn, rows, window_s)
+    return {row["id"] for row in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,9 +271,11 @@ async def flush_due(
     return decided
 
 
-async def record_submission(pool: Pool, notice_id: int, message_ids: list[str]) -> None:
-    keys = sorted({key for message_id in message_ids for key in message_id_keys(message_id)})
-    async with pool.connection() as conn, conn.transaction():
+async def record_submissions(conn: Conn, submitted: list[tuple[int, list[str]]]) -> None:
+    """The SMS centre's ids of submitted notices, in the caller's transaction (the SMS
+    lane's ack: the record commits with the entry's completion or not at all)."""
+    for notice_id, message_ids in submitted:
+        keys = sorted({key for message_id in message_ids for key in message_id_keys(message_id)})
         await store.mark_submitted(conn, notice_id, message_ids, keys)
 
 
@@ -389,27 +407,49 @@ async def registry(pool: Pool) -> dict[str, str]:
 # -- subscribers and the trial set (M5) ------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TrialSet:
-    ranges: list[str]
-    quota: int
-    members: int
-    changed_at: datetime
-    changed_by: str
-
-
 def _prefix(value: str) -> str:
     if not value.isdigit() or not 1 <= len(value) <= 15 or value.startswith("0"):
         raise InvalidInput("is not a number range (1 to 15 digits, no leading 0)", field="prefix")
     return value
 
 
-async def register(pool: Pool, msisdn: str, lang: str, *, actor: str) -> dict[str, Any]:
+async def register(pool: Pool, msisdn: str, lang: str, *, actor: str) -> SubscriberView:
     number = normalize_number(msisdn, field="msisdn")
     if lang not in {x.value for x in Language}:
         raise InvalidInput("is not one of en, zh, ko", field="lang")
     async with pool.connection() as conn, conn.transaction():
-        return await store.add_subscriber(conn, number, lang, actor)
+        row = await store.add_subscriber(conn, number, lang, actor)
+    return SubscriberView.model_validate(row)
+
+
+async def report_call(pool: Pool, request: MissedCallRequest, *, window_s: float) -> Recorded:
+    """The HTTP intake: a missed call reported by the network (database up only; while it
+    is down the API cannot authenticate anyway, and the SIP intake spools)."""
+    call = missed_call(
+        caller=request.caller,
+        callee=request.callee,
+        reason=request.reason,
+        via="http",
+        call_ref=f"http:{request.reference}",
+        called_at=request.called_at,
+    )
+    recorded = await record_call(pool, call, window_s=window_s)
+    if recorded:
+        metrics.CALLS.labels("http", "up").inc()
+    return Recorded(id=call.id, recorded=recorded)
+
+
+async def history(pool: Pool, callee: str, *, limit: int = 50) -> History:
+    """A callee's latest missed calls and notices."""
+    number = normalize_number(callee, field="callee")
+    async with pool.connection() as conn:
+        calls = await store.calls_of(conn, number, limit)
+        notices = await store.notices_of(conn, number, limit)
+    return History(
+        callee=number,
+        calls=[CallView.model_validate(row) for row in calls],
+        notices=[NoticeView.model_validate(row) for row in notices],
+    )
 
 
 async def unregister(pool: Pool, msisdn: str) -> None:
@@ -424,11 +464,11 @@ async def trial_set(pool: Pool) -> TrialSet:
         ranges = await store.trial_ranges(conn)
         quota = await store.trial_quota(conn)
     return TrialSet(
-        ranges,
-        int(quota["quota"]),
-        int(quota["members"]),
-        quota["changed_at"],
-        str(quota["changed_by"]),
+        ranges=ranges,
+        quota=int(quota["quota"]),
+        members=int(quota["members"]),
+        changed_at=quota["changed_at"],
+        changed_by=str(quota["changed_by"]),
     )
 
 

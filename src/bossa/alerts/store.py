@@ -218,3 +218,32 @@ async def insert_outage_notice(
     )
     assert row is not None
     return int(row["id"])
+
+
+async def insert_missed_calls(conn: Conn, calls: list[MissedCall]) -> list[dict[str, Any]]:
+    """The rows inserted (id, caller, callee, called_at); calls recorded already are not."""
+    return await _all(
+        conn,
+        "insert_missed_calls",
+        {
+            "ids": [c.id for c in calls],
+            "refs": [c.call_ref for c in calls],
+            "callers": [c.caller for c in calls],
+            "callees": [c.callee for c in calls],
+            "reasons": [c.reason.value for c in calls],
+            "ats": [c.called_at for c in calls],
+            "vias": [c.via for c in calls],
+        },
+    )
+
+
+async def add_pending_many(conn: Conn, rows: list[dict[str, Any]], window_s: float) -> None:
+    await conn.execute(
+        QUERIES["add_pending_many"],
+        {
+            "callees": [r["callee"] for r in rows],
+            "callers": [r["caller"] for r in rows],
+            "ats": [r["called_at"] for r in rows],
+            "window_s": window_s,
+        },
+    )

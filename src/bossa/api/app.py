@@ -27,6 +27,7 @@ from bossa import __version__
 from bossa.access import Permission
 from bossa.access import api as access_api
 from bossa.access.api import guarded
+from bossa.alerts import api as alerts_api
 from bossa.api.limits import RequestLimits
 from bossa.api.settings import ApiSettings
 from bossa.billing import api as billing_api
@@ -176,6 +177,7 @@ def create_app(
     app.include_router(customers_api.router)
     app.include_router(partners_api.router)
     app.include_router(imports_api.router)
+    app.include_router(alerts_api.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         RequestLimits,

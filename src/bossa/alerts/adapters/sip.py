@@ -10,8 +10,9 @@ retransmitted INVITE gets the last response again instead of a second missed cal
 transaction is matched by the Via branch (RFC 3261 magic cookie) or, for older peers, by
 Call-ID, CSeq, From tag and the top Via (17.2.3). OPTIONS gets 200 (proxies ping), CANCEL
 200 (the INVITE is answered at once, so there is nothing left to cancel), other methods
-405; something that does not parse gets 400 when it names enough to answer, else is
-dropped, and either way is logged and counted.
+405. An INVITE whose callee or caller is missing or not E.164 is answered 400 (by the
+daemon); a message that does not parse, or lacks Via, Call-ID, CSeq, From or To, cannot
+be answered reliably and is dropped; both are logged and counted.
 
 Parsing is `sipmessage` (Spacinov, BSD; pure Python, typed, maintained): it splits the
 message, parses URIs, name-addrs and Via. It does not frame TCP streams, so framing by
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -193,6 +195,12 @@ class SipServer:
                 _Udp, local_addr=(self.host, self.port)
             )
             self._udp = transport
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                # A burst of INVITEs must wait in the kernel, not be dropped, while the
+                # loop records the ones before it.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
         if "tcp" in transports:
             self._tcp = await asyncio.start_server(self._stream, self.host, self.port)
         self._reaper = asyncio.create_task(self._reap())

@@ -223,6 +223,7 @@ class Esme:
         self._tags: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._early: collections.OrderedDict[str, Inbound] = collections.OrderedDict()
         self._bound = asyncio.Event()
+        self._inbound_tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -390,10 +391,13 @@ class Esme:
             self._tags.popitem(last=False)
         if not part.future.done():
             part.future.set_result(message_id)
-        early = [k for k in message_id_keys(message_id) if k in self._early]
-        for key in early[:1]:
-            inbound = self._early.pop(key)
-            # Answered already (the SMSC has its resp): now it can be reported.
+        early = next((k for k in message_id_keys(message_id) if k in self._early), None)
+        if early is not None:
+            inbound = self._early[early]
+            # Every key it was held under goes, or one would match another message later.
+            for key in [k for k, held in self._early.items() if held is inbound]:
+                del self._early[key]
+            # Acknowledged already (the SMSC has its resp): now it can be reported.
             asyncio.get_running_loop().create_task(self._report(inbound, part.tag))
 
     async def _report(self, inbound: Inbound, tag: int | None) -> int:
@@ -508,7 +512,12 @@ class Esme:
                 ):
                     self._on_submit_resp(link, seq, status, body)
                 elif command == DELIVER_SM:
-                    await self._on_deliver(link, seq, body)
+                    # Its handler may write to the database: the bind goes on reading
+                    # (responses to our submits) meanwhile; deliver_sm_resp follows when
+                    # the handler is done, which SMPP allows out of order.
+                    task = asyncio.get_running_loop().create_task(self._on_deliver(link, seq, body))
+                    self._inbound_tasks.add(task)
+                    task.add_done_callback(self._inbound_tasks.discard)
                 elif command == ENQUIRE_LINK:
                     writer.write(_pdu(ENQUIRE_LINK | RESP, seq))
                 elif command == UNBIND:

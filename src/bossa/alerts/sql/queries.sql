@@ -186,3 +186,24 @@ values (1, %(callee)s, %(caller)s, %(calls)s, %(last_at)s, %(text)s, %(created_a
         %(created_at)s, %(ids)s, %(ref)s)
 on conflict (spool_ref) do update set spool_ref = excluded.spool_ref
 returning id
+
+-- name: insert_missed_calls
+-- A burst of missed calls in one statement; those recorded already (by id or intake
+-- reference, also twice in the burst) are skipped. The rows inserted come back.
+insert into alerts.missed_calls (id, call_ref, caller, callee, reason, called_at, via)
+select * from unnest(%(ids)s::uuid[], %(refs)s::text[], %(callers)s::text[],
+                     %(callees)s::text[], %(reasons)s::text[], %(ats)s::timestamptz[],
+                     %(vias)s::text[])
+on conflict do nothing
+returning id, caller, callee, called_at
+
+-- name: add_pending_many
+-- Count a burst's calls into their windows, grouped first (one row per window).
+insert into alerts.pending as p (callee, caller, calls, first_at, last_at, due_at)
+select callee, caller, count(*), min(called_at), max(called_at),
+       now() + make_interval(secs => %(window_s)s)
+from unnest(%(callees)s::text[], %(callers)s::text[], %(ats)s::timestamptz[])
+     as t(callee, caller, called_at)
+group by callee, caller
+on conflict (callee, caller) do update
+set calls = p.calls + excluded.calls, last_at = greatest(p.last_at, excluded.last_at)

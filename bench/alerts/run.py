@@ -1,0 +1,331 @@
+"""Missed calls per second from SIP intake to submit_sm accepted at the SMS centre, with
+the database up and with it down, and the latency from the call's arrival to its SMS
+accepted, in one run.
+
+    .venv/bin/python -m bench.alerts.run [--quick] [--rate R] [--calls N] [--json FILE]
+                                          [--no-results]
+
+Starts a private durable PostgreSQL (fsync on), the test SMSC (node-smpp,
+tests/alerts/smsc, without its fsynced log so that the peer's disk is not what is
+measured), `bossa alerts serve` in its own process and SIPp in its own process sending
+diverted INVITEs at the offered rate, each to a distinct registered callee (window 0: one
+SMS per call). Phase "up": the database answers, each call is committed before its SIP
+answer and its SMS goes through the journal lane. Phase "down": the server is stopped,
+each call is fsynced into the spool before its answer and message 1 goes straight out;
+then the server is started and the spool replayed (checked: every call once).
+
+Latency is per call: the SMSC's accept time minus the call's `called_at` (stamped by
+bossa when the INVITE was parsed), both on this machine's clock. Prints offered vs
+achieved rates, p50/p99/max, the targets (>= 1,000/s, p99 <= 200 ms) and the ratio to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from bench.common import Cpu, append_section, base_parser, fmt, free_port, git_ref, pct  # noqa: E402
+from bossa.db import EmbeddedPostgres, open_pool  # noqa: E402
+from bossa.db.migrations import migrate  # noqa: E402
+
+SMSC_DIR = ROOT / "tests" / "alerts" / "smsc"
+SIPP_DIR = ROOT / "tests" / "alerts" / "sipp"
+TARGET_RATE = 1000.0
+TARGET_P99_MS = 200.0
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+def _settle(control: int, want: int) -> None:
+    """Wait for `want` SMS at the SMSC, or until none has come for 15 s (calls that SIPp
+    gave up on were never answered, so never recorded: they get no SMS)."""
+    seen, since = -1, time.monotonic()
+    while time.monotonic() - since < 15:
+        count = len(_get(control, "/messages"))
+        if count >= want:
+            return
+        if count != seen:
+            seen, since = count, time.monotonic()
+        time.sleep(0.2)
+
+
+def _sipp(port: int, callees: list[str], rate: float, folder: Path) -> tuple[float, str]:
+    inject = folder / f"calls-{time.monotonic_ns()}.csv"
+    inject.write_text(
+        "SEQUENTIAL\n"
+        + "".join(f"8613999{n % 1_000_000:06d};{c};user-busy;\n" for n, c in enumerate(callees))
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            "sipp",
+            f"127.0.0.1:{port}",
+            "-sf",
+            str(SIPP_DIR / "diverted.xml"),
+            "-inf",
+            str(inject),
+            "-m",
+            str(len(callees)),
+            "-r",
+            str(int(rate)),
+            "-l",
+            "5000",
+            "-t",
+            "u1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-timeout",
+            "120s",
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(folder / "sipp-errors.log"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    summary = done.stdout
+    failed = "ok" if done.returncode == 0 else f"SIPp exit {done.returncode}"
+    for line in summary.splitlines():
+        if "Successful call" in line or "Failed call" in line:
+            cells = [c.strip() for c in line.split("|")]
+            failed += f", {cells[0].lower()} {cells[2] if len(cells) > 2 else '?'}"
+    return elapsed, failed
+
+
+async def _latencies(url: str, sent: list[dict[str, Any]], callees: set[str]) -> list[float]:
+    async with open_pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "select callee, called_at from alerts.missed_calls where callee = any(%s)",
+                (list(callees),),
+            )
+        ).fetchall()
+    called = {r["callee"]: r["called_at"].timestamp() for r in rows}
+    return [m["at"] / 1000 - called[m["destination"]] for m in sent if m["destination"] in called]
+
+
+async def _stages(url: str, callees: set[str]) -> str:
+    """Intake (INVITE parsed -> committed), deciding (committed -> notice), sending
+    (notice -> submit_sm_resp recorded): where the database-up path spends its time."""
+    async with open_pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "select extract(epoch from m.recorded_at - m.called_at) as intake,"
+                " extract(epoch from n.created_at - m.recorded_at) as decide,"
+                " extract(epoch from n.submitted_at - n.created_at) as send"
+                " from alerts.missed_calls m join alerts.notices n on n.id = m.notice_id"
+                " where m.callee = any(%s)",
+                (list(callees),),
+            )
+        ).fetchall()
+    parts = []
+    for stage in ("intake", "decide", "send"):
+        values = [float(r[stage]) for r in rows if r[stage] is not None]
+        parts.append(f"{stage} {fmt(pct(values, 0.5) * 1000)} / {fmt(pct(values, 0.99) * 1000)}")
+    return ", ".join(parts)
+
+
+async def _register(url: str, numbers: list[str]) -> None:
+    async with open_pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
+        cur = conn.cursor()
+        await cur.executemany(
+            "insert into alerts.subscribers (msisdn, lang) values (%s, 'en')",
+            [(n,) for n in numbers],
+        )
+
+
+async def _count(url: str) -> int:
+    """Missed calls in the database; -1 if any id is there twice."""
+    async with open_pool(url, min_size=1, max_size=1) as pool, pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "select count(*) as n, count(distinct id) as d from alerts.missed_calls"
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row["n"]) if row["n"] == row["d"] else -1
+
+
+def main() -> None:
+    parser = base_parser(__doc__ or "", "300 calls per phase at 300/s")
+    parser.add_argument("--rate", type=float, default=1000.0, help="offered calls per second")
+    parser.add_argument("--calls", type=int, default=5000, help="calls per phase")
+    args = parser.parse_args()
+    rate, calls = (300.0, 300) if args.quick else (args.rate, args.calls)
+
+    base = Path(tempfile.mkdtemp(prefix="bossa-bench-alerts-"))
+    base.chmod(0o755)
+    server = EmbeddedPostgres(base / "pg", port=free_port(), database="bossa", durable=True)
+    server.start()
+    smsc_port, control, sip, status = free_port(), free_port(), free_port(), free_port()
+    smsc = subprocess.Popen(
+        [
+            "node",
+            str(SMSC_DIR / "smsc.js"),
+            json.dumps(
+                {
+                    "port": smsc_port,
+                    "controlPort": control,
+                    "systemId": "bossa",
+                    "password": "bench",
+                    "receipts": "after",
+                }
+            ),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    alerts: subprocess.Popen[bytes] | None = None
+    results: dict[str, Any] = {"offered_per_s": rate, "calls": calls}
+    lines: list[str] = []
+    try:
+        url = server.url()
+        migrate(url)
+        up_callees = [f"8613800{n:06d}" for n in range(calls)]
+        down_callees = [f"8613801{n:06d}" for n in range(calls)]
+        asyncio.run(_register(url, up_callees + down_callees))
+        _wait(lambda: _get(control, "/health") is not None, 10, "the SMSC")
+        env = {
+            **os.environ,
+            "BOSSA_DATABASE_URL": url,
+            "BOSSA_DATABASE_POOL_MAX_SIZE": "16",
+            "BOSSA_ALERTS_SIP_PORT": str(sip),
+            "BOSSA_ALERTS_SMPP_PORT": str(smsc_port),
+            "BOSSA_ALERTS_SMPP_PASSWORD": "bench",
+            "BOSSA_ALERTS_SMPP_BINDS": "4",
+            "BOSSA_ALERTS_SMPP_WINDOW": "200",
+            "BOSSA_ALERTS_SMPP_RATE_PER_S": "50000",
+            "BOSSA_ALERTS_WINDOW_S": "0",
+            "BOSSA_ALERTS_SPOOL_DIR": str(base / "spool"),
+            "BOSSA_ALERTS_STATUS_PORT": str(status),
+            "BOSSA_ALERTS_REGISTRY_REFRESH_S": "1",
+            "BOSSA_LOG_LEVEL": "warning",
+        }
+        alerts = subprocess.Popen(
+            [sys.executable, "-c", "from bossa.cli import main; main()", "alerts", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait(lambda: _get(status, "/readyz")["database"] == "up", 120, "bossa alerts up")
+        _wait(
+            lambda: len(json.loads((base / "spool" / "registry.json").read_text())) == 2 * calls,
+            30,
+            "the registration copy",
+        )
+
+        for phase, callees in (("up", up_callees), ("down", down_callees)):
+            if phase == "down":
+                server.stop()
+                _wait(lambda: _get(status, "/readyz")["database"] == "down", 10, "down")
+            before = len(_get(control, "/messages"))
+            with Cpu() as cpu:
+                elapsed, sipp_state = _sipp(sip, callees, rate, base)
+                _settle(control, before + len(callees))
+            sent = _get(control, "/messages")[before:]
+            if phase == "down":
+                server.start()
+                _wait(lambda: _get(status, "/readyz")["database"] == "up", 30, "up again")
+                for _ in range(600):
+                    if asyncio.run(_count(url)) == 2 * calls:
+                        break
+                    time.sleep(0.1)
+                results["replayed_exactly_once"] = asyncio.run(_count(url)) == 2 * calls
+            lat = asyncio.run(_latencies(url, sent, set(callees)))
+            if phase == "up":
+                stages = asyncio.run(_stages(url, set(callees)))
+                print(f"database up: where the time goes (p50 / p99 ms): {stages}", flush=True)
+                results["up_stages"] = stages
+            first = min(m["at"] for m in sent) / 1000
+            last = max(m["at"] for m in sent) / 1000
+            achieved = len(sent) / max(last - first, 1e-9)
+            p99 = pct(lat, 0.99) * 1000
+            results[phase] = {
+                "sipp": sipp_state,
+                "sipp_s": elapsed,
+                "sms": len(sent),
+                "achieved_per_s": achieved,
+                "p50_ms": pct(lat, 0.5) * 1000,
+                "p99_ms": p99,
+                "max_ms": max(lat) * 1000,
+                "cpu": cpu.summary(),
+            }
+            line = (
+                f"database {phase:4}: offered {fmt(rate)}/s, achieved {fmt(achieved)}/s "
+                f"({achieved / TARGET_RATE:.2f}x target), {len(sent)}/{len(callees)} SMS, "
+                f"latency p50 {fmt(pct(lat, 0.5) * 1000)} ms p99 {fmt(p99)} ms "
+                f"(target {TARGET_P99_MS:.0f} ms: {TARGET_P99_MS / p99:.2f}x) max "
+                f"{fmt(max(lat) * 1000)} ms; SIPp {sipp_state}; {cpu.summary()}"
+            )
+            print(line, flush=True)
+            lines.append(f"- {line}")
+        if "replayed_exactly_once" in results:
+            line = (
+                f"spool replayed into PostgreSQL exactly once: {results['replayed_exactly_once']}"
+            )
+            print(line)
+            lines.append(f"- {line}")
+    finally:
+        if alerts is not None:
+            alerts.send_signal(signal.SIGTERM)
+            try:
+                alerts.wait(15)
+            except subprocess.TimeoutExpired:
+                alerts.kill()
+        smsc.kill()
+        server.destroy()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    if not args.no_results:
+        command = "python -m bench.alerts.run" + (
+            " --quick" if args.quick else f" --rate {rate:g} --calls {calls}"
+        )
+        append_section(
+            ROOT / "bench" / "RESULTS.md",
+            [
+                "",
+                f"## alerts, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, `{command}`, "
+                f"git {git_ref()}",
+                "",
+                *lines,
+            ],
+        )
+
+
+if __name__ == "__main__":
+    main()
