@@ -63,6 +63,7 @@ __all__ = [
     "TemplateRequest",
     "TokenBucket",
     "Type",
+    "assemble_mdr",
     "check_input",
     "check_template",
     "mdr_name",
@@ -769,42 +770,58 @@ def _ts(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def render_mdr(header: MdrHeader, records: Sequence[FileRecord]) -> MdrFile:
-    """The file's bytes, deterministic in its inputs: a crashed writer renders it again.
-
-    Lines end with LF; fields are separated by `|`, which no name may contain.
-    H|MDR|1|sender|recipient|seq|created|T or P
-    D|n|record id|run id|partner|template|version|used at|units|charged|fee|share|cur|U or C
-    T|count|units|charged|fee|share|sha256 of every line before the trailer
-    """
-    digest = hashlib.sha256()
-    lines = [
+def mdr_header_line(header: MdrHeader) -> bytes:
+    return (
         f"H|MDR|1|{header.sender}|{header.recipient}|{header.seq:08d}|"
         f"{_ts(header.created_at)}|{'T' if header.test else 'P'}\n"
-    ]
-    units = charged = fee = share = 0
-    for n, r in enumerate(records, 1):
-        lines.append(
-            f"D|{n}|{r.record_id}|{r.run_id}|{r.partner}|{r.template}|{r.version}|"
-            f"{_ts(r.used_at)}|{r.units}|{r.charged}|{r.fee}|{r.share}|{r.currency}|{r.kind}\n"
-        )
-        units += r.units
-        charged += r.charged
-        fee += r.fee
-        share += r.share
-    body = "".join(lines).encode()
-    digest.update(body)
-    checksum = digest.hexdigest()
-    trailer = f"T|{len(records)}|{units}|{charged}|{fee}|{share}|{checksum}\n".encode()
+    ).encode()
+
+
+def record_line(n: int, r: FileRecord) -> str:
+    """One record line; `partners.file_lines` renders the same text in SQL (a test holds
+    the two equal)."""
+    return (
+        f"D|{n}|{r.record_id}|{r.run_id}|{r.partner}|{r.template}|{r.version}|"
+        f"{_ts(r.used_at)}|{r.units}|{r.charged}|{r.fee}|{r.share}|{r.currency}|{r.kind}\n"
+    )
+
+
+def assemble_mdr(
+    header: MdrHeader, lines: bytes, *, records: int, units: int, charged: int, fee: int, share: int
+) -> MdrFile:
+    """The file's bytes from its header, its record lines and their totals; deterministic
+    in its inputs, so a crashed writer renders the same file again.
+
+    H|MDR|1|sender|recipient|seq|created|T or P
+    D|n|record id|run id|partner|template|version|used at|units|charged|fee|share|cur|U or C
+    T|count|units|charged|fee|share|sha256 of every byte before the trailer
+    """
+    body = mdr_header_line(header) + lines
+    checksum = hashlib.sha256(body).hexdigest()
+    trailer = f"T|{records}|{units}|{charged}|{fee}|{share}|{checksum}\n".encode()
     return MdrFile(
         mdr_name(header.sender, header.seq),
         body + trailer,
-        len(records),
+        records,
         units,
         charged,
         fee,
         share,
         checksum,
+    )
+
+
+def render_mdr(header: MdrHeader, records: Sequence[FileRecord]) -> MdrFile:
+    """A file rendered in Python from its records (the reference for the SQL rendering)."""
+    lines = "".join(record_line(n, r) for n, r in enumerate(records, 1)).encode()
+    return assemble_mdr(
+        header,
+        lines,
+        records=len(records),
+        units=sum(r.units for r in records),
+        charged=sum(r.charged for r in records),
+        fee=sum(r.fee for r in records),
+        share=sum(r.share for r in records),
     )
 
 

@@ -70,6 +70,7 @@ from bossa.partners.models import (
     TemplateInfo,
     TemplateRequest,
     TokenBucket,
+    assemble_mdr,
     canonical,
     check_input,
     check_template,
@@ -78,7 +79,6 @@ from bossa.partners.models import (
     parse_mdr,
     pick_policy,
     rate,
-    render_mdr,
     resolve,
     verify_log,
 )
@@ -867,7 +867,7 @@ async def write_files(pool: Pool, settings: PartnersSettings, *, max_files: int 
                 datetime.now(UTC).replace(microsecond=0),
                 settings.test_files,
             )
-            mdr = render_mdr(header, await store.file_records(conn, seq))
+            mdr = await _render(conn, header)
             await store.add_file(
                 conn,
                 {
@@ -895,6 +895,13 @@ async def write_files(pool: Pool, settings: PartnersSettings, *, max_files: int 
     return written
 
 
+async def _render(conn: Conn, header: MdrHeader) -> MdrFile:
+    """A file's bytes: its record lines rendered and streamed by the server (COPY)."""
+    totals = await store.file_totals(conn, header.seq)
+    lines = await store.file_lines(conn, header.seq)
+    return assemble_mdr(header, lines, **totals)
+
+
 async def _content(pool: Pool, settings: PartnersSettings, seq: int) -> tuple[str, bytes]:
     """A written file's bytes: from the spool, or rendered again from its records (the
     writer may have died before the spool copy); either way checked against its row."""
@@ -906,7 +913,7 @@ async def _content(pool: Pool, settings: PartnersSettings, seq: int) -> tuple[st
             content = await asyncio.to_thread(path.read_bytes)
         else:
             header = MdrHeader(row["sender"], row["recipient"], seq, row["created_at"], row["test"])
-            content = render_mdr(header, await store.file_records(conn, seq)).content
+            content = (await _render(conn, header)).content
     _, _, trailer = parse_mdr(content)
     if trailer[6] != row["checksum"] or len(content) != row["bytes"]:
         raise TransferError(f"{row['name']} in the spool does not match its record")
