@@ -10,12 +10,14 @@ from urllib.parse import urlencode
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from bossa.access import Role
 from bossa.partners import PartnersSettings, SystemRequest, platform, set_system
 from bossa.partners.adapters import LegacyError
 from bossa.partners.models import SystemKind
 from bossa.runtime import Runtime
 from tests.partners.conftest import seed_legacy
 from tests.partners.servers import LegacyServer
+from tests.support import api_client
 
 
 async def test_rest_and_soap_calls_are_applied_once_per_key(
@@ -104,3 +106,42 @@ async def test_a_sql_system_binds_values_under_a_timeout(runtime: Runtime, db_ur
     assert (slow.value.code, slow.value.unreachable) == ("TIMEOUT", True)
     async with runtime.pool.connection() as conn:  # the hostile value was a value, not SQL
         assert await (await conn.execute("select count(*) as n from partners.runs")).fetchone()
+
+
+async def test_the_infra_channel_runs_one_object_for_a_legacy_system(
+    runtime: Runtime, legacy: LegacyServer
+) -> None:
+    await seed_legacy(runtime, legacy)
+    async with api_client(runtime) as http:
+        found = await http.post(
+            "/partners/objects/device.locate", json={"input": {"msisdn": "+49777"}}
+        )
+        assert found.status_code == 200, found.text
+        assert found.json() == {"cell": "CELL-777", "found": True}
+        compared = await http.post(
+            "/partners/objects/compare", json={"input": {"left": 3, "op": "lt", "right": 4}}
+        )
+        assert compared.json() == {"result": True}
+        cases = [
+            ("fax.send", {"to": "1"}, 422, "object"),
+            ("branch", {"condition": True}, 422, "object"),
+            ("device.locate", {}, 422, "input.msisdn"),
+            ("device.locate", {"msisdn": 5}, 422, "input.msisdn"),
+            ("compare", {"left": "a", "op": "lt", "right": "b"}, 422, "input.op"),
+            ("device.locate", {"msisdn": "FAIL"}, 502, "object"),
+        ]
+        for name, data, status, field in cases:
+            answer = await http.post(f"/partners/objects/{name}", json={"input": data})
+            assert answer.status_code == status, (name, answer.text)
+            assert answer.json()["field"] == field, (name, answer.json())
+    async with api_client(runtime, role=Role.PARTNER) as http:
+        refused = await http.post("/partners/objects/compare", json={"input": {}})
+        assert refused.status_code == 403
+    async with runtime.pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "select count(*) as n from journal.lane_entries where lane = 'partners.billing'"
+            )
+        ).fetchone()
+    assert row is not None
+    assert row["n"] == 0  # the infra channel bills nothing

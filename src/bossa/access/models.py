@@ -60,6 +60,8 @@ class Permission(StrEnum):
     PARTNER_USE = "partner.use"
     #: Partners, their templates and limits, legacy systems, billing policies, MDR files.
     PARTNERS_CONFIGURE = "partners.configure"
+    #: The infra channel (O4): a legacy system runs one biz object.
+    PARTNERS_INFRA = "partners.infra"
 
 
 class Role(StrEnum):

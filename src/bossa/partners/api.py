@@ -149,6 +149,30 @@ async def get_template(
     )
 
 
+@router.post(
+    "/objects/{name}",
+    **guarded(
+        Permission.PARTNERS_INFRA,
+        **{
+            "422": {"model": ErrorBody, "description": "Unknown object or unfit input"},
+            "502": {"model": ErrorBody, "description": "The legacy system did not answer"},
+        },
+    ),
+)
+async def run_object(
+    name: Annotated[str, Path(pattern=r"^[a-z][a-z0-9._]{0,63}$")],
+    body: RunRequest,
+    request: Request,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    """The infra channel (O4): a legacy system runs one biz object; not billed."""
+    runtime = _runtime(request)
+    plat = service.platform(
+        runtime.pool, runtime.journal, runtime.settings(service.PartnersSettings)
+    )
+    return await service.run_object(plat, name, body.input, actor=principal.actor)
+
+
 # -- the operator's ----------------------------------------------------------------------
 
 

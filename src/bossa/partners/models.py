@@ -65,6 +65,7 @@ __all__ = [
     "Type",
     "assemble_mdr",
     "check_input",
+    "check_object_input",
     "check_template",
     "mdr_name",
     "parse_definition",
@@ -452,6 +453,40 @@ def _check_literal(step: StepDef, i: int, sub: str, value: Any) -> None:
         raise _step_error(step, i, f"a string literal is at most {MAX_STRING} characters", sub)
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_AMOUNT:
         raise _step_error(step, i, f"an integer literal is within +-{MAX_AMOUNT}", sub)
+
+
+def check_object_input(name: str, data: Any) -> dict[str, Any]:
+    """The inputs of one biz object run on its own (the infra channel, O4): every input
+    the object declares, of its type; compare's operator one of its six."""
+    spec = OBJECTS.get(name)
+    if spec is None or name == "branch":
+        raise InvalidInput(f"no biz object {name!r} to run", field="object")
+    if not isinstance(data, dict):
+        raise InvalidInput("the input is a JSON object", field="input")
+    for key in data:
+        if key not in spec.inputs:
+            raise InvalidInput(f"{name} takes no such input", field=f"input.{key}")
+    seen: dict[str, Type] = {}
+    for key, want in spec.inputs.items():
+        where = f"input.{key}"
+        if key not in data:
+            raise InvalidInput("missing", field=where)
+        got = type_of(data[key])
+        if got is None or (want is not Type.ANY and got is not want):
+            raise InvalidInput(f"must be {want.value}", field=where)
+        if isinstance(data[key], str) and len(data[key]) > MAX_STRING:
+            raise InvalidInput(f"at most {MAX_STRING} characters", field=where)
+        if got is Type.INTEGER and abs(data[key]) > MAX_AMOUNT:
+            raise InvalidInput(f"within +-{MAX_AMOUNT}", field=where)
+        seen[key] = got
+    if name == "compare":
+        if data["op"] not in _COMPARE_OPS:
+            raise InvalidInput(f"one of {', '.join(_COMPARE_OPS)}", field="input.op")
+        if seen["left"] is not seen["right"]:
+            raise InvalidInput("left and right are one type", field="input.right")
+        if data["op"] in ("lt", "le", "gt", "ge") and seen["left"] is not Type.INTEGER:
+            raise InvalidInput("compares integers only", field="input.op")
+    return dict(data)
 
 
 def check_input(template: CheckedTemplate, data: Any) -> dict[str, Any]:

@@ -73,6 +73,7 @@ from bossa.partners.models import (
     assemble_mdr,
     canonical,
     check_input,
+    check_object_input,
     check_template,
     compare,
     parse_definition,
@@ -87,6 +88,7 @@ from bossa.partners.settings import PartnersSettings
 __all__ = [
     "BILLING_LANE",
     "RUNS_LANE",
+    "LegacyUnavailable",
     "PartnersSettings",
     "Platform",
     "QuotaExceeded",
@@ -103,6 +105,7 @@ __all__ = [
     "list_templates",
     "platform",
     "register_template",
+    "run_object",
     "run_template",
     "set_partner",
     "set_system",
@@ -685,6 +688,31 @@ async def _charge(
     usage.charged += amount
     usage.currency = account.currency
     return {"charged": True, "available": funds - amount}
+
+
+async def run_object(plat: Platform, name: str, raw_input: Any, *, actor: str) -> dict[str, Any]:
+    """The infra channel (O4): a legacy system asks to run one biz object, which may
+    cooperate with another legacy system. Not a partner's use: nothing is billed. A
+    failure is the caller's 4xx/5xx in the one error shape, naming the object."""
+    values = check_object_input(name, raw_input)
+    usage = _Usage()
+    token = f"infra:{os.urandom(8).hex()}"
+    try:
+        async with plat.pool.connection() as conn, conn.transaction():
+            output = await _object(plat, conn, "object", name, values, usage, token)
+    except StepFailed as exc:
+        metrics.INFRA.labels(name, "failed").inc()
+        error = LegacyUnavailable if exc.error == "LegacyUnavailable" else InvalidInput
+        raise error(exc.reason, field="object") from None
+    metrics.INFRA.labels(name, "done").inc()
+    log.info("partners.infra_object", object=name, actor=actor)
+    return output
+
+
+class LegacyUnavailable(UserError):
+    """The legacy system an object needs is not answering (or its breaker is open)."""
+
+    http_status = 502
 
 
 async def execute_queued(plat: Platform, run_id: int) -> RunResult | None:
