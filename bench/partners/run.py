@@ -178,6 +178,12 @@ def wrk(port: int, token: str, *, seconds: int, connections: int, workdir: Path)
     }
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def counts(url: str) -> tuple[int, int]:
     async with open_pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
         runs = await (await conn.execute("select count(*) as n from partners.runs")).fetchone()
@@ -279,7 +285,12 @@ def main() -> None:
             _wait_port(api_port, server)
             wrk(api_port, token, seconds=3, connections=4, workdir=base)  # warm up
             before = asyncio.run(counts(url))
-            load = wrk(api_port, token, seconds=seconds, connections=args.connections, workdir=base)
+            cpu0 = cpu_s(server.pid)
+            with Cpu() as machine:
+                load = wrk(
+                    api_port, token, seconds=seconds, connections=args.connections, workdir=base
+                )
+            server_cpu = cpu_s(server.pid) - cpu0
             after = asyncio.run(counts(url))
         finally:
             server.terminate()
@@ -288,12 +299,24 @@ def main() -> None:
         logs_written = after[1] - before[1]
         ok = load["requests"] - load["non_2xx"]
         load.pop("raw")
-        results["api"] = {**load, "runs": runs, "billing_logs": logs_written, "answers_200": ok}
+        # The API process's CPU per run, and the machine's busy share over the load: on a
+        # machine others load too, these say what the figure would be with the cores free.
+        per_run_ms = 1000 * server_cpu / max(1, load["requests"])
+        machine_busy = machine.machine / machine.wall
+        results["api"] = {
+            **load,
+            "runs": runs,
+            "billing_logs": logs_written,
+            "answers_200": ok,
+            "server_cpu_ms_per_run": per_run_ms,
+            "machine_busy_cores": machine_busy,
+        }
         print(
             f"  API: {fmt(load['runs_per_s'])} runs/s, p50 {fmt(load['p50_ms'])} ms,"
             f" p99 {fmt(load['p99_ms'])} ms ({args.connections} connections, {seconds} s);"
             f" {ok} answers 200, {runs} runs, {logs_written} billing logs,"
-            f" {load['non_2xx']} others"
+            f" {load['non_2xx']} others; API process {per_run_ms:.2f} ms CPU a run,"
+            f" machine busy {machine_busy:.2f} of {os.cpu_count()} cores"
         )
         bill = asyncio.run(billing(url, logs, base / "spool"))
         results["billing"] = bill
@@ -328,7 +351,8 @@ def main() -> None:
                 f" {fmt(api['runs_per_s'])} runs/s, p50 {fmt(api['p50_ms'])} ms,"
                 f" p99 {fmt(api['p99_ms'])} ms; {api['answers_200']} answers 200,"
                 f" {api['runs']} runs, {api['billing_logs']} billing logs (target >= 1,000/s,"
-                " p99 <= 50 ms)",
+                f" p99 <= 50 ms); API process {api['server_cpu_ms_per_run']:.2f} ms CPU a run,"
+                f" machine busy {api['machine_busy_cores']:.2f} cores during the load",
                 f"- billing, {bill['logs']} logs: collect {fmt(bill['collect_per_s'])}/s,"
                 f" MDR file {fmt(bill['write_per_s'])} records/s, COPY TO"
                 f" {fmt(bill['copy_per_s'])} rows/s: file/COPY"
