@@ -17,7 +17,7 @@ from bossa.partners.models import SystemKind
 from bossa.runtime import Runtime
 from tests.partners.conftest import seed_legacy
 from tests.partners.servers import LegacyServer
-from tests.support import api_client
+from tests.support import TEST_PASSWORDS, api_client
 
 
 async def test_rest_and_soap_calls_are_applied_once_per_key(
@@ -145,3 +145,22 @@ async def test_the_infra_channel_runs_one_object_for_a_legacy_system(
         ).fetchone()
     assert row is not None
     assert row["n"] == 0  # the infra channel bills nothing
+
+
+async def test_a_system_password_never_shows(runtime: Runtime) -> None:
+    secret = TEST_PASSWORDS[0]
+    async with api_client(runtime) as http:
+        answer = await http.put(
+            "/partners/systems",
+            json={
+                "role": "location",
+                "kind": "sql",
+                "url": f"postgresql://lbs:{secret}@127.0.0.1:1/lbs",
+                "statements": {"locate": "select 1"},
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        listed = await http.get("/partners/systems")
+    assert secret not in answer.text
+    assert secret not in listed.text
+    assert listed.json()[0]["url"] == "postgresql://lbs:***@127.0.0.1:1/lbs"

@@ -32,7 +32,7 @@ from psycopg.errors import UniqueViolation
 
 from bossa import customers, ledger
 from bossa.access import Principal, Role
-from bossa.db import Conn, Pool, user_errors
+from bossa.db import Conn, Pool, masked_url, user_errors
 from bossa.errors import Conflict, Forbidden, InvalidInput, NotFound, UserError
 from bossa.journal import Entry, Journal, NewEntry
 from bossa.ledger import Book, Recipe
@@ -409,20 +409,27 @@ async def set_system(pool: Pool, request: SystemRequest, *, actor: str) -> dict[
         raise InvalidInput(f"not a URL a {request.kind} system is reached at", field="url")
     async with pool.connection() as conn, conn.transaction():
         with user_errors():
-            return await store.set_system(
-                conn,
-                role=request.role,
-                kind=request.kind.value,
-                url=request.url,
-                timeout_ms=request.timeout_ms,
-                statements=request.statements,
-                actor=actor,
+            return _masked(
+                await store.set_system(
+                    conn,
+                    role=request.role,
+                    kind=request.kind.value,
+                    url=request.url,
+                    timeout_ms=request.timeout_ms,
+                    statements=request.statements,
+                    actor=actor,
+                )
             )
+
+
+def _masked(row: dict[str, Any]) -> dict[str, Any]:
+    # A system's URL may carry a password (a SQL system's): never in a listing.
+    return {**row, "url": masked_url(str(row["url"]))}
 
 
 async def list_systems(pool: Pool) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
-        return await store.systems(conn)
+        return [_masked(row) for row in await store.systems(conn)]
 
 
 async def add_policy(pool: Pool, request: PolicyRequest, *, actor: str) -> BillingPolicy:
