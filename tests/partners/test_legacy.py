@@ -117,11 +117,14 @@ async def test_the_infra_channel_runs_one_object_for_a_legacy_system(
             "/partners/objects/device.locate", json={"input": {"msisdn": "+49777"}}
         )
         assert found.status_code == 200, found.text
-        assert found.json() == {"cell": "CELL-777", "found": True}
+        assert found.json() == {
+            "object": "device.locate",
+            "output": {"cell": "CELL-777", "found": True},
+        }
         compared = await http.post(
             "/partners/objects/compare", json={"input": {"left": 3, "op": "lt", "right": 4}}
         )
-        assert compared.json() == {"result": True}
+        assert compared.json()["output"] == {"result": True}
         cases = [
             ("fax.send", {"to": "1"}, 422, "object"),
             ("branch", {"condition": True}, 422, "object"),

@@ -78,6 +78,11 @@ class FileInfo(BaseModel):
     last_error: str | None
 
 
+class ObjectResult(BaseModel):
+    object: str
+    output: dict[str, str | int | bool] = Field(description="The object's outputs by name")
+
+
 class Correction(BaseModel):
     run: int
     record: int
@@ -164,13 +169,14 @@ async def run_object(
     body: RunRequest,
     request: Request,
     principal: PrincipalDep,
-) -> dict[str, Any]:
+) -> ObjectResult:
     """The infra channel (O4): a legacy system runs one biz object; not billed."""
     runtime = _runtime(request)
     plat = service.platform(
         runtime.pool, runtime.journal, runtime.settings(service.PartnersSettings)
     )
-    return await service.run_object(plat, name, body.input, actor=principal.actor)
+    output = await service.run_object(plat, name, body.input, actor=principal.actor)
+    return ObjectResult(object=name, output=output)
 
 
 # -- the operator's ----------------------------------------------------------------------
