@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import Rollback
 from psycopg.errors import UniqueViolation
@@ -42,7 +42,6 @@ from bossa.partners.adapters import (
     LegacyError,
     LegacySystem,
     RestSystem,
-    SftpTarget,
     SoapSystem,
     SqlSystem,
     TransferError,
@@ -84,6 +83,9 @@ from bossa.partners.models import (
     verify_log,
 )
 from bossa.partners.settings import PartnersSettings
+
+if TYPE_CHECKING:
+    from bossa.partners.adapters.sftp import SftpTarget
 
 __all__ = [
     "BILLING_LANE",
@@ -982,6 +984,8 @@ async def transmit(pool: Pool, settings: PartnersSettings) -> list[int]:
     if not (settings.sftp_host and settings.sftp_key_file and settings.sftp_known_hosts):
         log.warning("partners.no_sftp", unsent=len(todo))
         return []
+    from bossa.partners.adapters.sftp import SftpTarget  # asyncssh: only where files move
+
     sent: list[int] = []
     target = SftpTarget(
         settings.sftp_host,
