@@ -27,6 +27,7 @@ from bossa.db import DatabaseSettings, EmbeddedPostgres, open_pool
 from bossa.db.migrations import migrate
 from bossa.journal import Entry, HandlerError, Journal, JournalSettings, NewEntry, Worker
 from bossa.journal import service as journal_service
+from bossa.partners import demo as partners_demo
 from bossa.provisioning import demo as provisioning_demo
 from bossa.runtime import Runtime
 from bossa.terminal import table
@@ -90,6 +91,8 @@ async def tour(out: Console, *, serve: bool = False) -> None:
             async def billing_chapter() -> None:
                 next(chapter)
                 await billing_demo.chapter(out, runtime)
+                next(chapter)
+                await partners_demo.chapter(out, runtime)
 
             await provisioning_demo.chapter(out, runtime, server, then=billing_chapter)
             out.print(Rule())
@@ -106,6 +109,7 @@ def _chapters(out: Console) -> Any:
         "4. The journal: per-contract order, retries, parking, an operator's hand",
         "5. Provisioning: an order completes while a server is down (P4, P5, P6)",
         "6. Billing: a bill run that never stops business (B1-B6)",
+        "7. Partners: a template run through the open API, its MDR file over SFTP (O1-O5)",
     ]
     for title in titles:
         out.print(Rule(title, align="left"))

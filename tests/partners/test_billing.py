@@ -11,9 +11,9 @@ from typing import Any
 
 from bossa.access import Principal, Role
 from bossa.journal import NewEntry
-from bossa.partners import BILLING_LANE, correct, platform, run_template
+from bossa.partners import BILLING_LANE, correct, platform, run_template, store
 from bossa.partners.lanes import BillingProcessor, collector
-from bossa.partners.models import BILLING_KIND, RunResult, parse_mdr
+from bossa.partners.models import BILLING_KIND, MdrHeader, RunResult, parse_mdr, render_mdr
 from bossa.partners.service import transmit, write_files
 from bossa.runtime import Runtime
 from tests.partners.conftest import (
@@ -100,6 +100,15 @@ async def test_runs_become_mdr_records_on_the_sftp_server(
         (0, 0, 5, 0),
     ]
     assert trailer[1:6] == ["4", "6", "900", "32", "135"]
+    # The server renders the record lines; the Python reference renders the same bytes.
+    async with runtime.pool.connection() as conn:
+        row = await store.file(conn, 1)
+        assert row is not None
+        reference = render_mdr(
+            MdrHeader(row["sender"], row["recipient"], 1, row["created_at"], row["test"]),
+            await store.file_records(conn, 1),
+        )
+    assert reference.content == files["MDR_OPCO_00000001.dat"]
     assert [c["to"] for c in legacy.calls() if c["kind"] == "sms"].count("+4912345") >= 3
     # Nothing new: no file, and no sequence number spent.
     assert await BillingProcessor(runtime.journal, settings).round() == ([], [])

@@ -77,6 +77,8 @@ class Permission(StrEnum):
     ALERTS_CONFIGURE = "alerts.configure"
     #: Report missed calls over HTTP (networks that do not divert to the SIP intake).
     ALERTS_INTAKE = "alerts.intake"
+    #: The infra channel (O4): a legacy system runs one biz object.
+    PARTNERS_INFRA = "partners.infra"
 
 
 class Role(StrEnum):

@@ -35,10 +35,13 @@ __all__ = ["router"]
 router = APIRouter(prefix="/partners", tags=["partners"])
 
 _RUN_ERRORS: dict[str, dict[str, Any]] = {
+    "202": {"model": RunAccepted, "description": "Queued (mode=async); read it at Location"},
     "404": {"model": ErrorBody, "description": "No such template (or not the caller's)"},
     "422": {"model": ErrorBody, "description": "The input does not fit the template"},
     "429": {"model": ErrorBody, "description": "Over the rate limit or the daily quota"},
 }
+_404 = {"404": {"model": ErrorBody, "description": "No such partner, template or run"}}
+_409 = {"409": {"model": ErrorBody, "description": "In conflict with what exists"}}
 _TEMPLATE = Path(pattern=r"^[a-z][a-z0-9-]{0,63}$", description="The template's name")
 
 
@@ -78,6 +81,11 @@ class FileInfo(BaseModel):
     last_error: str | None
 
 
+class ObjectResult(BaseModel):
+    object: str
+    output: dict[str, str | int | bool] = Field(description="The object's outputs by name")
+
+
 class Correction(BaseModel):
     run: int
     record: int
@@ -115,7 +123,7 @@ async def run_template(
     return result
 
 
-@router.get("/runs/{run_id}", **guarded(Permission.PARTNER_USE))
+@router.get("/runs/{run_id}", **guarded(Permission.PARTNER_USE, **_404))
 async def get_run(
     run_id: Annotated[int, Path(ge=1, le=2**63 - 1)], request: Request, principal: PrincipalDep
 ) -> RunResult:
@@ -136,7 +144,7 @@ async def list_templates(
     )
 
 
-@router.get("/templates/{name}", **guarded(Permission.PARTNER_USE))
+@router.get("/templates/{name}", **guarded(Permission.PARTNER_USE, **_404))
 async def get_template(
     name: Annotated[str, _TEMPLATE],
     request: Request,
@@ -149,10 +157,37 @@ async def get_template(
     )
 
 
+@router.post(
+    "/objects/{name}",
+    **guarded(
+        Permission.PARTNERS_INFRA,
+        **{
+            "422": {"model": ErrorBody, "description": "Unknown object or unfit input"},
+            "502": {"model": ErrorBody, "description": "The legacy system did not answer"},
+        },
+    ),
+)
+async def run_object(
+    name: Annotated[str, Path(pattern=r"^[a-z][a-z0-9._]{0,63}$")],
+    body: RunRequest,
+    request: Request,
+    principal: PrincipalDep,
+) -> ObjectResult:
+    """The infra channel (O4): a legacy system runs one biz object; not billed."""
+    runtime = _runtime(request)
+    plat = service.platform(
+        runtime.pool, runtime.journal, runtime.settings(service.PartnersSettings)
+    )
+    output = await service.run_object(plat, name, body.input, actor=principal.actor)
+    return ObjectResult(object=name, output=output)
+
+
 # -- the operator's ----------------------------------------------------------------------
 
 
-@router.post("/templates", status_code=201, **guarded(Permission.PARTNERS_CONFIGURE))
+@router.post(
+    "/templates", status_code=201, **guarded(Permission.PARTNERS_CONFIGURE, **_404, **_409)
+)
 async def register_template(
     body: TemplateRequest, request: Request, principal: PrincipalDep
 ) -> TemplateInfo:
@@ -189,7 +224,7 @@ async def list_systems(request: Request) -> list[SystemInfo]:
     ]
 
 
-@router.post("/policies", status_code=201, **guarded(Permission.PARTNERS_CONFIGURE))
+@router.post("/policies", status_code=201, **guarded(Permission.PARTNERS_CONFIGURE, **_404, **_409))
 async def add_policy(body: PolicyRequest, request: Request, principal: PrincipalDep) -> PolicyInfo:
     """A billing policy version, in force from its date."""
     policy = await service.add_policy(_runtime(request).pool, body, actor=principal.actor)
@@ -205,7 +240,11 @@ async def list_files(
     return [FileInfo.model_validate(r) for r in rows]
 
 
-@router.post("/runs/{run_id}/correction", status_code=201, **guarded(Permission.PARTNERS_CONFIGURE))
+@router.post(
+    "/runs/{run_id}/correction",
+    status_code=201,
+    **guarded(Permission.PARTNERS_CONFIGURE, **_404, **_409),
+)
 async def correct(
     run_id: Annotated[int, Path(ge=1, le=2**63 - 1)], request: Request, principal: PrincipalDep
 ) -> Correction:

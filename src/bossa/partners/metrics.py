@@ -13,6 +13,7 @@ from bossa.partners import store
 __all__ = [
     "FILES_SENT",
     "FILES_WRITTEN",
+    "INFRA",
     "LEGACY",
     "LEGACY_SECONDS",
     "RECORDS",
@@ -31,6 +32,11 @@ RUN_SECONDS = Histogram(
     "bossa_partners_run_seconds",
     "Time to execute a template run and commit its result and billing log",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+INFRA = Counter(
+    "bossa_partners_infra_objects_total",
+    "Biz objects run for legacy systems (infra channel), by object and outcome",
+    ["object", "state"],
 )
 REFUSED = Counter(
     "bossa_partners_refused_total", "Runs refused before running, by reason", ["reason"]

@@ -63,7 +63,9 @@ __all__ = [
     "TemplateRequest",
     "TokenBucket",
     "Type",
+    "assemble_mdr",
     "check_input",
+    "check_object_input",
     "check_template",
     "mdr_name",
     "parse_definition",
@@ -453,6 +455,40 @@ def _check_literal(step: StepDef, i: int, sub: str, value: Any) -> None:
         raise _step_error(step, i, f"an integer literal is within +-{MAX_AMOUNT}", sub)
 
 
+def check_object_input(name: str, data: Any) -> dict[str, Any]:
+    """The inputs of one biz object run on its own (the infra channel, O4): every input
+    the object declares, of its type; compare's operator one of its six."""
+    spec = OBJECTS.get(name)
+    if spec is None or name == "branch":
+        raise InvalidInput(f"no biz object {name!r} to run", field="object")
+    if not isinstance(data, dict):
+        raise InvalidInput("the input is a JSON object", field="input")
+    for key in data:
+        if key not in spec.inputs:
+            raise InvalidInput(f"{name} takes no such input", field=f"input.{key}")
+    seen: dict[str, Type] = {}
+    for key, want in spec.inputs.items():
+        where = f"input.{key}"
+        if key not in data:
+            raise InvalidInput("missing", field=where)
+        got = type_of(data[key])
+        if got is None or (want is not Type.ANY and got is not want):
+            raise InvalidInput(f"must be {want.value}", field=where)
+        if isinstance(data[key], str) and len(data[key]) > MAX_STRING:
+            raise InvalidInput(f"at most {MAX_STRING} characters", field=where)
+        if got is Type.INTEGER and abs(data[key]) > MAX_AMOUNT:
+            raise InvalidInput(f"within +-{MAX_AMOUNT}", field=where)
+        seen[key] = got
+    if name == "compare":
+        if data["op"] not in _COMPARE_OPS:
+            raise InvalidInput(f"one of {', '.join(_COMPARE_OPS)}", field="input.op")
+        if seen["left"] is not seen["right"]:
+            raise InvalidInput("left and right are one type", field="input.right")
+        if data["op"] in ("lt", "le", "gt", "ge") and seen["left"] is not Type.INTEGER:
+            raise InvalidInput("compares integers only", field="input.op")
+    return dict(data)
+
+
 def check_input(template: CheckedTemplate, data: Any) -> dict[str, Any]:
     """A run's input against the template's declared inputs: every field named on error."""
     if not isinstance(data, dict):
@@ -769,42 +805,58 @@ def _ts(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def render_mdr(header: MdrHeader, records: Sequence[FileRecord]) -> MdrFile:
-    """The file's bytes, deterministic in its inputs: a crashed writer renders it again.
-
-    Lines end with LF; fields are separated by `|`, which no name may contain.
-    H|MDR|1|sender|recipient|seq|created|T or P
-    D|n|record id|run id|partner|template|version|used at|units|charged|fee|share|cur|U or C
-    T|count|units|charged|fee|share|sha256 of every line before the trailer
-    """
-    digest = hashlib.sha256()
-    lines = [
+def mdr_header_line(header: MdrHeader) -> bytes:
+    return (
         f"H|MDR|1|{header.sender}|{header.recipient}|{header.seq:08d}|"
         f"{_ts(header.created_at)}|{'T' if header.test else 'P'}\n"
-    ]
-    units = charged = fee = share = 0
-    for n, r in enumerate(records, 1):
-        lines.append(
-            f"D|{n}|{r.record_id}|{r.run_id}|{r.partner}|{r.template}|{r.version}|"
-            f"{_ts(r.used_at)}|{r.units}|{r.charged}|{r.fee}|{r.share}|{r.currency}|{r.kind}\n"
-        )
-        units += r.units
-        charged += r.charged
-        fee += r.fee
-        share += r.share
-    body = "".join(lines).encode()
-    digest.update(body)
-    checksum = digest.hexdigest()
-    trailer = f"T|{len(records)}|{units}|{charged}|{fee}|{share}|{checksum}\n".encode()
+    ).encode()
+
+
+def record_line(n: int, r: FileRecord) -> str:
+    """One record line; `partners.file_lines` renders the same text in SQL (a test holds
+    the two equal)."""
+    return (
+        f"D|{n}|{r.record_id}|{r.run_id}|{r.partner}|{r.template}|{r.version}|"
+        f"{_ts(r.used_at)}|{r.units}|{r.charged}|{r.fee}|{r.share}|{r.currency}|{r.kind}\n"
+    )
+
+
+def assemble_mdr(
+    header: MdrHeader, lines: bytes, *, records: int, units: int, charged: int, fee: int, share: int
+) -> MdrFile:
+    """The file's bytes from its header, its record lines and their totals; deterministic
+    in its inputs, so a crashed writer renders the same file again.
+
+    H|MDR|1|sender|recipient|seq|created|T or P
+    D|n|record id|run id|partner|template|version|used at|units|charged|fee|share|cur|U or C
+    T|count|units|charged|fee|share|sha256 of every byte before the trailer
+    """
+    body = mdr_header_line(header) + lines
+    checksum = hashlib.sha256(body).hexdigest()
+    trailer = f"T|{records}|{units}|{charged}|{fee}|{share}|{checksum}\n".encode()
     return MdrFile(
         mdr_name(header.sender, header.seq),
         body + trailer,
-        len(records),
+        records,
         units,
         charged,
         fee,
         share,
         checksum,
+    )
+
+
+def render_mdr(header: MdrHeader, records: Sequence[FileRecord]) -> MdrFile:
+    """A file rendered in Python from its records (the reference for the SQL rendering)."""
+    lines = "".join(record_line(n, r) for n, r in enumerate(records, 1)).encode()
+    return assemble_mdr(
+        header,
+        lines,
+        records=len(records),
+        units=sum(r.units for r in records),
+        charged=sum(r.charged for r in records),
+        fee=sum(r.fee for r in records),
+        share=sum(r.share for r in records),
     )
 
 

@@ -25,14 +25,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import Rollback
 from psycopg.errors import UniqueViolation
 
 from bossa import customers, ledger
 from bossa.access import Principal, Role
-from bossa.db import Conn, Pool, user_errors
+from bossa.db import Conn, Pool, masked_url, user_errors
 from bossa.errors import Conflict, Forbidden, InvalidInput, NotFound, UserError
 from bossa.journal import Entry, Journal, NewEntry
 from bossa.ledger import Book, Recipe
@@ -42,7 +42,6 @@ from bossa.partners.adapters import (
     LegacyError,
     LegacySystem,
     RestSystem,
-    SftpTarget,
     SoapSystem,
     SqlSystem,
     TransferError,
@@ -70,23 +69,28 @@ from bossa.partners.models import (
     TemplateInfo,
     TemplateRequest,
     TokenBucket,
+    assemble_mdr,
     canonical,
     check_input,
+    check_object_input,
     check_template,
     compare,
     parse_definition,
     parse_mdr,
     pick_policy,
     rate,
-    render_mdr,
     resolve,
     verify_log,
 )
 from bossa.partners.settings import PartnersSettings
 
+if TYPE_CHECKING:
+    from bossa.partners.adapters.sftp import SftpTarget
+
 __all__ = [
     "BILLING_LANE",
     "RUNS_LANE",
+    "LegacyUnavailable",
     "PartnersSettings",
     "Platform",
     "QuotaExceeded",
@@ -103,6 +107,7 @@ __all__ = [
     "list_templates",
     "platform",
     "register_template",
+    "run_object",
     "run_template",
     "set_partner",
     "set_system",
@@ -119,6 +124,8 @@ RUNS_LANE = "partners.runs"
 #: "adjustment" kind: its schema lists the kinds it accepts).
 _CHARGE = Recipe("adjustment", ((Book.PREPAID, 1), (Book.REVENUE, -1)))
 _SMS_SEGMENT = 160
+_TEMPLATE_TTL_S = 1.0
+_TEMPLATE_CACHE_MAX = 10_000
 
 
 class RateLimited(UserError):
@@ -171,6 +178,7 @@ class Platform:
     systems: dict[str, _System] = field(default_factory=dict)
     systems_read_at: float = -math.inf
     templates: dict[tuple[str, int], CheckedTemplate] = field(default_factory=dict)
+    template_rows: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     quota_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def admit(self, key: tuple[str, str], rate_per_s: int) -> None:
@@ -403,20 +411,27 @@ async def set_system(pool: Pool, request: SystemRequest, *, actor: str) -> dict[
         raise InvalidInput(f"not a URL a {request.kind} system is reached at", field="url")
     async with pool.connection() as conn, conn.transaction():
         with user_errors():
-            return await store.set_system(
-                conn,
-                role=request.role,
-                kind=request.kind.value,
-                url=request.url,
-                timeout_ms=request.timeout_ms,
-                statements=request.statements,
-                actor=actor,
+            return _masked(
+                await store.set_system(
+                    conn,
+                    role=request.role,
+                    kind=request.kind.value,
+                    url=request.url,
+                    timeout_ms=request.timeout_ms,
+                    statements=request.statements,
+                    actor=actor,
+                )
             )
+
+
+def _masked(row: dict[str, Any]) -> dict[str, Any]:
+    # A system's URL may carry a password (a SQL system's): never in a listing.
+    return {**row, "url": masked_url(str(row["url"]))}
 
 
 async def list_systems(pool: Pool) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
-        return await store.systems(conn)
+        return [_masked(row) for row in await store.systems(conn)]
 
 
 async def add_policy(pool: Pool, request: PolicyRequest, *, actor: str) -> BillingPolicy:
@@ -437,10 +452,20 @@ async def add_policy(pool: Pool, request: PolicyRequest, *, actor: str) -> Billi
 # -- runs (the open interface) ----------------------------------------------------------------
 
 
-async def _template(
-    plat: Platform, conn: Conn, name: str
-) -> tuple[dict[str, Any], CheckedTemplate]:
-    row = await store.template(conn, name)
+async def _template(plat: Platform, name: str) -> tuple[dict[str, Any], CheckedTemplate]:
+    """The template's latest version and its limits, read at most once a second per
+    process: a new version or new limits reach runs within a second."""
+    now = time.monotonic()
+    cached = plat.template_rows.get(name)
+    if cached is not None and now - cached[0] < _TEMPLATE_TTL_S:
+        row: dict[str, Any] | None = cached[1]
+    else:
+        async with plat.pool.connection() as conn:
+            row = await store.template(conn, name)
+        if row is not None:
+            if len(plat.template_rows) >= _TEMPLATE_CACHE_MAX:
+                plat.template_rows.clear()
+            plat.template_rows[name] = (now, row)
     if row is None:
         raise NotFound(f"no template {name}", field="template")
     key = (name, int(row["version"]))
@@ -464,8 +489,7 @@ async def run_template(
     size = len(json.dumps(raw_input, separators=(",", ":")))
     if size > plat.settings.max_input_bytes:
         raise InvalidInput(f"{size} bytes; at most {plat.settings.max_input_bytes}", field="input")
-    async with plat.pool.connection() as conn:
-        row, checked = await _template(plat, conn, name)
+    row, checked = await _template(plat, name)
     partner = str(row["partner"])
     if not _may_see(principal, partner):
         metrics.REFUSED.labels("not-own").inc()
@@ -515,7 +539,9 @@ async def _execute(
     writes = any(step.object == "balance.charge" for step in checked.steps)
     # A run's idempotency keys for legacy calls: the queued run's id, or a fresh token.
     token = f"run:{run_id}" if run_id is not None else f"req:{os.urandom(8).hex()}"
-    async with plat.pool.connection() as conn, conn.transaction():
+    # Pipeline mode: BEGIN travels with the first statement and the journal's savepoint
+    # release with COMMIT, so a run costs its own statements' round trips and few more.
+    async with plat.pool.connection() as conn, conn.pipeline(), conn.transaction():
         failure: StepFailed | None = None
         output: dict[str, Any] | None = None
         usage = _Usage()
@@ -671,6 +697,31 @@ async def _charge(
     usage.charged += amount
     usage.currency = account.currency
     return {"charged": True, "available": funds - amount}
+
+
+async def run_object(plat: Platform, name: str, raw_input: Any, *, actor: str) -> dict[str, Any]:
+    """The infra channel (O4): a legacy system asks to run one biz object, which may
+    cooperate with another legacy system. Not a partner's use: nothing is billed. A
+    failure is the caller's 4xx/5xx in the one error shape, naming the object."""
+    values = check_object_input(name, raw_input)
+    usage = _Usage()
+    token = f"infra:{os.urandom(8).hex()}"
+    try:
+        async with plat.pool.connection() as conn, conn.transaction():
+            output = await _object(plat, conn, "object", name, values, usage, token)
+    except StepFailed as exc:
+        metrics.INFRA.labels(name, "failed").inc()
+        error = LegacyUnavailable if exc.error == "LegacyUnavailable" else InvalidInput
+        raise error(exc.reason, field="object") from None
+    metrics.INFRA.labels(name, "done").inc()
+    log.info("partners.infra_object", object=name, actor=actor)
+    return output
+
+
+class LegacyUnavailable(UserError):
+    """The legacy system an object needs is not answering (or its breaker is open)."""
+
+    http_status = 502
 
 
 async def execute_queued(plat: Platform, run_id: int) -> RunResult | None:
@@ -867,7 +918,7 @@ async def write_files(pool: Pool, settings: PartnersSettings, *, max_files: int 
                 datetime.now(UTC).replace(microsecond=0),
                 settings.test_files,
             )
-            mdr = render_mdr(header, await store.file_records(conn, seq))
+            mdr = await _render(conn, header)
             await store.add_file(
                 conn,
                 {
@@ -895,6 +946,13 @@ async def write_files(pool: Pool, settings: PartnersSettings, *, max_files: int 
     return written
 
 
+async def _render(conn: Conn, header: MdrHeader) -> MdrFile:
+    """A file's bytes: its record lines rendered and streamed by the server (COPY)."""
+    totals = await store.file_totals(conn, header.seq)
+    lines = await store.file_lines(conn, header.seq)
+    return assemble_mdr(header, lines, **totals)
+
+
 async def _content(pool: Pool, settings: PartnersSettings, seq: int) -> tuple[str, bytes]:
     """A written file's bytes: from the spool, or rendered again from its records (the
     writer may have died before the spool copy); either way checked against its row."""
@@ -906,7 +964,7 @@ async def _content(pool: Pool, settings: PartnersSettings, seq: int) -> tuple[st
             content = await asyncio.to_thread(path.read_bytes)
         else:
             header = MdrHeader(row["sender"], row["recipient"], seq, row["created_at"], row["test"])
-            content = render_mdr(header, await store.file_records(conn, seq)).content
+            content = (await _render(conn, header)).content
     _, _, trailer = parse_mdr(content)
     if trailer[6] != row["checksum"] or len(content) != row["bytes"]:
         raise TransferError(f"{row['name']} in the spool does not match its record")
@@ -926,6 +984,8 @@ async def transmit(pool: Pool, settings: PartnersSettings) -> list[int]:
     if not (settings.sftp_host and settings.sftp_key_file and settings.sftp_known_hosts):
         log.warning("partners.no_sftp", unsent=len(todo))
         return []
+    from bossa.partners.adapters.sftp import SftpTarget  # asyncssh: only where files move
+
     sent: list[int] = []
     target = SftpTarget(
         settings.sftp_host,

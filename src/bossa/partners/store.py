@@ -23,8 +23,10 @@ __all__ = [
     "bump_template",
     "claim_records",
     "file",
+    "file_lines",
     "file_records",
     "file_rejects",
+    "file_totals",
     "files",
     "finish_run",
     "gauges",
@@ -291,6 +293,19 @@ async def file_records(conn: Conn, seq: int) -> list[FileRecord]:
     cursor = conn.cursor()
     await cursor.execute(QUERIES["file_records"], {"seq": seq})
     return [FileRecord(**r) async for r in cursor]
+
+
+async def file_lines(conn: Conn, seq: int) -> bytes:
+    """The file's record lines, as the server rendered them."""
+    async with conn.cursor().copy(QUERIES["file_lines"], {"seq": seq}) as copy:
+        chunks = [bytes(chunk) async for chunk in copy]
+    return b"".join(chunks)
+
+
+async def file_totals(conn: Conn, seq: int) -> Row:
+    row = await _one(conn, "file_totals", {"seq": seq})
+    assert row is not None
+    return row
 
 
 async def add_file(conn: Conn, params: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-__all__ = ["LegacyError", "LegacySystem"]
+__all__ = ["LegacyError", "LegacySystem", "TransferError"]
 
 
 class LegacyError(Exception):
@@ -16,6 +16,10 @@ class LegacyError(Exception):
         self.code = code
         self.message = message
         self.unreachable = unreachable
+
+
+class TransferError(Exception):
+    """A file transfer to the legacy billing system failed (the SFTP adapter's error)."""
 
 
 class LegacySystem(Protocol):

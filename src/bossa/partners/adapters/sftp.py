@@ -10,11 +10,9 @@ from types import TracebackType
 
 import asyncssh
 
+from bossa.partners.adapters.base import TransferError
+
 __all__ = ["SftpTarget", "TransferError"]
-
-
-class TransferError(Exception):
-    pass
 
 
 class SftpTarget:

@@ -239,3 +239,22 @@ select
     (select min(r.used_at) from partners.billing_records r
       left join partners.mdr_files f on f.seq = r.file_seq
       where r.file_seq is null or f.state = 'written')))::float8 as oldest_unbilled_s
+
+-- name: file_lines
+-- A file's record lines in the MDR format (docs/partners.md), rendered by the server and
+-- streamed with COPY: names hold no `|`, tab, backslash or newline, so COPY's text format
+-- passes each line through unchanged.
+copy (
+  select 'D|' || row_number() over (order by id) || '|' || id || '|' || run_id || '|'
+         || partner || '|' || template || '|' || version || '|'
+         || to_char(used_at at time zone 'UTC', 'YYYYMMDD"T"HH24MISS"Z"') || '|' || units
+         || '|' || charged || '|' || fee || '|' || share || '|' || currency || '|' || kind
+  from partners.billing_records where file_seq = %(seq)s order by id
+) to stdout
+
+-- name: file_totals
+-- A file's record count and totals, for its trailer.
+select count(*)::int as records, coalesce(sum(units), 0)::bigint as units,
+       coalesce(sum(charged), 0)::bigint as charged, coalesce(sum(fee), 0)::bigint as fee,
+       coalesce(sum(share), 0)::bigint as share
+from partners.billing_records where file_seq = %(seq)s

@@ -1,0 +1,366 @@
+"""bench/partners: the partner platform's two figures (issue 16).
+
+1. Template runs per second through the open API: `bossa serve` in its own process, a
+   three-object template (subscriber.status, compare, branch), a partner token, rate
+   limits and quotas on, the load from wrk in another process; p50/p99 from wrk. Each
+   answer comes after the run's result and billing log committed (synchronous commit,
+   fsync on); the run and log counts are checked against the 200s afterwards.
+2. Billing logs to MDR records per second against a raw `COPY (...) TO STDOUT` of the same
+   rows in the same run: the collect stage (verify, standardise, rate), the file stage
+   (records to an MDR file in the spool), and both; the ratio is file stage / COPY.
+
+One command: `.venv/bin/python -m bench.partners.run [--quick]`. A private durable
+PostgreSQL on a free port, destroyed at the end; nothing on 5432 is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, Cpu, append_section, base_parser, fmt, free_port, git_ref
+from bossa.access import Role, create_token
+from bossa.access.models import TokenRequest
+from bossa.db import EmbeddedPostgres, open_pool
+from bossa.db.migrations import migrate
+from bossa.journal import Journal, JournalSettings, NewEntry
+from bossa.partners import (
+    BILLING_LANE,
+    PartnerRequest,
+    PartnersSettings,
+    PolicyRequest,
+    TemplateRequest,
+    add_policy,
+    register_template,
+    set_partner,
+    write_files,
+)
+from bossa.partners.lanes import collector
+from bossa.partners.models import BILLING_KIND, Limits
+
+TEMPLATE = """
+inputs:
+  subscriber: {type: string, max_length: 64}
+  amount: {type: integer, minimum: 1, maximum: 100000}
+steps:
+  - id: status
+    object: subscriber.status
+    with: {subscriber: $input.subscriber}
+  - id: active
+    object: compare
+    with: {left: $steps.status.status, op: eq, right: active}
+  - id: decide
+    object: branch
+    with: {condition: $steps.active.result}
+    then: end
+    else: end
+outputs:
+  status: $steps.status.status
+"""
+BOSSA = str(Path(sys.executable).with_name("bossa"))
+
+
+async def seed(url: str) -> str:
+    async with open_pool(url, min_size=1, max_size=4) as pool:
+        await set_partner(
+            pool,
+            PartnerRequest(
+                name="bench", display_name="Bench", rate_per_s=100_000, daily_quota=10**9
+            ),
+            actor="bench",
+        )
+        await register_template(
+            pool,
+            TemplateRequest(
+                name="status",
+                partner="bench",
+                definition=TEMPLATE,
+                limits=Limits(rate_per_s=100_000, daily_quota=10**9),
+            ),
+            actor="bench",
+        )
+        await add_policy(
+            pool,
+            PolicyRequest(
+                partner="bench",
+                valid_from=date(2020, 1, 1),
+                currency="EUR",
+                per_use_fee=5,
+                per_unit_fee=2,
+                revenue_share_bp=1500,
+            ),
+            actor="bench",
+        )
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "insert into customers.products (code, name, monthly_fee, currency, created_by)"
+                " values ('SMS', 'sms', 0, 'EUR', 'bench')"
+            )
+            await conn.execute(
+                "insert into customers.customers (id, name, created_by) values ('c1', 'c1', 'b')"
+            )
+            await conn.execute(
+                "insert into customers.contracts (sa_id, customer_id, product_code, created_by)"
+                " values ('SA1', 'c1', 'SMS', 'b')"
+            )
+        created = await create_token(
+            pool, TokenRequest(name="bench", role=Role.PARTNER), actor="bench"
+        )
+    return created.token
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("bossa serve exited at start")
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("bossa serve did not listen in time")
+
+
+def wrk(port: int, token: str, *, seconds: int, connections: int, workdir: Path) -> dict[str, Any]:
+    script = workdir / "run.lua"
+    body = json.dumps({"input": {"subscriber": "c1", "amount": 5}})
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+    )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/partners/templates/status/runs",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def latency(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        if match is None:
+            return float("nan")
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+        return float(match.group(1)) * scale
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "runs_per_s": float(rps.group(1)) if rps else float("nan"),
+        "requests": int(total.group(1)) if total else 0,
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "raw": out,
+    }
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def counts(url: str) -> tuple[int, int]:
+    async with open_pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
+        runs = await (await conn.execute("select count(*) as n from partners.runs")).fetchone()
+        logs = await (
+            await conn.execute(
+                "select count(*) as n from journal.lane_entries where lane = 'partners.billing'"
+            )
+        ).fetchone()
+    assert runs is not None
+    assert logs is not None
+    return int(runs["n"]), int(logs["n"])
+
+
+async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:
+    """N billing logs -> records (collect) -> one MDR file (write); COPY of the same rows."""
+    settings = PartnersSettings(spool_dir=spool, records_per_file=1_000_000, collect_batch=5000)
+    now = datetime.now(UTC).isoformat()
+    async with open_pool(url, min_size=1, max_size=8) as pool:
+        journal = Journal(pool, JournalSettings(), actor="bench")
+        async with pool.connection() as conn:
+            await conn.execute("truncate partners.billing_records")
+        for start in range(0, n, 10_000):
+            await journal.enqueue(
+                [
+                    NewEntry(
+                        BILLING_LANE,
+                        BILLING_KIND,
+                        {
+                            "run_id": 10_000_000 + i,
+                            "partner": "bench",
+                            "template": "status",
+                            "version": 1,
+                            "used_at": now,
+                            "units": i % 3,
+                            "charged": 0,
+                            "currency": None,
+                        },
+                    )
+                    for i in range(start, min(n, start + 10_000))
+                ]
+            )
+        with Cpu() as collect_cpu:
+            await collector(journal, settings).run(until_idle=True)
+        with Cpu() as write_cpu:
+            files = await write_files(pool, settings)
+        records = sum(1 for _ in (spool / f"MDR_BOSSA_{files[0]:08d}.dat").open()) - 2
+        query = (
+            "copy (select id, run_id, kind, partner, template, version, used_at, units, charged,"
+            " fee, share, currency from partners.billing_records where file_seq = %s"
+            " order by id) to stdout"
+        )
+        with Cpu() as copy_cpu:
+            async with pool.connection() as conn:
+                cursor = conn.cursor()
+                with (spool / "copy.txt").open("wb") as out:
+                    async with cursor.copy(query, (files[0],)) as copy:
+                        async for chunk in copy:
+                            out.write(chunk)
+    return {
+        "logs": n,
+        "records": records,
+        "collect_per_s": n / collect_cpu.wall,
+        "write_per_s": records / write_cpu.wall,
+        "both_per_s": records / (collect_cpu.wall + write_cpu.wall),
+        "copy_per_s": records / copy_cpu.wall,
+        "collect_cpu": collect_cpu.summary(),
+        "write_cpu": write_cpu.summary(),
+    }
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0], "20 s of load and 20,000 billing logs")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    seconds, logs = (20, 20_000) if args.quick else (60, 100_000)
+    ref = git_ref()
+    base = Path(tempfile.mkdtemp(prefix="bossa-bench-partners-"))
+    base.chmod(0o755)
+    port = free_port()
+    pg = EmbeddedPostgres(base / "pg", port=port, database="bossa", durable=True)
+    pg.start()
+    results: dict[str, Any] = {"ref": ref, "quick": args.quick}
+    try:
+        url = pg.url("bossa")
+        migrate(url)
+        token = asyncio.run(seed(url))
+        api_port = free_port()
+        env = {
+            **os.environ,
+            "BOSSA_DATABASE_URL": url,
+            "BOSSA_API_PORT": str(api_port),
+            "BOSSA_LOG_LEVEL": "warning",
+        }
+        print(f"bench/partners at {ref}: PostgreSQL on {port} (fsync on), API on {api_port}")
+        server = subprocess.Popen(
+            [BOSSA, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        try:
+            _wait_port(api_port, server)
+            wrk(api_port, token, seconds=3, connections=4, workdir=base)  # warm up
+            before = asyncio.run(counts(url))
+            cpu0 = cpu_s(server.pid)
+            with Cpu() as machine:
+                load = wrk(
+                    api_port, token, seconds=seconds, connections=args.connections, workdir=base
+                )
+            server_cpu = cpu_s(server.pid) - cpu0
+            after = asyncio.run(counts(url))
+        finally:
+            server.terminate()
+            server.wait(30)
+        runs = after[0] - before[0]
+        logs_written = after[1] - before[1]
+        ok = load["requests"] - load["non_2xx"]
+        load.pop("raw")
+        # The API process's CPU per run, and the machine's busy share over the load: on a
+        # machine others load too, these say what the figure would be with the cores free.
+        per_run_ms = 1000 * server_cpu / max(1, load["requests"])
+        machine_busy = machine.machine / machine.wall
+        results["api"] = {
+            **load,
+            "runs": runs,
+            "billing_logs": logs_written,
+            "answers_200": ok,
+            "server_cpu_ms_per_run": per_run_ms,
+            "machine_busy_cores": machine_busy,
+        }
+        print(
+            f"  API: {fmt(load['runs_per_s'])} runs/s, p50 {fmt(load['p50_ms'])} ms,"
+            f" p99 {fmt(load['p99_ms'])} ms ({args.connections} connections, {seconds} s);"
+            f" {ok} answers 200, {runs} runs, {logs_written} billing logs,"
+            f" {load['non_2xx']} others; API process {per_run_ms:.2f} ms CPU a run,"
+            f" machine busy {machine_busy:.2f} of {os.cpu_count()} cores"
+        )
+        bill = asyncio.run(billing(url, logs, base / "spool"))
+        results["billing"] = bill
+        ratio = bill["write_per_s"] / bill["copy_per_s"]
+        results["billing"]["ratio_write_to_copy"] = ratio
+        results["billing"]["ratio_both_to_copy"] = bill["both_per_s"] / bill["copy_per_s"]
+        print(
+            f"  billing: collect {fmt(bill['collect_per_s'])} logs/s ({bill['collect_cpu']});"
+            f" MDR file {fmt(bill['write_per_s'])} records/s ({bill['write_cpu']});"
+            f" COPY TO {fmt(bill['copy_per_s'])} rows/s; file/COPY {ratio:.2f}x,"
+            f" collect+file/COPY {results['billing']['ratio_both_to_copy']:.3f}x"
+        )
+        api_met = load["runs_per_s"] >= 1000 and load["p99_ms"] <= 50
+        print(f"  {'MET ' if api_met else 'MISS'} >= 1,000 runs/s with p99 <= 50 ms")
+        print(f"  {'MET ' if ratio >= 0.5 else 'MISS'} MDR records/s >= 0.5x COPY TO")
+    finally:
+        pg.destroy()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if not args.no_results:
+        api, bill = results["api"], results["billing"]
+        append_section(
+            ROOT / "bench" / "RESULTS.md",
+            [
+                "",
+                f"## bench/partners, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {ref}"
+                f"{' (quick)' if args.quick else ''}",
+                "",
+                f"`.venv/bin/python -m bench.partners.run{' --quick' if args.quick else ''}`",
+                "",
+                f"- open API, three-object template, {args.connections} connections from wrk:"
+                f" {fmt(api['runs_per_s'])} runs/s, p50 {fmt(api['p50_ms'])} ms,"
+                f" p99 {fmt(api['p99_ms'])} ms; {api['answers_200']} answers 200,"
+                f" {api['runs']} runs, {api['billing_logs']} billing logs (target >= 1,000/s,"
+                f" p99 <= 50 ms); API process {api['server_cpu_ms_per_run']:.2f} ms CPU a run,"
+                f" machine busy {api['machine_busy_cores']:.2f} cores during the load",
+                f"- billing, {bill['logs']} logs: collect {fmt(bill['collect_per_s'])}/s,"
+                f" MDR file {fmt(bill['write_per_s'])} records/s, COPY TO"
+                f" {fmt(bill['copy_per_s'])} rows/s: file/COPY"
+                f" {bill['ratio_write_to_copy']:.2f}x (target >= 0.5x), collect+file/COPY"
+                f" {bill['ratio_both_to_copy']:.3f}x",
+            ],
+        )
+
+
+if __name__ == "__main__":
+    main()
