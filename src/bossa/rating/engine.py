@@ -380,6 +380,16 @@ class RatingEngine:
             ).fetchall()
         ]
 
+    def daily_charges(self) -> list[tuple[str, datetime, int]]:
+        """The rated batch's charges per account and day (what the ledger books)."""
+        return [
+            (str(a), d, int(c))
+            for a, d, c in self.db.execute(
+                "select account_id, date_trunc('day', start), sum(charge)::bigint from result "
+                "where reason is null group by 1, 2 having sum(charge) > 0 order by 1, 2"
+            ).fetchall()
+        ]
+
     def write_rated(self, batch: int, path: Path) -> None:
         columns = (
             "account_id, msisdn, destination, product_code, zone, start, duration, billed, "

@@ -169,6 +169,11 @@ async def _rate_staged(
     if result.suspended:
         await store.suspend(conn, suspended_csv)
     await store.add_allowance(conn, await asyncio.to_thread(engine.batch_usage))
+    # The ledger books the batch per account and day; a bill line traces back to the
+    # batch's records through this reference (rating.rated_usage by batch, account, day).
+    await store.add_usage(
+        conn, await asyncio.to_thread(engine.daily_charges), reference=f"rating-batch:{batch}"
+    )
     await store.finish_batch(
         conn, batch, rated=result.rated, suspended=result.suspended, malformed=len(bad)
     )
