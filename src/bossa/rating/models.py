@@ -190,6 +190,9 @@ class BatchReport(BaseModel):
     errors: list[tuple[int, str, str]] = Field(
         default_factory=list, description="(line, record key, reason) of malformed lines"
     )
+    phases: dict[str, float] = Field(
+        default_factory=dict, description="seconds spent in each phase of the batch"
+    )
 
     @classmethod
     def of_row(cls, row: dict[str, Any], *, repeated: bool) -> BatchReport:
