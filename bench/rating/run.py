@@ -73,9 +73,8 @@ def write_cdrs(path: Path, n: int, accounts: int, rng: random.Random) -> None:
             number = rng.randrange(accounts) if rng.random() > 0.005 else accounts + i
             start = DAY + dt.timedelta(seconds=rng.randrange(86_400))
             dest = f"{rng.randrange(2, 9999)}{rng.randrange(10**6):06d}"
-            f.write(
-                f"c{i},{8200000000 + number},{dest},{start:%Y-%m-%d %H:%M:%S},{rng.randrange(1200)}\n"
-            )
+            when = f"{start:%Y-%m-%d %H:%M:%S}"
+            f.write(f"c{i},{8200000000 + number},{dest},{when},{rng.randrange(1200)}\n")
 
 
 def reference_rate(path: Path, sample: int, accounts: int, versions: list[TariffVersion]) -> float:
