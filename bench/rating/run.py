@@ -93,19 +93,40 @@ def reference_rate(path: Path, sample: int, accounts: int, versions: list[Tariff
     return len(cdrs) / (time.perf_counter() - started)
 
 
-def engine_rate(path: Path, accounts: int, versions: list[TariffVersion]) -> tuple[float, int]:
-    engine = RatingEngine()
-    engine.load_tariffs(versions)
-    engine.put_subscriptions(
+def subscriptions(accounts: int) -> list[tuple[str, str, str, dt.datetime, dt.datetime | None]]:
+    return [
         (str(8200000000 + i), f"A{i}", PRODUCTS[i % 20], dt.datetime(2026, 1, 1), None)
         for i in range(accounts)
-    )
+    ]
+
+
+def engine_rate(
+    path: Path, n: int, accounts: int, versions: list[TariffVersion]
+) -> tuple[float, dict[str, int]]:
+    """DuckDB, as bossa runs it: records per second, and each rated record's charge."""
+    engine = RatingEngine()
+    engine.load_tariffs(versions)
+    engine.put_subscriptions(subscriptions(accounts))
     started = time.perf_counter()
     engine.stage_csv(path)
-    result = engine.rate()
+    engine.rate()
     elapsed = time.perf_counter() - started
+    charges = dict(engine.rows("select record_key, charge from result where reason is null"))
     engine.close()
-    return (result.rated + result.suspended) / elapsed, result.rated
+    return n / elapsed, charges
+
+
+def polars_rate(
+    path: Path, n: int, accounts: int, versions: list[TariffVersion]
+) -> tuple[float, dict[str, int]]:
+    """The same rules in Polars (bench/rating/polars_engine.py), for the engine choice."""
+    from bench.rating import polars_engine
+
+    frames = polars_engine.frames(versions, subscriptions(accounts))
+    started = time.perf_counter()
+    result = polars_engine.rate(path, frames)
+    elapsed = time.perf_counter() - started
+    return n / elapsed, dict(zip(result["record_key"], result["charge"], strict=True))
 
 
 def setup(url: str, accounts: int) -> None:
@@ -166,10 +187,16 @@ async def main() -> None:
         write_cdrs(cdr_file, n, accounts, rng)
         print(f"bench/rating at {git_ref()}: {n:,} CDRs, {accounts:,} accounts, 20 tariffs")
         ref = reference_rate(cdr_file, min(n, 20_000), accounts, versions)
-        eng, rated = engine_rate(cdr_file, accounts, versions)
+        eng, charges = engine_rate(cdr_file, n, accounts, versions)
+        pol, pol_charges = polars_rate(cdr_file, n, accounts, versions)
+        agree = pol_charges == charges
         print(f"  reference, row at a time ({min(n, 20_000):,} CDRs): {fmt(ref)} CDRs/s")
-        print(f"  engine (read, check, rate; {rated:,} rated): {fmt(eng)} CDRs/s")
+        print(f"  engine, DuckDB (read, check, rate; {len(charges):,} rated): {fmt(eng)} CDRs/s")
         print(f"  engine / reference: {eng / ref:.1f}x (target >= {TARGET_RATIO:.0f}x)")
+        print(
+            f"  the same rules in Polars: {fmt(pol)} CDRs/s, DuckDB/Polars {eng / pol:.2f}x;"
+            f" same charges: {agree}"
+        )
         port = free_port()
         pg = EmbeddedPostgres(base / "pg", port=port, database="bossa", durable=True)
         await asyncio.to_thread(pg.start)
@@ -197,6 +224,8 @@ async def main() -> None:
                 "",
                 f"- reference (row at a time): {fmt(ref)} CDRs/s; engine: {fmt(eng)} CDRs/s;"
                 f" ratio {eng / ref:.1f}x (target >= {TARGET_RATIO:.0f}x)",
+                f"- the same rules in Polars: {fmt(pol)} CDRs/s (DuckDB/Polars {eng / pol:.2f}x,"
+                f" same charges: {agree})",
                 f"- end to end: {fmt(e2e['rate'])} CDRs/s, {e2e['elapsed_s']:.1f} s"
                 f" (target >= {fmt(TARGET_RATE)}); {e2e['cpu']}",
             ],
