@@ -90,9 +90,7 @@ def rate(path: Path, f: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """record_key, account_id, zone, billed, free, charge of each rated record."""
     cdrs = pl.read_csv(
         path,
-        schema=dict.fromkeys(
-            ("record_key", "msisdn", "destination", "start", "duration"), pl.String
-        ),
+        schema=dict.fromkeys(COLUMNS, pl.String),
     )
     cdrs = cdrs.with_columns(
         pl.col("start").str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False),
