@@ -43,8 +43,12 @@ ROLE_FILES = frozenset(
 )
 ROLE_FOLDERS = frozenset({"adapters", "sql"})
 #: The journal is the queue every daemon runs on: its generic worker and the kind ->
-#: handler table have roles of their own.
-EXTRA_FILES = {"journal": frozenset({"worker.py", "handlers.py"})}
+#: handler table have roles of their own. Rating's vectorised engine is computation with
+#: no database I/O, too big for models.py (docs/architecture.md).
+EXTRA_FILES = {
+    "journal": frozenset({"worker.py", "handlers.py"}),
+    "rating": frozenset({"engine.py"}),
+}
 SQL_FILES = frozenset({"schema.sql", "queries.sql", "__init__.py"})
 MIGRATION_FILE = re.compile(r"^\d{4}_[a-z0-9_]+\.sql$")
 

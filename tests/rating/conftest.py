@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import date
 
-import psycopg
 import pytest
 
-from bossa.customers import load_sample
+from bossa.customers import load_sample_operator
 from bossa.db import Pool, open_pool
 from bossa.rating.models import Band, TariffVersion
 from bossa.rating.service import Pipeline, add_tariff
@@ -38,9 +37,8 @@ def voice_tariff(**overrides: object) -> TariffVersion:
 
 @pytest.fixture
 async def pool(db_url: str) -> AsyncIterator[Pool]:
-    with psycopg.connect(db_url) as conn:
-        load_sample(conn)
     async with open_pool(db_url, max_size=4) as pool:
+        await load_sample_operator(pool, actor="test")
         await add_tariff(pool, voice_tariff(), actor="test")
         yield pool
 

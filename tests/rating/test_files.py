@@ -31,7 +31,7 @@ async def test_a_file_is_rated_as_the_reference_rates_it(
     await put_subscription(
         pool,
         msisdn="821012340005",
-        account_id="A-1",
+        account_id="A-1001",
         product_code="SOIP",
         at=datetime(2026, 1, 1),
     )
@@ -49,12 +49,21 @@ async def test_a_file_is_rated_as_the_reference_rates_it(
     ]
     expected = rate(
         cdrs,
-        [Subscription("821012340005", "A-1", "SOIP", datetime(2026, 1, 1), None)],
+        [Subscription("821012340005", "A-1001", "SOIP", datetime(2026, 1, 1), None)],
         [voice_tariff()],
     )
     assert all(isinstance(r, Rated) for r in expected)
     assert report.charge == sum(r.charge for r in expected if isinstance(r, Rated))
     assert report.charge > 0
+    # The ledger books it for the bill run, traceable to the batch.
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "select sum(charge) as charge, min(reference) as reference "
+                "from ledger.usage_lines where account_id = 'A-1001'"
+            )
+        ).fetchone()
+    assert row == {"charge": report.charge, "reference": f"rating-batch:{report.batch}"}
 
 
 async def test_bad_lines_go_to_the_error_file_and_the_rest_is_rated(
@@ -63,7 +72,7 @@ async def test_bad_lines_go_to_the_error_file_and_the_rest_is_rated(
     await put_subscription(
         pool,
         msisdn="821012340005",
-        account_id="A-1",
+        account_id="A-1001",
         product_code="SOIP",
         at=datetime(2026, 1, 1),
     )
@@ -95,7 +104,7 @@ async def test_the_same_file_twice_is_rated_once_and_a_record_never_twice(
     await put_subscription(
         pool,
         msisdn="821012340005",
-        account_id="A-1",
+        account_id="A-1001",
         product_code="SOIP",
         at=datetime(2026, 1, 1),
     )

@@ -27,9 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bossa.errors import InvalidInput
 
 __all__ = [
     "MAX_DURATION_S",
@@ -40,7 +42,9 @@ __all__ = [
     "BatchReport",
     "SuspendedRecord",
     "SuspenseReason",
+    "TariffRequest",
     "TariffVersion",
+    "ZoneSpec",
     "band_at",
     "band_segments",
     "billed_seconds",
@@ -186,6 +190,9 @@ class BatchReport(BaseModel):
     errors: list[tuple[int, str, str]] = Field(
         default_factory=list, description="(line, record key, reason) of malformed lines"
     )
+    phases: dict[str, float] = Field(
+        default_factory=dict, description="seconds spent in each phase of the batch"
+    )
 
     @classmethod
     def of_row(cls, row: dict[str, Any], *, repeated: bool) -> BatchReport:
@@ -209,3 +216,65 @@ class SuspendedRecord(BaseModel):
     duration: int
     reason: SuspenseReason
     attempts: int
+
+
+class ZoneSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(pattern=r"^[0-9]{1,16}$")
+    zone: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    included: bool = False
+
+
+class TariffRequest(BaseModel):
+    """A tariff version as an operator writes it (JSON or YAML; docs/sync-and-rating.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,31}$")
+    valid_from: date
+    increment: Literal[1, 60] = 1
+    min_charge: int = Field(default=0, ge=0, le=1_000_000_000_000)
+    discount_percent: int = Field(default=0, ge=0, le=100)
+    allowance_seconds: int = Field(default=0, ge=0, le=1_000_000_000)
+    zones: list[ZoneSpec] = Field(min_length=1, max_length=10_000)
+    rates: dict[str, dict[Band, int]] = Field(
+        description="zone -> band -> minor units per minute", max_length=1_000
+    )
+
+    def version(self) -> TariffVersion:
+        """The version this request describes, or InvalidInput naming what is wrong."""
+        for zone, bands in self.rates.items():
+            for band, rate in bands.items():
+                if not 0 <= rate <= MAX_RATE:
+                    raise InvalidInput(
+                        f"{rate} is not between 0 and {MAX_RATE}", field=f"rates.{zone}.{band}"
+                    )
+        try:
+            return TariffVersion(
+                product_code=self.product,
+                valid_from=self.valid_from,
+                valid_to=None,
+                increment=self.increment,
+                min_charge=self.min_charge,
+                discount_percent=self.discount_percent,
+                allowance_seconds=self.allowance_seconds,
+                zones={z.prefix: z.zone for z in self.zones},
+                rates={
+                    (zone, band): rate
+                    for zone, bands in self.rates.items()
+                    for band, rate in bands.items()
+                },
+                included_zones=frozenset(z.zone for z in self.zones if z.included),
+            )
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="rates") from None
+
+    @classmethod
+    def parse(cls, data: Any) -> TariffRequest:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "tariff"
+            raise InvalidInput(first["msg"], field=where) from None

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,6 +136,7 @@ async def _rate_staged(
     sha: str,
     actor: str,
 ) -> BatchReport:
+    clock = _Clock()
     # Tariffs are a few hundred rows: read at every batch, a change applies to the next
     # batch with nothing flushed or restarted.
     engine.load_tariffs(await store.tariffs(conn))
@@ -143,13 +145,16 @@ async def _rate_staged(
     await asyncio.to_thread(engine.reset_usage)
     keys = await asyncio.to_thread(engine.allowance_keys)
     engine.put_usage(await store.allowance_of(conn, keys))
+    clock.lap("account data")
     records = await asyncio.to_thread(engine.staged)
     batch = await store.add_batch(
         conn, source=source[:200], sha256=sha, records=int(records) + len(bad), actor=actor
     )
     result = await asyncio.to_thread(engine.rate)
+    clock.lap("rate")
     rated_csv, suspended_csv = work / "rated.csv", work / "suspended.csv"
     await asyncio.to_thread(engine.write_rated, batch, rated_csv)
+    clock.lap("write")
     try:
         async with conn.transaction():  # a savepoint: a duplicate key undoes only this copy
             await store.copy_rated(conn, rated_csv)
@@ -165,13 +170,20 @@ async def _rate_staged(
         result = await asyncio.to_thread(engine.rate)
         await asyncio.to_thread(engine.write_rated, batch, rated_csv)
         await store.copy_rated(conn, rated_csv)
+    clock.lap("copy rated")
     await asyncio.to_thread(engine.write_suspended, batch, suspended_csv)
     if result.suspended:
         await store.suspend(conn, suspended_csv)
     await store.add_allowance(conn, await asyncio.to_thread(engine.batch_usage))
+    # The ledger books the batch per account and day; a bill line traces back to the
+    # batch's records through this reference (rating.rated_usage by batch, account, day).
+    await store.add_usage(
+        conn, await asyncio.to_thread(engine.daily_charges), reference=f"rating-batch:{batch}"
+    )
     await store.finish_batch(
         conn, batch, rated=result.rated, suspended=result.suspended, malformed=len(bad)
     )
+    clock.lap("suspense, allowances, ledger")
     count, charge = await asyncio.to_thread(engine.totals)
     if bad:
         log.warning(
@@ -192,7 +204,21 @@ async def _rate_staged(
         charge=charge,
         repeated=False,
         errors=sorted(bad),
+        phases=clock.laps,
     )
+
+
+class _Clock:
+    """Seconds spent in each phase of a batch (in the report: where the time went)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
 
 
 def _write_errors(path: Path, errors: Sequence[tuple[int, str, str]]) -> None:

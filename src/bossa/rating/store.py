@@ -158,6 +158,25 @@ async def add_allowance(conn: Conn, used: Sequence[tuple[str, str, int]]) -> Non
         )
 
 
+async def add_usage(
+    conn: Conn, charges: Sequence[tuple[str, datetime, int]], *, reference: str
+) -> int:
+    if not charges:
+        return 0
+    row = await (
+        await conn.execute(
+            QUERIES["add_usage"],
+            {
+                "accounts": [a for a, _, _ in charges],
+                "days": [d for _, d, _ in charges],
+                "charges": [c for _, _, c in charges],
+                "reference": reference,
+            },
+        )
+    ).fetchone()
+    return int(row["added"]) if row else 0
+
+
 async def copy_file(conn: Conn, statement: str, path: Path) -> None:
     """COPY a CSV file the engine wrote into PostgreSQL, without parsing it in Python."""
     async with conn.cursor() as cur, cur.copy(statement) as copy:

@@ -66,9 +66,12 @@ insert into rating.tariff_zones (tariff_id, prefix, zone, included) values (%s, 
 insert into rating.tariff_rates (tariff_id, zone, band, rate) values (%s, %s, %s, %s)
 
 -- name: subscriptions_of
--- The subscription histories of these numbers (S10: loaded on first usage).
-select msisdn, account_id, product_code, valid_from, valid_to
-from rating.subscriptions where msisdn = any(%(numbers)s)
+-- The subscription histories of these numbers (S10: loaded on first usage), of accounts
+-- the ledger has: usage of any other stays in suspense as of an unknown account.
+select s.msisdn, s.account_id, s.product_code, s.valid_from, s.valid_to
+from rating.subscriptions s
+join ledger.billing_accounts a on a.id = s.account_id
+where s.msisdn = any(%(numbers)s)
 
 -- name: end_subscription
 -- A number's open subscription ends where its next one starts.
@@ -146,3 +149,8 @@ limit %(limit)s
 -- What an operator watches: suspended records and rated usage.
 select (select count(*) from rating.suspense) as suspended,
        (select count(*) from rating.batches) as batches
+
+-- name: add_usage
+-- A batch's charges into the ledger, per account and day, for the bill run.
+select ledger.add_usage(%(accounts)s::text[], %(days)s::timestamptz[], %(charges)s::bigint[],
+                        %(reference)s) as added

@@ -1,0 +1,184 @@
+"""`bossa rating ...`: tariffs, the pipeline's subscriptions, rating CDR files (once, or
+as a daemon watching an inbox directory) and suspense. Each command parses its options,
+calls one service function and renders the result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from bossa.access import cli_principal
+from bossa.clitools import with_runtime
+from bossa.errors import InvalidInput
+from bossa.rating import service
+from bossa.rating.models import SuspenseReason, TariffRequest
+from bossa.runtime import Runtime
+from bossa.terminal import out, print_json, table
+
+__all__ = ["rating_app"]
+
+rating_app = typer.Typer(
+    help="Rating usage records with tariffs (S, issue 14).", no_args_is_help=True
+)
+log = logging.getLogger("bossa.rating")
+
+#: A tariff file larger than this is not a tariff.
+MAX_TARIFF_BYTES = 4 << 20
+
+
+def _actor() -> str:
+    return cli_principal().actor
+
+
+def _read_tariff(path: Path) -> TariffRequest:
+    if not path.is_file():
+        raise InvalidInput(f"no file {path}", field="file")
+    if path.stat().st_size > MAX_TARIFF_BYTES:
+        raise InvalidInput(f"larger than {MAX_TARIFF_BYTES} bytes", field="file")
+    text = path.read_text(encoding="utf-8", errors="strict")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"is not JSON or YAML: {str(exc)[:200]}", field="file") from None
+    return TariffRequest.parse(data)
+
+
+@rating_app.command("tariff-add")
+def tariff_add(
+    file: Annotated[Path, typer.Argument(help="A tariff version (YAML or JSON)")],
+) -> None:
+    """Add a tariff version; the product's open version ends the day this one starts."""
+    version = _read_tariff(file).version()
+    tid = with_runtime(lambda rt: service.add_tariff(rt.pool, version, actor=_actor()))
+    out.print(f"tariff {tid}: {version.product_code} from {version.valid_from}")
+
+
+@rating_app.command("subscribe")
+def subscribe(
+    msisdn: str,
+    account: str,
+    product: str,
+    at: Annotated[str, typer.Option(help="From when (YYYY-MM-DD HH:MM:SS, local time)")],
+) -> None:
+    """A number holds a product on an account from a moment on."""
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        raise InvalidInput(f"{at!r} is not a time (YYYY-MM-DD HH:MM:SS)", field="at") from None
+    with_runtime(
+        lambda rt: service.put_subscription(
+            rt.pool, msisdn=msisdn, account_id=account, product_code=product, at=when
+        )
+    )
+    out.print(f"{msisdn}: {product} on {account} from {when}")
+
+
+@rating_app.command("rate")
+def rate(
+    files: Annotated[list[Path], typer.Argument(help="CDR files (CSV with a header)")],
+    errors: Annotated[
+        Path | None, typer.Option(help="Folder for each file's error file (FILE.errors.csv)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rate CDR files, each in one transaction; a file rated before is skipped."""
+
+    async def go(rt: Runtime) -> list[dict[str, object]]:
+        pipeline = service.Pipeline.open()
+        try:
+            reports = []
+            for path in files:
+                target = (errors / f"{path.name}.errors.csv") if errors else None
+                report = await service.rate_file(
+                    rt.pool, pipeline, path, actor=_actor(), errors_to=target
+                )
+                reports.append(report.model_dump(exclude={"errors"}))
+            return reports
+        finally:
+            pipeline.close()
+
+    reports = with_runtime(go)
+    if as_json:
+        print_json(reports)
+        return
+    table(
+        reports,
+        ["batch", "source", "records", "rated", "suspended", "malformed", "charge", "repeated"],
+    )
+    if any(r["malformed"] for r in reports):
+        raise typer.Exit(1)
+
+
+@rating_app.command("inbox")
+def inbox(
+    folder: Annotated[Path, typer.Argument(help="Where CDR files (*.csv) are dropped")],
+    poll: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds between looks")] = 2.0,
+    once: Annotated[bool, typer.Option(help="Rate what is there, then stop")] = False,
+) -> None:
+    """Rate every *.csv dropped in FOLDER, oldest first; a rated file moves to done/ (its
+    error file beside it), one that cannot be read to failed/. A file is taken only once
+    it has stopped growing; the same content dropped twice is rated once."""
+    for sub in ("done", "failed"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+
+    async def go(rt: Runtime) -> None:
+        pipeline = service.Pipeline.open()
+        sizes: dict[Path, int] = {}
+        try:
+            while True:
+                for path in sorted(folder.glob("*.csv"), key=lambda p: p.stat().st_mtime):
+                    size = path.stat().st_size
+                    if sizes.get(path) != size:  # still being written: look again next time
+                        sizes[path] = size
+                        continue
+                    sizes.pop(path, None)
+                    errors = folder / "done" / f"{path.name}.errors.csv"
+                    try:
+                        report = await service.rate_file(
+                            rt.pool, pipeline, path, actor=_actor(), errors_to=errors
+                        )
+                    except InvalidInput as exc:
+                        log.warning("rating inbox: %s not rated: %s", path.name, exc)
+                        shutil.move(path, folder / "failed" / path.name)
+                        continue
+                    if not report.malformed:
+                        errors.unlink(missing_ok=True)
+                    shutil.move(path, folder / "done" / path.name)
+                    out.print(
+                        f"{path.name}: batch {report.batch}, {report.rated} rated, "
+                        f"{report.suspended} suspended, {report.malformed} malformed"
+                        + (" (rated before)" if report.repeated else "")
+                    )
+                if once and not sizes:
+                    return
+                await asyncio.sleep(poll)
+        finally:
+            pipeline.close()
+
+    with_runtime(go)
+
+
+@rating_app.command("suspense")
+def suspense(
+    reason: Annotated[SuspenseReason | None, typer.Option(help="Only this reason")] = None,
+    after: Annotated[str, typer.Option(help="Page after this record key")] = "",
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """Usage records waiting in suspense, with why."""
+    records = with_runtime(
+        lambda rt: service.suspended(
+            rt.pool, reason=reason.value if reason else None, after=after, limit=limit
+        )
+    )
+    table(
+        [r.model_dump(mode="json") for r in records],
+        ["record_key", "msisdn", "destination", "started_at", "duration", "reason", "attempts"],
+    )
