@@ -57,7 +57,8 @@ def test_no_server_error_and_no_undocumented_status(db_url: str, tmp_path: Path)
         )
     base = f"http://127.0.0.1:{env['BOSSA_API_PORT']}"
     try:
-        wait_for(lambda: status(f"{base}/healthz") == 200, 30)
+        # A loaded machine builds the app slowly (an idle one in seconds).
+        wait_for(lambda: status(f"{base}/healthz") == 200, 180)
         # The fuzzer's token works, or every case would only exercise the 401 path.
         whoami = httpx.get(f"{base}/access/whoami", headers={"Authorization": f"Bearer {token}"})
         assert whoami.json()["role"] == "admin"

@@ -126,9 +126,7 @@ def create_app(
         ERRORS.labels("503").inc()
         log.warning("api.database_unavailable", error=type(exc).__name__)
         body = ErrorBody(error="database unavailable; retry", field=None, reason="unavailable")
-        return JSONResponse(
-            status_code=503, content=body.model_dump(), headers={"Retry-After": "1"}
-        )
+        return JSONResponse(status_code=503, content=body.content(), headers={"Retry-After": "1"})
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Health:

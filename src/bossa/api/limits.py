@@ -96,7 +96,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 
 async def _refuse(send: Send, exc: UserError) -> None:
-    body = json.dumps(ErrorBody.of(exc).model_dump()).encode()
+    body = json.dumps(ErrorBody.of(exc).content()).encode()
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
