@@ -86,9 +86,11 @@ class Settings:
 # -- data ------------------------------------------------------------------------------
 
 SEED = """
-insert into customers.products (code, name, monthly_fee, currency)
-select code, code || ' plan', fee, 'KRW' from unnest(%(codes)s::text[], %(fees)s::bigint[])
-    as p(code, fee);
+insert into customers.products (code, name)
+select code, code || ' plan' from unnest(%(codes)s::text[]) as p(code);
+insert into customers.product_prices (product_code, kind, period, amount, currency, valid_from)
+select code, 'recurring', 'monthly', fee, 'KRW', date '1900-01-01'
+from unnest(%(codes)s::text[], %(fees)s::bigint[]) as p(code, fee);
 insert into customers.customers (id, name, msisdn)
 select 'C-' || lpad(g::text, 7, '0'), 'Customer ' || g, '+8210' || lpad(g::text, 8, '0')
 from generate_series(1, %(n)s) g;
@@ -115,8 +117,10 @@ from (select id, (1 + substr(id, 3)::int %% 9) * 1000000::bigint as amt
 """
 
 RECURRING = """
-select c.customer_id, sum(p.monthly_fee) as recurring
-from customers.contracts c join customers.products p on p.code = c.product_code
+select c.customer_id, sum(p.amount) as recurring
+from customers.contracts c
+join customers.product_prices p
+  on p.product_code = c.product_code and p.kind = 'recurring' and p.valid_to is null
 where c.status <> 'terminated' and p.currency = 'KRW' group by 1
 """
 USAGE = """
