@@ -203,7 +203,7 @@ async def test_openapi_has_a_schema_for_every_body(client: httpx.AsyncClient) ->
             continue
         for method, operation in operations.items():
             name = f"{method.upper()} {path}"
-            # Cancelling a run and closing an account (customers: h12data) take no body.
+            # Cancelling a run and closing an account are actions without a body.
             if method in ("post", "put", "patch") and not path.endswith(("/cancel", "/close")):
                 schema = operation["requestBody"]["content"]["application/json"]["schema"]
                 assert schema, name

@@ -5,6 +5,8 @@ accounts' terms and closing; who may do what."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
@@ -16,6 +18,9 @@ from prometheus_client import REGISTRY
 from psycopg.conninfo import conninfo_to_dict
 
 from bossa.access import Role
+from bossa.customers import PriceKind, PricePeriod, service
+from bossa.customers.models import PriceRequest, ProductView
+from bossa.errors import Conflict
 from bossa.journal import Journal
 from bossa.provisioning import add_division, add_plan_command
 from bossa.runtime import Runtime
@@ -518,3 +523,37 @@ async def test_terminate_refuses_an_end_outside_the_contract(http: httpx.AsyncCl
     assert bad.json()["field"] == "end_date"
     ended = await ok(await http.post("/contracts/SA-5/terminate", json={"end_date": "2026-03-01"}))
     assert ended["end_date"] == "2026-03-01"
+
+
+async def test_concurrent_price_changes_take_turns_and_never_overlap(
+    http: httpx.AsyncClient, runtime: Runtime, db_url: str
+) -> None:
+    """Eight changes of one product's price at once, from different days: the product's
+    row lock makes them take turns, so each either extends the chain or is refused, and
+    the versions never overlap."""
+    await setup_party(http)
+    days = [date(2027, 1, 1) + timedelta(days=31 * n) for n in range(8)]
+    requests = [
+        PriceRequest(
+            kind=PriceKind.RECURRING,
+            period=PricePeriod.MONTHLY,
+            amount=str(1000 + n),
+            currency="KRW",
+            valid_from=day,
+        )
+        for n, day in enumerate(days)
+    ]
+    outcomes = await asyncio.gather(
+        *(service.change_price(runtime.pool, "FIBER", r, actor="t") for r in requests),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, ProductView | Conflict) for o in outcomes), outcomes
+    with psycopg.connect(db_url) as conn:
+        chain = conn.execute(
+            "select valid_from, valid_to from customers.price_versions"
+            " where product_code = 'FIBER' and kind = 'recurring' order by valid_from"
+        ).fetchall()
+    assert len(chain) == 1 + sum(isinstance(o, ProductView) for o in outcomes)
+    for (_, end), (start, _) in itertools.pairwise(chain):
+        assert end == start
+    assert chain[-1][1] is None

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date
 from typing import Any
 
 import psycopg
@@ -15,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bossa.cli import app
+from bossa.customers import load_sample
 
 
 @pytest.fixture
@@ -163,3 +165,20 @@ def test_a_mistake_is_one_error_line_and_exit_2(db_url: str) -> None:
         check=False,
     )
     assert limit.returncode == 2
+
+
+def test_the_fixtures_sample_names_the_same_accounts_and_starts(db_url: str) -> None:
+    """The tour's and the tests' synchronous loader agrees with `bossa sample load` on
+    each contract's account and start, so bills of any past period charge it."""
+    with psycopg.connect(db_url) as conn:
+        load_sample(conn)
+        terms = conn.execute(
+            "select sa_id, account_id, start_date from customers.contract_terms order by sa_id"
+        ).fetchall()
+    assert terms == [
+        ("SA-5001", "A-1001", date(1900, 1, 1)),
+        ("SA-5002", "A-1001", date(1900, 1, 1)),
+        ("SA-5003", "A-1002", date(1900, 1, 1)),
+        ("SA-5004", "A-1003", date(1900, 1, 1)),
+        ("SA-5005", "A-1004", date(1900, 1, 1)),
+    ]

@@ -306,7 +306,7 @@ def add_sample(
     conn: SyncConn,
     products: Sequence[tuple[str, str, int, str]],
     customers: Sequence[tuple[str, str, str]],
-    contracts: Sequence[tuple[str, str, str]],
+    contracts: Sequence[tuple[str, str, str, str, date]],
 ) -> None:
     with conn.cursor() as cur:
         cur.executemany(QUERIES["add_product"], products)

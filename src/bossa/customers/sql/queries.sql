@@ -44,9 +44,10 @@ select code, 'recurring', 'monthly', %s, %s, date '1900-01-01' from product
 insert into customers.customers (id, name, msisdn) values (%s, %s, %s) on conflict do nothing
 
 -- name: add_contract
--- A contract, unless its SA_ID exists already.
-insert into customers.contracts (sa_id, customer_id, product_code)
-values (%s, %s, %s) on conflict do nothing
+-- A contract with the account it is billed to and its start, unless its SA_ID exists
+-- already.
+insert into customers.contracts (sa_id, customer_id, product_code, account_id, start_date)
+values (%s, %s, %s, %s, %s) on conflict do nothing
 
 -- name: contract_listing
 -- Every contract with its customer's and product's names, for the tour.
