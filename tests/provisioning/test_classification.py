@@ -173,3 +173,18 @@ def test_sql_statement_cut_by_the_call_timeout_is_unreachable_and_probe_answers(
     finally:
         pg_target.start()
         stopped.close()
+
+
+def test_sql_probe_after_a_restart_answers_at_once(pg_target: servers.PostgresTarget) -> None:
+    """A pooled connection from before the restart fails; the probe asks again on a new
+    one instead of reporting a server that is back as down (one more backoff)."""
+    pg_target.start()
+    adapter = SqlAdapter(division(ServerType.SQL, pg_target.url))
+    try:
+        adapter.probe()  # leaves a connection in the pool
+        pg_target.stop()
+        pg_target.start()
+        adapter.probe()
+    finally:
+        adapter.close()
+        pg_target.start()

@@ -206,18 +206,26 @@ class SqlAdapter:
         return None
 
     def probe(self) -> None:
-        """SELECT 1 on a pooled connection (a new one while the server is down)."""
-        try:
-            with self._engine.connect() as conn:
-                conn.execute(_PROBE)
-        except sa_exc.TimeoutError as exc:
-            raise DeliveryError("POOL_BUSY", first_line(exc), unreachable=True) from exc
-        except sa_exc.DBAPIError as exc:
-            error = _delivery_error(exc)
-            if error.unreachable or conn_failed(exc):
-                raise DeliveryError(error.code, error.message, unreachable=True) from exc
-        except OSError as exc:
-            raise DeliveryError("CONNECT", first_line(exc), unreachable=True) from exc
+        """SELECT 1 on a pooled connection. A pooled connection from before a restart
+        fails once (SQLAlchemy then drops the pool's old connections): the probe asks
+        again on a new one rather than report a server that is back as down."""
+        for attempt in (1, 2):
+            try:
+                with self._engine.connect() as conn:
+                    conn.execute(_PROBE)
+            except sa_exc.TimeoutError as exc:
+                raise DeliveryError("POOL_BUSY", first_line(exc), unreachable=True) from exc
+            except sa_exc.DBAPIError as exc:
+                if exc.connection_invalidated and attempt == 1:
+                    continue
+                error = _delivery_error(exc)
+                if error.unreachable or conn_failed(exc):
+                    raise DeliveryError(error.code, error.message, unreachable=True) from exc
+                return  # the server answered, with an error: it is there
+            except OSError as exc:
+                raise DeliveryError("CONNECT", first_line(exc), unreachable=True) from exc
+            else:
+                return
 
     def close(self) -> None:
         self._engine.dispose()
