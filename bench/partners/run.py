@@ -185,16 +185,17 @@ def cpu_s(pid: int) -> float:
 
 
 async def counts(url: str) -> tuple[int, int]:
+    """(runs, billing logs), read in one snapshot: a run and its log commit together."""
     async with open_pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
-        runs = await (await conn.execute("select count(*) as n from partners.runs")).fetchone()
-        logs = await (
+        row = await (
             await conn.execute(
-                "select count(*) as n from journal.lane_entries where lane = 'partners.billing'"
+                "select (select count(*) from partners.runs) as runs,"
+                " (select count(*) from journal.lane_entries"
+                "   where lane = 'partners.billing') as logs"
             )
         ).fetchone()
-    assert runs is not None
-    assert logs is not None
-    return int(runs["n"]), int(logs["n"])
+    assert row is not None
+    return int(row["runs"]), int(row["logs"])
 
 
 async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:

@@ -286,7 +286,9 @@ async def next_seq(conn: Conn) -> int:
 
 
 async def claim_records(conn: Conn, seq: int, limit: int) -> int:
-    return len(await _all(conn, "claim_records", {"seq": seq, "limit": limit}))
+    row = await _one(conn, "claim_records", {"seq": seq, "limit": limit})
+    assert row is not None
+    return int(row["n"])
 
 
 async def file_records(conn: Conn, seq: int) -> list[FileRecord]:

@@ -167,12 +167,15 @@ returning id
 update partners.mdr_sequence set last = last + 1 returning last
 
 -- name: claim_records
--- Put up to `limit` unfiled records into file `seq`, oldest first.
-update partners.billing_records r set file_seq = %(seq)s
-from (select id from partners.billing_records where file_seq is null order by id
-      limit %(limit)s for update) todo
-where r.id = todo.id
-returning r.id
+-- Put up to `limit` unfiled records into file `seq`, oldest first; says how many.
+with claimed as (
+    update partners.billing_records r set file_seq = %(seq)s
+    from (select id from partners.billing_records where file_seq is null order by id
+          limit %(limit)s for update) todo
+    where r.id = todo.id
+    returning 1
+)
+select count(*)::int as n from claimed
 
 -- name: file_records
 -- A file's records in file order.
