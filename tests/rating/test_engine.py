@@ -85,7 +85,7 @@ def test_engine_charges_as_the_reference(
             (s.msisdn, s.account_id, s.product_code, s.valid_from, s.valid_to) for s in subs
         )
         engine.put_usage([("A1", "2026-03", used)])
-        workdir = Path(tmp_path_factory.mktemp("engine"))  # type: ignore[attr-defined]
+        workdir = tmp_path_factory.mktemp("engine")
         bad = engine.stage_records(
             [
                 (
