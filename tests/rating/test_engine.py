@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -71,9 +72,7 @@ def worlds(draw: st.DrawFn) -> World:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(world=worlds(), used=st.integers(0, 700))
 def test_engine_charges_as_the_reference(
-    world: tuple[list[TariffVersion], list[Subscription], list[Cdr]],
-    used: int,
-    tmp_path_factory: object,
+    world: World, used: int, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     versions, subs, cdrs = world
     before = {("A1", "2026-03"): used}
