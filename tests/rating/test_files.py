@@ -64,6 +64,18 @@ async def test_a_file_is_rated_as_the_reference_rates_it(
             )
         ).fetchone()
     assert row == {"charge": report.charge, "reference": f"rating-batch:{report.batch}"}
+    # docs/sync-and-rating.md's worked example: k1 all free, k3 gets the last 30 s free.
+    async with pool.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "select record_key, free, charge from rating.rated_usage "
+                "where record_key in ('k1', 'k3') order by record_key"
+            )
+        ).fetchall()
+    assert rows == [
+        {"record_key": "k1", "free": 90, "charge": 0},
+        {"record_key": "k3", "free": 30, "charge": 23},
+    ]
 
 
 async def test_bad_lines_go_to_the_error_file_and_the_rest_is_rated(
