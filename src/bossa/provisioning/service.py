@@ -332,7 +332,9 @@ async def _heartbeat(
     if not claims:
         return
     lanes_of = {division: lanes.lane_of(division) for division, _ in claims}
-    lease_ms = min([(await journal.policy(lane)).lease_ms for lane in lanes_of.values()])
+    lease_ms = journal.settings.lease_ms
+    with contextlib.suppress(Exception):  # the policies were read moments ago (cached)
+        lease_ms = min([(await journal.policy(lane)).lease_ms for lane in lanes_of.values()])
     while True:
         await asyncio.sleep(lease_ms / 3000.0)
         for division, (claim, _, _) in claims:
