@@ -9,6 +9,7 @@ when the process died)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -107,7 +108,7 @@ async def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
     assert at_kill.get("done", 0) < total, at_kill
 
     second = listener(db_url, "--once")
-    out, err = second.communicate(timeout=120)
+    _out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
     assert (await states(runtime.pool)) == {"done": total}
 
@@ -130,6 +131,6 @@ async def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
     for number in numbers:
         rows = [r for r in history if r["msisdn"] == number]
         assert [r["product_code"] for r in rows] == PRODUCTS
-        for earlier, later in zip(rows, rows[1:], strict=False):
+        for earlier, later in itertools.pairwise(rows):
             assert earlier["valid_to"] == later["valid_from"]
         assert rows[-1]["valid_to"] is None
