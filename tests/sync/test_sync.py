@@ -6,6 +6,10 @@ bad event holds the lane with its whole batch undone until an operator acts."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -201,6 +205,21 @@ async def test_a_bad_event_holds_its_batch_until_an_operator_acts(runtime: Runti
         ).fetchone()
     assert rows is not None
     assert rows["n"] == 0
+
+    # The operator's report from the shell names the held event and why.
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bossa.cli", "sync", "report", "--json"],
+        env={**os.environ, "BOSSA_DATABASE_URL": runtime.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    listed = json.loads(shown.stdout)
+    assert listed["by_state"]["held"] == 1
+    assert listed["held"][0]["key"] == "C-9002"
 
     # Held: nothing more is taken, whatever waits.
     again = await listen(runtime.journal, SETTINGS, listen_url=None, once=True)
