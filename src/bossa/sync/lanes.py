@@ -27,6 +27,7 @@ only after the lease.
 from __future__ import annotations
 
 import contextlib
+import time
 from datetime import UTC, datetime
 
 import psycopg
@@ -43,6 +44,9 @@ __all__ = ["listener"]
 
 log = get_logger("bossa.sync.lanes")
 
+#: Seconds between two questions to the database whether an event of the lane is held.
+HELD_CHECK_S = 1.0
+
 
 class _Rollback(Exception):
     """Ends the trial's transaction: it must never commit."""
@@ -58,6 +62,12 @@ def listener(journal: Journal, settings: SyncSettings, *, listen_url: str | None
     lane = settings.lane
     pool = journal.pool
     was_held = False
+    #: When the database was last asked whether an event is held (monotonic), and the
+    #: answer. Asked at most once a second: the published view casts the state to text,
+    #: so the question is a scan of the lane (docs: "Known limits"). A hold this
+    #: listener makes itself is known at once.
+    checked_at = -1.0
+    held_now = False
 
     async def trial(entries: list[Entry]) -> dict[int, Failure | None]:
         outcome: dict[int, Failure | None] = {e.id: None for e in entries}
@@ -83,6 +93,8 @@ def listener(journal: Journal, settings: SyncSettings, *, listen_url: str | None
             key=failed.key,
             error=str(error)[:300],
         )
+        nonlocal held_now
+        held_now = True
         for entry in entries:
             outcome[entry.id] = (
                 _failure(entry, error)
@@ -104,8 +116,11 @@ def listener(journal: Journal, settings: SyncSettings, *, listen_url: str | None
             metrics.DELAY.observe(max(0.0, (now - event.occurred_at).total_seconds()))
 
     async def gate() -> bool:
-        nonlocal was_held
-        is_held = await service.held(pool, lane)
+        nonlocal was_held, checked_at, held_now
+        if held_now or time.monotonic() - checked_at >= HELD_CHECK_S:
+            held_now = await service.held(pool, lane)
+            checked_at = time.monotonic()
+        is_held = held_now
         metrics.HELD.labels(lane).set(int(is_held))
         if is_held and not was_held:
             log.warning("listener holds: an event waits for an operator", lane=lane)
