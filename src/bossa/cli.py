@@ -238,6 +238,7 @@ def _add_domain_groups() -> None:
     from bossa.partners.cli import partners_app
     from bossa.provisioning.cli import provisioning_app
     from bossa.rating.cli import rating_app
+    from bossa.sync.cli import sync_app
 
     app.add_typer(access_app, name="access")
     app.add_typer(journal_app, name="journal")
@@ -245,6 +246,7 @@ def _add_domain_groups() -> None:
     app.add_typer(ledger_app, name="ledger")
     app.add_typer(billing_app, name="billing")
     app.add_typer(rating_app, name="rating")
+    app.add_typer(sync_app, name="sync")
     app.add_typer(catalogue_app, name="catalogue")
     app.add_typer(customers_app, name="customers")
     app.add_typer(accounts_app, name="accounts")

@@ -135,7 +135,8 @@ def _import_modules() -> None:
     import bossa.journal.settings
     import bossa.logs
     import bossa.partners.settings
-    import bossa.provisioning.settings  # noqa: F401
+    import bossa.provisioning.settings
+    import bossa.sync.settings  # noqa: F401
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^:/@]+:)(?P<secret>[^@]+)(?P<tail>@)")

@@ -593,6 +593,13 @@ async def _deliver(
     return order.model_dump(mode="json")
 
 
+async def _publish(conn: Conn, journal: Journal, sa_id: str, change: str) -> None:
+    """The change's business event for the rating pipeline, in this transaction (S1)."""
+    from bossa import sync  # sync reads contracts through customers' published views
+
+    await sync.contract_changed(conn, journal, sa_id, sync.EventType(change))
+
+
 async def create_contract(
     journal: Journal, deliverer: Deliverer, request: ContractRequest, *, actor: str
 ) -> ContractView:
@@ -620,6 +627,7 @@ async def create_contract(
         if not created:
             raise Conflict(f"contract {request.sa_id} exists already", field="sa_id")
         row = await _contract_row(conn, request.sa_id)
+        await _publish(conn, journal, request.sa_id, "product_purchased")
         accepted, why = await _accept(
             conn,
             journal,
@@ -673,6 +681,8 @@ async def _status_change(
             )
             await store.set_contract_status(conn, sa_id, status, actor=actor, reason=change.reason)
         row = await _contract_row(conn, sa_id)
+        cancelled = lifecycle is Lifecycle.TERMINATE
+        await _publish(conn, journal, sa_id, "product_cancelled" if cancelled else "status_changed")
         accepted, why = await _accept(
             conn,
             journal,
@@ -749,6 +759,7 @@ async def change_product(
             await _billable_on(conn, change.product, account, date.today())
         await store.change_contract(conn, sa_id, product=change.product, account=None, actor=actor)
         row = await _contract_row(conn, sa_id)
+        await _publish(conn, journal, sa_id, "product_changed")
         accepted, why = await _accept(
             conn,
             journal,

@@ -28,6 +28,7 @@ MODULES: tuple[str, ...] = (
     "provisioning",
     "ledger",
     "rating",
+    "sync",
     "billing",
     "imports",
     "alerts",

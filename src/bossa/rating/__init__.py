@@ -2,7 +2,15 @@
 pipeline keeps current (SPEC S; docs/sync-and-rating.md)."""
 
 from bossa.rating.models import BatchReport, SuspendedRecord, SuspenseReason, TariffVersion
-from bossa.rating.service import Pipeline, add_tariff, put_subscription, rate_file, suspended
+from bossa.rating.service import (
+    Pipeline,
+    add_tariff,
+    put_subscription,
+    rate_file,
+    subscribe,
+    suspended,
+    unsubscribe,
+)
 
 __all__ = [
     "BatchReport",
@@ -13,5 +21,7 @@ __all__ = [
     "add_tariff",
     "put_subscription",
     "rate_file",
+    "subscribe",
     "suspended",
+    "unsubscribe",
 ]

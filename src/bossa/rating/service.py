@@ -35,7 +35,9 @@ __all__ = [
     "add_tariff",
     "put_subscription",
     "rate_file",
+    "subscribe",
     "suspended",
+    "unsubscribe",
 ]
 
 log = logging.getLogger("bossa.rating")
@@ -87,14 +89,36 @@ async def put_subscription(
     pool: Pool, *, msisdn: str, account_id: str, product_code: str, at: datetime
 ) -> None:
     """A number holds a product on an account from `at` on (its previous one ends)."""
-    if not msisdn.isdigit() or len(msisdn) > 15:
-        raise InvalidInput("not 1-15 digits", field="msisdn")
     async with pool.connection() as conn, conn.transaction():
-        if not await customers.product_exists(conn, product_code):
-            raise NotFound(f"no product {product_code}", field="product_code")
-        await store.put_subscription(
+        await subscribe(
             conn, msisdn=msisdn, account_id=account_id, product_code=product_code, at=at
         )
+
+
+def _number(msisdn: str) -> None:
+    if not msisdn.isdigit() or len(msisdn) > 15:
+        raise InvalidInput("not 1-15 digits", field="msisdn")
+
+
+async def subscribe(
+    conn: Conn, *, msisdn: str, account_id: str, product_code: str, at: datetime
+) -> None:
+    """`put_subscription` in the caller's transaction: the sync listener applies a
+    business event and acks it in one transaction."""
+    _number(msisdn)
+    if not await customers.product_exists(conn, product_code):
+        raise NotFound(f"no product {product_code}", field="product_code")
+    await store.put_subscription(
+        conn, msisdn=msisdn, account_id=account_id, product_code=product_code, at=at
+    )
+
+
+async def unsubscribe(conn: Conn, *, msisdn: str, product_code: str, at: datetime) -> bool:
+    """The number's open subscription to `product_code` ends at `at` (a cancelled
+    product), in the caller's transaction. False when it held no such subscription (the
+    number had moved to another contract's product since): nothing changes then."""
+    _number(msisdn)
+    return await store.end_subscription_of(conn, msisdn=msisdn, product_code=product_code, at=at)
 
 
 async def rate_file(

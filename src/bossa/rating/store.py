@@ -136,6 +136,13 @@ async def put_subscription(
     )
 
 
+async def end_subscription_of(conn: Conn, *, msisdn: str, product_code: str, at: datetime) -> bool:
+    cursor = await conn.execute(
+        QUERIES["end_subscription_of"], {"msisdn": msisdn, "product_code": product_code, "at": at}
+    )
+    return bool(await cursor.fetchall())
+
+
 async def allowance_of(conn: Conn, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str, int]]:
     rows = await (
         await conn.execute(

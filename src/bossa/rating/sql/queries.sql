@@ -85,6 +85,13 @@ values (%(msisdn)s, %(at)s, null, %(account_id)s, %(product_code)s)
 on conflict (msisdn, valid_from) do update
 set account_id = excluded.account_id, product_code = excluded.product_code
 
+-- name: end_subscription_of
+-- A cancelled product: the number's open subscription to it ends.
+update rating.subscriptions set valid_to = %(at)s
+where msisdn = %(msisdn)s and product_code = %(product_code)s and valid_to is null
+  and valid_from < %(at)s
+returning msisdn
+
 -- name: allowance_of
 -- Allowance seconds used so far by these accounts in these months.
 select u.account_id, u.month, u.seconds
