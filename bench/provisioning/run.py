@@ -9,7 +9,10 @@ ports in a temporary directory. Measures:
 1. orders: submit() latency and rate with N concurrent submitters, every division up,
    then with Redis stopped (its commands go to the buffer);
 2. replay: a backlog of commands per division drained by BackupDaemon(run once),
-   against the raw client writing the same keys/rows to the same server (pipelined).
+   against the seed's own design (a table buffer drained by daemons, one once-only
+   transaction per command), the same replay built on pgmq (grouped read, archive, the
+   same delivery and markers), the daemon's no-op ceiling, and, as information, the raw
+   client writing the same keys/rows to the same server (pipelined).
 
 Prints the settings, the figures, the ratios and the targets, diagnoses the misses
 (where the daemon's time goes, round trips, a cProfile of the event loop) and appends a

@@ -166,6 +166,16 @@ def _read_until(proc: subprocess.Popen[str], text: str, timeout: float) -> list[
     raise AssertionError(f"no {text!r} from the worker: {''.join(lines)[-2000:]}")
 
 
+def _catches(pid: int, signum: int) -> bool:
+    """Whether the process has a handler for `signum` (SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signum - 1)))
+
+
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -234,7 +244,10 @@ def test_sigterm_at_any_moment_stops_the_worker_cleanly(moment: str) -> None:
         )
         try:
             if moment == "loading":
-                time.sleep(0.3)  # the command line is still importing
+                # As soon as it catches SIGTERM, while it is still importing (seconds).
+                # Before its first line runs the interpreter itself dies by the signal,
+                # holding nothing: no program can catch a signal before it exists.
+                _wait_for(lambda: _catches(proc.pid, signal.SIGTERM), 60, "no handler")
             elif moment == "waiting for the database":
                 _read_until(proc, "database not reachable at start-up", 90)
             else:
