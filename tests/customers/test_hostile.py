@@ -172,8 +172,11 @@ def refused(answer: httpx.Response, field: str | None) -> list[str]:
     if not 400 <= answer.status_code < 500:
         return [f"answered {answer.status_code}: {answer.text[:200]}"]
     body = answer.json()
-    if set(body) != {"error", "field", "reason"}:
+    # The one shape: `problems` is there too when a request has several (bossa.errors).
+    if set(body) - {"problems"} != {"error", "field", "reason"}:
         return [f"shape {sorted(body)}"]
+    if "problems" in body and not all(set(p) == {"field", "reason"} for p in body["problems"]):
+        return [f"problems {body['problems']}"]
     if field is not None and body["field"] != field:
         return [f"field {body['field']!r}, not {field!r}: {body['error']}"]
     return []
