@@ -284,8 +284,11 @@ class AlertsDaemon:
                 self._tasks.append(asyncio.get_running_loop().create_task(self._recover()))
             if self.monitor.up and not self._replaying.locked():
                 try:
-                    while await service.flush_due(self.pool, self.journal, self.settings):
-                        pass
+                    # Bounded: a pool waiting for a server that just died must not hold
+                    # up message 1 once the monitor says down.
+                    async with asyncio.timeout(_DB_TIMEOUT_S * 5):
+                        while await service.flush_due(self.pool, self.journal, self.settings):
+                            pass
                 except DATABASE_ERRORS as exc:
                     await self.monitor.failed(exc)
             if not self.monitor.up:
@@ -396,9 +399,10 @@ class AlertsDaemon:
             keys = receipt_id_keys(parsed[0])
             if self.monitor.up:
                 try:
-                    await service.record_delivery(
-                        self.pool, notice_id=tag or None, receipt_keys=keys, stat=parsed[1]
-                    )
+                    async with asyncio.timeout(_DB_TIMEOUT_S):
+                        await service.record_delivery(
+                            self.pool, notice_id=tag or None, receipt_keys=keys, stat=parsed[1]
+                        )
                 except DATABASE_ERRORS as exc:
                     await self.monitor.failed(exc)
                 else:
@@ -408,13 +412,14 @@ class AlertsDaemon:
         if not self.monitor.up:
             return ESME_RX_T_APPN  # the SMSC retries the uplink later
         try:
-            await service.verify_uplink(
-                self.pool,
-                self.journal,
-                self.settings,
-                sender=message.source,
-                text=message.text,
-            )
+            async with asyncio.timeout(_DB_TIMEOUT_S * 5):
+                await service.verify_uplink(
+                    self.pool,
+                    self.journal,
+                    self.settings,
+                    sender=message.source,
+                    text=message.text,
+                )
         except DATABASE_ERRORS as exc:
             await self.monitor.failed(exc)
             return ESME_RX_T_APPN
@@ -460,7 +465,8 @@ class AlertsDaemon:
 
     async def _refresh_registry(self) -> None:
         try:
-            registry = await service.registry(self.pool)
+            async with asyncio.timeout(_DB_TIMEOUT_S * 10):
+                registry = await service.registry(self.pool)
         except DATABASE_ERRORS as exc:
             await self.monitor.failed(exc)
             return
