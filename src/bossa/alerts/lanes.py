@@ -291,7 +291,9 @@ class AlertsDaemon:
                             pass
                 except DATABASE_ERRORS as exc:
                     await self.monitor.failed(exc)
-            if not self.monitor.up:
+            if not self.monitor.up and not self._replaying.locked():
+                # Never while replaying: a message 1 started now would tell calls that
+                # the replay is about to decide with the database, and both would go.
                 self._flush_outage()
 
     def _flush_outage(self) -> None:
@@ -436,8 +438,8 @@ class AlertsDaemon:
         async with self._replaying:
             # A message 1 being submitted must be spooled before its calls are replayed,
             # or they would be decided a second time.
-            if self._outage_sends:
-                await asyncio.gather(*self._outage_sends, return_exceptions=True)
+            while self._outage_sends:
+                await asyncio.gather(*list(self._outage_sends), return_exceptions=True)
             sealed = await self.spool.seal()
             if not sealed:
                 return
