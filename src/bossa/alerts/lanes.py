@@ -121,6 +121,8 @@ class AlertsDaemon:
         self._batch: list[tuple[MissedCall, asyncio.Future[bool]]] = []
         self._batching = False
         self._in_doubt: set[uuid.UUID] = set()
+        #: Calls whose message 1 is being submitted (not yet recorded as sent).
+        self._being_told: set[str] = set()
         self._replaying = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._status: asyncio.Server | None = None
@@ -313,6 +315,14 @@ class AlertsDaemon:
             task.add_done_callback(self._outage_sends.discard)
 
     async def _send_outage(self, calls: list[MissedCall], lang: str) -> None:
+        ids = {str(call.id) for call in calls}
+        self._being_told |= ids
+        try:
+            await self._submit_outage(calls, lang)
+        finally:
+            self._being_told -= ids
+
+    async def _submit_outage(self, calls: list[MissedCall], lang: str) -> None:
         callee, caller = calls[0].callee, calls[0].caller
         last_at = max(call.called_at for call in calls)
         text = render(
@@ -344,6 +354,8 @@ class AlertsDaemon:
                 "calls": [str(c.id) for c in calls],
             }
         )
+        # If the database came back meanwhile, this record still has to reach it.
+        self._spool_dirty = True
         metrics.NOTICES.labels(str(int(MessageKind.OUTAGE))).inc()
 
     async def _may_send(self) -> bool:
@@ -436,16 +448,21 @@ class AlertsDaemon:
 
     async def _recover(self) -> None:
         async with self._replaying:
-            # A message 1 being submitted must be spooled before its calls are replayed,
-            # or they would be decided a second time.
-            while self._outage_sends:
-                await asyncio.gather(*list(self._outage_sends), return_exceptions=True)
             sealed = await self.spool.seal()
             if not sealed:
                 return
             records = [r for path in sealed for r in Spool.read(path)]
             try:
-                written = await service.replay(self.pool, records, window_s=self.settings.window_s)
+                # Bounded, so that a server dying mid-replay cannot hold the replay lock
+                # (and with it every message 1) for the pool's whole timeout. Calls whose
+                # message 1 is on its way count as told: its record comes in a later replay.
+                async with asyncio.timeout(10 + 0.01 * len(records)):
+                    written = await service.replay(
+                        self.pool,
+                        records,
+                        window_s=self.settings.window_s,
+                        being_told=frozenset(self._being_told),
+                    )
             except DATABASE_ERRORS as exc:
                 self._spool_dirty = True  # the sealed files stay; try again when up
                 await self.monitor.failed(exc)

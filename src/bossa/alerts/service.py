@@ -358,14 +358,22 @@ async def verify_uplink(
 # -- replay of the spool (M2) ----------------------------------------------------------
 
 
-async def replay(pool: Pool, records: list[dict[str, Any]], *, window_s: float) -> int:
+async def replay(
+    pool: Pool,
+    records: list[dict[str, Any]],
+    *,
+    window_s: float,
+    being_told: frozenset[str] = frozenset(),
+) -> int:
     """Write an outage's spool into PostgreSQL in one transaction: every missed call once
     (their ids are unique), every message 1 once (its spool id is unique) with its calls
     linked, every receipt applied. Calls that no message 1 told are counted into windows,
-    so they are decided as with the database up. The number of calls newly written."""
+    so they are decided as with the database up; `being_told` are calls whose message 1
+    is on its way (its record will come in a later replay). The number of calls newly
+    written."""
     written = 0
     async with pool.connection() as conn, conn.transaction():
-        told: set[str] = set()
+        told: set[str] = set(being_told)
         for record in records:
             if record.get("t") == "sent":
                 told.update(str(i) for i in record["calls"])
