@@ -236,12 +236,13 @@ def main() -> None:
             "BOSSA_ALERTS_REGISTRY_REFRESH_S": "1",
             "BOSSA_LOG_LEVEL": "warning",
         }
-        alerts = subprocess.Popen(
-            [sys.executable, "-c", "from bossa.cli import main; main()", "alerts", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with (base / "alerts.log").open("wb") as sink:
+            alerts = subprocess.Popen(
+                [sys.executable, "-c", "from bossa.cli import main; main()", "alerts", "serve"],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
         _wait(lambda: _get(status, "/readyz")["database"] == "up", 120, "bossa alerts up")
         _wait(
             lambda: len(json.loads((base / "spool" / "registry.json").read_text())) == 2 * calls,
@@ -269,6 +270,11 @@ def main() -> None:
                 stages = asyncio.run(_stages(url, set(callees)))
                 print(f"database up: where the time goes (p50 / p99 ms): {stages}", flush=True)
                 results["up_stages"] = stages
+            if not sent:
+                tail = (base / "alerts.log").read_text(errors="replace").splitlines()[-30:]
+                print(f"database {phase}: no SMS at all; the alerts log ends:", *tail, sep="\n")
+                lines.append(f"- database {phase}: offered {fmt(rate)}/s, NO SMS (see log)")
+                continue
             first = min(m["at"] for m in sent) / 1000
             last = max(m["at"] for m in sent) / 1000
             achieved = len(sent) / max(last - first, 1e-9)

@@ -293,10 +293,15 @@ class AlertsDaemon:
                             pass
                 except DATABASE_ERRORS as exc:
                     await self.monitor.failed(exc)
+                except Exception:  # this loop must outlive any one failure
+                    log.exception("alerts.flush_failed")
             if not self.monitor.up and not self._replaying.locked():
                 # Never while replaying: a message 1 started now would tell calls that
                 # the replay is about to decide with the database, and both would go.
-                self._flush_outage()
+                try:
+                    self._flush_outage()
+                except Exception:
+                    log.exception("alerts.outage_flush_failed")
 
     def _flush_outage(self) -> None:
         now = time.monotonic()
