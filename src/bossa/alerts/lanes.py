@@ -123,6 +123,8 @@ class AlertsDaemon:
         self._in_doubt: set[uuid.UUID] = set()
         #: Calls whose message 1 is being submitted (not yet recorded as sent).
         self._being_told: set[str] = set()
+        #: Calls of the sealed spool files being replayed now.
+        self._replaying_ids: set[str] = set()
         self._replaying = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._status: asyncio.Server | None = None
@@ -295,9 +297,7 @@ class AlertsDaemon:
                     await self.monitor.failed(exc)
                 except Exception:  # this loop must outlive any one failure
                     log.exception("alerts.flush_failed")
-            if not self.monitor.up and not self._replaying.locked():
-                # Never while replaying: a message 1 started now would tell calls that
-                # the replay is about to decide with the database, and both would go.
+            if not self.monitor.up:
                 try:
                     self._flush_outage()
                 except Exception:
@@ -306,6 +306,10 @@ class AlertsDaemon:
     def _flush_outage(self) -> None:
         now = time.monotonic()
         for key in [k for k, due in self._due.items() if due <= now]:
+            if any(str(c.id) in self._replaying_ids for c in self._windows[key]):
+                # The replay under way decides these calls with the database; a message 1
+                # now would double it. Left in place: if the replay fails, they go later.
+                continue
             calls = [c for c in self._windows.pop(key) if c.id not in self._in_doubt]
             del self._due[key]
             if not calls:
@@ -457,6 +461,7 @@ class AlertsDaemon:
             if not sealed:
                 return
             records = [r for path in sealed for r in Spool.read(path)]
+            self._replaying_ids = {str(r["id"]) for r in records if r.get("t") == "call"}
             try:
                 # Bounded, so that a server dying mid-replay cannot hold the replay lock
                 # (and with it every message 1) for the pool's whole timeout. Calls whose
@@ -470,6 +475,7 @@ class AlertsDaemon:
                     )
             except DATABASE_ERRORS as exc:
                 self._spool_dirty = True  # the sealed files stay; try again when up
+                self._replaying_ids = set()
                 await self.monitor.failed(exc)
                 return
             for path in sealed:
@@ -483,6 +489,7 @@ class AlertsDaemon:
                     del self._due[key]
             self._spooled_refs.clear()
             self._in_doubt -= replayed_ids
+            self._replaying_ids = set()
             metrics.SPOOL_DEPTH.set(0)
             log.info("alerts.spool_replayed", calls=written, records=len(records))
         await self._refresh_registry()
