@@ -65,16 +65,16 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> None:
     raise SystemExit(f"bench: timed out waiting for {what}")
 
 
-def _settle(control: int, want: int) -> None:
-    """Wait for `want` SMS at the SMSC, or until none has come for 15 s (calls that SIPp
-    gave up on were never answered, so never recorded: they get no SMS)."""
+def _settle(control: int, callees: set[str]) -> list[dict[str, Any]]:
+    """The phase's SMS (to its callees) once each callee has one, or once none has come
+    for 60 s (calls that SIPp gave up on were never answered, so never recorded)."""
     seen, since = -1, time.monotonic()
-    while time.monotonic() - since < 15:
-        count = len(_get(control, "/messages"))
-        if count >= want:
-            return
-        if count != seen:
-            seen, since = count, time.monotonic()
+    while True:
+        sent = [m for m in _get(control, "/messages") if m["destination"] in callees]
+        if len(sent) >= len(callees) or time.monotonic() - since > 60:
+            return sent
+        if len(sent) != seen:
+            seen, since = len(sent), time.monotonic()
         time.sleep(0.2)
 
 
@@ -236,12 +236,13 @@ def main() -> None:
             "BOSSA_ALERTS_REGISTRY_REFRESH_S": "1",
             "BOSSA_LOG_LEVEL": "warning",
         }
-        alerts = subprocess.Popen(
-            [sys.executable, "-c", "from bossa.cli import main; main()", "alerts", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with (base / "alerts.log").open("wb") as sink:
+            alerts = subprocess.Popen(
+                [sys.executable, "-c", "from bossa.cli import main; main()", "alerts", "serve"],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
         _wait(lambda: _get(status, "/readyz")["database"] == "up", 120, "bossa alerts up")
         _wait(
             lambda: len(json.loads((base / "spool" / "registry.json").read_text())) == 2 * calls,
@@ -253,11 +254,9 @@ def main() -> None:
             if phase == "down":
                 server.stop()
                 _wait(lambda: _get(status, "/readyz")["database"] == "down", 10, "down")
-            before = len(_get(control, "/messages"))
             with Cpu() as cpu:
                 elapsed, sipp_state = _sipp(sip, callees, rate, base)
-                _settle(control, before + len(callees))
-            sent = _get(control, "/messages")[before:]
+                sent = _settle(control, set(callees))
             if phase == "down":
                 server.start()
                 _wait(lambda: _get(status, "/readyz")["database"] == "up", 30, "up again")
@@ -271,6 +270,11 @@ def main() -> None:
                 stages = asyncio.run(_stages(url, set(callees)))
                 print(f"database up: where the time goes (p50 / p99 ms): {stages}", flush=True)
                 results["up_stages"] = stages
+            if not sent:
+                tail = (base / "alerts.log").read_text(errors="replace").splitlines()[-30:]
+                print(f"database {phase}: no SMS at all; the alerts log ends:", *tail, sep="\n")
+                lines.append(f"- database {phase}: offered {fmt(rate)}/s, NO SMS (see log)")
+                continue
             first = min(m["at"] for m in sent) / 1000
             last = max(m["at"] for m in sent) / 1000
             achieved = len(sent) / max(last - first, 1e-9)
@@ -287,7 +291,8 @@ def main() -> None:
             }
             line = (
                 f"database {phase:4}: offered {fmt(rate)}/s, achieved {fmt(achieved)}/s "
-                f"({achieved / TARGET_RATE:.2f}x target), {len(sent)}/{len(callees)} SMS, "
+                f"({achieved / TARGET_RATE:.2f}x target), {len(sent)}/{len(callees)} SMS "
+                f"({len(sent) - len({m['destination'] for m in sent})} duplicates), "
                 f"latency p50 {fmt(pct(lat, 0.5) * 1000)} ms p99 {fmt(p99)} ms "
                 f"(target {TARGET_P99_MS:.0f} ms: {TARGET_P99_MS / p99:.2f}x) max "
                 f"{fmt(max(lat) * 1000)} ms; SIPp {sipp_state}; {cpu.summary()}"

@@ -121,6 +121,10 @@ class AlertsDaemon:
         self._batch: list[tuple[MissedCall, asyncio.Future[bool]]] = []
         self._batching = False
         self._in_doubt: set[uuid.UUID] = set()
+        #: Calls whose message 1 is being submitted (not yet recorded as sent).
+        self._being_told: set[str] = set()
+        #: Calls of the sealed spool files being replayed now.
+        self._replaying_ids: set[str] = set()
         self._replaying = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._status: asyncio.Server | None = None
@@ -284,16 +288,28 @@ class AlertsDaemon:
                 self._tasks.append(asyncio.get_running_loop().create_task(self._recover()))
             if self.monitor.up and not self._replaying.locked():
                 try:
-                    while await service.flush_due(self.pool, self.journal, self.settings):
-                        pass
+                    # Bounded: a pool waiting for a server that just died must not hold
+                    # up message 1 once the monitor says down.
+                    async with asyncio.timeout(_DB_TIMEOUT_S * 5):
+                        while await service.flush_due(self.pool, self.journal, self.settings):
+                            pass
                 except DATABASE_ERRORS as exc:
                     await self.monitor.failed(exc)
+                except Exception:  # this loop must outlive any one failure
+                    log.exception("alerts.flush_failed")
             if not self.monitor.up:
-                self._flush_outage()
+                try:
+                    self._flush_outage()
+                except Exception:
+                    log.exception("alerts.outage_flush_failed")
 
     def _flush_outage(self) -> None:
         now = time.monotonic()
         for key in [k for k, due in self._due.items() if due <= now]:
+            if any(str(c.id) in self._replaying_ids for c in self._windows[key]):
+                # The replay under way decides these calls with the database; a message 1
+                # now would double it. Left in place: if the replay fails, they go later.
+                continue
             calls = [c for c in self._windows.pop(key) if c.id not in self._in_doubt]
             del self._due[key]
             if not calls:
@@ -308,6 +324,14 @@ class AlertsDaemon:
             task.add_done_callback(self._outage_sends.discard)
 
     async def _send_outage(self, calls: list[MissedCall], lang: str) -> None:
+        ids = {str(call.id) for call in calls}
+        self._being_told |= ids
+        try:
+            await self._submit_outage(calls, lang)
+        finally:
+            self._being_told -= ids
+
+    async def _submit_outage(self, calls: list[MissedCall], lang: str) -> None:
         callee, caller = calls[0].callee, calls[0].caller
         last_at = max(call.called_at for call in calls)
         text = render(
@@ -339,6 +363,8 @@ class AlertsDaemon:
                 "calls": [str(c.id) for c in calls],
             }
         )
+        # If the database came back meanwhile, this record still has to reach it.
+        self._spool_dirty = True
         metrics.NOTICES.labels(str(int(MessageKind.OUTAGE))).inc()
 
     async def _may_send(self) -> bool:
@@ -396,9 +422,10 @@ class AlertsDaemon:
             keys = receipt_id_keys(parsed[0])
             if self.monitor.up:
                 try:
-                    await service.record_delivery(
-                        self.pool, notice_id=tag or None, receipt_keys=keys, stat=parsed[1]
-                    )
+                    async with asyncio.timeout(_DB_TIMEOUT_S):
+                        await service.record_delivery(
+                            self.pool, notice_id=tag or None, receipt_keys=keys, stat=parsed[1]
+                        )
                 except DATABASE_ERRORS as exc:
                     await self.monitor.failed(exc)
                 else:
@@ -408,13 +435,14 @@ class AlertsDaemon:
         if not self.monitor.up:
             return ESME_RX_T_APPN  # the SMSC retries the uplink later
         try:
-            await service.verify_uplink(
-                self.pool,
-                self.journal,
-                self.settings,
-                sender=message.source,
-                text=message.text,
-            )
+            async with asyncio.timeout(_DB_TIMEOUT_S * 5):
+                await service.verify_uplink(
+                    self.pool,
+                    self.journal,
+                    self.settings,
+                    sender=message.source,
+                    text=message.text,
+                )
         except DATABASE_ERRORS as exc:
             await self.monitor.failed(exc)
             return ESME_RX_T_APPN
@@ -429,18 +457,25 @@ class AlertsDaemon:
 
     async def _recover(self) -> None:
         async with self._replaying:
-            # A message 1 being submitted must be spooled before its calls are replayed,
-            # or they would be decided a second time.
-            if self._outage_sends:
-                await asyncio.gather(*self._outage_sends, return_exceptions=True)
             sealed = await self.spool.seal()
             if not sealed:
                 return
             records = [r for path in sealed for r in Spool.read(path)]
+            self._replaying_ids = {str(r["id"]) for r in records if r.get("t") == "call"}
             try:
-                written = await service.replay(self.pool, records, window_s=self.settings.window_s)
+                # Bounded, so that a server dying mid-replay cannot hold the replay lock
+                # (and with it every message 1) for the pool's whole timeout. Calls whose
+                # message 1 is on its way count as told: its record comes in a later replay.
+                async with asyncio.timeout(10 + 0.01 * len(records)):
+                    written = await service.replay(
+                        self.pool,
+                        records,
+                        window_s=self.settings.window_s,
+                        being_told=frozenset(self._being_told),
+                    )
             except DATABASE_ERRORS as exc:
                 self._spool_dirty = True  # the sealed files stay; try again when up
+                self._replaying_ids = set()
                 await self.monitor.failed(exc)
                 return
             for path in sealed:
@@ -454,13 +489,15 @@ class AlertsDaemon:
                     del self._due[key]
             self._spooled_refs.clear()
             self._in_doubt -= replayed_ids
+            self._replaying_ids = set()
             metrics.SPOOL_DEPTH.set(0)
             log.info("alerts.spool_replayed", calls=written, records=len(records))
         await self._refresh_registry()
 
     async def _refresh_registry(self) -> None:
         try:
-            registry = await service.registry(self.pool)
+            async with asyncio.timeout(_DB_TIMEOUT_S * 10):
+                registry = await service.registry(self.pool)
         except DATABASE_ERRORS as exc:
             await self.monitor.failed(exc)
             return

@@ -225,11 +225,13 @@ async def flush_due(
         due = await store.take_due(conn, limit)
         if not due:
             return decided
+        langs = await store.subscriber_langs(conn, sorted({str(w["callee"]) for w in due}))
         prefixes: list[str] | None = None
-        entries: list[NewEntry] = []
+        planned: list[tuple[int, str, str, int, datetime, str]] = []
+        codes: dict[tuple[str, str], str] = {}
         for window in due:
             callee, caller = str(window["callee"]), str(window["caller"])
-            lang = await store.subscriber_lang(conn, callee)
+            lang = langs.get(callee)
             code = ""
             if lang is not None:
                 kind = MessageKind.REGISTERED
@@ -240,6 +242,7 @@ async def flush_due(
                     metrics.NOTICES.labels("none").inc()
                     continue
                 kind, lang, code = MessageKind.TRIAL, settings.default_language, new_code()
+                codes[(callee, caller)] = code
             text = render(
                 kind,
                 Language(lang),
@@ -250,22 +253,23 @@ async def flush_due(
                 code=code,
                 hours=settings.uplink_validity_h,
             )
-            notice_id = await store.insert_notice(
-                conn,
-                kind=int(kind),
-                callee=callee,
-                caller=caller,
-                calls=int(window["calls"]),
-                last_at=window["last_at"],
-                text=text,
+            planned.append(
+                (int(kind), callee, caller, int(window["calls"]), window["last_at"], text)
             )
-            await store.link_calls(conn, notice_id, callee, caller)
-            if code:
-                await store.add_offer(conn, callee, code, notice_id, settings.uplink_validity_h)
+        ids = await store.insert_notices(conn, planned)
+        await store.link_calls_many(conn, [(ids[(n[1], n[2])], n[1], n[2]) for n in planned])
+        entries: list[NewEntry] = []
+        for kind_value, callee, caller, _calls, _last, text in planned:
+            notice_id = ids[(callee, caller)]
+            kind = MessageKind(kind_value)
+            if (callee, caller) in codes:
+                await store.add_offer(
+                    conn, callee, codes[(callee, caller)], notice_id, settings.uplink_validity_h
+                )
             order = SmsOrder(notice_id, callee, text, kind)
             entries.append(NewEntry(SMS_LANE, SMS_KIND, order.to_payload(), key=callee))
             decided.append(Decided(notice_id, kind, callee))
-            metrics.NOTICES.labels(str(int(kind))).inc()
+            metrics.NOTICES.labels(str(kind_value)).inc()
         if entries:
             await journal.enqueue(entries, conn=conn)
     return decided
@@ -354,14 +358,22 @@ async def verify_uplink(
 # -- replay of the spool (M2) ----------------------------------------------------------
 
 
-async def replay(pool: Pool, records: list[dict[str, Any]], *, window_s: float) -> int:
+async def replay(
+    pool: Pool,
+    records: list[dict[str, Any]],
+    *,
+    window_s: float,
+    being_told: frozenset[str] = frozenset(),
+) -> int:
     """Write an outage's spool into PostgreSQL in one transaction: every missed call once
     (their ids are unique), every message 1 once (its spool id is unique) with its calls
     linked, every receipt applied. Calls that no message 1 told are counted into windows,
-    so they are decided as with the database up. The number of calls newly written."""
+    so they are decided as with the database up; `being_told` are calls whose message 1
+    is on its way (its record will come in a later replay). The number of calls newly
+    written."""
     written = 0
     async with pool.connection() as conn, conn.transaction():
-        told: set[str] = set()
+        told: set[str] = set(being_told)
         for record in records:
             if record.get("t") == "sent":
                 told.update(str(i) for i in record["calls"])

@@ -62,11 +62,6 @@ async def take_due(conn: Conn, limit: int) -> list[dict[str, Any]]:
     return await _all(conn, "take_due", {"limit": limit})
 
 
-async def subscriber_lang(conn: Conn, msisdn: str) -> str | None:
-    row = await _one(conn, "subscriber_lang", {"msisdn": msisdn})
-    return None if row is None else str(row["lang"])
-
-
 async def registry(conn: Conn) -> dict[str, str]:
     return {str(r["msisdn"]): str(r["lang"]) for r in await _all(conn, "registry", {})}
 
@@ -134,12 +129,6 @@ async def insert_notice(
     )
     assert row is not None
     return int(row["id"])
-
-
-async def link_calls(conn: Conn, notice_id: int, callee: str, caller: str) -> None:
-    await conn.execute(
-        QUERIES["link_calls"], {"notice_id": notice_id, "callee": callee, "caller": caller}
-    )
 
 
 async def link_calls_by_id(conn: Conn, notice_id: int, ids: list[uuid.UUID]) -> None:
@@ -247,3 +236,42 @@ async def add_pending_many(conn: Conn, rows: list[dict[str, Any]], window_s: flo
             "window_s": window_s,
         },
     )
+
+
+async def subscriber_langs(conn: Conn, msisdns: list[str]) -> dict[str, str]:
+    rows = await _all(conn, "subscriber_langs", {"msisdns": msisdns})
+    return {str(r["msisdn"]): str(r["lang"]) for r in rows}
+
+
+async def insert_notices(
+    conn: Conn, notices: list[tuple[int, str, str, int, datetime, str]]
+) -> dict[tuple[str, str], int]:
+    """(kind, callee, caller, calls, last_at, text) each; the ids by (callee, caller)."""
+    if not notices:
+        return {}
+    rows = await _all(
+        conn,
+        "insert_notices",
+        {
+            "kinds": [n[0] for n in notices],
+            "callees": [n[1] for n in notices],
+            "callers": [n[2] for n in notices],
+            "calls": [n[3] for n in notices],
+            "last_ats": [n[4] for n in notices],
+            "texts": [n[5] for n in notices],
+        },
+    )
+    return {(str(r["callee"]), str(r["caller"])): int(r["id"]) for r in rows}
+
+
+async def link_calls_many(conn: Conn, links: list[tuple[int, str, str]]) -> None:
+    """(notice id, callee, caller) each."""
+    if links:
+        await conn.execute(
+            QUERIES["link_calls_many"],
+            {
+                "ids": [link[0] for link in links],
+                "callees": [link[1] for link in links],
+                "callers": [link[2] for link in links],
+            },
+        )

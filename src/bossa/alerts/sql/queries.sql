@@ -35,10 +35,6 @@ where (callee, caller) in (
 )
 returning callee, caller, calls, first_at, last_at
 
--- name: subscriber_lang
--- The language of a registered callee; no row when not registered.
-select lang from alerts.subscribers where msisdn = %(msisdn)s
-
 -- name: registry
 -- Every registered subscriber, for the local copy used while the database is down.
 select msisdn, lang from alerts.subscribers order by msisdn
@@ -101,11 +97,6 @@ insert into alerts.notices (kind, callee, caller, calls, last_at, text, created_
 values (%(kind)s, %(callee)s, %(caller)s, %(calls)s, %(last_at)s, %(text)s,
         coalesce(%(created_at)s, now()))
 returning id
-
--- name: link_calls
--- The window's calls are told by this notice.
-update alerts.missed_calls set notice_id = %(notice_id)s
-where callee = %(callee)s and caller = %(caller)s and notice_id is null
 
 -- name: link_calls_by_id
 -- Calls told by a notice sent during an outage (from the spool).
@@ -207,3 +198,21 @@ from unnest(%(callees)s::text[], %(callers)s::text[], %(ats)s::timestamptz[])
 group by callee, caller
 on conflict (callee, caller) do update
 set calls = p.calls + excluded.calls, last_at = greatest(p.last_at, excluded.last_at)
+
+-- name: subscriber_langs
+-- The languages of those of these callees who are registered.
+select msisdn, lang from alerts.subscribers where msisdn = any(%(msisdns)s)
+
+-- name: insert_notices
+-- A batch of notices; ids come back with their (callee, caller), unique in a batch.
+insert into alerts.notices (kind, callee, caller, calls, last_at, text)
+select * from unnest(%(kinds)s::smallint[], %(callees)s::text[], %(callers)s::text[],
+                     %(calls)s::integer[], %(last_ats)s::timestamptz[], %(texts)s::text[])
+returning id, callee, caller
+
+-- name: link_calls_many
+-- Each notice's window's calls are told by it.
+update alerts.missed_calls m set notice_id = t.notice_id
+from unnest(%(ids)s::bigint[], %(callees)s::text[], %(callers)s::text[])
+     as t(notice_id, callee, caller)
+where m.callee = t.callee and m.caller = t.caller and m.notice_id is null
