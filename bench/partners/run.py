@@ -102,8 +102,8 @@ async def seed(url: str) -> str:
         )
         async with pool.connection() as conn, conn.transaction():
             await conn.execute(
-                "insert into customers.products (code, name, monthly_fee, currency, created_by)"
-                " values ('SMS', 'sms', 0, 'EUR', 'bench')"
+                "insert into customers.products (code, name, created_by)"
+                " values ('SMS', 'sms', 'bench')"
             )
             await conn.execute(
                 "insert into customers.customers (id, name, created_by) values ('c1', 'c1', 'b')"

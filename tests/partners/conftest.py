@@ -176,8 +176,8 @@ async def seed_subscriber(runtime: Runtime, customer: str, *, funds: int = 0) ->
     """A customer with an active contract, and a EUR account with `funds` prepaid."""
     async with runtime.pool.connection() as conn, conn.transaction():
         await conn.execute(
-            "insert into customers.products (code, name, monthly_fee, currency, created_by)"
-            " values ('SMS', 'sms', 0, 'EUR', 't') on conflict do nothing"
+            "insert into customers.products (code, name, created_by)"
+            " values ('SMS', 'sms', 't') on conflict do nothing"
         )
         await conn.execute(
             "insert into customers.customers (id, name, created_by) values (%s, %s, 't')",
