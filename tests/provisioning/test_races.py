@@ -30,7 +30,9 @@ from tests.provisioning.ordering import numbered_order
 
 ROUNDS = 100
 ORDERS_PER_ROUND = 6  # one buffered while the division is down, then five more at once
-SETTINGS = ProvisioningSettings(down_hold_s=30)
+# The test marks the division down while its server is up: the daemons must not probe
+# it back up in the middle of a round (a daemon holding a down division probes it).
+SETTINGS = ProvisioningSettings(down_hold_s=30, probe_backoff_base_s=600, probe_backoff_max_s=600)
 RACE_JOURNAL = JournalSettings(
     backoff_base_ms=10,
     backoff_max_ms=50,
