@@ -15,8 +15,10 @@ from collections.abc import AsyncIterator, Generator, Iterator
 import hypothesis
 import psycopg
 import pytest
+import structlog
 from psycopg import sql
 
+from bossa import logs
 from bossa.db import Pool, open_pool
 from bossa.db.migrations import migrate
 from bossa.journal import Journal, JournalSettings
@@ -29,6 +31,19 @@ from tests.support import (
     with_database,
     xdist_worker,
 )
+
+# A test that runs the CLI in-process configures logging for the whole worker (the
+# customers CLI tests at level error): each test starts from structlog's defaults, and no
+# logger is cached, so a later test's structlog.testing.capture_logs sees its warnings
+# whichever test ran before it.
+logs.CACHE_LOGGERS = False
+
+
+@pytest.fixture(autouse=True)
+def default_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
 
 # Secrets must never reach an output: every test's captured stdout, stderr and log (the
 # in-process API's and CLI's among them) and its failure text are searched for the test

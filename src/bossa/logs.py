@@ -11,7 +11,13 @@ from pydantic_settings import SettingsConfigDict
 
 from bossa.config import BossaSettings, register
 
-__all__ = ["LogSettings", "configure", "get_logger"]
+__all__ = ["CACHE_LOGGERS", "LogSettings", "configure", "get_logger"]
+
+#: structlog caches a module's logger on its first call, which is right in production
+#: and wrong under test: a logger cached before (or inside) ``structlog.testing.capture_logs``
+#: never reaches a later capture, so whether a test sees a warning would depend on which
+#: test ran first in its worker. The test suite turns this off.
+CACHE_LOGGERS = True
 
 
 @register
@@ -43,7 +49,7 @@ def configure(settings: LogSettings | None = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=CACHE_LOGGERS,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
 
