@@ -53,6 +53,9 @@ create table used (account_id varchar, month varchar, seconds bigint);
 create table cdrs (record_key varchar, msisdn varchar, destination varchar,
                    start timestamp, duration bigint, line bigint);
 create table calendar (istart timestamp, iend timestamp, band varchar);
+create table loaded (msisdn varchar primary key);
+create table holds (account_id varchar);
+create table result_usage (account_id varchar, month varchar, seconds bigint);
 """
 
 # The rules of bossa.rating.models, set-wise. Each CTE is one rule.
@@ -88,6 +91,7 @@ with sub as (                                  -- the subscription held at the c
 ), rateable as (
     select * from calls
     where account_id is not null and tariff_id is not null and zone is not null
+      and not exists (select 1 from holds h where h.account_id = calls.account_id)
 ), allowed as (                                -- free seconds, consumed in start order
     select r.*,
            case when r.included then greatest(0, least(r.billed,
@@ -118,16 +122,20 @@ with sub as (                                  -- the subscription held at the c
 )
 select record_key, line, msisdn, destination, account_id, product_code, zone, start,
        duration, billed, free, gross - (gross * discount_percent + 50) // 100 as charge,
-       month, included, null::varchar as reason
+       month, included, case when included then billed else 0 end as allowance_used,
+       null::varchar as reason
 from minimum
 union all
 select record_key, line, msisdn, destination, account_id, product_code, zone, start,
-       duration, billed, 0, 0, month, false,
+       duration, billed, 0, 0, month, false, 0,
        case when account_id is null then 'unknown_account'
+            when exists (select 1 from holds h where h.account_id = calls.account_id)
+                then 'billing_in_progress'
             when tariff_id is null then 'no_tariff'
             else 'no_zone' end
 from calls
 where account_id is null or tariff_id is null or zone is null
+   or exists (select 1 from holds h where h.account_id = calls.account_id)
 """
 
 
@@ -202,10 +210,15 @@ class RatingEngine:
         self.db.execute("insert into subs select * from incoming")
         self.db.execute("commit")
 
-    def put_usage(self, rows: Iterable[tuple[str, str, int]]) -> None:
+    def put_usage(
+        self, rows: Iterable[tuple[str, str, int]], keys: Iterable[tuple[str, str]] = ()
+    ) -> None:
         """Allowance seconds already used per (account, 'YYYY-MM'), as the database has
-        them: replaces what the engine held for those keys."""
+        them: replaces what the engine held for those keys. `keys` the database has no row
+        for are held as 0 seconds (loaded: nothing used yet)."""
         rows = list(rows)
+        have = {(a, m) for a, m, _ in rows}
+        rows += [(a, m, 0) for a, m in keys if (a, m) not in have]
         if not rows:
             return
         self.db.execute("create or replace temp table incoming_u as select * from used limit 0")
@@ -217,6 +230,55 @@ class RatingEngine:
         )
         self.db.execute("insert into used select * from incoming_u")
         self.db.execute("commit")
+
+    def forget_numbers(self, numbers: Sequence[str]) -> None:
+        """Drop these numbers' histories from memory: their next usage loads them again
+        (a business event changed them, or they were unknown and may be known now)."""
+        if not numbers:
+            return
+        self.db.execute("create or replace temp table gone (msisdn varchar)")
+        _insert(self.db, "gone", [(n,) for n in numbers])
+        self.db.execute("begin")
+        self.db.execute("delete from subs where msisdn in (select msisdn from gone)")
+        self.db.execute("delete from loaded where msisdn in (select msisdn from gone)")
+        self.db.execute("commit")
+
+    def forget_all(self) -> None:
+        """Drop all account data and allowance counters (tariffs stay)."""
+        for table in ("subs", "loaded", "used", "holds"):
+            self.db.execute(f"delete from {table}")  # noqa: S608 -- a name from the tuple
+
+    def mark_loaded(self, numbers: Sequence[str]) -> None:
+        """These numbers' histories are in memory (an empty history is remembered too,
+        until `forget_numbers`)."""
+        if numbers:
+            _insert(self.db, "loaded", [(n,) for n in numbers])
+
+    def put_holds(self, accounts: Sequence[str]) -> None:
+        """The accounts being billed now (S14): replaces the set held."""
+        self.db.execute("delete from holds")
+        _insert(self.db, "holds", [(a,) for a in accounts])
+
+    def unknown_numbers(self) -> list[str]:
+        """Numbers of the rated batch suspended as of an unknown account."""
+        return [
+            str(n)
+            for (n,) in self.db.execute(
+                "select distinct msisdn from result where reason = 'unknown_account'"
+            ).fetchall()
+        ]
+
+    def commit_usage(self) -> None:
+        """The rated batch committed: its allowance use counts in memory from now on."""
+        self.db.execute("delete from result_usage")
+        self.db.execute(
+            "insert into result_usage select account_id, month, sum(allowance_used)::bigint "
+            "from result where reason is null and included group by 1, 2"
+        )
+        self.db.execute(
+            "update used set seconds = used.seconds + r.seconds from result_usage r "
+            "where used.account_id = r.account_id and used.month = r.month"
+        )
 
     def known_numbers(self) -> int:
         row = self.db.execute("select count(distinct msisdn) from subs").fetchone()
@@ -339,19 +401,28 @@ class RatingEngine:
         return int(row[0]) if row else 0
 
     def numbers(self) -> list[str]:
-        """The distinct numbers of the staged batch (whose histories it needs)."""
-        return [str(n) for (n,) in self.db.execute("select distinct msisdn from cdrs").fetchall()]
+        """The distinct numbers of the staged batch not in memory yet (S10: a number's
+        history is loaded on its first usage, and kept)."""
+        return [
+            str(n)
+            for (n,) in self.db.execute(
+                "select distinct msisdn from cdrs where msisdn not in (select msisdn from loaded)"
+            ).fetchall()
+        ]
 
     def allowance_keys(self) -> list[tuple[str, str]]:
-        """(account, 'YYYY-MM') pairs the staged batch may use allowance of."""
+        """(account, 'YYYY-MM') pairs the staged batch may use allowance of, of which
+        memory holds no counter yet."""
         return [
             (str(a), str(m))
             for a, m in self.db.execute(
                 """
-                select distinct s.account_id, strftime(c.start, '%Y-%m')
+                select distinct s.account_id, strftime(c.start, '%Y-%m') as month
                 from cdrs c join subs s
                   on s.msisdn = c.msisdn and c.start >= s.valid_from
                  and (s.valid_to is null or c.start < s.valid_to)
+                where not exists (select 1 from used u where u.account_id = s.account_id
+                                  and u.month = strftime(c.start, '%Y-%m'))
                 """
             ).fetchall()
         ]
@@ -399,13 +470,13 @@ class RatingEngine:
     def write_rated(self, batch: int, path: Path) -> None:
         columns = (
             "account_id, msisdn, destination, product_code, zone, start, duration, billed, "
-            "free, charge"
+            "free, charge, allowance_used"
         )
         query = f"select record_key, {int(batch)}, {columns} from result where reason is null"  # noqa: S608 -- an int
         self.write_csv(query, path)
 
     def write_suspended(self, batch: int, path: Path) -> None:
-        columns = "msisdn, destination, start, duration, reason"
+        columns = "msisdn, destination, start, duration, reason, account_id"
         query = f"select record_key, {int(batch)}, {columns} from result where reason is not null"  # noqa: S608 -- an int
         self.write_csv(query, path)
 

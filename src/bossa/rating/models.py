@@ -34,12 +34,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bossa.errors import InvalidInput
 
 __all__ = [
+    "MAX_API_RECORDS",
     "MAX_DURATION_S",
     "MAX_RATE",
+    "MAX_RECYCLE",
+    "MAX_RERATE_DAYS",
     "PEAK_END",
     "PEAK_START",
     "Band",
     "BatchReport",
+    "RecycleReport",
+    "RerateReport",
     "SuspendedRecord",
     "SuspenseReason",
     "TariffRequest",
@@ -58,6 +63,12 @@ MAX_DURATION_S = 172_800
 MAX_RATE = 10_000_000
 PEAK_START = time(8)
 PEAK_END = time(20)
+#: Suspended records one recycle run takes (the automatic one loops until none is left).
+MAX_RECYCLE = 100_000
+#: The longest period one rerate takes: a month and a day of margin.
+MAX_RERATE_DAYS = 32
+#: Usage records in one API request (a bigger batch is a file for the inbox).
+MAX_API_RECORDS = 5_000
 
 
 class Band(StrEnum):
@@ -278,3 +289,31 @@ class TariffRequest(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "tariff"
             raise InvalidInput(first["msg"], field=where) from None
+
+
+class RecycleReport(BaseModel):
+    """What one recycle run did."""
+
+    taken: int = Field(description="suspended records taken")
+    rated: int = Field(description="rated now, out of suspense")
+    suspended: int = Field(description="still not ratable: in suspense, with their reason")
+    charge: int = Field(description="total charge of the records rated, in minor units")
+    batch: int | None = Field(description="the recycle's batch (None when nothing was taken)")
+    already_rated: int = Field(
+        default=0, description="rated in another batch meanwhile: not charged again"
+    )
+
+
+class RerateReport(BaseModel):
+    """What one rerate did."""
+
+    start: date
+    end: date = Field(description="first day not rerated")
+    account: str | None
+    records: int = Field(description="rated records of the period taken")
+    rated: int
+    suspended: int = Field(description="no longer ratable: now in suspense")
+    old_charge: int
+    new_charge: int
+    ledger_rows_replaced: int = Field(description="the ledger's usage rows removed and rebooked")
+    batch: int

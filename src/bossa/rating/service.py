@@ -16,25 +16,42 @@ import hashlib
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import psycopg.errors
 
 from bossa import customers
 from bossa.db import Conn, Pool
-from bossa.errors import InvalidInput, NotFound
+from bossa.errors import Conflict, InvalidInput, NotFound
 from bossa.rating import metrics, store
-from bossa.rating.engine import RatingEngine
-from bossa.rating.models import BatchReport, SuspendedRecord, TariffVersion
+from bossa.rating.engine import COLUMNS, RatingEngine
+from bossa.rating.models import (
+    MAX_RECYCLE,
+    MAX_RERATE_DAYS,
+    BatchReport,
+    RecycleReport,
+    RerateReport,
+    SuspendedRecord,
+    SuspenseReason,
+    TariffVersion,
+)
 
 __all__ = [
     "Pipeline",
+    "account_changed",
     "add_tariff",
+    "billing_completed",
+    "billing_started",
     "put_subscription",
     "rate_file",
+    "rate_records",
+    "recycle",
+    "recycle_fixed",
+    "rerate",
     "subscribe",
     "suspended",
     "unsubscribe",
@@ -43,13 +60,28 @@ __all__ = [
 log = logging.getLogger("bossa.rating")
 
 
+#: A pipeline that has not looked at the change log for this long starts its memory
+#: afresh (the log keeps a day: rows older may be purged).
+_MEMORY_MAX_AGE_S = 3_600.0
+
+
 @dataclass
 class Pipeline:
-    """One pipeline instance: its engine (the memory) and its partition number."""
+    """One pipeline instance: its engine (the memory) and its partition number.
+
+    The memory (numbers' subscription histories, allowance counters, accounts being
+    billed) is loaded lazily and kept across batches; before each batch, under the
+    pipeline's lock, it drops what `rating.changes` names since it last looked and
+    reloads the allowance counters only if another writer moved them."""
 
     engine: RatingEngine
     instance: int = 0
     workdir: Path | None = None
+    #: The last `rating.changes` sequence applied to memory (-1: nothing loaded yet).
+    seen: int = -1
+    looked_at: float = 0.0
+    #: The allowance version memory holds (None: no counters in memory).
+    allowance_version: int | None = None
 
     @classmethod
     def open(cls, *, instance: int = 0, threads: int | None = None) -> Pipeline:
@@ -111,6 +143,7 @@ async def subscribe(
     await store.put_subscription(
         conn, msisdn=msisdn, account_id=account_id, product_code=product_code, at=at
     )
+    await store.add_changes(conn, numbers=[msisdn])
 
 
 async def unsubscribe(conn: Conn, *, msisdn: str, product_code: str, at: datetime) -> bool:
@@ -118,7 +151,44 @@ async def unsubscribe(conn: Conn, *, msisdn: str, product_code: str, at: datetim
     product), in the caller's transaction. False when it held no such subscription (the
     number had moved to another contract's product since): nothing changes then."""
     _number(msisdn)
-    return await store.end_subscription_of(conn, msisdn=msisdn, product_code=product_code, at=at)
+    ended = await store.end_subscription_of(conn, msisdn=msisdn, product_code=product_code, at=at)
+    if ended:
+        await store.add_changes(conn, numbers=[msisdn])
+    return ended
+
+
+async def account_changed(
+    conn: Conn, *, numbers: Sequence[str] = (), accounts: Sequence[str] = ()
+) -> None:
+    """Tell the pipelines, in the caller's transaction, that these numbers' account data
+    (or these accounts') changed some other way than `subscribe`/`unsubscribe` (which
+    call it themselves): each pipeline drops them from its memory before its next batch
+    and loads them again on their next usage. The sync listener calls it for events
+    that change what `subscriptions_of` returns (an account opened or closed). Holds the
+    changes lock until the caller commits (docs/sync-and-rating.md, "Pipeline memory")."""
+    for n in numbers:
+        _number(n)
+    await store.add_changes(conn, numbers=numbers, accounts=accounts)
+
+
+async def billing_started(conn: Conn, accounts: Sequence[str], *, run: str = "") -> None:
+    """S14: these accounts are being billed; their usage rated from now on waits in
+    suspense as `billing_in_progress`. In the caller's transaction (the billing-started
+    event's)."""
+    if accounts:
+        await store.add_holds(conn, accounts, run[:200])
+        await store.add_changes(conn, accounts=accounts)
+
+
+async def billing_completed(conn: Conn, accounts: Sequence[str]) -> int:
+    """S14: billing of these accounts is complete: the hold ends, and the pipeline
+    recycles their `billing_in_progress` records at its next look (`recycle_fixed`).
+    Returns the holds ended."""
+    if not accounts:
+        return 0
+    ended = await store.remove_holds(conn, accounts)
+    await store.add_changes(conn, accounts=accounts)
+    return ended
 
 
 async def rate_file(
@@ -138,37 +208,111 @@ async def rate_file(
     engine = pipeline.engine
     with tempfile.TemporaryDirectory(prefix="bossa-rating-", dir=pipeline.workdir) as tmp:
         work = Path(tmp)
-        async with pool.connection() as conn, conn.transaction():
-            await store.lock_pipeline(conn, pipeline.instance)
-            done = await store.batch_by_sha(conn, sha)
-            if done is not None:
-                return BatchReport.of_row(done, repeated=True)
-            bad = await asyncio.to_thread(engine.stage_csv, path)
-            report = await _rate_staged(conn, engine, work, bad, source or path.name, sha, actor)
+        async with pool.connection() as conn:
+            async with conn.transaction():
+                await store.lock_pipeline(conn, pipeline.instance)
+                done = await store.batch_by_sha(conn, sha)
+                if done is not None:
+                    return BatchReport.of_row(done, repeated=True)
+                bad = await asyncio.to_thread(engine.stage_csv, path)
+                report, version = await _rate_staged(
+                    conn, pipeline, work, bad, source or path.name, sha, actor
+                )
+            _committed(pipeline, version)
         if errors_to is not None:
             _write_errors(errors_to, report.errors)
     metrics.observe(report)
     return report
 
 
+async def rate_records(
+    pool: Pool,
+    pipeline: Pipeline,
+    records: Sequence[tuple[str, str, str, str, str]],
+    *,
+    actor: str,
+    source: str = "api",
+) -> BatchReport:
+    """Rate usage records given as text columns (record_key, msisdn, destination, start,
+    duration), as the API receives them: exactly as a file with these lines, with the same
+    dedupe (the same records again are `repeated`; a record key rated before is not
+    charged again) and the same checks (bad records in the report's errors, by line: the
+    first record is line 2, as in a file with its header)."""
+    with tempfile.TemporaryDirectory(prefix="bossa-rating-", dir=pipeline.workdir) as tmp:
+        path = Path(tmp) / "records.csv"
+        await asyncio.to_thread(_write_records, path, records)
+        return await rate_file(pool, pipeline, path, actor=actor, source=source)
+
+
+def _write_records(path: Path, records: Sequence[tuple[str, str, str, str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows(records)
+
+
+async def _refresh_memory(conn: Conn, pipeline: Pipeline) -> None:
+    """Bring the pipeline's memory up to date before a batch (under the pipeline lock):
+    drop what changed since it last looked, reload the allowance counters only when
+    another writer moved them. A fresh pipeline loads nothing here (S10: lazily)."""
+    engine = pipeline.engine
+    stale = time.monotonic() - pipeline.looked_at > _MEMORY_MAX_AGE_S
+    if pipeline.seen < 0 or stale:
+        engine.forget_all()
+        pipeline.allowance_version = None
+        await store.purge_changes(conn)
+        seq, _, _ = await store.changes_since(conn, 0)
+        pipeline.seen = seq
+        engine.put_holds(await store.holds(conn))
+    else:
+        seq, numbers, accounts = await store.changes_since(conn, pipeline.seen)
+        if numbers:
+            await asyncio.to_thread(engine.forget_numbers, numbers)
+        if accounts:
+            engine.put_holds(await store.holds(conn))
+        pipeline.seen = seq
+    pipeline.looked_at = time.monotonic()
+    version = await store.allowance_version(conn, pipeline.instance)
+    if version != pipeline.allowance_version:
+        await asyncio.to_thread(engine.reset_usage)
+        pipeline.allowance_version = version
+
+
+def _committed(pipeline: Pipeline, version: int) -> None:
+    """The batch committed: its allowance use and its unknown numbers update memory."""
+    engine = pipeline.engine
+    engine.commit_usage()
+    # An unknown number is not remembered as unknown: its account may be opened at any
+    # time without a change to its subscriptions.
+    engine.forget_numbers(engine.unknown_numbers())
+    pipeline.allowance_version = version
+
+
 async def _rate_staged(
     conn: Conn,
-    engine: RatingEngine,
+    pipeline: Pipeline,
     work: Path,
     bad: list[tuple[int, str, str]],
     source: str,
     sha: str,
     actor: str,
-) -> BatchReport:
+) -> tuple[BatchReport, int]:
+    """Rate the staged batch in the caller's transaction (which holds the pipeline
+    lock). Returns the report and the allowance version it wrote; the caller calls
+    `_committed` once the transaction committed."""
+    engine = pipeline.engine
     clock = _Clock()
+    await _refresh_memory(conn, pipeline)
     # Tariffs are a few hundred rows: read at every batch, a change applies to the next
     # batch with nothing flushed or restarted.
     engine.load_tariffs(await store.tariffs(conn))
     numbers = await asyncio.to_thread(engine.numbers)
-    engine.put_subscriptions(await store.subscriptions_of(conn, numbers))
-    await asyncio.to_thread(engine.reset_usage)
+    if numbers:
+        engine.put_subscriptions(await store.subscriptions_of(conn, numbers))
+        await asyncio.to_thread(engine.mark_loaded, numbers)
     keys = await asyncio.to_thread(engine.allowance_keys)
-    engine.put_usage(await store.allowance_of(conn, keys))
+    if keys:
+        engine.put_usage(await store.allowance_of(conn, keys), keys)
     clock.lap("account data")
     records = await asyncio.to_thread(engine.staged)
     batch = await store.add_batch(
@@ -195,10 +339,12 @@ async def _rate_staged(
         await asyncio.to_thread(engine.write_rated, batch, rated_csv)
         await store.copy_rated(conn, rated_csv)
     clock.lap("copy rated")
+    await store.unsuspend_rated(conn)
     await asyncio.to_thread(engine.write_suspended, batch, suspended_csv)
     if result.suspended:
         await store.suspend(conn, suspended_csv)
     await store.add_allowance(conn, await asyncio.to_thread(engine.batch_usage))
+    version = await store.bump_allowance_version(conn, pipeline.instance)
     # The ledger books the batch per account and day; a bill line traces back to the
     # batch's records through this reference (rating.rated_usage by batch, account, day).
     await store.add_usage(
@@ -218,7 +364,7 @@ async def _rate_staged(
         )
     if result.suspended:
         log.warning("rating batch %s (%s): %d records suspended", batch, source, result.suspended)
-    return BatchReport(
+    report = BatchReport(
         batch=batch,
         source=source,
         records=int(records) + len(bad),
@@ -230,6 +376,192 @@ async def _rate_staged(
         errors=sorted(bad),
         phases=clock.laps,
     )
+    return report, version
+
+
+async def recycle(
+    pool: Pool,
+    pipeline: Pipeline,
+    *,
+    actor: str,
+    reason: SuspenseReason | None = None,
+    account: str | None = None,
+    batch: int | None = None,
+    fixed: bool = False,
+    limit: int = MAX_RECYCLE,
+) -> RecycleReport:
+    """Rate suspended records again (docs/sync-and-rating.md, "Recycling suspense"):
+    those matching every filter given (reason, account, the batch that suspended them;
+    `fixed`: only those whose cause is gone), at most `limit`, oldest key first, in one
+    transaction under the pipeline lock. A record that rates leaves suspense and is
+    charged once (a key rated meanwhile is not charged again); one that still cannot
+    rate stays, with its new reason and one more attempt. Audited."""
+    if not 1 <= limit <= MAX_RECYCLE:
+        raise InvalidInput(f"not between 1 and {MAX_RECYCLE}", field="limit")
+    if account is not None and not 1 <= len(account) <= 64:
+        raise InvalidInput("1-64 characters", field="account")
+    reason_text = reason.value if reason else None
+    what: dict[str, object] = {
+        "reason": reason_text,
+        "account": account,
+        "batch": batch,
+        "fixed": fixed,
+    }
+    engine = pipeline.engine
+    with tempfile.TemporaryDirectory(prefix="bossa-recycle-", dir=pipeline.workdir) as tmp:
+        work = Path(tmp)
+        path = work / "recycle.csv"
+        async with pool.connection() as conn:
+            async with conn.transaction():
+                await store.lock_pipeline(conn, pipeline.instance)
+                await store.stage_recycle(
+                    conn,
+                    path,
+                    reason=reason_text,
+                    account=account,
+                    batch=batch,
+                    fixed=fixed,
+                    limit=limit,
+                )
+                bad = await asyncio.to_thread(engine.stage_csv, path)
+                staged = await asyncio.to_thread(engine.staged)
+                if not staged and not bad:
+                    return RecycleReport(taken=0, rated=0, suspended=0, charge=0, batch=None)
+                # A recycle batch is its own batch; its checksum is unique to the run.
+                sha = hashlib.sha256(f"recycle:{uuid.uuid4()}".encode()).hexdigest()
+                report, version = await _rate_staged(
+                    conn, pipeline, work, bad, f"recycle:{_describe(what)}", sha, actor
+                )
+                out = RecycleReport(
+                    taken=report.records,
+                    rated=report.rated,
+                    suspended=report.suspended,
+                    charge=report.charge or 0,
+                    batch=report.batch,
+                    already_rated=report.malformed,
+                )
+                await store.add_audit(
+                    conn,
+                    actor=actor,
+                    action="recycle",
+                    detail={**what, **out.model_dump(mode="json")},
+                )
+            _committed(pipeline, version)
+    metrics.RECYCLED.labels("rated").inc(out.rated)
+    metrics.RECYCLED.labels("suspended").inc(out.suspended)
+    log.info(
+        "rating recycle (%s) by %s: %d taken, %d rated, %d still suspended",
+        _describe(what),
+        actor,
+        out.taken,
+        out.rated,
+        out.suspended,
+    )
+    return out
+
+
+async def recycle_fixed(pool: Pool, pipeline: Pipeline, *, actor: str = "pipeline") -> int:
+    """Automatic recycling: the suspended records whose cause is gone (their number now
+    has a known account, their product a tariff, their destination a zone, their
+    account's billing completed), batch after batch until none is left. Returns the
+    records rated. The inbox daemon calls it at every look; the sync listener may call it
+    for a recycle request."""
+    rated = 0
+    while True:
+        report = await recycle(pool, pipeline, actor=actor, fixed=True)
+        rated += report.rated
+        # Records still suspended were found fixed yet did not rate (a hold began
+        # meanwhile, say): they wait for the next look rather than loop here.
+        if report.taken < MAX_RECYCLE or report.rated == 0:
+            return rated
+
+
+def _describe(what: Mapping[str, object]) -> str:
+    return ",".join(f"{k}={v}" for k, v in what.items() if v not in (None, False)) or "all"
+
+
+async def rerate(
+    pool: Pool,
+    pipeline: Pipeline,
+    *,
+    start: date,
+    end: date,
+    actor: str,
+    account: str | None = None,
+) -> RerateReport:
+    """Rate a period's usage again (days `start` to `end`, end excluded; optionally one
+    account's) with the tariffs and account data as they are now, in one transaction
+    under the pipeline lock: its ledger rows are removed and booked again from the new
+    charges (never both), its allowance use is given back before the records are rated
+    again, and records that no longer rate go to suspense. A period with billed usage is
+    refused (its bill is issued). Audited."""
+    if end <= start:
+        raise InvalidInput("must be after start", field="end")
+    if (end - start).days > MAX_RERATE_DAYS:
+        raise InvalidInput(f"a period of at most {MAX_RERATE_DAYS} days", field="end")
+    if account is not None and not 1 <= len(account) <= 64:
+        raise InvalidInput("1-64 characters", field="account")
+    lo, hi = (
+        datetime.combine(start, datetime.min.time()),
+        datetime.combine(end, datetime.min.time()),
+    )
+    engine = pipeline.engine
+    with tempfile.TemporaryDirectory(prefix="bossa-rerate-", dir=pipeline.workdir) as tmp:
+        work = Path(tmp)
+        path = work / "rerate.csv"
+        async with pool.connection() as conn:
+            async with conn.transaction():
+                await store.lock_pipeline(conn, pipeline.instance)
+                accounts, refs = await store.stage_rerate(
+                    conn, path, start=lo, end=hi, account=account
+                )
+                old_charge = await store.staged_charge(conn)
+                try:
+                    async with conn.transaction():
+                        removed = await store.rerate_release(
+                            conn, accounts=accounts, references=refs, start=lo, end=hi
+                        )
+                except psycopg.errors.RaiseException:
+                    raise Conflict(
+                        f"usage from {start} to {end} is billed already: rerating it would "
+                        "change an issued bill",
+                        field="start",
+                    ) from None
+                bad = await asyncio.to_thread(engine.stage_csv, path)
+                sha = hashlib.sha256(f"rerate:{uuid.uuid4()}".encode()).hexdigest()
+                label = f"rerate:{start}..{end}" + (f":{account}" if account else "")
+                # The allowance counters were just given back: memory reloads them.
+                pipeline.allowance_version = None
+                report, version = await _rate_staged(conn, pipeline, work, bad, label, sha, actor)
+                out = RerateReport(
+                    start=start,
+                    end=end,
+                    account=account,
+                    records=report.records,
+                    rated=report.rated,
+                    suspended=report.suspended,
+                    old_charge=old_charge,
+                    new_charge=report.charge or 0,
+                    ledger_rows_replaced=removed,
+                    batch=report.batch,
+                )
+                await store.add_audit(
+                    conn, actor=actor, action="rerate", detail=out.model_dump(mode="json")
+                )
+            _committed(pipeline, version)
+    metrics.RERATED.inc(out.records)
+    log.warning(
+        "rating rerate %s..%s%s by %s: %d records, charge %d -> %d, %d suspended",
+        start,
+        end,
+        f" of {account}" if account else "",
+        actor,
+        out.records,
+        out.old_charge,
+        out.new_charge,
+        out.suspended,
+    )
+    return out
 
 
 class _Clock:

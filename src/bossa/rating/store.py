@@ -7,6 +7,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from bossa.db import Conn
 from bossa.rating.models import Band, TariffVersion
 from bossa.sql import load_queries
@@ -204,8 +206,161 @@ async def stage_keys(conn: Conn, path: Path) -> list[str]:
     return [r["record_key"] for r in rows]
 
 
-async def unsuspend(conn: Conn) -> None:
-    await conn.execute(QUERIES["unsuspend"])
+async def unsuspend_rated(conn: Conn) -> int:
+    return (await conn.execute(QUERIES["unsuspend_rated"])).rowcount
+
+
+async def add_changes(
+    conn: Conn, *, numbers: Sequence[str] = (), accounts: Sequence[str] = ()
+) -> None:
+    """Log changed account data for the pipelines' memory, in the caller's transaction
+    (which then holds the changes lock until it commits)."""
+    rows = [(n, None) for n in numbers] + [(None, a) for a in accounts]
+    if not rows:
+        return
+    await conn.execute(QUERIES["lock_changes"])
+    await conn.execute(
+        QUERIES["add_changes"],
+        {"numbers": [n for n, _ in rows], "accounts": [a for _, a in rows]},
+    )
+
+
+async def changes_since(conn: Conn, seq: int) -> tuple[int, list[str], int]:
+    """(highest sequence, numbers changed, account changes) after `seq`, read while no
+    writer is in flight."""
+    await conn.execute(QUERIES["read_lock_changes"])
+    try:
+        row = await (await conn.execute(QUERIES["changes_since"], {"seq": seq})).fetchone()
+    finally:
+        await conn.execute(QUERIES["read_unlock_changes"])
+    assert row is not None
+    return int(row["seq"]), list(row["numbers"]), int(row["accounts"])
+
+
+async def purge_changes(conn: Conn) -> None:
+    await conn.execute(QUERIES["purge_changes"])
+
+
+async def holds(conn: Conn) -> list[str]:
+    rows = await (await conn.execute(QUERIES["holds"])).fetchall()
+    return [r["account_id"] for r in rows]
+
+
+async def add_holds(conn: Conn, accounts: Sequence[str], run: str) -> None:
+    await conn.execute(QUERIES["add_holds"], {"accounts": list(accounts), "run": run})
+
+
+async def remove_holds(conn: Conn, accounts: Sequence[str]) -> int:
+    return (await conn.execute(QUERIES["remove_holds"], {"accounts": list(accounts)})).rowcount
+
+
+async def allowance_version(conn: Conn, instance: int) -> int:
+    row = await (
+        await conn.execute(QUERIES["allowance_version"], {"instance": instance})
+    ).fetchone()
+    return int(row["version"]) if row else 0
+
+
+async def bump_allowance_version(conn: Conn, instance: int) -> int:
+    row = await (
+        await conn.execute(QUERIES["bump_allowance_version"], {"instance": instance})
+    ).fetchone()
+    assert row is not None
+    return int(row["version"])
+
+
+async def stage_recycle(
+    conn: Conn,
+    path: Path,
+    *,
+    reason: str | None,
+    account: str | None,
+    batch: int | None,
+    fixed: bool,
+    limit: int,
+) -> None:
+    """Suspended records matching the filter, written to `path` as a CDR file."""
+    await conn.execute(QUERIES["recycle_table"])
+    await conn.execute(
+        QUERIES["recycle_stage"],
+        {
+            "reason": reason,
+            "account": account,
+            "batch": batch,
+            "fixed": fixed,
+            "limit": limit,
+        },
+    )
+    await copy_out(conn, "rating_recycle", path)
+
+
+async def stage_rerate(
+    conn: Conn, path: Path, *, start: datetime, end: datetime, account: str | None
+) -> tuple[list[str], list[str]]:
+    """A period's rated usage, written to `path` as a CDR file; returns the ledger
+    rows' scope (accounts, references) it was booked in."""
+    await conn.execute(QUERIES["rerate_table"])
+    await conn.execute(QUERIES["rerate_stage"], {"start": start, "end": end, "account": account})
+    await copy_out(conn, "rating_rerate", path)
+    row = await (await conn.execute(QUERIES["rerate_scope"])).fetchone()
+    assert row is not None
+    return list(row["accounts"] or []), list(row["refs"] or [])
+
+
+async def rerate_release(
+    conn: Conn,
+    *,
+    accounts: Sequence[str],
+    references: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> int:
+    """Take the staged period's usage back: its ledger rows, its allowance, its rows."""
+    row = await (
+        await conn.execute(
+            QUERIES["remove_usage"],
+            {
+                "accounts": list(accounts),
+                "references": list(references),
+                "start": start,
+                "end": end,
+            },
+        )
+    ).fetchone()
+    await conn.execute(QUERIES["rerate_give_back"])
+    await conn.execute(QUERIES["rerate_remove"])
+    return int(row["removed"]) if row else 0
+
+
+async def staged_charge(conn: Conn) -> int:
+    row = await (await conn.execute(QUERIES["staged_charge"])).fetchone()
+    return int(row["charge"]) if row else 0
+
+
+async def add_audit(conn: Conn, *, actor: str, action: str, detail: dict[str, Any]) -> int:
+    row = await (
+        await conn.execute(
+            QUERIES["add_audit"], {"actor": actor, "action": action, "detail": Jsonb(detail)}
+        )
+    ).fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
+async def copy_out(conn: Conn, table: str, path: Path) -> None:
+    """Write a staged table's CDR columns to `path` as a CDR file (with its header)."""
+    if table not in ("rating_recycle", "rating_rerate"):
+        raise ValueError(table)
+    statement = (
+        "copy (select record_key, msisdn, destination, "  # noqa: S608 -- a name checked above
+        f"to_char(started_at, 'YYYY-MM-DD HH24:MI:SS'), duration from {table} "
+        "order by record_key) to stdout (format csv)"
+    )
+    with path.open("wb") as f:
+        f.write(b"record_key,msisdn,destination,start,duration\n")
+        async with conn.cursor() as cur, cur.copy(statement) as copy:
+            async for block in copy:
+                f.write(block)
 
 
 async def suspend(conn: Conn, path: Path) -> None:
@@ -246,8 +401,10 @@ async def gauges(conn: Conn) -> dict[str, Any]:
 # The column lists of the engine's CSV files: the engine writes exactly these, in order.
 RATED_COLUMNS = (
     "record_key, batch_id, account_id, msisdn, destination, product_code, zone, "
-    "started_at, duration, billed, free, charge"
+    "started_at, duration, billed, free, charge, allowance_used"
 )
-SUSPENDED_COLUMNS = "record_key, batch_id, msisdn, destination, started_at, duration, reason"
+SUSPENDED_COLUMNS = (
+    "record_key, batch_id, msisdn, destination, started_at, duration, reason, account_id"
+)
 _COPY_RATED = f"copy rating.rated_usage ({RATED_COLUMNS}) from stdin (format csv)"
 _COPY_SUSPENDED = f"copy rating_suspended ({SUSPENDED_COLUMNS}) from stdin (format csv)"

@@ -161,3 +161,150 @@ select (select count(*) from rating.suspense) as suspended,
 -- A batch's charges into the ledger, per account and day, for the bill run.
 select ledger.add_usage(%(accounts)s::text[], %(days)s::timestamptz[], %(charges)s::bigint[],
                         %(reference)s) as added
+
+-- name: unsuspend_rated
+-- Suspended records that are rated now (by this batch or an earlier one) leave suspense:
+-- a record is charged once, and what is charged does not wait in suspense as well.
+delete from rating.suspense s
+where exists (select 1 from rating.rated_usage r where r.record_key = s.record_key)
+
+-- name: lock_changes
+-- Writers of rating.changes hold this until they commit: the sequence order of the rows
+-- is then their commit order.
+select pg_advisory_xact_lock(hashtext('bossa.rating.changes'))
+
+-- name: read_lock_changes
+-- A reader waits for writers in flight, so no row below the highest it sees can appear later.
+select pg_advisory_lock_shared(hashtext('bossa.rating.changes'))
+
+-- name: read_unlock_changes
+select pg_advisory_unlock_shared(hashtext('bossa.rating.changes'))
+
+-- name: add_changes
+-- Numbers whose subscriptions changed, or accounts whose billing hold changed.
+insert into rating.changes (msisdn, account_id)
+select * from unnest(%(numbers)s::text[], %(accounts)s::text[])
+
+-- name: changes_since
+-- What changed after the pipeline last looked.
+select coalesce(max(seq), %(seq)s) as seq,
+       coalesce(array_agg(distinct msisdn) filter (where msisdn is not null), '{}') as numbers,
+       count(account_id) as accounts
+from rating.changes where seq > %(seq)s
+
+-- name: last_change
+select coalesce(max(seq), 0) as seq from rating.changes
+
+-- name: purge_changes
+-- Changes a day old: a pipeline that has not looked for a day starts its memory afresh.
+delete from rating.changes where changed_at < now() - interval '1 day'
+
+-- name: holds
+-- Accounts being billed now (S14).
+select account_id from rating.billing_holds order by account_id
+
+-- name: add_holds
+insert into rating.billing_holds (account_id, run)
+select a, %(run)s from unnest(%(accounts)s::text[]) a
+on conflict (account_id) do update set since = now(), run = excluded.run
+
+-- name: remove_holds
+delete from rating.billing_holds where account_id = any(%(accounts)s)
+
+-- name: allowance_version
+select coalesce((select allowance_version from rating.pipeline_state
+                 where instance = %(instance)s), 0) as version
+
+-- name: bump_allowance_version
+-- Allowance counters changed: a pipeline whose memory holds an older version reloads them.
+insert into rating.pipeline_state (instance, allowance_version) values (%(instance)s, 1)
+on conflict (instance) do update
+set allowance_version = rating.pipeline_state.allowance_version + 1
+returning allowance_version as version
+
+-- name: recycle_table
+create temp table rating_recycle (record_key text, msisdn text, destination text,
+                                  started_at timestamp, duration integer) on commit drop
+
+-- name: recycle_stage
+-- Suspended records to recycle, into a transaction-local table the engine reads them from.
+insert into rating_recycle
+select record_key, msisdn, destination, started_at, duration
+from rating.suspense s
+where (%(reason)s::text is null or s.reason = %(reason)s)
+  and (%(batch)s::bigint is null or s.batch_id = %(batch)s)
+  and (%(account)s::text is null or s.account_id = %(account)s
+       or s.msisdn in (select x.msisdn from rating.subscriptions x
+                       where x.account_id = %(account)s))
+  and (not %(fixed)s or case s.reason
+    -- the cause of each reason, and whether it is gone
+    when 'unknown_account' then exists (
+        select 1 from rating.subscriptions x
+        join ledger.billing_accounts a on a.id = x.account_id
+        where x.msisdn = s.msisdn and s.started_at >= x.valid_from
+          and (x.valid_to is null or s.started_at < x.valid_to))
+    when 'no_tariff' then exists (
+        select 1 from rating.subscriptions x
+        join rating.tariffs t on t.product_code = x.product_code
+        where x.msisdn = s.msisdn and s.started_at >= x.valid_from
+          and (x.valid_to is null or s.started_at < x.valid_to)
+          and s.started_at::date >= t.valid_from
+          and (t.valid_to is null or s.started_at::date < t.valid_to))
+    when 'no_zone' then exists (
+        select 1 from rating.subscriptions x
+        join rating.tariffs t on t.product_code = x.product_code
+        join rating.tariff_zones z on z.tariff_id = t.id
+        where x.msisdn = s.msisdn and s.started_at >= x.valid_from
+          and (x.valid_to is null or s.started_at < x.valid_to)
+          and s.started_at::date >= t.valid_from
+          and (t.valid_to is null or s.started_at::date < t.valid_to)
+          and left(s.destination, length(z.prefix)) = z.prefix)
+    when 'billing_in_progress' then not exists (
+        select 1 from rating.billing_holds h where h.account_id = s.account_id)
+    else false end)
+order by s.record_key
+limit %(limit)s
+
+-- name: rerate_table
+create temp table rating_rerate (record_key text, msisdn text, destination text,
+                                 started_at timestamp, duration integer, account_id text,
+                                 batch_id bigint, month text, allowance_used integer,
+                                 charge bigint) on commit drop
+
+-- name: rerate_stage
+-- A period's rated usage to rate again, into a transaction-local table (locked: nothing
+-- else rates these records meanwhile, since the pipeline lock is held).
+insert into rating_rerate
+select record_key, msisdn, destination, started_at, duration, account_id, batch_id,
+       to_char(started_at, 'YYYY-MM') as month, allowance_used, charge
+from rating.rated_usage
+where started_at >= %(start)s and started_at < %(end)s
+  and (%(account)s::text is null or account_id = %(account)s)
+
+-- name: rerate_scope
+-- The ledger rows the period's usage was booked in: (account, batch reference).
+select array_agg(account_id) as accounts, array_agg('rating-batch:' || batch_id) as refs
+from (select distinct account_id, batch_id from rating_rerate) k
+
+-- name: staged_charge
+select coalesce(sum(charge), 0)::bigint as charge from rating_rerate
+
+-- name: rerate_give_back
+-- The allowance the old rating used is given back before rating again.
+update rating.allowance_usage u set seconds = greatest(0, u.seconds - g.seconds)
+from (select account_id, month, sum(allowance_used) as seconds from rating_rerate
+      group by 1, 2) g
+where u.account_id = g.account_id and u.month = g.month
+
+-- name: rerate_remove
+delete from rating.rated_usage r using rating_rerate x where r.record_key = x.record_key
+
+-- name: remove_usage
+select ledger.remove_usage(%(accounts)s::text[], %(references)s::text[],
+                           %(start)s::timestamp::timestamptz, %(end)s::timestamp::timestamptz)
+       as removed
+
+-- name: add_audit
+insert into rating.audit (actor, action, detail) values (%(actor)s, %(action)s, %(detail)s)
+returning id
+

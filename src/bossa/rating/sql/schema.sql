@@ -73,7 +73,9 @@ create table rating.rated_usage (
     duration     integer not null,
     billed       integer not null,
     free         integer not null,
-    charge       bigint not null check (charge >= 0)
+    charge       bigint not null check (charge >= 0),
+    -- billed seconds counted against the monthly allowance (rerating gives them back)
+    allowance_used integer not null default 0
 );
 create index rated_usage_account on rating.rated_usage (account_id, started_at);
 
@@ -88,9 +90,12 @@ create table rating.suspense (
     duration     integer not null,
     reason       text not null,
     suspended_at timestamptz not null default now(),
-    attempts     integer not null default 1
+    attempts     integer not null default 1,
+    -- the account when it was suspended (null when unknown)
+    account_id   text
 );
 create index suspense_reason on rating.suspense (reason);
+create index suspense_account on rating.suspense (account_id);
 
 -- Allowance seconds used per account and calendar month ('YYYY-MM'), written in the
 -- transaction of the usage that used them.
@@ -107,3 +112,40 @@ create view rating.usage_charges as
 select account_id, started_at::date as day, sum(charge)::bigint as charge, count(*) as records
 from rating.rated_usage
 group by account_id, started_at::date;
+
+-- What changed in the pipeline's account data, in commit order: a number whose
+-- subscriptions changed, or an account whose billing hold changed. A pipeline keeps
+-- what it loaded and drops only what is named here (S10: loaded again on next usage).
+-- Writers take the `bossa.rating.changes` advisory lock before their row, so sequence
+-- order is commit order and a reader holding the lock misses nothing.
+create table rating.changes (
+    seq         bigint generated always as identity primary key,
+    msisdn      text,
+    account_id  text,
+    changed_at  timestamptz not null default now(),
+    check (msisdn is not null or account_id is not null)
+);
+
+-- S14: accounts being billed (billing started, not completed): their new usage waits in
+-- suspense as `billing_in_progress` and is recycled when billing completes.
+create table rating.billing_holds (
+    account_id  text primary key,
+    since       timestamptz not null default now(),
+    run         text not null default ''
+);
+
+-- Per pipeline instance: the version of the allowance counters, moved by every writer of
+-- rating.allowance_usage, so a pipeline knows when its memory of them is stale.
+create table rating.pipeline_state (
+    instance           integer primary key,
+    allowance_version  bigint not null default 0
+);
+
+-- Operators' recycle and rerate runs: who, what, and what came of it.
+create table rating.audit (
+    id      bigint generated always as identity primary key,
+    at      timestamptz not null default now(),
+    actor   text not null,
+    action  text not null check (action in ('recycle', 'rerate')),
+    detail  jsonb not null
+);
