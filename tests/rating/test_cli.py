@@ -76,3 +76,39 @@ def test_bad_input_exits_2_naming_the_field(db_url: str, tmp_path: Path) -> None
     result = bossa(db_url, "tariff-add", str(missing_rate))
     assert result.returncode == 2
     assert "intl" in result.stderr
+
+
+async def test_recycle_rerate_and_billing_holds_from_the_shell(db_url: str, tmp_path: Path) -> None:
+    async with open_pool(db_url, max_size=2) as pool:
+        await load_sample_operator(pool, actor="test")
+    tariff = tmp_path / "soip.yaml"
+    tariff.write_text(TARIFF)
+    assert bossa(db_url, "tariff-add", str(tariff)).returncode == 0
+    body = "record_key,msisdn,destination,start,duration\n"
+    cdrs = tmp_path / "a.csv"
+    cdrs.write_text(body + "r1,821012340005,1555,2026-03-02 10:00:00,60\n")
+    rated = bossa(db_url, "rate", str(cdrs))
+    assert rated.returncode == 0, rated.stderr
+    nothing = bossa(db_url, "recycle", "--reason", "unknown_account", "--fixed", "--json")
+    assert '"taken": 0' in nothing.stdout, nothing.stderr
+    assert bossa(db_url, "subscribe", "821012340005", "A-1001", "SOIP", "--at", "2026-01-01")
+    recycled = bossa(db_url, "recycle", "--account", "A-1001")
+    assert recycled.returncode == 0, recycled.stderr
+    assert "1 rated (charge 600)" in recycled.stdout
+    # Rerating the day gives the same charge and replaces the ledger row.
+    again = bossa(db_url, "rerate", "--from", "2026-03-02", "--to", "2026-03-03")
+    assert again.returncode == 0, again.stderr
+    assert "charge 600 -> 600" in again.stdout
+    assert "1 ledger rows replaced" in again.stdout
+    bad = bossa(db_url, "rerate", "--from", "2026-03-02", "--to", "2026-03-0x")
+    assert bad.returncode == 2
+    assert "to" in bad.stderr
+    # S14 by hand: held while billed, recycled once billing completes.
+    assert bossa(db_url, "billing-start", "A-1001", "--run", "r-1").returncode == 0
+    later = tmp_path / "b.csv"
+    later.write_text(body + "r2,821012340005,1555,2026-03-02 11:00:00,60\n")
+    held = bossa(db_url, "rate", str(later), "--json")
+    assert '"suspended": 1' in held.stdout, held.stderr
+    assert bossa(db_url, "billing-complete", "A-1001").returncode == 0
+    fixed = bossa(db_url, "recycle", "--fixed")
+    assert "1 rated (charge 600)" in fixed.stdout, fixed.stderr

@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import shutil
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +19,13 @@ from bossa.access import cli_principal
 from bossa.clitools import with_runtime
 from bossa.errors import InvalidInput
 from bossa.rating import service
-from bossa.rating.models import SuspenseReason, TariffRequest
+from bossa.rating.models import (
+    MAX_RECYCLE,
+    RecycleReport,
+    RerateReport,
+    SuspenseReason,
+    TariffRequest,
+)
 from bossa.runtime import Runtime
 from bossa.terminal import out, print_json, table
 
@@ -125,7 +131,8 @@ def inbox(
 ) -> None:
     """Rate every *.csv dropped in FOLDER, oldest first; a rated file moves to done/ (its
     error file beside it), one that cannot be read to failed/. A file is taken only once
-    it has stopped growing; the same content dropped twice is rated once."""
+    it has stopped growing; the same content dropped twice is rated once. At every look,
+    suspended records whose cause is gone are recycled."""
     for sub in ("done", "failed"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
 
@@ -157,6 +164,11 @@ def inbox(
                         f"{report.suspended} suspended, {report.malformed} malformed"
                         + (" (rated before)" if report.repeated else "")
                     )
+                # Automatic recycling: suspended records whose cause is gone since (an
+                # account or subscription created, a tariff added, billing completed).
+                recycled = await service.recycle_fixed(rt.pool, pipeline, actor=_actor())
+                if recycled:
+                    out.print(f"recycled from suspense: {recycled} rated")
                 if once and not sizes:
                     return
                 await asyncio.sleep(poll)
@@ -182,3 +194,105 @@ def suspense(
         [r.model_dump(mode="json") for r in records],
         ["record_key", "msisdn", "destination", "started_at", "duration", "reason", "attempts"],
     )
+
+
+@rating_app.command("recycle")
+def recycle(
+    reason: Annotated[SuspenseReason | None, typer.Option(help="Only this reason")] = None,
+    account: Annotated[str | None, typer.Option(help="Only this account's records")] = None,
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="Only records suspended by this batch")
+    ] = None,
+    fixed: Annotated[
+        bool, typer.Option(help="Only records whose cause is gone (what the inbox does)")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_RECYCLE)] = MAX_RECYCLE,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rate suspended records again, in one transaction: those that rate leave suspense
+    and are charged once; the others stay with their (new) reason. Audited."""
+
+    async def go(rt: Runtime) -> RecycleReport:
+        pipeline = service.Pipeline.open()
+        try:
+            return await service.recycle(
+                rt.pool,
+                pipeline,
+                actor=_actor(),
+                reason=reason,
+                account=account,
+                batch=batch,
+                fixed=fixed,
+                limit=limit,
+            )
+        finally:
+            pipeline.close()
+
+    report = with_runtime(go)
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+        return
+    out.print(
+        f"recycled {report.taken}: {report.rated} rated (charge {report.charge}), "
+        f"{report.suspended} still suspended, {report.already_rated} rated before"
+        + (f"; batch {report.batch}" if report.batch else "")
+    )
+
+
+def _day(text: str, field: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not a day (YYYY-MM-DD)", field=field) from None
+
+
+@rating_app.command("rerate")
+def rerate(
+    start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD)")],
+    end: Annotated[str, typer.Option("--to", help="Day after the last (YYYY-MM-DD)")],
+    account: Annotated[str | None, typer.Option(help="Only this account's usage")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rate a period's usage again with today's tariffs and account data, replacing its
+    rated usage and its ledger rows in one transaction (refused if any is billed)."""
+    first, after = _day(start, "from"), _day(end, "to")
+
+    async def go(rt: Runtime) -> RerateReport:
+        pipeline = service.Pipeline.open()
+        try:
+            return await service.rerate(
+                rt.pool, pipeline, start=first, end=after, account=account, actor=_actor()
+            )
+        finally:
+            pipeline.close()
+
+    report = with_runtime(go)
+    if as_json:
+        print_json(report.model_dump(mode="json"))
+        return
+    out.print(
+        f"rerated {report.records} records from {report.start} to {report.end}: charge "
+        f"{report.old_charge} -> {report.new_charge}, {report.suspended} to suspense, "
+        f"{report.ledger_rows_replaced} ledger rows replaced; batch {report.batch}"
+    )
+
+
+@rating_app.command("billing-start")
+def billing_start(
+    accounts: Annotated[list[str], typer.Argument(help="Accounts being billed")],
+    run: Annotated[str, typer.Option(help="The bill run, for the record")] = "",
+) -> None:
+    """S14: the accounts' new usage waits in suspense (billing_in_progress) until
+    `billing-complete`."""
+    n = with_runtime(lambda rt: service.hold_for_billing(rt.pool, accounts, started=True, run=run))
+    out.print(f"{n} accounts held while billed")
+
+
+@rating_app.command("billing-complete")
+def billing_complete(
+    accounts: Annotated[list[str], typer.Argument(help="Accounts billed")],
+) -> None:
+    """S14: billing of the accounts is complete; their suspended usage is recycled at
+    the pipeline's next look (or by `bossa rating recycle --fixed`)."""
+    n = with_runtime(lambda rt: service.hold_for_billing(rt.pool, accounts, started=False))
+    out.print(f"{n} accounts released")

@@ -46,6 +46,7 @@ __all__ = [
     "add_tariff",
     "billing_completed",
     "billing_started",
+    "hold_for_billing",
     "put_subscription",
     "rate_file",
     "rate_records",
@@ -178,6 +179,21 @@ async def billing_started(conn: Conn, accounts: Sequence[str], *, run: str = "")
     if accounts:
         await store.add_holds(conn, accounts, run[:200])
         await store.add_changes(conn, accounts=accounts)
+
+
+async def hold_for_billing(
+    pool: Pool, accounts: Sequence[str], *, started: bool, run: str = ""
+) -> int:
+    """`billing_started` (started) or `billing_completed` in a transaction of its own,
+    for an operator or a bill run without the sync events. Returns the accounts changed."""
+    for account in accounts:
+        if not 1 <= len(account) <= 64:
+            raise InvalidInput("1-64 characters", field="account")
+    async with pool.connection() as conn, conn.transaction():
+        if started:
+            await billing_started(conn, accounts, run=run)
+            return len(set(accounts))
+        return await billing_completed(conn, accounts)
 
 
 async def billing_completed(conn: Conn, accounts: Sequence[str]) -> int:
