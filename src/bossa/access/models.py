@@ -79,6 +79,8 @@ class Permission(StrEnum):
     ALERTS_INTAKE = "alerts.intake"
     #: The infra channel (O4): a legacy system runs one biz object.
     PARTNERS_INFRA = "partners.infra"
+    #: Send usage records (CDRs) to rating over HTTP (mediation; files use the inbox).
+    RATING_INTAKE = "rating.intake"
 
 
 class Role(StrEnum):

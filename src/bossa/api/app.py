@@ -43,6 +43,8 @@ from bossa.partners import api as partners_api
 from bossa.partners import metrics as partners_metrics
 from bossa.provisioning import api as provisioning_api
 from bossa.provisioning import metrics as provisioning_metrics
+from bossa.rating import api as rating_api
+from bossa.rating import metrics as rating_metrics
 from bossa.runtime import Runtime, running
 
 __all__ = ["create_app"]
@@ -176,6 +178,7 @@ def create_app(
     app.include_router(partners_api.router)
     app.include_router(imports_api.router)
     app.include_router(alerts_api.router)
+    app.include_router(rating_api.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(
         RequestLimits,
@@ -193,6 +196,7 @@ async def _refresh_gauges(runtime: Runtime, settings: ApiSettings) -> None:
             await billing_metrics.refresh(runtime.pool)
             await provisioning_metrics.refresh(runtime.pool)
             await partners_metrics.refresh(runtime.pool)
+            await rating_metrics.refresh(runtime.pool)
 
 
 #: How often the table gauges are read for a separate metrics bind, which cannot read
