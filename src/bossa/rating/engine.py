@@ -75,35 +75,39 @@ with sub as (                                  -- the subscription held at the c
       on t.product_code = u.product_code and u.start::date >= t.valid_from
      and (t.valid_to is null or u.start::date < t.valid_to)
 ), candidates as (                             -- each prefix length the tariff uses
-    select t.record_key, t.tariff_id, l.plen, left(t.destination, l.plen) as prefix
+    select t.line, t.tariff_id, l.plen, left(t.destination, l.plen) as prefix
     from tar t join (select distinct tariff_id, plen from zones) l using (tariff_id)
 ), zoned as (                                  -- the longest matching prefix
-    select c.record_key, arg_max(z.zone, z.plen) as zone,
+    select c.line, arg_max(z.zone, z.plen) as zone,
            arg_max(z.included, z.plen) as included
     from candidates c join zones z using (tariff_id, plen, prefix)
-    group by c.record_key
+    group by c.line
 ), calls as (
     select t.*, z.zone, coalesce(z.included, false) as included,
            case when t.duration <= 0 then 0
                 else ceil(t.duration / t.increment)::bigint * t.increment end as billed,
            strftime(t.start, '%Y-%m') as month
-    from tar t left join zoned z using (record_key)
+    from tar t left join zoned z using (line)
 ), rateable as (
     select * from calls
     where account_id is not null and tariff_id is not null and zone is not null
       and not exists (select 1 from holds h where h.account_id = calls.account_id)
-), allowed as (                                -- free seconds, consumed in start order
-    select r.*,
-           case when r.included then greatest(0, least(r.billed,
-                   r.allowance_seconds - coalesce(u.seconds, 0)
-                   - (sum(r.billed) over w - r.billed)))
-                else 0 end as free
+), free_of as (                                -- free seconds, consumed in start order
+    -- Only calls in included zones use the account's monthly counter: the running sum
+    -- runs over them alone (a window over every call cost twice as much).
+    select r.line,
+           greatest(0, least(r.billed, r.allowance_seconds - coalesce(u.seconds, 0)
+                             - (sum(r.billed) over w - r.billed))) as free
     from rateable r
     left join used u on u.account_id = r.account_id and u.month = r.month
-    window w as (partition by r.account_id, r.month, r.included
+    where r.included
+    window w as (partition by r.account_id, r.month
                  order by r.start, r.record_key rows unbounded preceding)
+), allowed as (
+    select r.*, coalesce(f.free, 0) as free
+    from rateable r left join free_of f using (line)
 ), segments as (                               -- billed seconds split by time band
-    select a.record_key,
+    select a.line,
            sum(greatest(0, (epoch(least(k.iend, a.start + to_seconds(a.billed)))
                             - epoch(a.start))::bigint
                            - greatest(a.free, (epoch(greatest(k.istart, a.start))
@@ -112,10 +116,10 @@ with sub as (                                  -- the subscription held at the c
     from allowed a
     join calendar k on k.istart < a.start + to_seconds(a.billed) and k.iend > a.start
     join rates rt on rt.tariff_id = a.tariff_id and rt.zone = a.zone and rt.band = k.band
-    group by a.record_key
+    group by a.line
 ), charged as (
     select a.*, (coalesce(s.numerator, 0) + 30) // 60 as base
-    from allowed a left join segments s using (record_key)
+    from allowed a left join segments s using (line)
 ), minimum as (
     select *, case when billed > free then greatest(base, min_charge) else base end as gross
     from charged
@@ -345,7 +349,7 @@ class RatingEngine:
         db.execute(
             """
             create or replace temp table checked as
-            select *, case
+            select r.*, case
                 when record_key is null or record_key = '' or length(record_key) > 128
                     then 'record_key: missing or longer than 128 characters'
                 when msisdn is null or not regexp_full_match(msisdn, '[0-9]{1,15}')
@@ -358,10 +362,14 @@ class RatingEngine:
                     then 'duration: not a whole number of seconds'
                 when try_cast(duration as bigint) not between 0 and $max
                     then 'duration: not between 0 and ' || $max || ' seconds'
-                when row_number() over (partition by record_key order by line) > 1
+                when d.first is not null and r.line <> d.first
                     then 'record_key: duplicate in this batch'
             end as reason
-            from raw_lines
+            -- Keys seen twice, by a grouping (parallel), not a window over every line
+            -- partitioned by key (a sort of the whole batch: 0.25 s per 200,000 lines).
+            from raw_lines r
+            left join (select record_key, min(line) as first from raw_lines
+                       group by record_key having count(*) > 1) d using (record_key)
             """,
             {"max": MAX_DURATION_S},
         )
