@@ -66,7 +66,7 @@ def tariffs(rng: random.Random) -> list[TariffVersion]:
     return out
 
 
-def write_cdrs(path: Path, n: int, accounts: int, rng: random.Random) -> None:
+def write_cdrs(path: Path, n: int, accounts: int, rng: random.Random, prefix: str = "c") -> None:
     with path.open("w") as f:
         f.write("record_key,msisdn,destination,start,duration\n")
         for i in range(n):
@@ -74,7 +74,7 @@ def write_cdrs(path: Path, n: int, accounts: int, rng: random.Random) -> None:
             start = DAY + dt.timedelta(seconds=rng.randrange(86_400))
             dest = f"{rng.randrange(2, 9999)}{rng.randrange(10**6):06d}"
             when = f"{start:%Y-%m-%d %H:%M:%S}"
-            f.write(f"c{i},{8200000000 + number},{dest},{when},{rng.randrange(1200)}\n")
+            f.write(f"{prefix}{i},{8200000000 + number},{dest},{when},{rng.randrange(1200)}\n")
 
 
 def reference_rate(path: Path, sample: int, accounts: int, versions: list[TariffVersion]) -> float:
@@ -155,7 +155,12 @@ def setup(url: str, accounts: int) -> None:
         c.execute("vacuum analyze")
 
 
-async def end_to_end(url: str, path: Path, versions: list[TariffVersion]) -> dict[str, Any]:
+async def end_to_end(
+    url: str, path: Path, warm_path: Path, versions: list[TariffVersion]
+) -> dict[str, Any]:
+    """The file on a fresh pipeline (cold: every number's data loaded from PostgreSQL),
+    then a second file on the same pipeline (warm: the inbox daemon's steady state,
+    S10's memory kept across files)."""
     async with open_pool(url, max_size=2) as pool:
         for version in versions:
             await add_tariff(pool, version, actor="bench")
@@ -164,6 +169,9 @@ async def end_to_end(url: str, path: Path, versions: list[TariffVersion]) -> dic
             started = time.perf_counter()
             report = await rate_file(pool, pipeline, path, actor="bench")
             elapsed = time.perf_counter() - started
+        started = time.perf_counter()
+        warm = await rate_file(pool, pipeline, warm_path, actor="bench")
+        warm_elapsed = time.perf_counter() - started
         pipeline.close()
         return {
             "elapsed_s": elapsed,
@@ -172,6 +180,9 @@ async def end_to_end(url: str, path: Path, versions: list[TariffVersion]) -> dic
             "suspended": report.suspended,
             "cpu": cpu.summary(),
             "phases": report.phases,
+            "warm_records": warm.records,
+            "warm_rate": warm.records / warm_elapsed,
+            "warm_phases": warm.phases,
         }
 
 
@@ -185,6 +196,8 @@ async def main() -> None:
         base = Path(tmp)
         cdr_file = base / "cdrs.csv"
         write_cdrs(cdr_file, n, accounts, rng)
+        warm_file = base / "cdrs-warm.csv"
+        write_cdrs(warm_file, n // 5, accounts, rng, prefix="w")
         print(f"bench/rating at {git_ref()}: {n:,} CDRs, {accounts:,} accounts, 20 tariffs")
         ref = reference_rate(cdr_file, min(n, 20_000), accounts, versions)
         eng, charges = engine_rate(cdr_file, n, accounts, versions)
@@ -203,7 +216,7 @@ async def main() -> None:
         try:
             url = pg.url("bossa")
             await asyncio.to_thread(setup, url, accounts)
-            e2e = await end_to_end(url, cdr_file, versions)
+            e2e = await end_to_end(url, cdr_file, warm_file, versions)
         finally:
             await asyncio.to_thread(pg.stop)
         print(
@@ -211,6 +224,10 @@ async def main() -> None:
             f"{e2e['elapsed_s']:.1f} s (target >= {fmt(TARGET_RATE)}); {e2e['cpu']}"
         )
         print(f"  phases (s): {e2e['phases']}")
+        print(
+            f"  end to end, warm pipeline ({e2e['warm_records']:,} more CDRs, same "
+            f"pipeline): {fmt(e2e['warm_rate'])} CDRs/s; phases (s): {e2e['warm_phases']}"
+        )
     if not args.no_results:
         append_section(
             ROOT / "bench" / "RESULTS.md",
@@ -228,6 +245,10 @@ async def main() -> None:
                 f" same charges: {agree})",
                 f"- end to end: {fmt(e2e['rate'])} CDRs/s, {e2e['elapsed_s']:.1f} s"
                 f" (target >= {fmt(TARGET_RATE)}); {e2e['cpu']}",
+                f"- end to end, warm pipeline (a second file of {e2e['warm_records']:,} CDRs,"
+                f" memory kept): {fmt(e2e['warm_rate'])} CDRs/s",
+                f"- phases, cold (s): {e2e['phases']}",
+                f"- phases, warm (s): {e2e['warm_phases']}",
             ],
         )
 

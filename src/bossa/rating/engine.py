@@ -480,7 +480,12 @@ class RatingEngine:
             "account_id, msisdn, destination, product_code, zone, start, duration, billed, "
             "free, charge, allowance_used"
         )
-        query = f"select record_key, {int(batch)}, {columns} from result where reason is null"  # noqa: S608 -- an int
+        # In the order of rated_usage's (account_id, started_at) index: PostgreSQL then
+        # inserts its entries page after page (COPY of 180,000 rows: 3.8 s -> 2.9 s).
+        query = (
+            f"select record_key, {int(batch)}, {columns} from result "  # noqa: S608 -- an int
+            "where reason is null order by account_id, start"
+        )
         self.write_csv(query, path)
 
     def write_suspended(self, batch: int, path: Path) -> None:

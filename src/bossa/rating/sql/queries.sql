@@ -69,9 +69,9 @@ insert into rating.tariff_rates (tariff_id, zone, band, rate) values (%s, %s, %s
 -- The subscription histories of these numbers (S10: loaded on first usage), of accounts
 -- the ledger has: usage of any other stays in suspense as of an unknown account.
 select s.msisdn, s.account_id, s.product_code, s.valid_from, s.valid_to
-from rating.subscriptions s
+from unnest(%(numbers)s::text[]) as n(msisdn)
+join rating.subscriptions s using (msisdn)
 join ledger.billing_accounts a on a.id = s.account_id
-where s.msisdn = any(%(numbers)s)
 
 -- name: end_subscription
 -- A number's open subscription ends where its next one starts.
