@@ -83,6 +83,8 @@ class Pipeline:
     looked_at: float = 0.0
     #: The allowance version memory holds (None: no counters in memory).
     allowance_version: int | None = None
+    #: The highest tariff version id memory holds (None: no tariffs loaded).
+    tariff_version: int | None = None
 
     @classmethod
     def open(cls, *, instance: int = 0, threads: int | None = None) -> Pipeline:
@@ -319,9 +321,15 @@ async def _rate_staged(
     engine = pipeline.engine
     clock = _Clock()
     await _refresh_memory(conn, pipeline)
-    # Tariffs are a few hundred rows: read at every batch, a change applies to the next
-    # batch with nothing flushed or restarted.
-    engine.load_tariffs(await store.tariffs(conn))
+    clock.lap("memory")
+    # Tariffs are reloaded only when a version was added since (a new version has the
+    # highest id, and versions are never edited otherwise): it applies to the next batch
+    # with nothing flushed or restarted.
+    tariff_version = await store.tariff_version(conn)
+    if tariff_version != pipeline.tariff_version:
+        engine.load_tariffs(await store.tariffs(conn))
+        pipeline.tariff_version = tariff_version
+    clock.lap("tariffs")
     numbers = await asyncio.to_thread(engine.numbers)
     if numbers:
         engine.put_subscriptions(await store.subscriptions_of(conn, numbers))
@@ -355,12 +363,15 @@ async def _rate_staged(
         await asyncio.to_thread(engine.write_rated, batch, rated_csv)
         await store.copy_rated(conn, rated_csv)
     clock.lap("copy rated")
+    # Costs a key lookup per suspended record: one of the batch's may be among them.
     await store.unsuspend_rated(conn)
     await asyncio.to_thread(engine.write_suspended, batch, suspended_csv)
     if result.suspended:
         await store.suspend(conn, suspended_csv)
+    clock.lap("suspense")
     await store.add_allowance(conn, await asyncio.to_thread(engine.batch_usage))
     version = await store.bump_allowance_version(conn, pipeline.instance)
+    clock.lap("allowances")
     # The ledger books the batch per account and day; a bill line traces back to the
     # batch's records through this reference (rating.rated_usage by batch, account, day).
     await store.add_usage(
@@ -369,7 +380,7 @@ async def _rate_staged(
     await store.finish_batch(
         conn, batch, rated=result.rated, suspended=result.suspended, malformed=len(bad)
     )
-    clock.lap("suspense, allowances, ledger")
+    clock.lap("ledger")
     count, charge = await asyncio.to_thread(engine.totals)
     if bad:
         log.warning(

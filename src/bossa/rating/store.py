@@ -68,6 +68,11 @@ async def tariffs(conn: Conn) -> list[TariffVersion]:
     ]
 
 
+async def tariff_version(conn: Conn) -> int:
+    row = await (await conn.execute(QUERIES["tariff_version"])).fetchone()
+    return int(row["version"]) if row else 0
+
+
 async def open_tariff(conn: Conn, product: str) -> dict[str, Any] | None:
     return await (await conn.execute(QUERIES["open_tariff"], {"product": product})).fetchone()
 

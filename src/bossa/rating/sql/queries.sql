@@ -308,3 +308,8 @@ select ledger.remove_usage(%(accounts)s::text[], %(references)s::text[],
 insert into rating.audit (actor, action, detail) values (%(actor)s, %(action)s, %(detail)s)
 returning id
 
+
+-- name: tariff_version
+-- The newest tariff version's id: it moves whenever a version is added (and the one it
+-- closes changes in the same transaction), so a pipeline reloads tariffs only then.
+select coalesce(max(id), 0) as version from rating.tariffs
