@@ -279,8 +279,7 @@ async def _refresh_memory(conn: Conn, pipeline: Pipeline) -> None:
         engine.forget_all()
         pipeline.allowance_version = None
         await store.purge_changes(conn)
-        seq, _, _ = await store.changes_since(conn, 0)
-        pipeline.seen = seq
+        pipeline.seen = await store.last_change(conn)
         engine.put_holds(await store.holds(conn))
     else:
         seq, numbers, accounts = await store.changes_since(conn, pipeline.seen)

@@ -242,6 +242,16 @@ async def changes_since(conn: Conn, seq: int) -> tuple[int, list[str], int]:
     return int(row["seq"]), list(row["numbers"]), int(row["accounts"])
 
 
+async def last_change(conn: Conn) -> int:
+    """The highest sequence of rating.changes, read while no writer is in flight."""
+    await conn.execute(QUERIES["read_lock_changes"])
+    try:
+        row = await (await conn.execute(QUERIES["last_change"])).fetchone()
+    finally:
+        await conn.execute(QUERIES["read_unlock_changes"])
+    return int(row["seq"]) if row else 0
+
+
 async def purge_changes(conn: Conn) -> None:
     await conn.execute(QUERIES["purge_changes"])
 
