@@ -283,3 +283,26 @@ async def test_usage_of_an_account_being_billed_waits_and_is_recycled(
     assert await recycle_fixed(pool, pipeline) == 1
     assert await suspense_counts(pool) == {}
     assert await rated_total(pool) == await ledger_total(pool) == 1200
+
+
+async def test_automatic_recycling_looks_only_after_a_change(
+    pool: Pool, pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks: list[bool] = []
+    real = store.stage_recycle
+
+    async def counting(*args: Any, **kwargs: Any) -> None:
+        looks.append(kwargs["fixed"])
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "stage_recycle", counting)
+    path = write(tmp_path / "a.csv", f"u1,{NUMBER},1555,2026-03-02 10:00:00,60")
+    await rate_file(pool, pipeline, path, actor="test")
+    assert await recycle_fixed(pool, pipeline) == 0
+    assert await recycle_fixed(pool, pipeline) == 0  # nothing changed: no look
+    assert looks == [True]
+    assert await recycle_fixed(pool, pipeline, force=True) == 0  # a recycle request
+    assert len(looks) == 2
+    await subscribe(pool)  # a change: the next call looks, and rates it
+    assert await recycle_fixed(pool, pipeline) == 1
+    assert len(looks) == 3

@@ -64,6 +64,9 @@ log = logging.getLogger("bossa.rating")
 #: A pipeline that has not looked at the change log for this long starts its memory
 #: afresh (the log keeps a day: rows older may be purged).
 _MEMORY_MAX_AGE_S = 3_600.0
+#: The automatic recycling looks at every suspended record at least this often, even
+#: when nothing rating is told of changed.
+_FULL_RECYCLE_CHECK_S = 300.0
 
 
 @dataclass
@@ -85,6 +88,9 @@ class Pipeline:
     allowance_version: int | None = None
     #: The highest tariff version id memory holds (None: no tariffs loaded).
     tariff_version: int | None = None
+    #: (change sequence, tariff version) at the last automatic recycling, and when.
+    fixed_mark: tuple[int, int] | None = None
+    fixed_at: float = 0.0
 
     @classmethod
     def open(cls, *, instance: int = 0, threads: int | None = None) -> Pipeline:
@@ -475,7 +481,8 @@ async def recycle(
             _committed(pipeline, version)
     metrics.RECYCLED.labels("rated").inc(out.rated)
     metrics.RECYCLED.labels("suspended").inc(out.suspended)
-    log.info(
+    # A warning when records stay suspended: their cause is not gone (or is back).
+    (log.warning if out.suspended else log.info)(
         "rating recycle (%s) by %s: %d taken, %d rated, %d still suspended",
         _describe(what),
         actor,
@@ -486,12 +493,24 @@ async def recycle(
     return out
 
 
-async def recycle_fixed(pool: Pool, pipeline: Pipeline, *, actor: str = "pipeline") -> int:
+async def recycle_fixed(
+    pool: Pool, pipeline: Pipeline, *, actor: str = "pipeline", force: bool = False
+) -> int:
     """Automatic recycling: the suspended records whose cause is gone (their number now
     has a known account, their product a tariff, their destination a zone, their
     account's billing completed), batch after batch until none is left. Returns the
     records rated. The inbox daemon calls it at every look; the sync listener may call it
-    for a recycle request."""
+    for a recycle request (`force`).
+
+    Looking costs a lookup per suspended record, so it looks only when rating's account
+    data or tariffs changed since its last look (the change log's sequence, the newest
+    tariff version), or `_FULL_RECYCLE_CHECK_S` passed: an account opened in the ledger
+    with no event to rating is found within that time."""
+    async with pool.connection() as conn:
+        mark = (await store.last_change(conn), await store.tariff_version(conn))
+    stale = time.monotonic() - pipeline.fixed_at > _FULL_RECYCLE_CHECK_S
+    if not (force or stale or mark != pipeline.fixed_mark):
+        return 0
     rated = 0
     while True:
         report = await recycle(pool, pipeline, actor=actor, fixed=True)
@@ -499,7 +518,9 @@ async def recycle_fixed(pool: Pool, pipeline: Pipeline, *, actor: str = "pipelin
         # Records still suspended were found fixed yet did not rate (a hold began
         # meanwhile, say): they wait for the next look rather than loop here.
         if report.taken < MAX_RECYCLE or report.rated == 0:
-            return rated
+            break
+    pipeline.fixed_mark, pipeline.fixed_at = mark, time.monotonic()
+    return rated
 
 
 def _describe(what: Mapping[str, object]) -> str:
