@@ -1,12 +1,32 @@
 """Rating: usage records (CDRs) priced with tariffs and the account data the sync
-pipeline keeps current (SPEC S; docs/sync-and-rating.md)."""
+pipeline keeps current (SPEC S; docs/sync-and-rating.md).
 
-from bossa.rating.models import BatchReport, SuspendedRecord, SuspenseReason, TariffVersion
+For the sync listener, in its ack's transaction: `subscribe` / `unsubscribe` (a product
+bought, changed, cancelled), `account_changed` (any other change of a number's or an
+account's data: pipelines drop it from memory and load it again on next usage),
+`billing_started` / `billing_completed` (S14 holds), and `recycle_fixed` (a recycle
+request, with `force=True`, outside any transaction: it rates)."""
+
+from bossa.rating.models import (
+    BatchReport,
+    RecycleReport,
+    RerateReport,
+    SuspendedRecord,
+    SuspenseReason,
+    TariffVersion,
+)
 from bossa.rating.service import (
     Pipeline,
+    account_changed,
     add_tariff,
+    billing_completed,
+    billing_started,
     put_subscription,
     rate_file,
+    rate_records,
+    recycle,
+    recycle_fixed,
+    rerate,
     subscribe,
     suspended,
     unsubscribe,
@@ -15,12 +35,21 @@ from bossa.rating.service import (
 __all__ = [
     "BatchReport",
     "Pipeline",
+    "RecycleReport",
+    "RerateReport",
     "SuspendedRecord",
     "SuspenseReason",
     "TariffVersion",
+    "account_changed",
     "add_tariff",
+    "billing_completed",
+    "billing_started",
     "put_subscription",
     "rate_file",
+    "rate_records",
+    "recycle",
+    "recycle_fixed",
+    "rerate",
     "subscribe",
     "suspended",
     "unsubscribe",
