@@ -147,13 +147,13 @@ async def test_pipeline_memory_is_kept_and_follows_changes(
     pool: Pool, pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads: list[list[str]] = []
-    real = store.subscriptions_of
+    real = store.copy_subscriptions
 
-    async def counting(conn: Any, numbers: Any) -> Any:
-        loads.append(sorted(numbers))
-        return await real(conn, numbers)
+    async def counting(conn: Any, numbers: Path, out: Path) -> None:
+        loads.append(sorted(numbers.read_text().split()))
+        await real(conn, numbers, out)
 
-    monkeypatch.setattr(store, "subscriptions_of", counting)
+    monkeypatch.setattr(store, "copy_subscriptions", counting)
     await subscribe(pool)
     await rate_file(
         pool,

@@ -219,6 +219,74 @@ class RatingEngine:
         self.db.execute("insert into subs select * from incoming")
         self.db.execute("commit")
 
+    def write_new_numbers(self, path: Path) -> int:
+        """Write the staged batch's numbers not in memory yet (S10) to `path`, one per
+        line, for PostgreSQL to join their histories to; returns how many."""
+        self.db.execute(
+            "create or replace temp table new_numbers as select distinct msisdn from cdrs "
+            "where msisdn not in (select msisdn from loaded)"
+        )
+        row = self.db.execute("select count(*) from new_numbers").fetchone()
+        count = int(row[0]) if row else 0
+        if count:
+            self.write_csv("select msisdn from new_numbers", path)
+        return count
+
+    def read_subscriptions(self, path: Path) -> None:
+        """The histories of `write_new_numbers`' numbers, as PostgreSQL's COPY wrote them
+        (msisdn, account, product, from, to): they replace what memory held of those
+        numbers, and every one of the numbers is loaded from now on, with or without a
+        history."""
+        self.db.execute(
+            """
+            create or replace temp table incoming as
+            select * from read_csv(?, header = false, auto_detect = false, delim = ',',
+                quote = '"', escape = '"',
+                columns = {'msisdn': 'varchar', 'account_id': 'varchar',
+                           'product_code': 'varchar', 'valid_from': 'timestamp',
+                           'valid_to': 'timestamp'})
+            """,
+            [str(path)],
+        )
+        self.db.execute("begin")
+        self.db.execute("delete from subs where msisdn in (select msisdn from new_numbers)")
+        self.db.execute("insert into subs select * from incoming")
+        self.db.execute("insert or ignore into loaded select msisdn from new_numbers")
+        self.db.execute("commit")
+
+    def write_allowance_keys(self, path: Path) -> int:
+        """Write the (account, 'YYYY-MM') pairs the staged batch may use allowance of and
+        memory holds no counter of to `path`; returns how many."""
+        self.db.execute(
+            """
+            create or replace temp table new_keys as
+            select distinct s.account_id, strftime(c.start, '%Y-%m') as month
+            from cdrs c join subs s
+              on s.msisdn = c.msisdn and c.start >= s.valid_from
+             and (s.valid_to is null or c.start < s.valid_to)
+            where not exists (select 1 from used u where u.account_id = s.account_id
+                              and u.month = strftime(c.start, '%Y-%m'))
+            """
+        )
+        row = self.db.execute("select count(*) from new_keys").fetchone()
+        count = int(row[0]) if row else 0
+        if count:
+            self.write_csv("select account_id, month from new_keys", path)
+        return count
+
+    def read_usage(self, path: Path) -> None:
+        """Counters for `write_allowance_keys`' pairs as PostgreSQL's COPY wrote them
+        (account, month, seconds; 0 where it has none)."""
+        self.db.execute(
+            """
+            insert into used
+            select * from read_csv(?, header = false, auto_detect = false, delim = ',',
+                quote = '"', escape = '"',
+                columns = {'account_id': 'varchar', 'month': 'varchar', 'seconds': 'bigint'})
+            """,
+            [str(path)],
+        )
+
     def put_usage(
         self, rows: Iterable[tuple[str, str, int]], keys: Iterable[tuple[str, str]] = ()
     ) -> None:

@@ -335,13 +335,16 @@ async def _rate_staged(
         engine.load_tariffs(await store.tariffs(conn))
         pipeline.tariff_version = tariff_version
     clock.lap("tariffs")
-    numbers = await asyncio.to_thread(engine.numbers)
-    if numbers:
-        engine.put_subscriptions(await store.subscriptions_of(conn, numbers))
-        await asyncio.to_thread(engine.mark_loaded, numbers)
-    keys = await asyncio.to_thread(engine.allowance_keys)
-    if keys:
-        engine.put_usage(await store.allowance_of(conn, keys), keys)
+    # S10: numbers not in memory are loaded now, on their first usage; with allowance
+    # counters not in memory, both by COPY (a fresh pipeline loads its whole first file's).
+    numbers_csv, subs_csv = work / "numbers.csv", work / "subscriptions.csv"
+    if await asyncio.to_thread(engine.write_new_numbers, numbers_csv):
+        await store.copy_subscriptions(conn, numbers_csv, subs_csv)
+        await asyncio.to_thread(engine.read_subscriptions, subs_csv)
+    keys_csv, usage_csv = work / "allowance_keys.csv", work / "usage.csv"
+    if await asyncio.to_thread(engine.write_allowance_keys, keys_csv):
+        await store.copy_allowance(conn, keys_csv, usage_csv)
+        await asyncio.to_thread(engine.read_usage, usage_csv)
     clock.lap("account data")
     records = await asyncio.to_thread(engine.staged)
     batch = await store.add_batch(

@@ -133,6 +133,30 @@ async def subscriptions_of(
     ]
 
 
+async def copy_subscriptions(conn: Conn, numbers: Path, out: Path) -> None:
+    """The histories of the numbers in `numbers` (one per line), of accounts the ledger
+    has, into `out` as CSV: both ways by COPY, no row through Python (a cold pipeline
+    loads every number of its first file)."""
+    await conn.execute(QUERIES["numbers_table"])
+    await copy_file(conn, "copy rating_numbers (msisdn) from stdin (format csv)", numbers)
+    await _copy_to(conn, _COPY_SUBSCRIPTIONS, out)
+
+
+async def copy_allowance(conn: Conn, keys: Path, out: Path) -> None:
+    """The allowance counters of the (account, month) pairs in `keys` into `out` (0
+    where there is none yet), both ways by COPY."""
+    await conn.execute(QUERIES["keys_table"])
+    await copy_file(conn, "copy rating_keys (account_id, month) from stdin (format csv)", keys)
+    await _copy_to(conn, _COPY_ALLOWANCE, out)
+
+
+async def _copy_to(conn: Conn, statement: str, path: Path) -> None:
+    with path.open("wb") as f:
+        async with conn.cursor() as cur, cur.copy(statement) as copy:
+            async for block in copy:
+                f.write(block)
+
+
 async def put_subscription(
     conn: Conn, *, msisdn: str, account_id: str, product_code: str, at: datetime
 ) -> None:
@@ -423,3 +447,14 @@ SUSPENDED_COLUMNS = (
 )
 _COPY_RATED = f"copy rating.rated_usage ({RATED_COLUMNS}) from stdin (format csv)"
 _COPY_SUSPENDED = f"copy rating_suspended ({SUSPENDED_COLUMNS}) from stdin (format csv)"
+# COPY takes no parameters: these read the temp tables the pipeline copied in.
+_COPY_SUBSCRIPTIONS = (
+    "copy (select s.msisdn, s.account_id, s.product_code, s.valid_from, s.valid_to "
+    "from rating_numbers n join rating.subscriptions s using (msisdn) "
+    "join ledger.billing_accounts a on a.id = s.account_id) to stdout (format csv)"
+)
+_COPY_ALLOWANCE = (
+    "copy (select k.account_id, k.month, coalesce(u.seconds, 0) "
+    "from rating_keys k left join rating.allowance_usage u using (account_id, month)) "
+    "to stdout (format csv)"
+)

@@ -313,3 +313,11 @@ returning id
 -- The newest tariff version's id: it moves whenever a version is added (and the one it
 -- closes changes in the same transaction), so a pipeline reloads tariffs only then.
 select coalesce(max(id), 0) as version from rating.tariffs
+
+-- name: numbers_table
+-- The numbers a batch needs the histories of (S10), copied in by the pipeline.
+create temp table rating_numbers (msisdn text) on commit drop
+
+-- name: keys_table
+-- The (account, month) allowance counters a batch needs, copied in by the pipeline.
+create temp table rating_keys (account_id text, month text) on commit drop

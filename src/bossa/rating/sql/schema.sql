@@ -63,7 +63,7 @@ create table rating.batches (
 -- twice is charged once and a bill line traces back to its records.
 create table rating.rated_usage (
     record_key   text primary key,
-    batch_id     bigint not null references rating.batches (id),
+    batch_id     bigint not null,  -- a batch of the same transaction (no foreign key: 0002)
     account_id   text not null,
     msisdn       text not null,
     destination  text not null,
@@ -83,7 +83,7 @@ create index rated_usage_account on rating.rated_usage (account_id, started_at);
 -- the cause is fixed (a recycled record leaves suspense when it rates).
 create table rating.suspense (
     record_key   text primary key,
-    batch_id     bigint not null references rating.batches (id),
+    batch_id     bigint not null,  -- a batch of the same transaction (no foreign key: 0002)
     msisdn       text not null,
     destination  text not null,
     started_at   timestamp not null,

@@ -5,6 +5,12 @@
 alter table rating.suspense add column account_id text;
 create index suspense_account on rating.suspense (account_id);
 
+-- Rated usage and suspense keep their batch id without a foreign key: the id is the
+-- batch row written in the same transaction, batches are never deleted, and the per-row
+-- check cost 30% of the COPY of rated rows (180,000 rows: 2.67 s -> 1.85 s).
+alter table rating.rated_usage drop constraint rated_usage_batch_id_fkey;
+alter table rating.suspense drop constraint suspense_batch_id_fkey;
+
 -- The billed seconds a rated record counted against its account's monthly allowance:
 -- rerating gives them back before rating the record again.
 alter table rating.rated_usage add column allowance_used integer not null default 0;
