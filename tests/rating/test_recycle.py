@@ -4,6 +4,7 @@ and the ledger always holds exactly what rating.rated_usage charges."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,12 @@ async def test_recycle_by_reason_account_and_batch(
     )
     assert (first.suspended, second.suspended) == (2, 1)
     await subscribe(pool)
-    # By batch: only u2; by reason: only u1 of what remains.
+    # By file, by batch: only u2; by reason: only u1 of what remains.
+    assert (await recycle(pool, pipeline, actor="ops", source="nope.csv")).taken == 0
+    by_file = await recycle(pool, pipeline, actor="ops", source="b.csv", limit=1)
+    assert (by_file.taken, by_file.rated) == (1, 1)
     by_batch = await recycle(pool, pipeline, actor="ops", batch=second.batch)
-    assert (by_batch.taken, by_batch.rated) == (1, 1)
+    assert by_batch.taken == 0  # u2 was the file's, rated already
     by_account = await recycle(pool, pipeline, actor="ops", account="A-1002")
     # n1 still has no tariff: it stays, one more attempt, same reason.
     assert (by_account.taken, by_account.rated, by_account.suspended) == (1, 0, 1)
@@ -150,7 +154,7 @@ async def test_pipeline_memory_is_kept_and_follows_changes(
     real = store.copy_subscriptions
 
     async def counting(conn: Any, numbers: Path, out: Path) -> None:
-        loads.append(sorted(numbers.read_text().split()))
+        loads.append(sorted((await asyncio.to_thread(numbers.read_text)).split()))
         await real(conn, numbers, out)
 
     monkeypatch.setattr(store, "copy_subscriptions", counting)

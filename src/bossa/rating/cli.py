@@ -203,6 +203,9 @@ def recycle(
     batch: Annotated[
         int | None, typer.Option(min=1, help="Only records suspended by this batch")
     ] = None,
+    file: Annotated[
+        str | None, typer.Option(help="Only records of the file of this name (its batches)")
+    ] = None,
     fixed: Annotated[
         bool, typer.Option(help="Only records whose cause is gone (what the inbox does)")
     ] = False,
@@ -222,6 +225,7 @@ def recycle(
                 reason=reason,
                 account=account,
                 batch=batch,
+                source=file,
                 fixed=fixed,
                 limit=limit,
             )

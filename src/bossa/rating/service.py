@@ -422,11 +422,13 @@ async def recycle(
     reason: SuspenseReason | None = None,
     account: str | None = None,
     batch: int | None = None,
+    source: str | None = None,
     fixed: bool = False,
     limit: int = MAX_RECYCLE,
 ) -> RecycleReport:
     """Rate suspended records again (docs/sync-and-rating.md, "Recycling suspense"):
-    those matching every filter given (reason, account, the batch that suspended them;
+    those matching every filter given (reason, account, the batch that suspended them,
+    the file they came in: a batch's source;
     `fixed`: only those whose cause is gone), at most `limit`, oldest key first, in one
     transaction under the pipeline lock. A record that rates leaves suspense and is
     charged once (a key rated meanwhile is not charged again); one that still cannot
@@ -435,11 +437,14 @@ async def recycle(
         raise InvalidInput(f"not between 1 and {MAX_RECYCLE}", field="limit")
     if account is not None and not 1 <= len(account) <= 64:
         raise InvalidInput("1-64 characters", field="account")
+    if source is not None and not 1 <= len(source) <= 200:
+        raise InvalidInput("1-200 characters", field="file")
     reason_text = reason.value if reason else None
     what: dict[str, object] = {
         "reason": reason_text,
         "account": account,
         "batch": batch,
+        "file": source,
         "fixed": fixed,
     }
     engine = pipeline.engine
@@ -455,6 +460,7 @@ async def recycle(
                     reason=reason_text,
                     account=account,
                     batch=batch,
+                    source=source,
                     fixed=fixed,
                     limit=limit,
                 )

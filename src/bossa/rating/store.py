@@ -317,6 +317,7 @@ async def stage_recycle(
     batch: int | None,
     fixed: bool,
     limit: int,
+    source: str | None = None,
 ) -> None:
     """Suspended records matching the filter, written to `path` as a CDR file."""
     await conn.execute(QUERIES["recycle_table"])
@@ -326,6 +327,7 @@ async def stage_recycle(
             "reason": reason,
             "account": account,
             "batch": batch,
+            "source": source,
             "fixed": fixed,
             "limit": limit,
         },

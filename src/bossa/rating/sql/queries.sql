@@ -233,6 +233,8 @@ select record_key, msisdn, destination, started_at, duration
 from rating.suspense s
 where (%(reason)s::text is null or s.reason = %(reason)s)
   and (%(batch)s::bigint is null or s.batch_id = %(batch)s)
+  and (%(source)s::text is null or s.batch_id in (select b.id from rating.batches b
+                                               where b.source = %(source)s))
   and (%(account)s::text is null or s.account_id = %(account)s
        or s.msisdn in (select x.msisdn from rating.subscriptions x
                        where x.account_id = %(account)s))
