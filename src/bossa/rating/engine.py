@@ -13,15 +13,18 @@ same file and checks that both charge every record the same):
 - it writes rated rows as CSV that PostgreSQL's `COPY` takes without Python touching
   each row (a binary COPY would need Python to encode every row, or a second
   connection, outside the batch's transaction, through DuckDB's postgres extension);
-- measured, it is now the faster one: on 1,000,000 CDRs (2026-11-29, a 2-core machine
-  loaded by other work, bench/RESULTS.md) this engine read, checked and rated at
-  95,647 CDRs/s and Polars rated only the well-formed records (no line checks, no
-  suspense) at 63,099 CDRs/s: DuckDB 1.52x. An earlier measurement had Polars 1.6x
-  faster at the rating step; what changed is here: the allowance's running sum runs over
-  the calls in included zones only, per-call groupings key on the line number instead of
-  the record key, and duplicate keys are found by a grouping instead of a window over the
-  batch (A/B in one run on 200,000 CDRs: read and check 0.62 -> 0.31 s, rate
-  1.20 -> 0.85 s, the same charges).
+- measured, the two are within this machine's noise of each other, and this engine
+  does more in that time (line checks with line numbers, suspense reasons) than the
+  Polars version (well-formed records of known numbers only). Full runs on 1,000,000
+  CDRs the same afternoon (2026-11-29, 2 cores loaded by other work, bench/RESULTS.md):
+  DuckDB 95,647 vs Polars 63,099 CDRs/s (1.52x), then 42,870 vs 58,860 (0.73x); quick
+  runs on 100,000 gave 0.39x-0.93x. An earlier measurement had Polars 1.6x faster at the
+  rating step alone; since then the allowance's running sum runs over the calls in
+  included zones only, per-call groupings key on the line number instead of the record
+  key, and duplicate keys are found by a grouping instead of a window over the batch (an
+  A/B in one run on 200,000 CDRs: read and check 0.62 -> 0.31 s, rate 1.20 -> 0.85 s,
+  the same charges). Polars would be worth another look only with the line checks
+  written in it too, measured on a quiet machine.
 This module holds no I/O of the database: the service moves its
 results into PostgreSQL.
 """
