@@ -250,9 +250,16 @@ async def test_rerate_replaces_a_period_without_charging_twice(
     again = await rerate(pool, pipeline, start=date(2026, 3, 2), end=date(2026, 3, 3), actor="ops")
     assert (again.old_charge, again.new_charge) == (660, 660)
     assert await rated_total(pool) == await ledger_total(pool) == 1260
+    # Another account's usage only: this one's is not touched; a period with no usage
+    # rerates nothing and changes nothing.
+    other = await rerate(
+        pool, pipeline, start=date(2026, 3, 2), end=date(2026, 3, 4), actor="ops", account="A-1002"
+    )
+    assert (other.records, other.old_charge, other.new_charge) == (0, 0, 0)
+    assert await rated_total(pool) == await ledger_total(pool) == 1260
     # r1's 60 s counted once against the month, not once per rating (given back first).
     assert await one(pool, "select seconds from rating.allowance_usage") == 60
-    assert await one(pool, "select count(*) from rating.audit where action = 'rerate'") == 2
+    assert await one(pool, "select count(*) from rating.audit where action = 'rerate'") == 3
     # Once billed, the period is not rerated: the bill is issued.
     async with pool.connection() as conn:
         await conn.execute("update ledger.rated_usage set bill_id = 1")
