@@ -557,8 +557,8 @@ class RatingEngine:
             "free, charge, allowance_used"
         )
         # In the order of rated_usage's (account_id, started_at) index: PostgreSQL then
-        # inserts its entries page after page (COPY of 180,000 rows against file order,
-        # two A/B runs: 4.2 -> 2.9 s and 4.6 -> 3.8 s).
+        # inserts its entries page after page (bench/rating/copy_ab.py: COPY of 89,063
+        # rows, file order 1.26 s, this order 1.04 s).
         query = (
             f"select record_key, {int(batch)}, {columns} from result "  # noqa: S608 -- an int
             "where reason is null order by account_id, start"
