@@ -84,6 +84,8 @@ class Pipeline:
     #: The last `rating.changes` sequence applied to memory (-1: nothing loaded yet).
     seen: int = -1
     looked_at: float = 0.0
+    #: When this pipeline last purged old rows of the change log.
+    purged_at: float = float("-inf")
     #: The allowance version memory holds (None: no counters in memory).
     allowance_version: int | None = None
     #: The highest tariff version id memory holds (None: no tariffs loaded).
@@ -284,7 +286,6 @@ async def _refresh_memory(conn: Conn, pipeline: Pipeline) -> None:
     if pipeline.seen < 0 or stale:
         engine.forget_all()
         pipeline.allowance_version = None
-        await store.purge_changes(conn)
         pipeline.seen = await store.last_change(conn)
         engine.put_holds(await store.holds(conn))
     else:
@@ -295,6 +296,10 @@ async def _refresh_memory(conn: Conn, pipeline: Pipeline) -> None:
             engine.put_holds(await store.holds(conn))
         pipeline.seen = seq
     pipeline.looked_at = time.monotonic()
+    if pipeline.looked_at - pipeline.purged_at > _MEMORY_MAX_AGE_S:
+        # Rows a day old were seen by every pipeline that is not starting afresh anyway.
+        await store.purge_changes(conn)
+        pipeline.purged_at = pipeline.looked_at
     version = await store.allowance_version(conn, pipeline.instance)
     if version != pipeline.allowance_version:
         await asyncio.to_thread(engine.reset_usage)
