@@ -25,6 +25,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -46,6 +47,72 @@ SMSC_DIR = ROOT / "tests" / "alerts" / "smsc"
 SIPP_DIR = ROOT / "tests" / "alerts" / "sipp"
 TARGET_RATE = 1000.0
 TARGET_P99_MS = 200.0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_PROFILER = """
+import cProfile, signal, sys
+from bossa.cli import main
+prefix = sys.argv[1]
+state = {"n": 0, "prof": cProfile.Profile()}
+def dump(*_):
+    state["prof"].disable()
+    state["prof"].dump_stats(f"{prefix}-{state['n']}.prof")
+    state["n"] += 1
+    state["prof"] = cProfile.Profile()
+    state["prof"].enable()
+signal.signal(signal.SIGUSR1, dump)
+sys.argv = ["bossa", "alerts", "serve"]
+state["prof"].enable()
+try:
+    main()
+except SystemExit:
+    pass
+dump()
+"""
+
+
+def _stat(pid: int) -> tuple[int, float]:
+    """(parent pid, CPU seconds of the process and of its reaped children)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[1]), sum(int(x) for x in fields[11:15]) / _TICK
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of a process and all its descendants, living or reaped (PostgreSQL's
+    backends come and go)."""
+    parents: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = _stat(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    total, frontier = 0.0, {root}
+    while frontier:
+        total += sum(parents[p][1] for p in frontier if p in parents)
+        frontier = {p for p, (ppid, _) in parents.items() if ppid in frontier}
+    return total
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _print_profile(path: Path, title: str, top: int = 22) -> list[str]:
+    """The profile's costliest functions by own time, and the cumulative time of the
+    stages a call goes through."""
+    import io
+    import pstats
+
+    buffer = io.StringIO()
+    stats = pstats.Stats(str(path), stream=buffer)
+    stats.sort_stats("tottime").print_stats(top)
+    lines = [f"### profile of bossa, {title} (cProfile, own time)", *buffer.getvalue().splitlines()]
+    print("\n".join(lines), flush=True)
+    return lines
 
 
 def _get(port: int, path: str) -> Any:
@@ -185,6 +252,11 @@ def main() -> None:
     parser = base_parser(__doc__ or "", "300 calls per phase at 300/s")
     parser.add_argument("--rate", type=float, default=1000.0, help="offered calls per second")
     parser.add_argument("--calls", type=int, default=5000, help="calls per phase")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run bossa under cProfile (slower: for where the CPU goes, not for the rates)",
+    )
     args = parser.parse_args()
     rate, calls = (300.0, 300) if args.quick else (args.rate, args.calls)
 
@@ -237,8 +309,13 @@ def main() -> None:
             "BOSSA_LOG_LEVEL": "warning",
         }
         with (base / "alerts.log").open("wb") as sink:
+            command = (
+                [sys.executable, "-c", _PROFILER, str(base / "bossa")]
+                if args.profile
+                else [sys.executable, "-c", "from bossa.cli import main; main()", "alerts", "serve"]
+            )
             alerts = subprocess.Popen(
-                [sys.executable, "-c", "from bossa.cli import main; main()", "alerts", "serve"],
+                command,
                 env=env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -254,9 +331,38 @@ def main() -> None:
             if phase == "down":
                 server.stop()
                 _wait(lambda: _get(status, "/readyz")["database"] == "down", 10, "down")
+            pg_pid = server.status().pid
+            before = {
+                "bossa": tree_cpu(alerts.pid),
+                "SMSC": tree_cpu(smsc.pid),
+                "PostgreSQL": tree_cpu(pg_pid) if pg_pid and phase == "up" else 0.0,
+                "SIPp": _children_cpu(),
+            }
+            if args.profile:
+                alerts.send_signal(signal.SIGUSR1)  # the profile so far is start-up's
+                time.sleep(0.5)
             with Cpu() as cpu:
                 elapsed, sipp_state = _sipp(sip, callees, rate, base)
                 sent = _settle(control, set(callees))
+            spent = {
+                "bossa": tree_cpu(alerts.pid) - before["bossa"],
+                "SMSC": tree_cpu(smsc.pid) - before["SMSC"],
+                "PostgreSQL": (tree_cpu(pg_pid) - before["PostgreSQL"])
+                if pg_pid and phase == "up"
+                else 0.0,
+                "SIPp": _children_cpu() - before["SIPp"],
+            }
+            per_call = ", ".join(
+                f"{who} {1000 * cpu_s / max(len(callees), 1):.2f}" for who, cpu_s in spent.items()
+            )
+            cpu_line = f"CPU per call (ms), database {phase}: {per_call}"
+            print(cpu_line, flush=True)
+            lines.append(f"- {cpu_line}")
+            if args.profile:
+                alerts.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
+                profile = sorted(base.glob("bossa-*.prof"), key=lambda p: p.stat().st_mtime)[-1]
+                _print_profile(profile, f"database {phase}")
             if phase == "down":
                 server.start()
                 _wait(lambda: _get(status, "/readyz")["database"] == "up", 30, "up again")

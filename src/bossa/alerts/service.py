@@ -278,9 +278,7 @@ async def flush_due(
 async def record_submissions(conn: Conn, submitted: list[tuple[int, list[str]]]) -> None:
     """The SMS centre's ids of submitted notices, in the caller's transaction (the SMS
     lane's ack: the record commits with the entry's completion or not at all)."""
-    for notice_id, message_ids in submitted:
-        keys = sorted({key for message_id in message_ids for key in message_id_keys(message_id)})
-        await store.mark_submitted(conn, notice_id, message_ids, keys)
+    await store.mark_submitted_many(conn, submitted)
 
 
 async def record_delivery(
@@ -288,12 +286,26 @@ async def record_delivery(
 ) -> int | None:
     """Mark a notice delivered (by its id, or by the receipt's id keys); the notice id or
     None when no notice matches."""
+    return (await record_deliveries(pool, [(notice_id, receipt_keys, stat)]))[0]
+
+
+async def record_deliveries(
+    pool: Pool, receipts: list[tuple[int | None, list[str], str]]
+) -> list[int | None]:
+    """`record_delivery` for a burst of receipts (notice id or None, id keys, stat), in
+    one transaction: receipts come one per SMS, so one commit each would cost the
+    database a WAL flush per message."""
     async with pool.connection() as conn, conn.transaction():
-        if notice_id is None:
-            notice_id = await store.notice_by_keys(conn, receipt_keys)
-        if notice_id is None or not await store.mark_delivered(conn, notice_id, stat):
-            return None
-    return notice_id
+        resolved: list[int | None] = []
+        for notice_id, keys, _stat in receipts:
+            resolved.append(
+                notice_id if notice_id is not None else await store.notice_by_keys(conn, keys)
+            )
+        matched = await store.mark_delivered_many(
+            conn,
+            [(n, r[2]) for n, r in zip(resolved, receipts, strict=True) if n is not None],
+        )
+    return [n if n in matched else None for n in resolved]
 
 
 # -- uplink (M4) -----------------------------------------------------------------------

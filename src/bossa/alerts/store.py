@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
 
-from bossa.alerts.models import MissedCall
+from bossa.alerts.models import MissedCall, message_id_keys
 from bossa.db import Conn
 from bossa.sql import load_queries
 
@@ -141,6 +142,35 @@ async def mark_submitted(conn: Conn, notice_id: int, ids: list[str], keys: list[
         await cur.executemany(
             QUERIES["add_smsc_key"], [{"key": key, "notice_id": notice_id} for key in keys]
         )
+
+
+async def mark_submitted_many(conn: Conn, submitted: list[tuple[int, list[str]]]) -> None:
+    """(notice id, message ids) each: two statements for a whole batch."""
+    if not submitted:
+        return
+    rows = [{"notice_id": notice_id, "ids": ids} for notice_id, ids in submitted]
+    await conn.execute(QUERIES["mark_submitted_many"], {"rows": json.dumps(rows)})
+    keys = [
+        (key, notice_id)
+        for notice_id, ids in submitted
+        for key in sorted({k for message_id in ids for k in message_id_keys(message_id)})
+    ]
+    await conn.execute(
+        QUERIES["add_smsc_keys"],
+        {"keys": [k for k, _ in keys], "notice_ids": [n for _, n in keys]},
+    )
+
+
+async def mark_delivered_many(conn: Conn, delivered: list[tuple[int, str]]) -> set[int]:
+    """(notice id, receipt stat) each; the notice ids that exist."""
+    if not delivered:
+        return set()
+    rows = await _all(
+        conn,
+        "mark_delivered_many",
+        {"notice_ids": [n for n, _ in delivered], "stats": [s for _, s in delivered]},
+    )
+    return {int(r["id"]) for r in rows}
 
 
 async def notice_by_keys(conn: Conn, keys: list[str]) -> int | None:

@@ -216,3 +216,26 @@ update alerts.missed_calls m set notice_id = t.notice_id
 from unnest(%(ids)s::bigint[], %(callees)s::text[], %(callers)s::text[])
      as t(notice_id, callee, caller)
 where m.callee = t.callee and m.caller = t.caller and m.notice_id is null
+
+-- name: mark_submitted_many
+-- The SMS centre accepted these notices (one row each, ids as a JSON array of strings):
+-- the SMS lane's ack of a whole batch in one statement.
+update alerts.notices n
+set submitted_at = coalesce(n.submitted_at, now()), smsc_ids = r.ids
+from jsonb_to_recordset(%(rows)s::jsonb) as r(notice_id bigint, ids text[])
+where n.id = r.notice_id
+
+-- name: add_smsc_keys
+-- The keys receipts may name these notices by, for a batch.
+insert into alerts.smsc_ids (key, notice_id)
+select * from unnest(%(keys)s::text[], %(notice_ids)s::bigint[])
+on conflict do nothing
+
+-- name: mark_delivered_many
+-- Delivery receipts for a batch of notices; the ids that matched come back.
+update alerts.notices n
+set delivered_at = coalesce(n.delivered_at, now()), receipt_stat = r.stat
+from (select distinct on (id) id, stat
+      from unnest(%(notice_ids)s::bigint[], %(stats)s::text[]) as t(id, stat)) as r
+where n.id = r.id
+returning n.id
