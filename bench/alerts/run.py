@@ -194,7 +194,10 @@ def _sipp(port: int, callees: list[str], rate: float, folder: Path) -> tuple[flo
     return elapsed, failed
 
 
-async def _latencies(url: str, sent: list[dict[str, Any]], callees: set[str]) -> list[float]:
+async def _latencies(
+    url: str, sent: list[dict[str, Any]], callees: set[str]
+) -> tuple[list[float], float]:
+    """Per SMS, its acceptance at the SMSC minus its call's arrival; and the first arrival."""
     async with open_pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
         rows = await (
             await conn.execute(
@@ -203,7 +206,92 @@ async def _latencies(url: str, sent: list[dict[str, Any]], callees: set[str]) ->
             )
         ).fetchall()
     called = {r["callee"]: r["called_at"].timestamp() for r in rows}
-    return [m["at"] / 1000 - called[m["destination"]] for m in sent if m["destination"] in called]
+    lat = [m["at"] / 1000 - called[m["destination"]] for m in sent if m["destination"] in called]
+    return lat, min(called.values(), default=float("nan"))
+
+
+def _sip_bound(callees: list[str], rate: float, folder: Path) -> tuple[float, str]:
+    """SIPp to SIPp on this machine now: the same calls at the same offered rate, answered
+    486 at once by a SIPp UAS (bench/alerts/uas.xml): calls per second achieved."""
+    port = free_port()
+    uas = subprocess.Popen(
+        [
+            "sipp",
+            "-sf",
+            str(Path(__file__).parent / "uas.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-t",
+            "u1",
+            "-nostdin",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=folder,
+    )
+    try:
+        time.sleep(0.5)
+        elapsed, state = _sipp(port, callees, rate, folder)
+    finally:
+        uas.kill()
+        uas.wait(5)
+    return len(callees) / elapsed, state
+
+
+def _smsc_bound(port: int, count: int, rate: float) -> dict[str, Any]:
+    """A node-smpp client (bench/alerts/blast.js, no bossa code) submitting as many SMS at
+    the same offered rate, with bossa's binds and window, receipts answered: the SMSC's
+    accepted rate and submit -> resp latency on this machine now."""
+    done = subprocess.run(
+        [
+            "node",
+            str(Path(__file__).parent / "blast.js"),
+            json.dumps(
+                {
+                    "port": port,
+                    "password": "bench",
+                    "count": count,
+                    "rate": rate,
+                    "binds": 4,
+                    "window": 200,
+                }
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    try:
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    except (IndexError, ValueError):
+        return {"per_s": float("nan"), "p99_ms": float("nan"), "error": done.stderr[-300:]}
+
+
+def _fsync_rate(folder: Path, seconds: float = 1.0) -> float:
+    """Appends of one line, each fsynced, per second on the spool's disk now."""
+    path = folder / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    n, started = 0, time.perf_counter()
+    try:
+        while time.perf_counter() - started < seconds:
+            os.write(fd, b'{"t":"call","probe":1}\n')
+            os.fsync(fd)
+            n += 1
+    finally:
+        os.close(fd)
+        path.unlink()
+    return n / (time.perf_counter() - started)
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return float("nan")
 
 
 async def _stages(url: str, callees: set[str]) -> str:
@@ -371,7 +459,7 @@ def main() -> None:
                         break
                     time.sleep(0.1)
                 results["replayed_exactly_once"] = asyncio.run(_count(url)) == 2 * calls
-            lat = asyncio.run(_latencies(url, sent, set(callees)))
+            lat, first_call = asyncio.run(_latencies(url, sent, set(callees)))
             if phase == "up":
                 stages = asyncio.run(_stages(url, set(callees)))
                 print(f"database up: where the time goes (p50 / p99 ms): {stages}", flush=True)
@@ -381,10 +469,17 @@ def main() -> None:
                 print(f"database {phase}: no SMS at all; the alerts log ends:", *tail, sep="\n")
                 lines.append(f"- database {phase}: offered {fmt(rate)}/s, NO SMS (see log)")
                 continue
-            first = min(m["at"] for m in sent) / 1000
+            # Same-run bounds: the peers alone, on this machine, right after bossa's phase.
+            sip_bound, sip_bound_state = _sip_bound(
+                [f"8613803{n:06d}" for n in range(calls)], rate, base
+            )
+            smsc_bound = _smsc_bound(smsc_port, calls, rate)
+            bound = min(sip_bound, float(smsc_bound["per_s"]))
             last = max(m["at"] for m in sent) / 1000
-            achieved = len(sent) / max(last - first, 1e-9)
+            # End to end: from the first call's arrival to the last SMS accepted.
+            achieved = len(sent) / max(last - first_call, 1e-9)
             p99 = pct(lat, 0.99) * 1000
+            bossa_ms = 1000 * spent["bossa"] / max(len(callees), 1)
             results[phase] = {
                 "sipp": sipp_state,
                 "sipp_s": elapsed,
@@ -394,17 +489,39 @@ def main() -> None:
                 "p99_ms": p99,
                 "max_ms": max(lat) * 1000,
                 "cpu": cpu.summary(),
+                "cpu_per_call_ms": {k: 1000 * v / len(callees) for k, v in spent.items()},
+                "bound_sipp_to_sipp_per_s": sip_bound,
+                "bound_smsc": smsc_bound,
             }
             line = (
-                f"database {phase:4}: offered {fmt(rate)}/s, achieved {fmt(achieved)}/s "
-                f"({achieved / TARGET_RATE:.2f}x target), {len(sent)}/{len(callees)} SMS "
+                f"database {phase:4}: offered {fmt(rate)}/s, achieved {fmt(achieved)}/s end to "
+                f"end ({achieved / TARGET_RATE:.2f}x target), {len(sent)}/{len(callees)} SMS "
                 f"({len(sent) - len({m['destination'] for m in sent})} duplicates), "
                 f"latency p50 {fmt(pct(lat, 0.5) * 1000)} ms p99 {fmt(p99)} ms "
                 f"(target {TARGET_P99_MS:.0f} ms: {TARGET_P99_MS / p99:.2f}x) max "
                 f"{fmt(max(lat) * 1000)} ms; SIPp {sipp_state}; {cpu.summary()}"
             )
-            print(line, flush=True)
-            lines.append(f"- {line}")
+            bound_line = (
+                f"database {phase:4}, same-run bounds at the same offered rate: SIPp -> SIPp "
+                f"UAS {fmt(sip_bound)}/s ({sip_bound_state}); node-smpp client -> SMSC "
+                f"{fmt(float(smsc_bound['per_s']))}/s, its submit->resp p50 "
+                f"{fmt(smsc_bound.get('p50_ms'))} ms p99 {fmt(smsc_bound.get('p99_ms'))} ms; "
+                f"bossa / the lower bound: {achieved / bound:.2f}x rate, "
+                f"bossa p99 / SMSC-alone p99: {p99 / float(smsc_bound['p99_ms'] or 1):.2f}x; "
+                f"bossa's CPU {bossa_ms:.2f} ms per call = at most {fmt(1000 / bossa_ms)} "
+                "calls/s per core of its own"
+            )
+            if phase == "down":
+                fsyncs = _metric(status, "bossa_alerts_spool_fsyncs_total")
+                raw = _fsync_rate(base / "spool")
+                bound_line += (
+                    f"; spool fsyncs {fmt(fsyncs)} for {len(callees)} calls "
+                    f"({len(callees) / fsyncs:.1f} calls per fsync), raw fsync rate on its "
+                    f"disk now {fmt(raw)}/s"
+                )
+            for text in (line, bound_line):
+                print(text, flush=True)
+                lines.append(f"- {text}")
         if "replayed_exactly_once" in results:
             line = (
                 f"spool replayed into PostgreSQL exactly once: {results['replayed_exactly_once']}"

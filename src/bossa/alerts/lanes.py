@@ -247,8 +247,8 @@ class AlertsDaemon:
             else:
                 if inserted:
                     metrics.CALLS.labels(call.via, "up").inc()
-                if self.settings.window_s == 0:
-                    self._flush_now.set()
+                # With a window of 0 the intake transaction decided it already; a decision
+                # that failed there is retried by the flusher's next round (every 50 ms).
                 return
         if call.call_ref in self._spooled_refs:
             return
@@ -268,9 +268,12 @@ class AlertsDaemon:
         return await self._record_calls(call)
 
     async def _write_calls(self, calls: list[MissedCall]) -> list[bool]:
-        inserted = await service.record_calls(self.pool, calls, window_s=self.settings.window_s)
-        if self.settings.window_s == 0:
-            self._flush_now.set()  # their windows are closed already: decide them now
+        inserted = await service.record_calls(
+            self.pool,
+            calls,
+            window_s=self.settings.window_s,
+            decide=(self.journal, self.settings),
+        )
         return [call.id in inserted for call in calls]
 
     async def _write_receipts(

@@ -196,13 +196,32 @@ async def record_call(pool: Pool, call: MissedCall, *, window_s: float) -> bool:
     return call.id in await record_calls(pool, [call], window_s=window_s)
 
 
-async def record_calls(pool: Pool, calls: list[MissedCall], *, window_s: float) -> set[uuid.UUID]:
+async def record_calls(
+    pool: Pool,
+    calls: list[MissedCall],
+    *,
+    window_s: float,
+    decide: tuple[Journal, AlertsSettings] | None = None,
+) -> set[uuid.UUID]:
     """Record calls in one transaction (one commit, one WAL flush for a burst); the ids
-    of those that were not recorded already."""
+    of those that were not recorded already.
+
+    With `decide` and a window of 0 (one SMS per call, at once), their notices are
+    decided and queued in the same transaction: one commit for the burst instead of two,
+    and no wait for the next flush. Deciding runs in a savepoint: if it fails on anything
+    but the database, the calls still commit and their windows wait for `flush_due`."""
     async with pool.connection() as conn, conn.transaction():
         rows = await store.insert_missed_calls(conn, calls)
         if rows:
             await store.add_pending_many(conn, rows, window_s)
+            if decide is not None and window_s == 0:
+                try:
+                    async with conn.transaction():
+                        await _decide(conn, *decide, limit=len(rows) + 100)
+                except DATABASE_ERRORS:
+                    raise
+                except Exception:
+                    log.exception("alerts.decide_failed")
     return {row["id"] for row in rows}
 
 
@@ -220,58 +239,62 @@ async def flush_due(
     transaction: a registered callee gets message 2; an unregistered one in the trial set
     (its range, and a member or room under the quota) message 3 with a reply code; others
     nothing (their calls stay recorded)."""
-    decided: list[Decided] = []
     async with pool.connection() as conn, conn.transaction():
-        due = await store.take_due(conn, limit)
-        if not due:
-            return decided
-        langs = await store.subscriber_langs(conn, sorted({str(w["callee"]) for w in due}))
-        prefixes: list[str] | None = None
-        planned: list[tuple[int, str, str, int, datetime, str]] = []
-        codes: dict[tuple[str, str], str] = {}
-        for window in due:
-            callee, caller = str(window["callee"]), str(window["caller"])
-            lang = langs.get(callee)
-            code = ""
-            if lang is not None:
-                kind = MessageKind.REGISTERED
-            else:
-                if prefixes is None:
-                    prefixes = await store.trial_ranges(conn)
-                if not in_trial(callee, prefixes) or not await store.join_trial(conn, callee):
-                    metrics.NOTICES.labels("none").inc()
-                    continue
-                kind, lang, code = MessageKind.TRIAL, settings.default_language, new_code()
-                codes[(callee, caller)] = code
-            text = render(
-                kind,
-                Language(lang),
-                caller=caller,
-                count=int(window["calls"]),
-                last_at=window["last_at"],
-                zone=settings.zone,
-                code=code,
-                hours=settings.uplink_validity_h,
+        return await _decide(conn, journal, settings, limit=limit)
+
+
+async def _decide(
+    conn: Conn, journal: Journal, settings: AlertsSettings, *, limit: int
+) -> list[Decided]:
+    decided: list[Decided] = []
+    due = await store.take_due(conn, limit)
+    if not due:
+        return decided
+    langs = await store.subscriber_langs(conn, sorted({str(w["callee"]) for w in due}))
+    prefixes: list[str] | None = None
+    planned: list[tuple[int, str, str, int, datetime, str]] = []
+    codes: dict[tuple[str, str], str] = {}
+    for window in due:
+        callee, caller = str(window["callee"]), str(window["caller"])
+        lang = langs.get(callee)
+        code = ""
+        if lang is not None:
+            kind = MessageKind.REGISTERED
+        else:
+            if prefixes is None:
+                prefixes = await store.trial_ranges(conn)
+            if not in_trial(callee, prefixes) or not await store.join_trial(conn, callee):
+                metrics.NOTICES.labels("none").inc()
+                continue
+            kind, lang, code = MessageKind.TRIAL, settings.default_language, new_code()
+            codes[(callee, caller)] = code
+        text = render(
+            kind,
+            Language(lang),
+            caller=caller,
+            count=int(window["calls"]),
+            last_at=window["last_at"],
+            zone=settings.zone,
+            code=code,
+            hours=settings.uplink_validity_h,
+        )
+        planned.append((int(kind), callee, caller, int(window["calls"]), window["last_at"], text))
+    ids = await store.insert_notices(conn, planned)
+    await store.link_calls_many(conn, [(ids[(n[1], n[2])], n[1], n[2]) for n in planned])
+    entries: list[NewEntry] = []
+    for kind_value, callee, caller, _calls, _last, text in planned:
+        notice_id = ids[(callee, caller)]
+        kind = MessageKind(kind_value)
+        if (callee, caller) in codes:
+            await store.add_offer(
+                conn, callee, codes[(callee, caller)], notice_id, settings.uplink_validity_h
             )
-            planned.append(
-                (int(kind), callee, caller, int(window["calls"]), window["last_at"], text)
-            )
-        ids = await store.insert_notices(conn, planned)
-        await store.link_calls_many(conn, [(ids[(n[1], n[2])], n[1], n[2]) for n in planned])
-        entries: list[NewEntry] = []
-        for kind_value, callee, caller, _calls, _last, text in planned:
-            notice_id = ids[(callee, caller)]
-            kind = MessageKind(kind_value)
-            if (callee, caller) in codes:
-                await store.add_offer(
-                    conn, callee, codes[(callee, caller)], notice_id, settings.uplink_validity_h
-                )
-            order = SmsOrder(notice_id, callee, text, kind)
-            entries.append(NewEntry(SMS_LANE, SMS_KIND, order.to_payload(), key=callee))
-            decided.append(Decided(notice_id, kind, callee))
-            metrics.NOTICES.labels(str(kind_value)).inc()
-        if entries:
-            await journal.enqueue(entries, conn=conn)
+        order = SmsOrder(notice_id, callee, text, kind)
+        entries.append(NewEntry(SMS_LANE, SMS_KIND, order.to_payload(), key=callee))
+        decided.append(Decided(notice_id, kind, callee))
+        metrics.NOTICES.labels(str(kind_value)).inc()
+    if entries:
+        await journal.enqueue(entries, conn=conn)
     return decided
 
 
