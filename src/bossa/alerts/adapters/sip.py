@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -83,12 +84,19 @@ def _user(value: str | None) -> str | None:
         uri = Address.parse(value).uri if "<" in value else URI.parse(value)
     except ValueError:
         return None
+    return _uri_user(uri)
+
+
+def _uri_user(uri: URI) -> str | None:
     if uri.scheme == "tel":
         return uri.host or uri.user
     return uri.user
 
 
-def read_diversion(request: Request) -> Diverted:
+def read_diversion(request: Request, call_ref: str | None = None) -> Diverted:
+    """What the diverted INVITE says; `call_ref` is its transaction key when known."""
+    if call_ref is None:
+        call_ref = _transaction_key(request)
     headers = request.headers
     callee: str | None = None
     reason = Reason.OTHER
@@ -98,7 +106,7 @@ def read_diversion(request: Request) -> Diverted:
         first = diversions[0].split(",")[0]
         try:
             address = Address.parse(first)
-            callee = _user(str(address.uri))
+            callee = _uri_user(address.uri)
             reason = reason_from_diversion(address.parameters.get("reason"))
         except ValueError:
             callee = None
@@ -121,11 +129,12 @@ def read_diversion(request: Request) -> Diverted:
                 reason = reason_from_cause(cause)
             previous = str(address.uri)
     caller = _user(headers.get("P-Asserted-Identity")) or _user(headers.get("From"))
-    return Diverted(callee, caller, reason, _transaction_key(request))
+    return Diverted(callee, caller, reason, call_ref)
 
 
-def _transaction_key(request: Request) -> str:
-    via = Via.parse(request.headers["Via"].split(",")[0])
+def _transaction_key(request: Request, via: Via | None = None) -> str:
+    if via is None:
+        via = Via.parse(request.headers["Via"].split(",")[0])
     branch = via.parameters.get("branch") or ""
     cseq = (request.headers.get("CSeq") or "").split()
     number = cseq[0] if cseq else ""
@@ -164,7 +173,7 @@ class _Transaction:
     acked: bool = False
     send: Callable[[bytes], None] | None = None
     expires: float = field(default_factory=lambda: time.monotonic() + 64 * T1)
-    retransmit: asyncio.Task[None] | None = None
+    retransmit: asyncio.TimerHandle | None = None
 
 
 class SipServer:
@@ -250,11 +259,21 @@ class SipServer:
     def _received(self, data: bytes, send: Callable[[bytes], None], *, reliable: bool) -> None:
         if not data.strip():
             return  # keep-alive CRLF
+        if data.startswith(b"ACK "):
+            # Half of all datagrams are the ACKs of our final answers: matched to their
+            # transaction from two header lines when that is unambiguous, without the
+            # parser (a key that finds no transaction goes the long way, so a header
+            # this reading gets wrong costs time, never a wrong match).
+            tx = self._transactions.get(_fast_ack_key(data) or "")
+            if tx is not None:
+                self._acked(tx, reliable)
+                return
+        via: Via | None = None
         try:
             message = Message.parse(data)
             if isinstance(message, Request):
                 _check_request(message)
-                Via.parse(message.headers["Via"].split(",")[0])
+                via = Via.parse(message.headers["Via"].split(",")[0])
         except (ValueError, KeyError, IndexError) as exc:
             metrics.INTAKE_REJECTED.labels("malformed").inc()
             log.warning("alerts.sip_malformed", error=str(exc)[:200], size=len(data))
@@ -263,22 +282,33 @@ class SipServer:
             return  # this server sends no requests
         method = message.method
         if method == "INVITE":
-            self._invite(message, send, reliable=reliable)
+            self._invite(message, send, reliable=reliable, via=via)
         elif method == "ACK":
             with contextlib.suppress(ValueError, KeyError):
-                tx = self._transactions.get(_transaction_key(message))
+                tx = self._transactions.get(_transaction_key(message, via))
                 if tx is not None:
-                    tx.acked = True
-                    tx.expires = time.monotonic() + (0 if reliable else T4)
-                    if tx.retransmit is not None:
-                        tx.retransmit.cancel()
+                    self._acked(tx, reliable)
         elif method in ("OPTIONS", "CANCEL"):
             send(_response(message, 200, "OK", _tag(message)))
         else:
             send(_response(message, 405, _PHRASES[405], _tag(message)))
 
-    def _invite(self, request: Request, send: Callable[[bytes], None], *, reliable: bool) -> None:
-        key = _transaction_key(request)
+    @staticmethod
+    def _acked(tx: _Transaction, reliable: bool) -> None:
+        tx.acked = True
+        tx.expires = time.monotonic() + (0 if reliable else T4)
+        if tx.retransmit is not None:
+            tx.retransmit.cancel()
+
+    def _invite(
+        self,
+        request: Request,
+        send: Callable[[bytes], None],
+        *,
+        reliable: bool,
+        via: Via | None = None,
+    ) -> None:
+        key = _transaction_key(request, via)
         tx = self._transactions.get(key)
         if tx is not None:
             metrics.SIP_RETRANSMISSIONS.inc()
@@ -302,7 +332,7 @@ class SipServer:
 
         timer = asyncio.get_running_loop().call_later(0.1, trying)
         try:
-            diverted = read_diversion(request)
+            diverted = read_diversion(request, tx.key)
             code, phrase = await self.on_invite(diverted)
         except Exception:
             log.exception("alerts.sip_handler_failed")
@@ -314,17 +344,19 @@ class SipServer:
         tx.send(tx.last)
         tx.expires = time.monotonic() + 64 * T1
         if not reliable:
-            tx.retransmit = asyncio.get_running_loop().create_task(self._retransmit(tx))
+            # Timer G on the loop's timer heap: a task per transaction would cost a
+            # coroutine and its scheduling for each call, most of them ACKed at once.
+            tx.retransmit = asyncio.get_running_loop().call_later(T1, self._retransmit, tx, T1)
 
     @staticmethod
-    async def _retransmit(tx: _Transaction) -> None:
-        interval = T1
-        while not tx.acked and time.monotonic() < tx.expires:
-            await asyncio.sleep(interval)
-            if tx.acked or tx.last is None or tx.send is None:
-                return
-            tx.send(tx.last)
-            interval = min(interval * 2, T2)
+    def _retransmit(tx: _Transaction, interval: float) -> None:
+        if tx.acked or tx.last is None or tx.send is None or time.monotonic() >= tx.expires:
+            return
+        tx.send(tx.last)
+        interval = min(interval * 2, T2)
+        tx.retransmit = asyncio.get_running_loop().call_later(
+            interval, SipServer._retransmit, tx, interval
+        )
 
     async def _reap(self) -> None:
         while True:
@@ -332,6 +364,26 @@ class SipServer:
             now = time.monotonic()
             for key in [k for k, tx in self._transactions.items() if tx.final and tx.expires < now]:
                 del self._transactions[key]
+
+
+_FAST_VIA = re.compile(
+    rb"^(?:Via|v)[ \t]*:[ \t]*SIP/2\.0/(?:UDP|TCP)[ \t]+([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
+    rb"[ \t]*;(?:[^,\r\n]*;)?branch=(z9hG4bK[A-Za-z0-9.!%*_+`'~\-]+)[ \t]*(?:;[^,\r\n]*)?\r?$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FAST_CSEQ = re.compile(rb"^CSeq[ \t]*:[ \t]*([0-9]{1,10})[ \t]+ACK[ \t]*\r?$", re.MULTILINE)
+
+
+def _fast_ack_key(data: bytes) -> str | None:
+    """The transaction key of a plain ACK (one Via line of an RFC 3261 branch), as
+    `_transaction_key` makes it; None when the message is not that plain."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    vias = _FAST_VIA.findall(head)
+    cseq = _FAST_CSEQ.findall(head)
+    if len(vias) != 1 or len(cseq) != 1 or head.lower().count(b"\nvia") + head.count(b"\nv:") != 1:
+        return None
+    host, port, branch = vias[0]
+    return f"{branch.decode()}|{host.decode()}:{port.decode()}|{cseq[0].decode()}"
 
 
 def _check_request(request: Request) -> None:
