@@ -286,6 +286,20 @@ def _fsync_rate(folder: Path, seconds: float = 1.0) -> float:
     return n / (time.perf_counter() - started)
 
 
+def _histogram(port: int, name: str, qs: tuple[float, ...] = (0.5, 0.99)) -> list[float]:
+    """Quantiles (by bucket upper bounds) of a Prometheus histogram on bossa's /metrics."""
+    buckets: list[tuple[float, float]] = []
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return [float("nan") for _ in qs]
+    total = buckets[-1][1]
+    return [next(le for le, n in buckets if n >= q * total) for q in qs]
+
+
 def _metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         for line in r.read().decode().splitlines():
@@ -462,6 +476,11 @@ def main() -> None:
             lat, first_call = asyncio.run(_latencies(url, sent, set(callees)))
             if phase == "up":
                 stages = asyncio.run(_stages(url, set(callees)))
+                pickup = _histogram(status, "bossa_journal_start_latency_seconds")
+                stages += (
+                    f"; of which the SMS lane's pickup (entry created -> handler start, "
+                    f"histogram bucket bounds) {fmt(pickup[0] * 1000)} / {fmt(pickup[1] * 1000)}"
+                )
                 print(f"database up: where the time goes (p50 / p99 ms): {stages}", flush=True)
                 results["up_stages"] = stages
             if not sent:

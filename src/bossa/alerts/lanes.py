@@ -78,6 +78,8 @@ _REF_NAMESPACE = uuid.UUID("6f1c8a52-4d0e-4f55-9f49-5b7f0c1f3a10")
 _DB_TIMEOUT_S = 1.0
 #: Calls committed in one intake transaction at most.
 _MAX_BATCH = 500
+#: The largest intake batch whose notices are decided in its own transaction (window 0).
+_INLINE_DECIDE_MAX = 100
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -268,12 +270,18 @@ class AlertsDaemon:
         return await self._record_calls(call)
 
     async def _write_calls(self, calls: list[MissedCall]) -> list[bool]:
+        # Small bursts are decided in their intake transaction; a large one (the database
+        # is falling behind) keeps that transaction short, since the SIP answers wait for
+        # it, and leaves the deciding to the flusher.
+        inline = len(calls) <= _INLINE_DECIDE_MAX
         inserted = await service.record_calls(
             self.pool,
             calls,
             window_s=self.settings.window_s,
-            decide=(self.journal, self.settings),
+            decide=(self.journal, self.settings) if inline else None,
         )
+        if not inline and self.settings.window_s == 0:
+            self._flush_now.set()
         return [call.id in inserted for call in calls]
 
     async def _write_receipts(
@@ -412,7 +420,10 @@ class AlertsDaemon:
             SMS_LANE,
             {SMS_KIND: self._send},
             listen_url=self.url,
-            concurrency=4,
+            # A take's ack waits for its slowest SMS, so a slot is held for an SMSC round
+            # trip: enough slots that a slow SMSC does not cap the rate at slots x batch /
+            # round trip (slots are coroutines; the SMPP window bounds what is in flight).
+            concurrency=16,
             batch_size=500,
             gate=self._may_send,
             after_ack=self._after_ack,
