@@ -422,8 +422,9 @@ class AlertsDaemon:
             listen_url=self.url,
             # A take's ack waits for its slowest SMS, so a slot is held for an SMSC round
             # trip: enough slots that a slow SMSC does not cap the rate at slots x batch /
-            # round trip (slots are coroutines; the SMPP window bounds what is in flight).
-            concurrency=16,
+            # round trip (the SMPP window bounds what is in flight), and few enough that
+            # takes and acks leave pool connections to the intake, whose SIP answers wait.
+            concurrency=8,
             batch_size=500,
             gate=self._may_send,
             after_ack=self._after_ack,
