@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -35,7 +35,6 @@ from bossa.alerts.models import (
     SubscriberView,
     TrialSet,
     in_trial,
-    message_id_keys,
     new_code,
     normalize_number,
     render,
@@ -71,6 +70,7 @@ __all__ = [
 ]
 
 log = get_logger("bossa.alerts")
+_T = TypeVar("_T")
 
 #: The SMS lane: one entry per notice, keyed by the destination (in order per subscriber).
 SMS_LANE = "alerts.sms"
@@ -439,43 +439,59 @@ async def replay(
     is on its way (its record will come in a later replay). The number of calls newly
     written."""
     written = 0
+    calls = [MissedCall.from_record(r) for r in records if r.get("t") == "call"]
+    sent: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.get("t") == "sent":
+            sent.setdefault(str(record["ref"]), record)  # the first, should one be there twice
+    receipts = [r for r in records if r.get("t") == "receipt"]
+    told: set[str] = set(being_told)
+    for record in sent.values():
+        told.update(str(i) for i in record["calls"])
     async with pool.connection() as conn, conn.transaction():
-        told: set[str] = set(being_told)
-        for record in records:
-            if record.get("t") == "sent":
-                told.update(str(i) for i in record["calls"])
-        for record in records:
-            if record.get("t") != "call":
-                continue
-            call = MissedCall.from_record(record)
-            if await store.insert_missed_call(conn, call, spooled=True):
-                written += 1
-                if str(call.id) not in told:
-                    await store.add_pending(conn, call, window_s)
-        for record in records:
-            if record.get("t") == "sent":
-                notice_id = await store.insert_outage_notice(
-                    conn,
-                    callee=str(record["callee"]),
-                    caller=str(record["caller"]),
-                    calls=int(record["count"]),
-                    last_at=datetime.fromisoformat(record["last_at"]),
-                    text=str(record["text"]),
-                    created_at=datetime.fromisoformat(record["at"]),
-                    message_ids=list(record["ids"]),
-                    ref=uuid.UUID(record["ref"]),
-                )
-                ids = [uuid.UUID(i) for i in record["calls"]]
-                await store.link_calls_by_id(conn, notice_id, ids)
-                keys = sorted({k for m in record["ids"] for k in message_id_keys(m)})
-                await store.mark_submitted(conn, notice_id, list(record["ids"]), keys)
-        for record in records:
-            if record.get("t") == "receipt":
-                matched = await store.notice_by_keys(conn, list(record["keys"]))
-                if matched is not None:
-                    await store.mark_delivered(conn, matched, str(record["stat"]))
+        # In chunks of a few thousand rows: a handful of statements each, not one or more
+        # per record, so that a long outage's spool is written back in seconds.
+        for chunk in _chunks(calls):
+            rows = await store.insert_spooled_calls(conn, chunk)
+            written += len(rows)
+            untold = [r for r in rows if str(r["id"]) not in told]
+            if untold:
+                await store.add_pending_many(conn, untold, window_s)
+        for told_chunk in _chunks(list(sent.values())):
+            ids = await store.insert_outage_notices(
+                conn,
+                [
+                    {
+                        "callee": str(r["callee"]),
+                        "caller": str(r["caller"]),
+                        "calls": int(r["count"]),
+                        "last_at": r["last_at"],
+                        "text": str(r["text"]),
+                        "created_at": r["at"],
+                        "ids": list(r["ids"]),
+                        "ref": str(r["ref"]),
+                    }
+                    for r in told_chunk
+                ],
+            )
+            notices = [(ids[str(uuid.UUID(r["ref"]))], r) for r in told_chunk]
+            await store.link_calls_to_notices(
+                conn, [(uuid.UUID(i), n) for n, r in notices for i in r["calls"]]
+            )
+            await store.mark_submitted_many(conn, [(n, list(r["ids"])) for n, r in notices])
+        for receipt_chunk in _chunks(receipts):
+            matched = await store.notices_by_receipt_keys(
+                conn, [list(r["keys"]) for r in receipt_chunk]
+            )
+            await store.mark_delivered_many(
+                conn, [(notice, str(receipt_chunk[n]["stat"])) for n, notice in matched.items()]
+            )
     metrics.REPLAYED.inc(written)
     return written
+
+
+def _chunks(items: list[_T], size: int = 5000) -> list[list[_T]]:
+    return [items[n : n + size] for n in range(0, len(items), size)]
 
 
 async def registry(pool: Pool) -> dict[str, str]:

@@ -305,3 +305,49 @@ async def link_calls_many(conn: Conn, links: list[tuple[int, str, str]]) -> None
                 "callers": [link[2] for link in links],
             },
         )
+
+
+async def insert_spooled_calls(conn: Conn, calls: list[MissedCall]) -> list[dict[str, Any]]:
+    """The rows inserted (id, caller, callee, called_at); calls recorded already are not."""
+    return await _all(
+        conn,
+        "insert_spooled_calls",
+        {
+            "ids": [c.id for c in calls],
+            "refs": [c.call_ref for c in calls],
+            "callers": [c.caller for c in calls],
+            "callees": [c.callee for c in calls],
+            "reasons": [c.reason.value for c in calls],
+            "ats": [c.called_at for c in calls],
+            "vias": [c.via for c in calls],
+        },
+    )
+
+
+async def insert_outage_notices(conn: Conn, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Messages 1 from the spool (refs unique); every notice id by its spool ref."""
+    if not rows:
+        return {}
+    found = await _all(conn, "insert_outage_notices", {"rows": json.dumps(rows, default=str)})
+    return {str(r["spool_ref"]): int(r["id"]) for r in found}
+
+
+async def link_calls_to_notices(conn: Conn, links: list[tuple[uuid.UUID, int]]) -> None:
+    if links:
+        await conn.execute(
+            QUERIES["link_calls_to_notices"],
+            {"ids": [i for i, _ in links], "notice_ids": [n for _, n in links]},
+        )
+
+
+async def notices_by_receipt_keys(conn: Conn, keys: list[list[str]]) -> dict[int, int]:
+    """For each receipt (by its position in `keys`) the notice its first known key names."""
+    flat = [(n, key, pos) for n, ks in enumerate(keys) for pos, key in enumerate(ks)]
+    if not flat:
+        return {}
+    rows = await _all(
+        conn,
+        "notices_by_receipt_keys",
+        {"ns": [f[0] for f in flat], "keys": [f[1] for f in flat], "pos": [f[2] for f in flat]},
+    )
+    return {int(r["n"]): int(r["notice_id"]) for r in rows}

@@ -239,3 +239,39 @@ from (select distinct on (id) id, stat
       from unnest(%(notice_ids)s::bigint[], %(stats)s::text[]) as t(id, stat)) as r
 where n.id = r.id
 returning n.id
+
+-- name: insert_spooled_calls
+-- A replayed spool's missed calls in one statement; those recorded already (an earlier
+-- replay, or committed by a transaction that was in doubt) are skipped.
+insert into alerts.missed_calls (id, call_ref, caller, callee, reason, called_at, via, spooled)
+select *, true from unnest(%(ids)s::uuid[], %(refs)s::text[], %(callers)s::text[],
+                           %(callees)s::text[], %(reasons)s::text[], %(ats)s::timestamptz[],
+                           %(vias)s::text[])
+on conflict do nothing
+returning id, caller, callee, called_at
+
+-- name: insert_outage_notices
+-- A replayed spool's messages 1 (their spool refs unique in the batch): each once, whatever
+-- the number of replays; every notice's id comes back with its ref.
+insert into alerts.notices
+    (kind, callee, caller, calls, last_at, text, created_at, submitted_at, smsc_ids, spool_ref)
+select 1, r.callee, r.caller, r.calls, r.last_at, r.text, r.created_at, r.created_at, r.ids,
+       r.ref
+from jsonb_to_recordset(%(rows)s::jsonb) as r(callee text, caller text, calls integer,
+     last_at timestamptz, text text, created_at timestamptz, ids text[], ref uuid)
+on conflict (spool_ref) do update set spool_ref = excluded.spool_ref
+returning id, spool_ref
+
+-- name: link_calls_to_notices
+-- Calls told by messages 1 of a replayed spool: (call id, notice id) pairs.
+update alerts.missed_calls m set notice_id = t.notice_id
+from unnest(%(ids)s::uuid[], %(notice_ids)s::bigint[]) as t(id, notice_id)
+where m.id = t.id
+
+-- name: notices_by_receipt_keys
+-- The notice each of a batch of receipts names: per receipt (n), the first of its keys
+-- (by pos) that is known.
+select distinct on (t.n) t.n, s.notice_id
+from unnest(%(ns)s::integer[], %(keys)s::text[], %(pos)s::integer[]) as t(n, key, pos)
+join alerts.smsc_ids s on s.key = t.key
+order by t.n, t.pos, s.notice_id desc
