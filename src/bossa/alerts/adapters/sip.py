@@ -3,7 +3,7 @@
 The core network diverts a call the callee could not take (busy, no answer, unreachable)
 to this server. It answers per RFC 3261 as a UAS that never accepts the call: the INVITE
 server transaction (17.2.1) sends 100 Trying when the final answer is not ready within
-100 ms (the RFC asks for one within 200 ms), then the final answer (486 Busy Here for
+100 ms (the RFC asks for one within 200 ms; at once when many answers are pending), then the final answer (486 Busy Here for
 busy, the configured 4xx otherwise) once the missed call is recorded; over UDP the final
 answer is retransmitted (Timer G, doubling to T2) until the ACK (Timer H ends it), and a
 retransmitted INVITE gets the last response again instead of a second missed call. The
@@ -47,6 +47,8 @@ T1 = 0.5
 T2 = 4.0
 T4 = 5.0
 MAX_MESSAGE = 65_535
+#: Pending INVITEs beyond which 100 Trying goes at once instead of after 100 ms.
+_TRYING_AT_ONCE = 8
 _PHRASES = {
     100: "Trying",
     200: "OK",
@@ -186,6 +188,8 @@ class SipServer:
         self._tcp: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: INVITEs waiting for their final answer.
+        self._pending = 0
 
     async def start(self, transports: list[str]) -> None:
         loop = asyncio.get_running_loop()
@@ -330,7 +334,13 @@ class SipServer:
                 tx.last = _response(request, 100, "Trying", None)
                 tx.send(tx.last)
 
-        timer = asyncio.get_running_loop().call_later(0.1, trying)
+        # Normally 100 Trying only if recording takes over 100 ms; but with many answers
+        # pending the loop or the database is behind, and a peer that hears nothing for
+        # 500 ms retransmits its INVITE (Timer A), each copy costing a parse and an
+        # answer just when time is shortest: then it goes at once.
+        self._pending += 1
+        delay = 0.0 if self._pending > _TRYING_AT_ONCE else 0.1
+        timer = asyncio.get_running_loop().call_later(delay, trying)
         try:
             diverted = read_diversion(request, tx.key)
             code, phrase = await self.on_invite(diverted)
@@ -339,6 +349,7 @@ class SipServer:
             code, phrase = 500, _PHRASES[500]
         finally:
             timer.cancel()
+            self._pending -= 1
         tx.final = True
         tx.last = _response(request, code, phrase, tag)
         tx.send(tx.last)
