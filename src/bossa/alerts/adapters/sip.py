@@ -3,8 +3,9 @@
 The core network diverts a call the callee could not take (busy, no answer, unreachable)
 to this server. It answers per RFC 3261 as a UAS that never accepts the call: the INVITE
 server transaction (17.2.1) sends 100 Trying when the final answer is not ready within
-100 ms (the RFC asks for one within 200 ms; at once when many answers are pending), then the final answer (486 Busy Here for
-busy, the configured 4xx otherwise) once the missed call is recorded; over UDP the final
+100 ms (the RFC asks for one within 200 ms; at once when many answers are pending), then
+the final answer (486 Busy Here for busy, the configured 4xx otherwise) once the missed
+call is recorded; over UDP the final
 answer is retransmitted (Timer G, doubling to T2) until the ACK (Timer H ends it), and a
 retransmitted INVITE gets the last response again instead of a second missed call. The
 transaction is matched by the Via branch (RFC 3261 magic cookie) or, for older peers, by
