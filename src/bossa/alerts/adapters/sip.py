@@ -5,15 +5,15 @@ to this server. It answers per RFC 3261 as a UAS that never accepts the call: th
 server transaction (17.2.1) sends 100 Trying when the final answer is not ready within
 100 ms (the RFC asks for one within 200 ms; at once when many answers are pending), then
 the final answer (486 Busy Here for busy, the configured 4xx otherwise) once the missed
-call is recorded; over UDP the final
-answer is retransmitted (Timer G, doubling to T2) until the ACK (Timer H ends it), and a
-retransmitted INVITE gets the last response again instead of a second missed call. The
-transaction is matched by the Via branch (RFC 3261 magic cookie) or, for older peers, by
-Call-ID, CSeq, From tag and the top Via (17.2.3). OPTIONS gets 200 (proxies ping), CANCEL
-200 (the INVITE is answered at once, so there is nothing left to cancel), other methods
-405. An INVITE whose callee or caller is missing or not E.164 is answered 400 (by the
-daemon); a message that does not parse, or lacks Via, Call-ID, CSeq, From or To, cannot
-be answered reliably and is dropped; both are logged and counted.
+call is recorded; over UDP the final answer is retransmitted (Timer G, doubling to T2)
+until the ACK (Timer H ends it), and a retransmitted INVITE gets the last response again
+instead of a second missed call. The transaction is matched by the Via branch (RFC 3261
+magic cookie) or, for older peers, by Call-ID, CSeq, From tag and the top Via (17.2.3).
+OPTIONS gets 200 (proxies ping), CANCEL 200 (the INVITE is answered at once, so there is
+nothing left to cancel), other methods 405. An INVITE whose callee or caller is missing
+or not E.164 is answered 400 (by the daemon); a message that does not parse, or lacks
+Via, Call-ID, CSeq, From or To, cannot be answered reliably and is dropped; both are
+logged and counted.
 
 Parsing is `sipmessage` (Spacinov, BSD; pure Python, typed, maintained): it splits the
 message, parses URIs, name-addrs and Via. It does not frame TCP streams, so framing by
