@@ -551,10 +551,11 @@ def main() -> None:
             if phase == "down":
                 fsyncs = _metric(status, "bossa_alerts_spool_fsyncs_total")
                 raw = _fsync_rate(base / "spool")
+                records = 3 * len(callees)  # each call, its message 1, its receipt
                 bound_line += (
-                    f"; spool fsyncs {fmt(fsyncs)} for {len(callees)} calls "
-                    f"({len(callees) / fsyncs:.1f} calls per fsync), raw fsync rate on its "
-                    f"disk now {fmt(raw)}/s"
+                    f"; spool fsyncs {fmt(fsyncs)} for {records} records ({len(callees)} "
+                    f"calls, their messages 1 and receipts: {records / fsyncs:.1f} records "
+                    f"per fsync), raw fsync rate on its disk now {fmt(raw)}/s"
                 )
             for text in (line, bound_line):
                 print(text, flush=True)
