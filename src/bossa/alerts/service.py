@@ -215,9 +215,18 @@ async def record_calls(
     if decide is not None and window_s == 0:
         try:
             async with pool.connection() as conn, conn.pipeline(), conn.transaction():
-                rows = await store.insert_missed_calls(conn, calls)
+                # Both statements go in one round trip: the languages do not depend on
+                # which calls were new (a callee's registration is read either way).
+                inserting = await store.start_insert_missed_calls(conn, calls)
+                reading = await store.start_subscriber_langs(
+                    conn, sorted({c.callee for c in calls})
+                )
+                rows = await inserting.fetchall()
+                langs = await store.langs_of(reading)
                 if rows:
-                    await _decide(conn, *decide, limit=len(rows), due=_closed_windows(rows))
+                    await _decide(
+                        conn, *decide, limit=len(rows), due=_closed_windows(rows), langs=langs
+                    )
             return {row["id"] for row in rows}
         except DATABASE_ERRORS:
             raise
@@ -276,13 +285,15 @@ async def _decide(
     *,
     limit: int,
     due: list[dict[str, Any]] | None = None,
+    langs: dict[str, str] | None = None,
 ) -> list[Decided]:
     decided: list[Decided] = []
     if due is None:
         due = await store.take_due(conn, limit)
     if not due:
         return decided
-    langs = await store.subscriber_langs(conn, sorted({str(w["callee"]) for w in due}))
+    if langs is None:
+        langs = await store.subscriber_langs(conn, sorted({str(w["callee"]) for w in due}))
     prefixes: list[str] | None = None
     planned: list[tuple[int, str, str, int, datetime, str]] = []
     codes: dict[tuple[str, str], str] = {}

@@ -7,6 +7,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from bossa.alerts.models import MissedCall, message_id_keys
 from bossa.db import Conn
 from bossa.sql import load_queries
@@ -14,6 +16,7 @@ from bossa.sql import load_queries
 __all__ = ["QUERIES"]
 
 QUERIES = load_queries("bossa.alerts", "sql/queries.sql")
+Cursor = psycopg.AsyncCursor[dict[str, Any]]
 
 
 async def _one(conn: Conn, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -241,9 +244,14 @@ async def insert_outage_notice(
 
 async def insert_missed_calls(conn: Conn, calls: list[MissedCall]) -> list[dict[str, Any]]:
     """The rows inserted (id, caller, callee, called_at); calls recorded already are not."""
-    return await _all(
-        conn,
-        "insert_missed_calls",
+    return await (await start_insert_missed_calls(conn, calls)).fetchall()
+
+
+async def start_insert_missed_calls(conn: Conn, calls: list[MissedCall]) -> Cursor:
+    """`insert_missed_calls` sent (in pipeline mode, not yet waited for): fetch its rows
+    from the cursor."""
+    return await conn.execute(
+        QUERIES["insert_missed_calls"],
         {
             "ids": [c.id for c in calls],
             "refs": [c.call_ref for c in calls],
@@ -269,8 +277,15 @@ async def add_pending_many(conn: Conn, rows: list[dict[str, Any]], window_s: flo
 
 
 async def subscriber_langs(conn: Conn, msisdns: list[str]) -> dict[str, str]:
-    rows = await _all(conn, "subscriber_langs", {"msisdns": msisdns})
-    return {str(r["msisdn"]): str(r["lang"]) for r in rows}
+    return await langs_of(await start_subscriber_langs(conn, msisdns))
+
+
+async def start_subscriber_langs(conn: Conn, msisdns: list[str]) -> Cursor:
+    return await conn.execute(QUERIES["subscriber_langs"], {"msisdns": msisdns})
+
+
+async def langs_of(cursor: Cursor) -> dict[str, str]:
+    return {str(r["msisdn"]): str(r["lang"]) for r in await cursor.fetchall()}
 
 
 async def insert_notices(
