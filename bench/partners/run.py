@@ -231,16 +231,24 @@ async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:
         with Cpu() as write_cpu:
             files = await write_files(pool, settings)
         records = sum(1 for _ in (spool / f"MDR_BOSSA_{files[0]:08d}.dat").open()) - 2
+        # The same rows as the file: its record id range.
+        async with pool.connection() as conn:
+            bounds = await (
+                await conn.execute(
+                    "select after_id, upto_id from partners.mdr_files where seq = %s", (files[0],)
+                )
+            ).fetchone()
+        assert bounds is not None
         query = (
             "copy (select id, run_id, kind, partner, template, version, used_at, units, charged,"
-            " fee, share, currency from partners.billing_records where file_seq = %s"
+            " fee, share, currency from partners.billing_records where id > %s and id <= %s"
             " order by id) to stdout"
         )
         with Cpu() as copy_cpu:
             async with pool.connection() as conn:
                 cursor = conn.cursor()
                 with (spool / "copy.txt").open("wb") as out:
-                    async with cursor.copy(query, (files[0],)) as copy:
+                    async with cursor.copy(query, (bounds["after_id"], bounds["upto_id"])) as copy:
                         async for chunk in copy:
                             out.write(chunk)
     return {
@@ -258,6 +266,11 @@ async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], "20 s of load and 20,000 billing logs")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run the API process under cProfile and write its stats here (slows it)",
+    )
     args = parser.parse_args()
     seconds, logs = (20, 20_000) if args.quick else (60, 100_000)
     ref = git_ref()
@@ -279,8 +292,11 @@ def main() -> None:
             "BOSSA_LOG_LEVEL": "warning",
         }
         print(f"bench/partners at {ref}: PostgreSQL on {port} (fsync on), API on {api_port}")
+        command = [BOSSA, "serve"]
+        if args.profile is not None:
+            command = [sys.executable, "-m", "cProfile", "-o", str(args.profile), *command]
         server = subprocess.Popen(
-            [BOSSA, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
         try:
             _wait_port(api_port, server)

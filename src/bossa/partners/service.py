@@ -908,9 +908,14 @@ async def write_files(pool: Pool, settings: PartnersSettings, *, max_files: int 
     for _ in range(max_files):
         mdr: MdrFile | None = None
         async with pool.connection() as conn, conn.transaction() as tx:
-            seq = await store.next_seq(conn)
-            if await store.claim_records(conn, seq, settings.records_per_file) == 0:
+            seq, after = await store.next_seq(conn)
+            # The file takes a range of record ids rather than marking each record: under
+            # SHARE no record below the range's end can still be on its way.
+            await store.lock_records(conn)
+            count, upto = await store.claim_range(conn, after, settings.records_per_file)
+            if count == 0 or upto is None:
                 raise Rollback(tx)  # nothing to write: the sequence number is undone too
+            await store.set_filed_to(conn, upto)
             header = MdrHeader(
                 settings.sender,
                 settings.recipient,
@@ -918,7 +923,7 @@ async def write_files(pool: Pool, settings: PartnersSettings, *, max_files: int 
                 datetime.now(UTC).replace(microsecond=0),
                 settings.test_files,
             )
-            mdr = await _render(conn, header)
+            mdr = await _render(conn, header, store.FileRange(seq, after, upto))
             await store.add_file(
                 conn,
                 {
@@ -935,6 +940,8 @@ async def write_files(pool: Pool, settings: PartnersSettings, *, max_files: int 
                     "share": mdr.share,
                     "checksum": mdr.checksum,
                     "bytes": len(mdr.content),
+                    "after_id": after,
+                    "upto_id": upto,
                 },
             )
         if mdr is None:
@@ -946,10 +953,10 @@ async def write_files(pool: Pool, settings: PartnersSettings, *, max_files: int 
     return written
 
 
-async def _render(conn: Conn, header: MdrHeader) -> MdrFile:
+async def _render(conn: Conn, header: MdrHeader, where: store.FileRange) -> MdrFile:
     """A file's bytes: its record lines rendered and streamed by the server (COPY)."""
-    totals = await store.file_totals(conn, header.seq)
-    lines = await store.file_lines(conn, header.seq)
+    totals = await store.file_totals(conn, where)
+    lines = await store.file_lines(conn, where)
     return assemble_mdr(header, lines, **totals)
 
 
@@ -964,7 +971,7 @@ async def _content(pool: Pool, settings: PartnersSettings, seq: int) -> tuple[st
             content = await asyncio.to_thread(path.read_bytes)
         else:
             header = MdrHeader(row["sender"], row["recipient"], seq, row["created_at"], row["test"])
-            content = (await _render(conn, header)).content
+            content = (await _render(conn, header, store.FileRange.of(row))).content
     _, _, trailer = parse_mdr(content)
     if trailer[6] != row["checksum"] or len(content) != row["bytes"]:
         raise TransferError(f"{row['name']} in the spool does not match its record")
