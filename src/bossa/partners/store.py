@@ -21,6 +21,7 @@ __all__ = [
     "add_records",
     "add_rejects",
     "add_run",
+    "add_runs",
     "add_version",
     "bump_template",
     "claim_range",
@@ -192,6 +193,27 @@ async def add_run(
     return row
 
 
+async def add_runs(conn: Conn, runs: Sequence[dict[str, Any]]) -> list[Row]:
+    """Finished sync runs, one statement for all; rows in the order of `runs`."""
+    columns: dict[str, list[Any]] = {
+        k: []
+        for k in ("partners", "templates", "versions", "states", "inputs", "outputs", "errors")
+    }
+    columns["actors"] = []
+    for run in runs:
+        columns["partners"].append(run["partner"])
+        columns["templates"].append(run["template"])
+        columns["versions"].append(run["version"])
+        columns["states"].append(run["state"])
+        columns["inputs"].append(Jsonb(run["input"]))
+        columns["outputs"].append(None if run["output"] is None else Jsonb(run["output"]))
+        columns["errors"].append(None if run["error"] is None else Jsonb(run["error"]))
+        columns["actors"].append(run["actor"])
+    rows = sorted(await _all(conn, "add_runs", columns), key=lambda r: int(r["id"]))
+    assert len(rows) == len(runs)
+    return rows
+
+
 async def finish_run(
     conn: Conn,
     run_id: int,
@@ -294,11 +316,12 @@ async def lock_records(conn: Conn) -> None:
     await conn.execute(QUERIES["lock_records"])
 
 
-async def claim_range(conn: Conn, after: int, limit: int) -> tuple[int, int | None]:
-    """How many records the next file takes, and the last one's id (None: no records)."""
+async def claim_range(conn: Conn, after: int, limit: int) -> Row:
+    """The next file's last record id (`upto`, None: no records) and its totals
+    (`records`, `units`, `charged`, `fee`, `share`)."""
     row = await _one(conn, "claim_range", {"after": after, "limit": limit})
     assert row is not None
-    return int(row["n"]), None if row["upto"] is None else int(row["upto"])
+    return row
 
 
 async def set_filed_to(conn: Conn, upto: int) -> None:

@@ -84,6 +84,20 @@ values (%(partner)s, %(template)s, %(version)s, %(mode)s, %(state)s, %(input)s, 
         %(error)s, %(actor)s, case when %(state)s = 'queued' then null else now() end)
 returning id, partner, template, version, state, output, error, created_at, finished_at
 
+-- name: add_runs
+-- Finished sync runs of several requests at once (the group commit), in input order: ids
+-- are handed out in the order rows are inserted, which is `ord`'s.
+insert into partners.runs
+    (partner, template, version, mode, state, input, output, error, actor, finished_at)
+select u.partner, u.template, u.version, 'sync', u.state, u.input, u.output, u.error, u.actor,
+       now()
+from unnest(%(partners)s::text[], %(templates)s::text[], %(versions)s::int[],
+            %(states)s::text[], %(inputs)s::jsonb[], %(outputs)s::jsonb[], %(errors)s::jsonb[],
+            %(actors)s::text[])
+     with ordinality as u(partner, template, version, state, input, output, error, actor, ord)
+order by u.ord
+returning id, partner, template, version, state, output, error, created_at, finished_at
+
 -- name: finish_run
 -- An asynchronous run's outcome, once.
 update partners.runs
@@ -176,9 +190,12 @@ update partners.mdr_sequence set last = last + 1 returning last, filed_to
 lock table partners.billing_records in share mode
 
 -- name: claim_range
--- The next file's range: up to `limit` records after `after`, oldest first.
-select count(*)::int as n, max(id) as upto
-from (select id from partners.billing_records
+-- The next file's range: up to `limit` records after `after`, oldest first; with the
+-- file's totals, read in the same pass.
+select count(*)::int as records, max(id) as upto, coalesce(sum(units), 0)::bigint as units,
+       coalesce(sum(charged), 0)::bigint as charged, coalesce(sum(fee), 0)::bigint as fee,
+       coalesce(sum(share), 0)::bigint as share
+from (select id, units, charged, fee, share from partners.billing_records
       where id > %(after)s and file_seq is null order by id limit %(limit)s) todo
 
 -- name: set_filed_to
