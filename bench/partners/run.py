@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -193,10 +194,27 @@ def wrk(port: int, token: str, *, seconds: int, connections: int, workdir: Path)
     }
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far."""
+def cpu_s(pid: int, *, children: bool = False) -> float:
+    """CPU seconds (user + system) a process has used so far; with `children`, its
+    children's too (those it waited for, and those alive now)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(child[1]) == pid:
+                ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postmaster(pg: EmbeddedPostgres) -> int:
+    return int((pg.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
 
 
 async def counts(url: str) -> tuple[int, int]:
@@ -319,12 +337,16 @@ def main() -> None:
             _wait_port(api_port, server)
             wrk(api_port, token, seconds=3, connections=4, workdir=base)  # warm up
             before = asyncio.run(counts(url))
-            cpu0 = cpu_s(server.pid)
+            cpu0, pg0 = cpu_s(server.pid), cpu_s(postmaster(pg), children=True)
+            wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             with Cpu() as machine:
                 load = wrk(
                     api_port, token, seconds=seconds, connections=args.connections, workdir=base
                 )
             server_cpu = cpu_s(server.pid) - cpu0
+            pg_cpu = cpu_s(postmaster(pg), children=True) - pg0
+            wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
             after = asyncio.run(counts(url))
         finally:
             server.terminate()
@@ -336,6 +358,11 @@ def main() -> None:
         # The API process's CPU per run, and the machine's busy share over the load: on a
         # machine others load too, these say what the figure would be with the cores free.
         per_run_ms = 1000 * server_cpu / max(1, load["requests"])
+        pg_ms = 1000 * pg_cpu / max(1, load["requests"])
+        wrk_ms = 1000 * wrk_cpu / max(1, load["requests"])
+        # What the machine's cores could carry if nothing else ran on them: the load's
+        # CPU per run (API, PostgreSQL, wrk) against every core.
+        free_bound = 1000 * (os.cpu_count() or 1) / max(1e-9, per_run_ms + pg_ms + wrk_ms)
         machine_busy = machine.machine / machine.wall
         results["api"] = {
             **load,
@@ -343,14 +370,19 @@ def main() -> None:
             "billing_logs": logs_written,
             "answers_200": ok,
             "server_cpu_ms_per_run": per_run_ms,
+            "postgres_cpu_ms_per_run": pg_ms,
+            "wrk_cpu_ms_per_run": wrk_ms,
+            "free_cores_bound_runs_per_s": free_bound,
             "machine_busy_cores": machine_busy,
         }
         print(
             f"  API: {fmt(load['runs_per_s'])} runs/s, p50 {fmt(load['p50_ms'])} ms,"
             f" p99 {fmt(load['p99_ms'])} ms ({args.connections} connections, {seconds} s);"
             f" {ok} answers 200, {runs} runs, {logs_written} billing logs,"
-            f" {load['non_2xx']} others; API process {per_run_ms:.2f} ms CPU a run,"
-            f" machine busy {machine_busy:.2f} of {os.cpu_count()} cores"
+            f" {load['non_2xx']} others; CPU a run: API process {per_run_ms:.2f} ms,"
+            f" PostgreSQL {pg_ms:.2f} ms, wrk {wrk_ms:.2f} ms (so at most {fmt(free_bound)}"
+            f" runs/s on {os.cpu_count()} free cores); machine busy {machine_busy:.2f} of"
+            f" {os.cpu_count()} cores"
         )
         bill = asyncio.run(billing(url, logs, base / "spool"))
         results["billing"] = bill
@@ -385,7 +417,10 @@ def main() -> None:
                 f" {fmt(api['runs_per_s'])} runs/s, p50 {fmt(api['p50_ms'])} ms,"
                 f" p99 {fmt(api['p99_ms'])} ms; {api['answers_200']} answers 200,"
                 f" {api['runs']} runs, {api['billing_logs']} billing logs (target >= 1,000/s,"
-                f" p99 <= 50 ms); API process {api['server_cpu_ms_per_run']:.2f} ms CPU a run,"
+                f" p99 <= 50 ms); CPU a run: API process {api['server_cpu_ms_per_run']:.2f} ms,"
+                f" PostgreSQL {api['postgres_cpu_ms_per_run']:.2f} ms, wrk"
+                f" {api['wrk_cpu_ms_per_run']:.2f} ms (at most"
+                f" {fmt(api['free_cores_bound_runs_per_s'])} runs/s on free cores);"
                 f" machine busy {api['machine_busy_cores']:.2f} cores during the load",
                 f"- billing, {bill['logs']} logs: collect {fmt(bill['collect_per_s'])}/s,"
                 f" MDR file {fmt(bill['write_per_s'])} records/s, COPY TO"
