@@ -32,8 +32,10 @@ from psycopg.errors import UniqueViolation
 
 from bossa import customers, ledger
 from bossa.access import Principal, Role
+from bossa.access import service as access
+from bossa.access import store as access_store
 from bossa.db import Conn, Pool, masked_url, user_errors
-from bossa.errors import Conflict, Forbidden, InvalidInput, NotFound, UserError
+from bossa.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, UserError
 from bossa.journal import Entry, Journal, NewEntry
 from bossa.ledger import Book, Recipe
 from bossa.logs import get_logger
@@ -306,13 +308,18 @@ class _RunWriter:
 
     def __init__(self, plat: Platform) -> None:
         self.plat = plat
-        self.pending: list[tuple[dict[str, Any], _Usage, asyncio.Future[dict[str, Any]]]] = []
+        self.pending: list[_Write] = []
         self.task: asyncio.Task[None] | None = None
 
-    async def write(self, run: dict[str, Any], usage: _Usage) -> dict[str, Any]:
+    async def write(
+        self, run: dict[str, Any], usage: _Usage, *, unconfirmed: str | None = None
+    ) -> dict[str, Any]:
+        """Commit a finished sync run and its billing log; `unconfirmed`, the id of a
+        token the caller's principal was not yet confirmed with: the run is written only
+        if that token is live in the same transaction (Unauthenticated otherwise)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self.pending.append((run, usage, done))
+        self.pending.append(_Write(run, usage, done, unconfirmed))
         if self.task is None or self.task.done():
             self.task = loop.create_task(self._drain())
         # shield: a client that goes away does not cancel the others' commit.
@@ -322,22 +329,29 @@ class _RunWriter:
         while self.pending:
             batch, self.pending = self.pending[:_GROUP_MAX], self.pending[_GROUP_MAX:]
             try:
-                rows = await self._commit(batch)
+                await self._commit(batch)
             except Exception as exc:
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, _, done), row in zip(batch, rows, strict=True):
-                if not done.done():
-                    done.set_result(row)
+                for write in batch:
+                    if not write.done.done():
+                        write.done.set_exception(exc)
 
-    async def _commit(
-        self, batch: list[tuple[dict[str, Any], _Usage, asyncio.Future[dict[str, Any]]]]
-    ) -> list[dict[str, Any]]:
+    async def _commit(self, batch: list[_Write]) -> None:
         plat = self.plat
         async with plat.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            rows = await store.add_runs(conn, [run for run, _, _ in batch])
+            tokens = sorted({w.unconfirmed for w in batch if w.unconfirmed is not None})
+            if tokens:
+                # In the transaction that writes the runs: a revocation committed before
+                # a request arrived is seen here, and its run is not written.
+                live = await access_store.live_tokens(conn, tokens)
+                for write in batch:
+                    if write.unconfirmed is not None and write.unconfirmed not in live:
+                        write.done.set_exception(
+                            Unauthenticated("this token was revoked or has expired")
+                        )
+                batch = [w for w in batch if not w.done.done()]
+                if not batch:
+                    return
+            rows = await store.add_runs(conn, [w.run for w in batch])
             logs = [
                 NewEntry(
                     BILLING_LANE,
@@ -353,12 +367,22 @@ class _RunWriter:
                         currency=usage.currency,
                     ).to_payload(),
                 )
-                for row, (_, usage, _) in zip(rows, batch, strict=True)
+                for row, usage in zip(rows, (w.usage for w in batch), strict=True)
                 if row["state"] == RunState.DONE
             ]
             if logs:
                 await plat.journal.enqueue(logs, conn=conn)
-        return rows
+        for write, row in zip(batch, rows, strict=True):
+            if not write.done.done():
+                write.done.set_result(row)
+
+
+@dataclass
+class _Write:
+    run: dict[str, Any]
+    usage: _Usage
+    done: asyncio.Future[dict[str, Any]]
+    unconfirmed: str | None
 
 
 def _client(kind: str, url: str, timeout_ms: int, statements: dict[str, str]) -> LegacySystem:
@@ -565,6 +589,13 @@ async def run_template(
         metrics.REFUSED.labels("not-own").inc()
         raise NotFound(f"no template {name}", field="template")
     values = check_input(checked, raw_input)
+    # A deferred principal's token is confirmed before anything with an effect: for a run
+    # that only reads (no legacy system, no ledger), in the transaction that writes it;
+    # for any other, now, before its quota is taken.
+    unconfirmed = None if principal.confirmed else principal.token_id
+    if unconfirmed is not None and (mode is RunMode.ASYNC or not _reads_only(checked)):
+        await access.confirm(plat.pool, principal)
+        unconfirmed = None
     plat.admit((partner, "*"), int(row["partner_rate_per_s"]))
     plat.admit((partner, name), int(row["rate_per_s"]))
     await plat.take_quota(partner, "*", int(row["partner_daily_quota"]))
@@ -591,7 +622,17 @@ async def run_template(
         return RunAccepted(
             id=int(run["id"]), state=RunState.QUEUED, location=f"/partners/runs/{run['id']}"
         )
-    return await _execute(plat, checked, partner, name, version, values, principal.actor)
+    return await _execute(
+        plat, checked, partner, name, version, values, principal.actor, unconfirmed=unconfirmed
+    )
+
+
+def _reads_only(checked: CheckedTemplate) -> bool:
+    """No step reaches a legacy system or writes to the ledger."""
+    return all(
+        OBJECTS[step.object].legacy is None and step.object != "balance.charge"
+        for step in checked.steps
+    )
 
 
 async def _execute(
@@ -604,6 +645,7 @@ async def _execute(
     actor: str,
     *,
     run_id: int | None = None,
+    unconfirmed: str | None = None,
 ) -> RunResult:
     started = time.perf_counter()
     writes = any(step.object == "balance.charge" for step in checked.steps)
@@ -614,7 +656,9 @@ async def _execute(
         # steps read outside a transaction (under READ COMMITTED each statement reads
         # its own snapshot either way), and its row and billing log go to the group
         # commit.
-        run = await _grouped(plat, checked, partner, name, version, values, actor, token)
+        run = await _grouped(
+            plat, checked, partner, name, version, values, actor, token, unconfirmed
+        )
         metrics.RUNS.labels(name, str(run["state"])).inc()
         metrics.RUN_SECONDS.observe(time.perf_counter() - started)
         return RunResult.model_validate(run)
@@ -682,6 +726,7 @@ async def _grouped(
     values: dict[str, Any],
     actor: str,
     token: str,
+    unconfirmed: str | None,
 ) -> dict[str, Any]:
     usage = _Usage()
     output: dict[str, Any] | None = None
@@ -706,7 +751,7 @@ async def _grouped(
         "error": error,
         "actor": actor,
     }
-    return await plat.writer.write(run, usage)
+    return await plat.writer.write(run, usage, unconfirmed=unconfirmed)
 
 
 #: Objects that read bossa's database (and so need a connection).
