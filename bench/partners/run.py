@@ -296,6 +296,72 @@ async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:
     }
 
 
+def load_test(
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    pg: EmbeddedPostgres,
+    url: str,
+    workdir: Path,
+    *,
+    token: str,
+    seconds: int,
+    connections: int,
+) -> dict[str, Any]:
+    """Start a server, warm it up, load it with wrk; its figures, CPU a run of it, of
+    PostgreSQL and of wrk, and the runs and billing logs written meanwhile."""
+    server = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_port(port, server)
+        wrk(port, token, seconds=3, connections=4, workdir=workdir)  # warm up
+        before = asyncio.run(counts(url))
+        cpu0, pg0 = cpu_s(server.pid), cpu_s(postmaster(pg), children=True)
+        wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with Cpu() as machine:
+            load = wrk(port, token, seconds=seconds, connections=connections, workdir=workdir)
+        server_cpu = cpu_s(server.pid) - cpu0
+        pg_cpu = cpu_s(postmaster(pg), children=True) - pg0
+        wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
+        after = asyncio.run(counts(url))
+    finally:
+        server.terminate()
+        server.wait(30)
+    load.pop("raw")
+    n = max(1, load["requests"])
+    per_run_ms, pg_ms, wrk_ms = (1000 * x / n for x in (server_cpu, pg_cpu, wrk_cpu))
+    return {
+        **load,
+        "runs": after[0] - before[0],
+        "billing_logs": after[1] - before[1],
+        "answers_200": load["requests"] - load["non_2xx"],
+        # CPU a run, and the machine's busy share over the load: on a machine others
+        # load too, these say what the figure would be with the cores free.
+        "server_cpu_ms_per_run": per_run_ms,
+        "postgres_cpu_ms_per_run": pg_ms,
+        "wrk_cpu_ms_per_run": wrk_ms,
+        "free_cores_bound_runs_per_s": 1000
+        * (os.cpu_count() or 1)
+        / max(1e-9, per_run_ms + pg_ms + wrk_ms),
+        "machine_busy_cores": machine.machine / machine.wall,
+    }
+
+
+def _describe(api: dict[str, Any], connections: int, seconds: int) -> str:
+    return (
+        f"{fmt(api['runs_per_s'])} runs/s, p50 {fmt(api['p50_ms'])} ms,"
+        f" p99 {fmt(api['p99_ms'])} ms ({connections} connections, {seconds} s);"
+        f" {api['answers_200']} answers 200, {api['runs']} runs, {api['billing_logs']} billing"
+        f" logs, {api['non_2xx']} others; CPU a run: server {api['server_cpu_ms_per_run']:.2f}"
+        f" ms, PostgreSQL {api['postgres_cpu_ms_per_run']:.2f} ms, wrk"
+        f" {api['wrk_cpu_ms_per_run']:.2f} ms (so at most"
+        f" {fmt(api['free_cores_bound_runs_per_s'])} runs/s on {os.cpu_count()} free cores);"
+        f" machine busy {api['machine_busy_cores']:.2f} of {os.cpu_count()} cores"
+    )
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], "20 s of load and 20,000 billing logs")
     parser.add_argument("--connections", type=int, default=32)
@@ -330,59 +396,41 @@ def main() -> None:
             # CPU time, not wall time: on a shared machine a wall-clock profile charges
             # other processes' turns to whatever was running.
             command = [sys.executable, "-c", _PROFILED, str(args.profile)]
-        server = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        load_args = {"token": token, "seconds": seconds, "connections": args.connections}
+        api = load_test(command, env, api_port, pg, url, base, **load_args)
+        results["api"] = api
+        print(f"  API: {_describe(api, args.connections, seconds)}")
+        bare_port = free_port()
+        bare = load_test(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.partners.bare:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env,
+            bare_port,
+            pg,
+            url,
+            base,
+            **load_args,
         )
-        try:
-            _wait_port(api_port, server)
-            wrk(api_port, token, seconds=3, connections=4, workdir=base)  # warm up
-            before = asyncio.run(counts(url))
-            cpu0, pg0 = cpu_s(server.pid), cpu_s(postmaster(pg), children=True)
-            wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            with Cpu() as machine:
-                load = wrk(
-                    api_port, token, seconds=seconds, connections=args.connections, workdir=base
-                )
-            server_cpu = cpu_s(server.pid) - cpu0
-            pg_cpu = cpu_s(postmaster(pg), children=True) - pg0
-            wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
-            after = asyncio.run(counts(url))
-        finally:
-            server.terminate()
-            server.wait(30)
-        runs = after[0] - before[0]
-        logs_written = after[1] - before[1]
-        ok = load["requests"] - load["non_2xx"]
-        load.pop("raw")
-        # The API process's CPU per run, and the machine's busy share over the load: on a
-        # machine others load too, these say what the figure would be with the cores free.
-        per_run_ms = 1000 * server_cpu / max(1, load["requests"])
-        pg_ms = 1000 * pg_cpu / max(1, load["requests"])
-        wrk_ms = 1000 * wrk_cpu / max(1, load["requests"])
-        # What the machine's cores could carry if nothing else ran on them: the load's
-        # CPU per run (API, PostgreSQL, wrk) against every core.
-        free_bound = 1000 * (os.cpu_count() or 1) / max(1e-9, per_run_ms + pg_ms + wrk_ms)
-        machine_busy = machine.machine / machine.wall
-        results["api"] = {
-            **load,
-            "runs": runs,
-            "billing_logs": logs_written,
-            "answers_200": ok,
-            "server_cpu_ms_per_run": per_run_ms,
-            "postgres_cpu_ms_per_run": pg_ms,
-            "wrk_cpu_ms_per_run": wrk_ms,
-            "free_cores_bound_runs_per_s": free_bound,
-            "machine_busy_cores": machine_busy,
-        }
+        results["bare"] = bare
+        print(f"  bare peer: {_describe(bare, args.connections, seconds)}")
+        api_ratio = api["runs_per_s"] / bare["runs_per_s"]
+        results["api"]["ratio_to_bare"] = api_ratio
+        results["api"]["ratio_cpu_to_bare"] = (
+            bare["server_cpu_ms_per_run"] / api["server_cpu_ms_per_run"]
+        )
         print(
-            f"  API: {fmt(load['runs_per_s'])} runs/s, p50 {fmt(load['p50_ms'])} ms,"
-            f" p99 {fmt(load['p99_ms'])} ms ({args.connections} connections, {seconds} s);"
-            f" {ok} answers 200, {runs} runs, {logs_written} billing logs,"
-            f" {load['non_2xx']} others; CPU a run: API process {per_run_ms:.2f} ms,"
-            f" PostgreSQL {pg_ms:.2f} ms, wrk {wrk_ms:.2f} ms (so at most {fmt(free_bound)}"
-            f" runs/s on {os.cpu_count()} free cores); machine busy {machine_busy:.2f} of"
-            f" {os.cpu_count()} cores"
+            f"  bossa/bare: runs/s {api_ratio:.2f}x, p99 bare/bossa"
+            f" {bare['p99_ms'] / api['p99_ms']:.2f}x, server CPU a run bare/bossa"
+            f" {results['api']['ratio_cpu_to_bare']:.2f}x"
         )
         bill = asyncio.run(billing(url, logs, base / "spool"))
         results["billing"] = bill
@@ -395,7 +443,7 @@ def main() -> None:
             f" COPY TO {fmt(bill['copy_per_s'])} rows/s; file/COPY {ratio:.2f}x,"
             f" collect+file/COPY {results['billing']['ratio_both_to_copy']:.3f}x"
         )
-        api_met = load["runs_per_s"] >= 1000 and load["p99_ms"] <= 50
+        api_met = api["runs_per_s"] >= 1000 and api["p99_ms"] <= 50
         print(f"  {'MET ' if api_met else 'MISS'} >= 1,000 runs/s with p99 <= 50 ms")
         print(f"  {'MET ' if ratio >= 0.5 else 'MISS'} MDR records/s >= 0.5x COPY TO")
     finally:
@@ -403,7 +451,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if not args.no_results:
-        api, bill = results["api"], results["billing"]
+        api, bare, bill = results["api"], results["bare"], results["billing"]
         append_section(
             ROOT / "bench" / "RESULTS.md",
             [
@@ -422,6 +470,14 @@ def main() -> None:
                 f" {api['wrk_cpu_ms_per_run']:.2f} ms (at most"
                 f" {fmt(api['free_cores_bound_runs_per_s'])} runs/s on free cores);"
                 f" machine busy {api['machine_busy_cores']:.2f} cores during the load",
+                f"- bare peer (bench/partners/bare.py: same SQL work, bare ASGI, one commit a"
+                f" request): {fmt(bare['runs_per_s'])} runs/s, p50 {fmt(bare['p50_ms'])} ms,"
+                f" p99 {fmt(bare['p99_ms'])} ms; {bare['answers_200']} answers 200,"
+                f" {bare['runs']} runs, {bare['billing_logs']} billing logs; CPU a run:"
+                f" server {bare['server_cpu_ms_per_run']:.2f} ms, PostgreSQL"
+                f" {bare['postgres_cpu_ms_per_run']:.2f} ms; bossa/bare runs/s"
+                f" {api['ratio_to_bare']:.2f}x, server CPU a run bare/bossa"
+                f" {api['ratio_cpu_to_bare']:.2f}x",
                 f"- billing, {bill['logs']} logs: collect {fmt(bill['collect_per_s'])}/s,"
                 f" MDR file {fmt(bill['write_per_s'])} records/s, COPY TO"
                 f" {fmt(bill['copy_per_s'])} rows/s: file/COPY"
