@@ -217,18 +217,20 @@ def postmaster(pg: EmbeddedPostgres) -> int:
     return int((pg.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
 
 
-async def counts(url: str) -> tuple[int, int]:
-    """(runs, billing logs), read in one snapshot: a run and its log commit together."""
+async def counts(url: str) -> tuple[int, int, int]:
+    """(runs, billing logs, transactions that wrote runs), read in one snapshot: a run
+    and its log commit together; rows of one transaction share their xmin."""
     async with open_pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
         row = await (
             await conn.execute(
                 "select (select count(*) from partners.runs) as runs,"
                 " (select count(*) from journal.lane_entries"
-                "   where lane = 'partners.billing') as logs"
+                "   where lane = 'partners.billing') as logs,"
+                " (select count(distinct xmin::text) from partners.runs) as commits"
             )
         ).fetchone()
     assert row is not None
-    return int(row["runs"]), int(row["logs"])
+    return int(row["runs"]), int(row["logs"]), int(row["commits"])
 
 
 async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:
@@ -336,6 +338,7 @@ def load_test(
         **load,
         "runs": after[0] - before[0],
         "billing_logs": after[1] - before[1],
+        "runs_per_commit": (after[0] - before[0]) / max(1, after[2] - before[2]),
         "answers_200": load["requests"] - load["non_2xx"],
         # CPU a run, and the machine's busy share over the load: on a machine others
         # load too, these say what the figure would be with the cores free.
@@ -354,7 +357,8 @@ def _describe(api: dict[str, Any], connections: int, seconds: int) -> str:
         f"{fmt(api['runs_per_s'])} runs/s, p50 {fmt(api['p50_ms'])} ms,"
         f" p99 {fmt(api['p99_ms'])} ms ({connections} connections, {seconds} s);"
         f" {api['answers_200']} answers 200, {api['runs']} runs, {api['billing_logs']} billing"
-        f" logs, {api['non_2xx']} others; CPU a run: server {api['server_cpu_ms_per_run']:.2f}"
+        f" logs, {api['runs_per_commit']:.1f} runs a commit, {api['non_2xx']} others;"
+        f" CPU a run: server {api['server_cpu_ms_per_run']:.2f}"
         f" ms, PostgreSQL {api['postgres_cpu_ms_per_run']:.2f} ms, wrk"
         f" {api['wrk_cpu_ms_per_run']:.2f} ms (so at most"
         f" {fmt(api['free_cores_bound_runs_per_s'])} runs/s on {os.cpu_count()} free cores);"
