@@ -120,9 +120,10 @@ class Authenticator:
 
     async def _token(self, credential: str) -> Principal:
         token_id, secret = parse_token(credential)
-        self._rows.pop(token_id, None)  # put back below only if the row says live
         async with self.pool.connection() as conn:
             row = await store.token_for_auth(conn, token_id)
+        if row is None or row["revoked_at"] is not None or row["expired"]:
+            self._rows.pop(token_id, None)  # deferred principals read the row again
         if row is None:
             DENIED.labels("unknown").inc()
             raise Unauthenticated("unknown token")
