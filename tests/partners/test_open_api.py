@@ -273,4 +273,7 @@ async def test_quota_is_exact_under_concurrent_runs(runtime: Runtime) -> None:
     assert codes == [200] * 7 + [429] * 13
     ids = {a.json()["id"] for a in answers if a.status_code == 200}
     assert len(ids) == 7
+    # The subscriber lookups were coalesced, each run still got its own answer.
+    outputs = [a.json()["output"] for a in answers if a.status_code == 200]
+    assert outputs == [{"status": "active", "big": False}] * 7
     assert await _counts(runtime) == (7, 7)

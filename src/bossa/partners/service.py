@@ -183,6 +183,7 @@ class Platform:
     template_rows: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     quota_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     writer: _RunWriter | None = None
+    statuses: _StatusReader | None = None
 
     def admit(self, key: tuple[str, str], rate_per_s: int) -> None:
         now = time.monotonic()
@@ -319,8 +320,9 @@ class _RunWriter:
         if that token is live in the same transaction (Unauthenticated otherwise)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[dict[str, Any]] = loop.create_future()
+        done.add_done_callback(_retrieved)
         self.pending.append(_Write(run, usage, done, unconfirmed))
-        if self.task is None or self.task.done():
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
             self.task = loop.create_task(self._drain())
         # shield: a client that goes away does not cancel the others' commit.
         return await asyncio.shield(done)
@@ -383,6 +385,51 @@ class _Write:
     usage: _Usage
     done: asyncio.Future[dict[str, Any]]
     unconfirmed: str | None
+
+
+class _StatusReader:
+    """subscriber.status for runs outside a transaction: the lookups asked while one query
+    is under way go together in the next (one query, one pooled connection), as the run
+    writer does for commits. Each read is made after its run asked, so it is as fresh as
+    a read of its own."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.pending: dict[str, list[asyncio.Future[list[customers.Contract]]]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def contracts(self, customer: str) -> list[customers.Contract]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[customers.Contract]] = loop.create_future()
+        done.add_done_callback(_retrieved)
+        self.pending.setdefault(customer, []).append(done)
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._drain())
+        return await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, {}
+            try:
+                async with self.pool.connection() as conn:
+                    found = await customers.contracts_of_customers(conn, list(batch))
+            except Exception as exc:
+                for waiting in batch.values():
+                    for done in waiting:
+                        if not done.done():
+                            done.set_exception(exc)
+                continue
+            for customer, waiting in batch.items():
+                for done in waiting:
+                    if not done.done():
+                        done.set_result(found.get(customer, []))
+
+
+def _retrieved(done: asyncio.Future[Any]) -> None:
+    # The caller may have gone away (its await cancelled, the shielded future not): its
+    # outcome is still taken, so that no "exception was never retrieved" is logged.
+    if not done.cancelled():
+        done.exception()
 
 
 def _client(kind: str, url: str, timeout_ms: int, statements: dict[str, str]) -> LegacySystem:
@@ -732,11 +779,8 @@ async def _grouped(
     output: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     try:
-        if any(step.object in _READS for step in checked.steps):
-            async with plat.pool.connection() as conn:
-                output = await _steps(plat, conn, checked, values, usage, token)
-        else:
-            output = await _steps(plat, None, checked, values, usage, token)
+        # No connection: subscriber.status reads through the platform's coalescing reader.
+        output = await _steps(plat, None, checked, values, usage, token)
     except StepFailed as exc:
         error = exc.body()
     if plat.writer is None:
@@ -752,10 +796,6 @@ async def _grouped(
         "actor": actor,
     }
     return await plat.writer.write(run, usage, unconfirmed=unconfirmed)
-
-
-#: Objects that read bossa's database (and so need a connection).
-_READS = frozenset({"subscriber.status", "balance.charge"})
 
 
 @dataclass
@@ -805,9 +845,13 @@ async def _object(
     if name == "compare":
         return {"result": compare(args["left"], args["op"], args["right"])}
     if name == "subscriber.status":
-        assert conn is not None  # _READS: a run with this object holds a connection
         subscriber = str(args["subscriber"])
-        contracts = await customers.contracts_of_customer(conn, subscriber)
+        if conn is not None:
+            contracts = await customers.contracts_of_customer(conn, subscriber)
+        else:
+            if plat.statuses is None:
+                plat.statuses = _StatusReader(plat.pool)
+            contracts = await plat.statuses.contracts(subscriber)
         states = {str(c.status) for c in contracts}
         status = next((s for s in ("active", "suspended", "terminated") if s in states), "unknown")
         return {"status": status, "contracts": len(contracts)}
