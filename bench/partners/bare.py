@@ -111,7 +111,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     assert _pool is not None
     async with _pool.connection() as conn:
-        row = await (await conn.execute(_TOKEN_ROW, (token_id,), prepare=True)).fetchone()
+        row: Any = await (await conn.execute(_TOKEN_ROW, (token_id,), prepare=True)).fetchone()
         if row is None or row["role"] != "partner":
             await _send(send, 401, {"error": "unauthenticated"})
             return
@@ -132,10 +132,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             return
         _bucket[0] -= 1
         _used[0] += 1
-        contracts = await (await conn.execute(_STATUS, (subscriber,), prepare=True)).fetchall()
+        contracts: list[Any] = await (
+            await conn.execute(_STATUS, (subscriber,), prepare=True)
+        ).fetchall()
         states = {c["status"] for c in contracts}
         status = next((s for s in ("active", "suspended", "terminated") if s in states), "unknown")
-        written = await (
+        written: Any = await (
             await conn.execute(
                 _WRITE,
                 {
