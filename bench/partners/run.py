@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,21 @@ outputs:
   status: $steps.status.status
 """
 BOSSA = str(Path(sys.executable).with_name("bossa"))
+_PROFILED = """
+import cProfile, signal, sys, time
+from bossa.cli import main
+out, sys.argv = sys.argv[1], ["bossa", "serve"]
+# uvicorn raises the SIGTERM it caught again once it has stopped: end here, so the
+# stats are written.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+profile = cProfile.Profile(time.process_time)
+try:
+    profile.runcall(main)
+except SystemExit:
+    pass
+finally:
+    profile.dump_stats(out)
+"""
 
 
 async def seed(url: str) -> str:
@@ -178,24 +194,43 @@ def wrk(port: int, token: str, *, seconds: int, connections: int, workdir: Path)
     }
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far."""
+def cpu_s(pid: int, *, children: bool = False) -> float:
+    """CPU seconds (user + system) a process has used so far; with `children`, its
+    children's too (those it waited for, and those alive now)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(child[1]) == pid:
+                ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
-async def counts(url: str) -> tuple[int, int]:
-    """(runs, billing logs), read in one snapshot: a run and its log commit together."""
+def postmaster(pg: EmbeddedPostgres) -> int:
+    return int((pg.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+async def counts(url: str) -> tuple[int, int, int]:
+    """(runs, billing logs, transactions that wrote runs), read in one snapshot: a run
+    and its log commit together; rows of one transaction share their xmin."""
     async with open_pool(url, min_size=1, max_size=2) as pool, pool.connection() as conn:
         row = await (
             await conn.execute(
                 "select (select count(*) from partners.runs) as runs,"
                 " (select count(*) from journal.lane_entries"
-                "   where lane = 'partners.billing') as logs"
+                "   where lane = 'partners.billing') as logs,"
+                " (select count(distinct xmin::text) from partners.runs) as commits"
             )
         ).fetchone()
     assert row is not None
-    return int(row["runs"]), int(row["logs"])
+    return int(row["runs"]), int(row["logs"]), int(row["commits"])
 
 
 async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:
@@ -205,7 +240,7 @@ async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:
     async with open_pool(url, min_size=1, max_size=8) as pool:
         journal = Journal(pool, JournalSettings(), actor="bench")
         async with pool.connection() as conn:
-            await conn.execute("truncate partners.billing_records")
+            await conn.execute("truncate partners.billing_records, partners.billing_rejects")
         for start in range(0, n, 10_000):
             await journal.enqueue(
                 [
@@ -228,25 +263,44 @@ async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:
             )
         with Cpu() as collect_cpu:
             await collector(journal, settings).run(until_idle=True)
+        # Every log on the lane is collected, the API load's too: count what was.
+        async with pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "select (select count(*) from partners.billing_records)"
+                    " + (select count(*) from partners.billing_rejects) as n"
+                )
+            ).fetchone()
+        assert row is not None
+        collected = int(row["n"])
         with Cpu() as write_cpu:
             files = await write_files(pool, settings)
         records = sum(1 for _ in (spool / f"MDR_BOSSA_{files[0]:08d}.dat").open()) - 2
+        # The same rows as the file: its record id range.
+        async with pool.connection() as conn:
+            bounds = await (
+                await conn.execute(
+                    "select after_id, upto_id from partners.mdr_files where seq = %s", (files[0],)
+                )
+            ).fetchone()
+        assert bounds is not None
         query = (
             "copy (select id, run_id, kind, partner, template, version, used_at, units, charged,"
-            " fee, share, currency from partners.billing_records where file_seq = %s"
+            " fee, share, currency from partners.billing_records where id > %s and id <= %s"
             " order by id) to stdout"
         )
         with Cpu() as copy_cpu:
             async with pool.connection() as conn:
                 cursor = conn.cursor()
                 with (spool / "copy.txt").open("wb") as out:
-                    async with cursor.copy(query, (files[0],)) as copy:
+                    async with cursor.copy(query, (bounds["after_id"], bounds["upto_id"])) as copy:
                         async for chunk in copy:
                             out.write(chunk)
     return {
         "logs": n,
         "records": records,
-        "collect_per_s": n / collect_cpu.wall,
+        "collected": collected,
+        "collect_per_s": collected / collect_cpu.wall,
         "write_per_s": records / write_cpu.wall,
         "both_per_s": records / (collect_cpu.wall + write_cpu.wall),
         "copy_per_s": records / copy_cpu.wall,
@@ -255,9 +309,82 @@ async def billing(url: str, n: int, spool: Path) -> dict[str, Any]:
     }
 
 
+def load_test(
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    pg: EmbeddedPostgres,
+    url: str,
+    workdir: Path,
+    *,
+    token: str,
+    seconds: int,
+    connections: int,
+) -> dict[str, Any]:
+    """Start a server, warm it up, load it with wrk; its figures, CPU a run of it, of
+    PostgreSQL and of wrk, and the runs and billing logs written meanwhile."""
+    server = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_port(port, server)
+        wrk(port, token, seconds=3, connections=4, workdir=workdir)  # warm up
+        before = asyncio.run(counts(url))
+        cpu0, pg0 = cpu_s(server.pid), cpu_s(postmaster(pg), children=True)
+        wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with Cpu() as machine:
+            load = wrk(port, token, seconds=seconds, connections=connections, workdir=workdir)
+        server_cpu = cpu_s(server.pid) - cpu0
+        pg_cpu = cpu_s(postmaster(pg), children=True) - pg0
+        wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_cpu = (wrk1.ru_utime - wrk0.ru_utime) + (wrk1.ru_stime - wrk0.ru_stime)
+        after = asyncio.run(counts(url))
+    finally:
+        server.terminate()
+        server.wait(30)
+    load.pop("raw")
+    n = max(1, load["requests"])
+    per_run_ms, pg_ms, wrk_ms = (1000 * x / n for x in (server_cpu, pg_cpu, wrk_cpu))
+    return {
+        **load,
+        "runs": after[0] - before[0],
+        "billing_logs": after[1] - before[1],
+        "runs_per_commit": (after[0] - before[0]) / max(1, after[2] - before[2]),
+        "answers_200": load["requests"] - load["non_2xx"],
+        # CPU a run, and the machine's busy share over the load: on a machine others
+        # load too, these say what the figure would be with the cores free.
+        "server_cpu_ms_per_run": per_run_ms,
+        "postgres_cpu_ms_per_run": pg_ms,
+        "wrk_cpu_ms_per_run": wrk_ms,
+        "free_cores_bound_runs_per_s": 1000
+        * (os.cpu_count() or 1)
+        / max(1e-9, per_run_ms + pg_ms + wrk_ms),
+        "machine_busy_cores": machine.machine / machine.wall,
+    }
+
+
+def _describe(api: dict[str, Any], connections: int, seconds: int) -> str:
+    return (
+        f"{fmt(api['runs_per_s'])} runs/s, p50 {fmt(api['p50_ms'])} ms,"
+        f" p99 {fmt(api['p99_ms'])} ms ({connections} connections, {seconds} s);"
+        f" {api['answers_200']} answers 200, {api['runs']} runs, {api['billing_logs']} billing"
+        f" logs, {api['runs_per_commit']:.1f} runs a commit, {api['non_2xx']} others;"
+        f" CPU a run: server {api['server_cpu_ms_per_run']:.2f}"
+        f" ms, PostgreSQL {api['postgres_cpu_ms_per_run']:.2f} ms, wrk"
+        f" {api['wrk_cpu_ms_per_run']:.2f} ms (so at most"
+        f" {fmt(api['free_cores_bound_runs_per_s'])} runs/s on {os.cpu_count()} free cores);"
+        f" machine busy {api['machine_busy_cores']:.2f} of {os.cpu_count()} cores"
+    )
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], "20 s of load and 20,000 billing logs")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run the API process under cProfile and write its stats here (slows it)",
+    )
     args = parser.parse_args()
     seconds, logs = (20, 20_000) if args.quick else (60, 100_000)
     ref = git_ref()
@@ -279,45 +406,46 @@ def main() -> None:
             "BOSSA_LOG_LEVEL": "warning",
         }
         print(f"bench/partners at {ref}: PostgreSQL on {port} (fsync on), API on {api_port}")
-        server = subprocess.Popen(
-            [BOSSA, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        command = [BOSSA, "serve"]
+        if args.profile is not None:
+            # CPU time, not wall time: on a shared machine a wall-clock profile charges
+            # other processes' turns to whatever was running.
+            command = [sys.executable, "-c", _PROFILED, str(args.profile)]
+        load_args = {"token": token, "seconds": seconds, "connections": args.connections}
+        api = load_test(command, env, api_port, pg, url, base, **load_args)
+        results["api"] = api
+        print(f"  API: {_describe(api, args.connections, seconds)}")
+        bare_port = free_port()
+        bare = load_test(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.partners.bare:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env,
+            bare_port,
+            pg,
+            url,
+            base,
+            **load_args,
         )
-        try:
-            _wait_port(api_port, server)
-            wrk(api_port, token, seconds=3, connections=4, workdir=base)  # warm up
-            before = asyncio.run(counts(url))
-            cpu0 = cpu_s(server.pid)
-            with Cpu() as machine:
-                load = wrk(
-                    api_port, token, seconds=seconds, connections=args.connections, workdir=base
-                )
-            server_cpu = cpu_s(server.pid) - cpu0
-            after = asyncio.run(counts(url))
-        finally:
-            server.terminate()
-            server.wait(30)
-        runs = after[0] - before[0]
-        logs_written = after[1] - before[1]
-        ok = load["requests"] - load["non_2xx"]
-        load.pop("raw")
-        # The API process's CPU per run, and the machine's busy share over the load: on a
-        # machine others load too, these say what the figure would be with the cores free.
-        per_run_ms = 1000 * server_cpu / max(1, load["requests"])
-        machine_busy = machine.machine / machine.wall
-        results["api"] = {
-            **load,
-            "runs": runs,
-            "billing_logs": logs_written,
-            "answers_200": ok,
-            "server_cpu_ms_per_run": per_run_ms,
-            "machine_busy_cores": machine_busy,
-        }
+        results["bare"] = bare
+        print(f"  bare peer: {_describe(bare, args.connections, seconds)}")
+        api_ratio = api["runs_per_s"] / bare["runs_per_s"]
+        results["api"]["ratio_to_bare"] = api_ratio
+        results["api"]["ratio_cpu_to_bare"] = (
+            bare["server_cpu_ms_per_run"] / api["server_cpu_ms_per_run"]
+        )
         print(
-            f"  API: {fmt(load['runs_per_s'])} runs/s, p50 {fmt(load['p50_ms'])} ms,"
-            f" p99 {fmt(load['p99_ms'])} ms ({args.connections} connections, {seconds} s);"
-            f" {ok} answers 200, {runs} runs, {logs_written} billing logs,"
-            f" {load['non_2xx']} others; API process {per_run_ms:.2f} ms CPU a run,"
-            f" machine busy {machine_busy:.2f} of {os.cpu_count()} cores"
+            f"  bossa/bare: runs/s {api_ratio:.2f}x, p99 bare/bossa"
+            f" {bare['p99_ms'] / api['p99_ms']:.2f}x, server CPU a run bare/bossa"
+            f" {results['api']['ratio_cpu_to_bare']:.2f}x"
         )
         bill = asyncio.run(billing(url, logs, base / "spool"))
         results["billing"] = bill
@@ -325,12 +453,13 @@ def main() -> None:
         results["billing"]["ratio_write_to_copy"] = ratio
         results["billing"]["ratio_both_to_copy"] = bill["both_per_s"] / bill["copy_per_s"]
         print(
-            f"  billing: collect {fmt(bill['collect_per_s'])} logs/s ({bill['collect_cpu']});"
+            f"  billing: {bill['collected']} logs (the API loads' too): collect"
+            f" {fmt(bill['collect_per_s'])} logs/s ({bill['collect_cpu']});"
             f" MDR file {fmt(bill['write_per_s'])} records/s ({bill['write_cpu']});"
             f" COPY TO {fmt(bill['copy_per_s'])} rows/s; file/COPY {ratio:.2f}x,"
             f" collect+file/COPY {results['billing']['ratio_both_to_copy']:.3f}x"
         )
-        api_met = load["runs_per_s"] >= 1000 and load["p99_ms"] <= 50
+        api_met = api["runs_per_s"] >= 1000 and api["p99_ms"] <= 50
         print(f"  {'MET ' if api_met else 'MISS'} >= 1,000 runs/s with p99 <= 50 ms")
         print(f"  {'MET ' if ratio >= 0.5 else 'MISS'} MDR records/s >= 0.5x COPY TO")
     finally:
@@ -338,7 +467,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if not args.no_results:
-        api, bill = results["api"], results["billing"]
+        api, bare, bill = results["api"], results["bare"], results["billing"]
         append_section(
             ROOT / "bench" / "RESULTS.md",
             [
@@ -352,9 +481,21 @@ def main() -> None:
                 f" {fmt(api['runs_per_s'])} runs/s, p50 {fmt(api['p50_ms'])} ms,"
                 f" p99 {fmt(api['p99_ms'])} ms; {api['answers_200']} answers 200,"
                 f" {api['runs']} runs, {api['billing_logs']} billing logs (target >= 1,000/s,"
-                f" p99 <= 50 ms); API process {api['server_cpu_ms_per_run']:.2f} ms CPU a run,"
+                f" p99 <= 50 ms); CPU a run: API process {api['server_cpu_ms_per_run']:.2f} ms,"
+                f" PostgreSQL {api['postgres_cpu_ms_per_run']:.2f} ms, wrk"
+                f" {api['wrk_cpu_ms_per_run']:.2f} ms (at most"
+                f" {fmt(api['free_cores_bound_runs_per_s'])} runs/s on free cores);"
                 f" machine busy {api['machine_busy_cores']:.2f} cores during the load",
-                f"- billing, {bill['logs']} logs: collect {fmt(bill['collect_per_s'])}/s,"
+                f"- bare peer (bench/partners/bare.py: same SQL work, bare ASGI, one commit a"
+                f" request): {fmt(bare['runs_per_s'])} runs/s, p50 {fmt(bare['p50_ms'])} ms,"
+                f" p99 {fmt(bare['p99_ms'])} ms; {bare['answers_200']} answers 200,"
+                f" {bare['runs']} runs, {bare['billing_logs']} billing logs; CPU a run:"
+                f" server {bare['server_cpu_ms_per_run']:.2f} ms, PostgreSQL"
+                f" {bare['postgres_cpu_ms_per_run']:.2f} ms; bossa/bare runs/s"
+                f" {api['ratio_to_bare']:.2f}x, server CPU a run bare/bossa"
+                f" {api['ratio_cpu_to_bare']:.2f}x",
+                f"- billing, {bill['logs']} logs (+ the API loads': {bill['collected']}"
+                f" collected): collect {fmt(bill['collect_per_s'])}/s,"
                 f" MDR file {fmt(bill['write_per_s'])} records/s, COPY TO"
                 f" {fmt(bill['copy_per_s'])} rows/s: file/COPY"
                 f" {bill['ratio_write_to_copy']:.2f}x (target >= 0.5x), collect+file/COPY"

@@ -5,13 +5,21 @@ are new records in a later file."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bossa.access import Principal, Role
 from bossa.journal import NewEntry
-from bossa.partners import BILLING_LANE, correct, platform, run_template, store
+from bossa.partners import (
+    BILLING_LANE,
+    PartnersSettings,
+    correct,
+    platform,
+    run_template,
+    store,
+)
 from bossa.partners.lanes import BillingProcessor, collector
 from bossa.partners.models import BILLING_KIND, MdrHeader, RunResult, parse_mdr, render_mdr
 from bossa.partners.service import transmit, write_files
@@ -240,3 +248,50 @@ async def test_a_retried_rename_is_checked_not_repeated(
     assert row is not None
     assert row["state"] == "written"
     assert "differs" in row["last_error"]
+
+
+async def test_a_file_waits_for_records_still_being_added_below_its_range(
+    runtime: Runtime, spool: Path
+) -> None:
+    # A file takes a range of record ids; a record whose transaction is still open when
+    # the file is written may hold a lower id than a committed one. The writer waits for
+    # it (SHARE on the records), so it lands in this file, not skipped below the range.
+    await seed_partner(runtime, "acme", template="check")
+    async with runtime.pool.connection() as conn:
+        policy = await (await conn.execute("select id from partners.policies")).fetchone()
+    assert policy is not None
+
+    def record(run_id: int) -> dict[str, list[Any]]:
+        return {
+            "entry_ids": [run_id],
+            "run_ids": [run_id],
+            "kinds": ["U"],
+            "partners": ["acme"],
+            "templates": ["check"],
+            "versions": [1],
+            "used_ats": [datetime.now(UTC)],
+            "units": [1],
+            "charged": [0],
+            "fees": [7],
+            "shares": [0],
+            "currencies": ["EUR"],
+            "policy_ids": [policy["id"]],
+        }
+
+    settings = PartnersSettings(spool_dir=spool)
+    async with runtime.pool.connection() as slow, slow.transaction():
+        await store.add_records(slow, record(1))  # the lower id, not yet committed
+        async with runtime.pool.connection() as fast:
+            await store.add_records(fast, record(2))
+        writer = asyncio.create_task(write_files(runtime.pool, settings))
+        await asyncio.sleep(0.5)
+        assert not writer.done()  # waiting for the open transaction, not skipping it
+    assert await writer == [1]
+    _, records, _ = parse_mdr((spool / "MDR_BOSSA_00000001.dat").read_bytes())
+    assert [int(r[3]) for r in records] == [1, 2]
+    assert await write_files(runtime.pool, settings) == []  # nothing left, no number spent
+    async with runtime.pool.connection() as conn:
+        await store.add_records(conn, record(3))
+    assert await write_files(runtime.pool, settings) == [2]
+    _, records, _ = parse_mdr((spool / "MDR_BOSSA_00000002.dat").read_bytes())
+    assert [int(r[3]) for r in records] == [3]

@@ -4,11 +4,14 @@ field, and then nothing ran and nothing was billed."""
 
 from __future__ import annotations
 
+import asyncio
+
 from bossa.access import Role, revoke_token
 from bossa.partners import platform
 from bossa.partners.lanes import RunDaemon
 from bossa.runtime import Runtime
-from tests.partners.conftest import seed_partner, seed_subscriber
+from tests.partners.conftest import NOTIFY, seed_legacy, seed_partner, seed_subscriber
+from tests.partners.servers import LegacyServer
 from tests.support import api_client, bearer
 
 
@@ -192,3 +195,85 @@ async def test_async_runs_are_queued_then_done_and_billed(runtime: Runtime) -> N
         assert done["state"] == "done"
         assert done["output"] == {"status": "active", "big": False}
     assert await _counts(runtime) == (1, 1)
+
+
+async def test_a_token_revoked_while_its_row_is_cached_runs_nothing(runtime: Runtime) -> None:
+    # The run route reuses a token row read less than a second ago (a deferred principal);
+    # the transaction that writes the run confirms the token, so a revocation committed
+    # before the request still refuses it, and nothing is written or billed.
+    await seed_partner(runtime, "acme", template="check")
+    await seed_subscriber(runtime, "c1")
+    headers = await bearer(runtime.pool, Role.PARTNER, name="acme")
+    body = {"input": {"subscriber": "c1", "amount": 5}}
+    async with api_client(runtime, role=None) as http:
+        assert (
+            await http.post("/partners/templates/check/runs", json=body, headers=headers)
+        ).is_success
+        await revoke_token(runtime.pool, "acme", actor="test")
+        cached = await runtime.authenticator.authenticate(headers["Authorization"], deferred=True)
+        assert not cached.confirmed  # the row was not read again: the write must refuse it
+        refused = await http.post("/partners/templates/check/runs", json=body, headers=headers)
+        assert refused.status_code == 401, refused.text
+        # Every other route reads the row on every request.
+        listed = await http.get("/partners/templates", headers=headers)
+        assert listed.status_code == 401
+    assert await _counts(runtime) == (1, 1)
+
+
+async def test_a_cached_token_id_with_a_wrong_secret_is_refused(runtime: Runtime) -> None:
+    await seed_partner(runtime, "acme", template="check")
+    headers = await bearer(runtime.pool, Role.PARTNER, name="acme")
+    body = {"input": {"subscriber": "c1", "amount": 5}}
+    token = headers["Authorization"]
+    forged = {"Authorization": token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")}
+    async with api_client(runtime, role=None) as http:
+        assert (
+            await http.post("/partners/templates/check/runs", json=body, headers=headers)
+        ).is_success
+        refused = await http.post("/partners/templates/check/runs", json=body, headers=forged)
+        assert refused.status_code == 401
+    assert await _counts(runtime) == (1, 1)
+
+
+async def test_a_revoked_token_reaches_no_legacy_system(
+    runtime: Runtime, legacy: LegacyServer
+) -> None:
+    # A template that calls a legacy system confirms the token before its first step.
+    await seed_partner(runtime, "acme", template="notify", definition=NOTIFY)
+    await seed_legacy(runtime, legacy)
+    await seed_subscriber(runtime, "c1")
+    headers = await bearer(runtime.pool, Role.PARTNER, name="acme")
+    body = {"input": {"subscriber": "c1", "msisdn": "+4970000123", "text": "hello"}}
+    async with api_client(runtime, role=None) as http:
+        first = await http.post("/partners/templates/notify/runs", json=body, headers=headers)
+        assert first.status_code == 200, first.text
+        sent = [c for c in legacy.calls() if c.get("to") == "+4970000123"]
+        await revoke_token(runtime.pool, "acme", actor="test")
+        refused = await http.post("/partners/templates/notify/runs", json=body, headers=headers)
+        assert refused.status_code == 401
+    assert [c for c in legacy.calls() if c.get("to") == "+4970000123"] == sent
+    assert await _counts(runtime) == (1, 1)
+
+
+async def test_quota_is_exact_under_concurrent_runs(runtime: Runtime) -> None:
+    # Concurrent requests share the group commit and the process's quota block: exactly
+    # the quota's runs are answered 200, written and billed; the rest 429, nothing run.
+    await seed_partner(runtime, "acme", template="check", daily_quota=7)
+    await seed_subscriber(runtime, "c1")
+    headers = await bearer(runtime.pool, Role.PARTNER, name="acme")
+    body = {"input": {"subscriber": "c1", "amount": 5}}
+    async with api_client(runtime, role=None) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post("/partners/templates/check/runs", json=body, headers=headers)
+                for _ in range(20)
+            )
+        )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] * 7 + [429] * 13
+    ids = {a.json()["id"] for a in answers if a.status_code == 200}
+    assert len(ids) == 7
+    # The subscriber lookups were coalesced, each run still got its own answer.
+    outputs = [a.json()["output"] for a in answers if a.status_code == 200]
+    assert outputs == [{"status": "active", "big": False}] * 7
+    assert await _counts(runtime) == (7, 7)

@@ -30,7 +30,14 @@ from bossa.db import Pool
 from bossa.errors import ErrorBody
 from bossa.runtime import Runtime
 
-__all__ = ["PERMISSION_KEY", "PrincipalDep", "guarded", "router"]
+__all__ = [
+    "PERMISSION_KEY",
+    "DeferredPrincipalDep",
+    "PrincipalDep",
+    "guarded",
+    "guarded_deferred",
+    "router",
+]
 
 PERMISSION_KEY = "x-bossa-permission"
 
@@ -60,8 +67,33 @@ async def current_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
+async def deferred_principal(request: Request) -> Principal:
+    """The caller, maybe unconfirmed (`Principal.confirmed`): for a route that confirms
+    the token itself before any effect, in the transaction that makes its change."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    runtime: Runtime = request.app.state.runtime
+    authenticator: Authenticator = runtime.authenticator
+    principal = await authenticator.authenticate(
+        request.headers.get("authorization"), deferred=True
+    )
+    request.state.principal = principal
+    return principal
+
+
+DeferredPrincipalDep = Annotated[Principal, Depends(deferred_principal)]
+
+
 def _needs(permission: Permission) -> Callable[[Principal], Awaitable[None]]:
     async def check(principal: PrincipalDep) -> None:
+        service.require(principal, permission)
+
+    return check
+
+
+def _needs_deferred(permission: Permission) -> Callable[[Principal], Awaitable[None]]:
+    async def check(principal: DeferredPrincipalDep) -> None:
         service.require(principal, permission)
 
     return check
@@ -70,8 +102,22 @@ def _needs(permission: Permission) -> Callable[[Principal], Awaitable[None]]:
 def guarded(permission: Permission, **responses: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for a route decorator: the permission it needs, enforced and
     documented, with the 401 and 403 answers in its OpenAPI responses."""
+    return _guarded(_needs(permission), permission, responses)
+
+
+def guarded_deferred(permission: Permission, **responses: dict[str, Any]) -> dict[str, Any]:
+    """`guarded` for a route that takes `DeferredPrincipalDep` and confirms the token
+    itself before any effect."""
+    return _guarded(_needs_deferred(permission), permission, responses)
+
+
+def _guarded(
+    check: Callable[[Principal], Awaitable[None]],
+    permission: Permission,
+    responses: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
     return {
-        "dependencies": [Depends(_needs(permission))],
+        "dependencies": [Depends(check)],
         "openapi_extra": {PERMISSION_KEY: permission.value},
         "responses": {**_ERRORS, **{int(k): v for k, v in responses.items()}},
     }

@@ -153,6 +153,10 @@ class Principal:
     #: "token", "jwt" or "cli".
     via: str
     token_id: str | None = None
+    #: False for a token taken from the authenticator's short-lived cache without reading
+    #: its row (`authenticate(deferred=True)`): the route must confirm it (`confirm`, or
+    #: `store.live_tokens` in the transaction that makes its change) before any effect.
+    confirmed: bool = True
 
     @property
     def actor(self) -> str:

@@ -4,8 +4,15 @@ Tokens are hashed with argon2 (argon2-cffi): a leaked `access.tokens` table give
 attacker nothing to replay. argon2 is slow on purpose (tens of milliseconds), so the
 `Authenticator` remembers, per token id, a SHA-256 of a secret it has already verified
 against the stored hash; the token's row is still read on every request, so a
-revocation or an expiry takes effect on the next one. Bearer JWTs from an operator's
-identity provider are checked with PyJWT against the configured issuer's keys.
+revocation or an expiry takes effect on the next one. The one exception is a route that
+asks for a deferred principal (`authenticate(deferred=True)`, the partners' runs): a row
+read less than a second ago is used as it was, the principal is marked unconfirmed, and
+the route confirms the token before any effect, in the transaction that makes its change
+(`store.live_tokens`) or by reading its row (`confirm`). A revocation committed before a
+request is still seen by that request, and the round trip per request is saved.
+
+Bearer JWTs from an operator's identity provider are checked with PyJWT against the
+configured issuer's keys.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import getpass
 import hashlib
 import hmac
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +52,7 @@ from bossa.logs import get_logger
 __all__ = [
     "Authenticator",
     "cli_principal",
+    "confirm",
     "create_token",
     "list_tokens",
     "require",
@@ -56,6 +65,8 @@ log = get_logger("bossa.access")
 # so the hash guards a leaked table, not a guessable password.
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 _VERIFIED_MAX = 10_000
+#: How long a token's row read for one request serves deferred principals after it.
+_ROW_TTL_S = 1.0
 
 
 class Authenticator:
@@ -65,6 +76,7 @@ class Authenticator:
         self.pool = pool
         self.settings = settings or AccessSettings()
         self._verified: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._rows: dict[str, tuple[float, dict[str, Any]]] = {}
         self._jwt_key: Any = None
         self._jwks: jwt.PyJWKClient | None = None
         if self.settings.jwt_jwks_url:
@@ -84,7 +96,9 @@ class Authenticator:
                 field="BOSSA_ACCESS_JWT_ISSUER",
             )
 
-    async def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, *, deferred: bool = False) -> Principal:
+        """The caller. With `deferred`, a token whose row was read in the last second is
+        not read again: the principal comes back unconfirmed (see the module's text)."""
         if not authorization:
             DENIED.labels("missing").inc()
             raise Unauthenticated("a bearer token is required (Authorization: Bearer ...)")
@@ -94,7 +108,8 @@ class Authenticator:
             DENIED.labels("malformed").inc()
             raise Unauthenticated("use the Bearer scheme: Authorization: Bearer <token>")
         if credential.startswith(TOKEN_PREFIX):
-            principal = await self._token(credential)
+            found = self._cached(credential) if deferred else None
+            principal = found or await self._token(credential)
         elif self.settings.jwt_issuer:
             principal = await self._jwt(credential)
         else:
@@ -107,6 +122,8 @@ class Authenticator:
         token_id, secret = parse_token(credential)
         async with self.pool.connection() as conn:
             row = await store.token_for_auth(conn, token_id)
+        if row is None or row["revoked_at"] is not None or row["expired"]:
+            self._rows.pop(token_id, None)  # deferred principals read the row again
         if row is None:
             DENIED.labels("unknown").inc()
             raise Unauthenticated("unknown token")
@@ -123,7 +140,32 @@ class Authenticator:
         if not row["used_lately"]:  # a second round trip at most once a minute per token
             async with self.pool.connection() as conn:
                 await store.touch_token(conn, token_id)
+        if len(self._rows) >= _VERIFIED_MAX:
+            self._rows.clear()
+        self._rows[token_id] = (time.monotonic(), row)
         return Principal(row["name"], Role(row["role"]), "token", token_id)
+
+    def _cached(self, credential: str) -> Principal | None:
+        """An unconfirmed principal from a row read less than a second ago, for the
+        secret verified then; None when the row must be read."""
+        try:
+            token_id, secret = parse_token(credential)
+        except Unauthenticated:
+            return None
+        cached = self._rows.get(token_id)
+        if cached is None or time.monotonic() - cached[0] > _ROW_TTL_S:
+            return None
+        row = cached[1]
+        expires_at = row["expires_at"]
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            return None
+        known = self._verified.get(token_id)
+        digest = hashlib.sha256(secret.encode()).digest()
+        if known is None or known[0] != row["secret_hash"]:
+            return None
+        if not hmac.compare_digest(known[1], digest):
+            return None
+        return Principal(row["name"], Role(row["role"]), "token", token_id, confirmed=False)
 
     async def _secret_matches(self, token_id: str, secret: str, secret_hash: str) -> bool:
         digest = hashlib.sha256(secret.encode()).digest()
@@ -174,6 +216,17 @@ class Authenticator:
                 f"the token carries no bossa role in its {s.jwt_role_claim!r} claim"
             ) from None
         return Principal(subject, role, "jwt")
+
+
+async def confirm(pool: Pool, principal: Principal) -> None:
+    """Refuse an unconfirmed principal whose token is no longer live (its row read now)."""
+    if principal.confirmed or principal.token_id is None:
+        return
+    async with pool.connection() as conn:
+        live = await store.live_tokens(conn, [principal.token_id])
+    if principal.token_id not in live:
+        DENIED.labels("revoked").inc()
+        raise Unauthenticated("this token was revoked or has expired")
 
 
 def require(principal: Principal, permission: Permission) -> None:

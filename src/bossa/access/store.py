@@ -9,7 +9,14 @@ from bossa.access.models import TokenInfo
 from bossa.db import Conn
 from bossa.sql import load_queries
 
-__all__ = ["create_token", "revoke_token", "token_for_auth", "tokens", "touch_token"]
+__all__ = [
+    "create_token",
+    "live_tokens",
+    "revoke_token",
+    "token_for_auth",
+    "tokens",
+    "touch_token",
+]
 
 QUERIES = load_queries("bossa.access", "sql/queries.sql")
 
@@ -43,6 +50,13 @@ async def create_token(
 
 async def token_for_auth(conn: Conn, token_id: str) -> dict[str, Any] | None:
     return await (await conn.execute(QUERIES["token_for_auth"], {"id": token_id})).fetchone()
+
+
+async def live_tokens(conn: Conn, token_ids: list[str]) -> set[str]:
+    rows = await (
+        await conn.execute(QUERIES["live_tokens"], {"ids": token_ids}, prepare=True)
+    ).fetchall()
+    return {str(row["id"]) for row in rows}
 
 
 async def touch_token(conn: Conn, token_id: str) -> None:

@@ -26,6 +26,7 @@ from bossa.customers.sample import (
 from bossa.customers.service import (
     contracts_of_account,
     contracts_of_customer,
+    contracts_of_customers,
     customer_exists,
     product_exists,
     set_contract_status,
@@ -42,6 +43,7 @@ __all__ = [
     "SampleOperator",
     "contracts_of_account",
     "contracts_of_customer",
+    "contracts_of_customers",
     "customer_exists",
     "load_sample",
     "load_sample_operator",

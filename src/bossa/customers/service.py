@@ -3,7 +3,7 @@ versioned prices), customers, their billing accounts' terms, and contracts throu
 lifecycle (new, change of product, suspend, resume, terminate).
 
 Two kinds of function. Those other modules call (`product_exists`, `customer_exists`,
-`contracts_of_customer`, `contracts_of_account`, `set_contract_status`) take the caller's
+`contracts_of_customer(s)`, `contracts_of_account`, `set_contract_status`) take the caller's
 connection and join its transaction: billing suspends a contract inside its own. The
 operator's use cases take the pool and own their transaction.
 
@@ -67,6 +67,7 @@ __all__ = [
     "contract",
     "contracts_of_account",
     "contracts_of_customer",
+    "contracts_of_customers",
     "create_contract",
     "create_customer",
     "create_product",
@@ -107,6 +108,12 @@ async def contracts_of_customer(conn: Conn, customer_id: str) -> list[Contract]:
     """The customer's contracts, terminated ones included (by SA_ID); none for an
     unknown customer."""
     return await store.contracts_of_customer(conn, customer_id)
+
+
+async def contracts_of_customers(conn: Conn, customer_ids: list[str]) -> dict[str, list[Contract]]:
+    """Several customers' contracts in one query (by SA_ID); an unknown customer has no
+    entry."""
+    return await store.contracts_of_customers(conn, customer_ids)
 
 
 async def contracts_of_account(conn: Conn, account_id: str) -> list[Contract]:

@@ -28,6 +28,7 @@ __all__ = [
     "contract_listing",
     "contracts_of_account",
     "contracts_of_customer",
+    "contracts_of_customers",
     "create_contract",
     "create_customer",
     "create_product",
@@ -90,6 +91,13 @@ async def contracts_of_customer(conn: Conn, customer_id: str) -> list[Contract]:
     return [
         _contract(r) for r in await _all(conn, "contracts_of_customer", {"customer": customer_id})
     ]
+
+
+async def contracts_of_customers(conn: Conn, customer_ids: list[str]) -> dict[str, list[Contract]]:
+    found: dict[str, list[Contract]] = {}
+    for r in await _all(conn, "contracts_of_customers", {"customers": customer_ids}):
+        found.setdefault(r["customer_id"], []).append(_contract(r))
+    return found
 
 
 async def contracts_of_account(conn: Conn, account_id: str) -> list[Contract]:

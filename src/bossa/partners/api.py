@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from bossa.access import Permission
-from bossa.access.api import PrincipalDep, guarded
+from bossa.access.api import DeferredPrincipalDep, PrincipalDep, guarded, guarded_deferred
 from bossa.errors import ErrorBody
 from bossa.partners import service
 from bossa.partners.models import (
@@ -99,19 +99,21 @@ def _runtime(request: Request) -> Runtime:
 # -- the open interface ------------------------------------------------------------------
 
 
-@router.post("/templates/{name}/runs", **guarded(Permission.PARTNER_USE, **_RUN_ERRORS))
+@router.post("/templates/{name}/runs", **guarded_deferred(Permission.PARTNER_USE, **_RUN_ERRORS))
 async def run_template(
     name: Annotated[str, _TEMPLATE],
     body: RunRequest,
     request: Request,
     response: Response,
-    principal: PrincipalDep,
+    principal: DeferredPrincipalDep,
     mode: Annotated[RunMode, Query(description="sync: answer with the result; async: 202")] = (
         RunMode.SYNC
     ),
 ) -> RunResult | RunAccepted:
     """Run a template. sync answers with the result once it and its billing log are
-    committed; async answers at once with the run's id, to read at its location."""
+    committed; async answers at once with the run's id, to read at its location. The
+    token is confirmed by the service before the run has any effect (a deferred
+    principal)."""
     runtime = _runtime(request)
     plat = service.platform(
         runtime.pool, runtime.journal, runtime.settings(service.PartnersSettings)

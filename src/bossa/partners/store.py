@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -13,15 +14,17 @@ from bossa.partners.models import BillingPolicy, FileRecord, PartnerInfo, Templa
 from bossa.sql import load_queries
 
 __all__ = [
+    "FileRange",
     "add_correction",
     "add_file",
     "add_policy",
     "add_records",
     "add_rejects",
     "add_run",
+    "add_runs",
     "add_version",
     "bump_template",
-    "claim_records",
+    "claim_range",
     "file",
     "file_lines",
     "file_records",
@@ -30,6 +33,7 @@ __all__ = [
     "files",
     "finish_run",
     "gauges",
+    "lock_records",
     "lock_template",
     "mark_sent",
     "new_template",
@@ -40,6 +44,7 @@ __all__ = [
     "policies",
     "reserve",
     "run",
+    "set_filed_to",
     "set_partner",
     "set_system",
     "systems",
@@ -188,6 +193,27 @@ async def add_run(
     return row
 
 
+async def add_runs(conn: Conn, runs: Sequence[dict[str, Any]]) -> list[Row]:
+    """Finished sync runs, one statement for all; rows in the order of `runs`."""
+    columns: dict[str, list[Any]] = {
+        k: []
+        for k in ("partners", "templates", "versions", "states", "inputs", "outputs", "errors")
+    }
+    columns["actors"] = []
+    for run in runs:
+        columns["partners"].append(run["partner"])
+        columns["templates"].append(run["template"])
+        columns["versions"].append(run["version"])
+        columns["states"].append(run["state"])
+        columns["inputs"].append(Jsonb(run["input"]))
+        columns["outputs"].append(None if run["output"] is None else Jsonb(run["output"]))
+        columns["errors"].append(None if run["error"] is None else Jsonb(run["error"]))
+        columns["actors"].append(run["actor"])
+    rows = sorted(await _all(conn, "add_runs", columns), key=lambda r: int(r["id"]))
+    assert len(rows) == len(runs)
+    return rows
+
+
 async def finish_run(
     conn: Conn,
     run_id: int,
@@ -279,33 +305,66 @@ async def add_correction(conn: Conn, run_id: int) -> int | None:
     return None if row is None else int(row["id"])
 
 
-async def next_seq(conn: Conn) -> int:
+async def next_seq(conn: Conn) -> tuple[int, int]:
+    """The next file's sequence number and the record id its records come after."""
     row = await _one(conn, "next_seq", {})
     assert row is not None
-    return int(row["last"])
+    return int(row["last"]), int(row["filed_to"])
 
 
-async def claim_records(conn: Conn, seq: int, limit: int) -> int:
-    row = await _one(conn, "claim_records", {"seq": seq, "limit": limit})
+async def lock_records(conn: Conn) -> None:
+    await conn.execute(QUERIES["lock_records"])
+
+
+async def claim_range(conn: Conn, after: int, limit: int) -> Row:
+    """The next file's last record id (`upto`, None: no records) and its totals
+    (`records`, `units`, `charged`, `fee`, `share`)."""
+    row = await _one(conn, "claim_range", {"after": after, "limit": limit})
     assert row is not None
-    return int(row["n"])
+    return row
+
+
+async def set_filed_to(conn: Conn, upto: int) -> None:
+    await conn.execute(QUERIES["set_filed_to"], {"upto": upto})
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """Which records a file holds: ids after `after` up to `upto`; a file written before
+    ranges (`upto` None) holds the records that carry its number."""
+
+    seq: int
+    after: int | None
+    upto: int | None
+
+    @classmethod
+    def of(cls, row: Row) -> FileRange:
+        return cls(int(row["seq"]), row["after_id"], row["upto_id"])
+
+    def params(self) -> dict[str, Any]:
+        return {"seq": self.seq, "after": self.after, "upto": self.upto}
 
 
 async def file_records(conn: Conn, seq: int) -> list[FileRecord]:
+    found = await file(conn, seq)
+    assert found is not None
     cursor = conn.cursor()
-    await cursor.execute(QUERIES["file_records"], {"seq": seq})
+    await cursor.execute(QUERIES["file_records"], FileRange.of(found).params())
     return [FileRecord(**r) async for r in cursor]
 
 
-async def file_lines(conn: Conn, seq: int) -> bytes:
+async def file_lines(conn: Conn, where: FileRange) -> bytes:
     """The file's record lines, as the server rendered them."""
-    async with conn.cursor().copy(QUERIES["file_lines"], {"seq": seq}) as copy:
+    query = QUERIES["file_lines_by_seq" if where.upto is None else "file_lines"]
+    async with conn.cursor().copy(query, where.params()) as copy:
         chunks = [bytes(chunk) async for chunk in copy]
     return b"".join(chunks)
 
 
-async def file_totals(conn: Conn, seq: int) -> Row:
-    row = await _one(conn, "file_totals", {"seq": seq})
+async def file_totals(conn: Conn, where: FileRange) -> Row:
+    row = await _one(
+        conn, "file_totals_by_seq" if where.upto is None else "file_totals", where.params()
+    )
     assert row is not None
     return row
 

@@ -12,6 +12,12 @@ select id, name, role, secret_hash, expires_at, revoked_at,
 from access.tokens
 where id = %(id)s
 
+-- name: live_tokens
+-- Which of these tokens are live now (not revoked, not expired): read in the transaction
+-- of a change made for a deferred principal, so a revocation committed before it counts.
+select id from access.tokens
+where id = any(%(ids)s) and revoked_at is null and (expires_at is null or expires_at > now())
+
 -- name: touch_token
 -- Record use, at most once a minute per token (a write per request would be wasteful).
 update access.tokens set last_used_at = now()

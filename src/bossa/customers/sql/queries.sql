@@ -14,6 +14,12 @@ select sa_id, customer_id, product_code, status, account_id from customers.contr
 where customer_id = %(customer)s
 order by sa_id
 
+-- name: contracts_of_customers
+-- The contracts of several customers at once (a caller coalescing lookups), by SA_ID.
+select sa_id, customer_id, product_code, status, account_id from customers.contracts
+where customer_id = any(%(customers)s)
+order by sa_id
+
 -- name: contracts_of_account
 -- The contracts billed to an account, terminated ones included, by SA_ID.
 select sa_id, customer_id, product_code, status, account_id from customers.contracts

@@ -84,6 +84,20 @@ values (%(partner)s, %(template)s, %(version)s, %(mode)s, %(state)s, %(input)s, 
         %(error)s, %(actor)s, case when %(state)s = 'queued' then null else now() end)
 returning id, partner, template, version, state, output, error, created_at, finished_at
 
+-- name: add_runs
+-- Finished sync runs of several requests at once (the group commit), in input order: ids
+-- are handed out in the order rows are inserted, which is `ord`'s.
+insert into partners.runs
+    (partner, template, version, mode, state, input, output, error, actor, finished_at)
+select u.partner, u.template, u.version, 'sync', u.state, u.input, u.output, u.error, u.actor,
+       now()
+from unnest(%(partners)s::text[], %(templates)s::text[], %(versions)s::int[],
+            %(states)s::text[], %(inputs)s::jsonb[], %(outputs)s::jsonb[], %(errors)s::jsonb[],
+            %(actors)s::text[])
+     with ordinality as u(partner, template, version, state, input, output, error, actor, ord)
+order by u.ord
+returning id, partner, template, version, state, output, error, created_at, finished_at
+
 -- name: finish_run
 -- An asynchronous run's outcome, once.
 update partners.runs
@@ -146,10 +160,13 @@ select * from unnest(%(entry_ids)s::bigint[], %(payloads)s::jsonb[], %(reasons)s
 on conflict (entry_id) do nothing
 
 -- name: use_record
--- The use record of a run, for a correction.
-select id, run_id, partner, template, version, used_at, units, charged, fee, share, currency,
-       policy_id, file_seq
-from partners.billing_records where run_id = %(run_id)s and kind = 'U'
+-- The use record of a run, for a correction, with the file it is in (if any).
+select r.id, r.run_id, r.partner, r.template, r.version, r.used_at, r.units, r.charged, r.fee,
+       r.share, r.currency, r.policy_id,
+       coalesce(r.file_seq, (select f.seq from partners.mdr_files f
+                             where r.file_seq is null and r.id > f.after_id
+                               and r.id <= f.upto_id)) as file_seq
+from partners.billing_records r where r.run_id = %(run_id)s and r.kind = 'U'
 
 -- name: add_correction
 -- A correction: the use's amounts negated, in a later file (never an edit of a sent one).
@@ -163,38 +180,50 @@ on conflict (run_id, kind) do nothing
 returning id
 
 -- name: next_seq
--- The next file sequence number, locked until the file's transaction ends.
-update partners.mdr_sequence set last = last + 1 returning last
+-- The next file sequence number and where its records start, locked until the file's
+-- transaction ends (file writers take turns here).
+update partners.mdr_sequence set last = last + 1 returning last, filed_to
 
--- name: claim_records
--- Put up to `limit` unfiled records into file `seq`, oldest first; says how many.
-with claimed as (
-    update partners.billing_records r set file_seq = %(seq)s
-    from (select id from partners.billing_records where file_seq is null order by id
-          limit %(limit)s for update) todo
-    where r.id = todo.id
-    returning 1
-)
-select count(*)::int as n from claimed
+-- name: lock_records
+-- Wait for every transaction adding records to end, and hold new ones off until this one
+-- does: after it, no record with an id in the range being taken can still appear.
+lock table partners.billing_records in share mode
+
+-- name: claim_range
+-- The next file's range: up to `limit` records after `after`, oldest first; with the
+-- file's totals, read in the same pass.
+select count(*)::int as records, max(id) as upto, coalesce(sum(units), 0)::bigint as units,
+       coalesce(sum(charged), 0)::bigint as charged, coalesce(sum(fee), 0)::bigint as fee,
+       coalesce(sum(share), 0)::bigint as share
+from (select id, units, charged, fee, share from partners.billing_records
+      where id > %(after)s and file_seq is null order by id limit %(limit)s) todo
+
+-- name: set_filed_to
+-- The next file starts after this file's last record.
+update partners.mdr_sequence set filed_to = %(upto)s
 
 -- name: file_records
--- A file's records in file order.
+-- A file's records in file order (a file of before ranges: upto null, by file_seq).
 select id as record_id, run_id, partner, template, version, used_at, units, charged, fee,
        share, currency, kind
-from partners.billing_records where file_seq = %(seq)s order by id
+from partners.billing_records
+where (%(upto)s::bigint is null and file_seq = %(seq)s)
+   or (file_seq is null and id > %(after)s::bigint and id <= %(upto)s::bigint)
+order by id
 
 -- name: add_file
 -- An MDR file, written.
 insert into partners.mdr_files
     (seq, name, sender, recipient, test, created_at, records, units, charged, fee, share,
-     checksum, bytes)
+     checksum, bytes, after_id, upto_id)
 values (%(seq)s, %(name)s, %(sender)s, %(recipient)s, %(test)s, %(created_at)s, %(records)s,
-        %(units)s, %(charged)s, %(fee)s, %(share)s, %(checksum)s, %(bytes)s)
+        %(units)s, %(charged)s, %(fee)s, %(share)s, %(checksum)s, %(bytes)s, %(after_id)s,
+        %(upto_id)s)
 
 -- name: file
 -- One MDR file.
 select seq, name, sender, recipient, test, created_at, records, units, charged, fee, share,
-       checksum, bytes, state, attempts, last_error, sent_at
+       checksum, bytes, state, attempts, last_error, sent_at, after_id, upto_id
 from partners.mdr_files where seq = %(seq)s
 
 -- name: files
@@ -234,14 +263,20 @@ select
     where lane = 'partners.billing' and state in ('waiting', 'ready', 'taken')) as logs_waiting,
   (select count(*) from journal.lane_entries
     where lane = 'partners.billing' and state = 'parked') as logs_parked,
-  (select count(*) from partners.billing_records where file_seq is null) as records_unfiled,
+  (select count(*) from partners.billing_records
+    where file_seq is null and id > (select filed_to from partners.mdr_sequence))
+    as records_unfiled,
   (select count(*) from partners.mdr_files where state = 'written') as files_unsent,
   extract(epoch from now() - least(
     (select min(created_at) from journal.lane_entries
       where lane = 'partners.billing' and state in ('waiting', 'ready', 'taken', 'parked')),
     (select min(r.used_at) from partners.billing_records r
-      left join partners.mdr_files f on f.seq = r.file_seq
-      where r.file_seq is null or f.state = 'written')))::float8 as oldest_unbilled_s
+      where r.file_seq is null and r.id > (select filed_to from partners.mdr_sequence)),
+    (select min((select min(r.used_at) from partners.billing_records r
+                 where case when f.upto_id is null then r.file_seq = f.seq
+                            else r.file_seq is null and r.id > f.after_id
+                                 and r.id <= f.upto_id end))
+      from partners.mdr_files f where f.state = 'written')))::float8 as oldest_unbilled_s
 
 -- name: file_lines
 -- A file's record lines in the MDR format (docs/partners.md), rendered by the server and
@@ -252,11 +287,30 @@ copy (
          || partner || '|' || template || '|' || version || '|'
          || to_char(used_at at time zone 'UTC', 'YYYYMMDD"T"HH24MISS"Z"') || '|' || units
          || '|' || charged || '|' || fee || '|' || share || '|' || currency || '|' || kind
+  from partners.billing_records
+  where file_seq is null and id > %(after)s::bigint and id <= %(upto)s::bigint order by id
+) to stdout
+
+-- name: file_lines_by_seq
+-- The same for a file written before ranges: its records carry its number.
+copy (
+  select 'D|' || row_number() over (order by id) || '|' || id || '|' || run_id || '|'
+         || partner || '|' || template || '|' || version || '|'
+         || to_char(used_at at time zone 'UTC', 'YYYYMMDD"T"HH24MISS"Z"') || '|' || units
+         || '|' || charged || '|' || fee || '|' || share || '|' || currency || '|' || kind
   from partners.billing_records where file_seq = %(seq)s order by id
 ) to stdout
 
 -- name: file_totals
 -- A file's record count and totals, for its trailer.
+select count(*)::int as records, coalesce(sum(units), 0)::bigint as units,
+       coalesce(sum(charged), 0)::bigint as charged, coalesce(sum(fee), 0)::bigint as fee,
+       coalesce(sum(share), 0)::bigint as share
+from partners.billing_records
+where file_seq is null and id > %(after)s::bigint and id <= %(upto)s::bigint
+
+-- name: file_totals_by_seq
+-- The same for a file written before ranges.
 select count(*)::int as records, coalesce(sum(units), 0)::bigint as units,
        coalesce(sum(charged), 0)::bigint as charged, coalesce(sum(fee), 0)::bigint as fee,
        coalesce(sum(share), 0)::bigint as share

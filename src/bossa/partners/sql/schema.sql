@@ -86,7 +86,9 @@ create table partners.policies (
 );
 
 -- Billing logs verified, standardised and rated: one per billable use, or a correction.
--- file_seq is set once, when the record is written into an MDR file; it never changes.
+-- A file holds the records of its id range (mdr_files.after_id < id <= upto_id); files
+-- written before ranges (after_id null) hold those whose file_seq is theirs. file_seq is
+-- never set now, and never changes.
 create table partners.billing_records (
     id            bigint      generated always as identity primary key,
     entry_id      bigint      not null,
@@ -107,7 +109,6 @@ create table partners.billing_records (
 );
 -- One use record and at most one correction per run: a second billing log is a duplicate.
 create unique index billing_records_use on partners.billing_records (run_id, kind);
-create index billing_records_unfiled on partners.billing_records (id) where file_seq is null;
 create index billing_records_file on partners.billing_records (file_seq, id) where file_seq is not null;
 
 -- Billing logs that failed verification, with the reason; they go to an error file.
@@ -122,10 +123,12 @@ create table partners.billing_rejects (
 create index billing_rejects_unfiled on partners.billing_rejects (id) where error_file is null;
 
 -- The last MDR file sequence number handed out: allocated inside the transaction that
--- assigns the file's records, so a rolled-back file leaves no gap.
+-- assigns the file's records, so a rolled-back file leaves no gap; filed_to, the last
+-- record id in a file (the next file's records come after it).
 create table partners.mdr_sequence (
     one           boolean     primary key default true check (one),
-    last          integer     not null default 0 check (last >= 0)
+    last          integer     not null default 0 check (last >= 0),
+    filed_to      bigint      not null default 0 check (filed_to >= 0)
 );
 insert into partners.mdr_sequence default values;
 
@@ -148,7 +151,9 @@ create table partners.mdr_files (
     state         text        not null default 'written' check (state in ('written', 'sent')),
     attempts      integer     not null default 0,
     last_error    text,
-    sent_at       timestamptz
+    sent_at       timestamptz,
+    after_id      bigint,
+    upto_id       bigint
 );
 
 select journal.declare_lane('partners.billing', 'partners');
