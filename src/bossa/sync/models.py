@@ -131,6 +131,9 @@ class LaneReport(BaseModel):
     window_s: float
     #: The events an operator must fix before processing goes on (S8).
     held: list[HeldEvent] = Field(default_factory=list)
+    #: S4: the publisher's connection and its outbox; S9, S11: this instance's listener.
+    publisher: PublisherState | None = None
+    listener: ListenerState | None = None
 
 
 class HeldEvent(BaseModel):
@@ -138,6 +141,98 @@ class HeldEvent(BaseModel):
     key: str | None
     code: str | None
     message: str | None
+
+
+# -- the generic business events (S1-S4) -------------------------------------------------
+
+#: The journal kind of every business event that is not a contract's account-sync event.
+BUSINESS_KIND = "business-event"
+
+#: An event's name: internal `module.what` (`customers.account_opened`), business
+#: CamelCase (`AccountCreated`), as in the seed's payload configuration.
+INTERNAL_NAME = r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$"
+BUSINESS_NAME = r"^[A-Z][A-Za-z0-9]{0,63}$"
+
+
+class BusinessType(StrEnum):
+    """The business events bossa's modules publish (S1), in the seed's names where BRM
+    has one. A deployment may define more in its payload configuration."""
+
+    ACCOUNT_CREATED = "AccountCreated"
+    ACCOUNT_CANCELLED = "AccountCancelled"
+    BALANCE_ADJUSTED = "BalanceAdjusted"
+    BILLING_STARTED = "BillingStarted"
+    BILLING_COMPLETED = "BillingCompleted"
+    RECYCLE_REQUEST = "RecycleRequest"
+
+
+class InternalEvent(BaseModel):
+    """One event a module raises inside its transaction (BRM: an event of the event
+    notification list), before the notification list, the policy hook and assembly."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=INTERNAL_NAME, max_length=64)
+    #: The customer the event is about (the key of per-account order and of the account
+    #: router), or None for an event about no one customer (a bill run).
+    customer_id: str | None = Field(default=None, max_length=200)
+    #: JSON-safe data of the event (amounts in minor units, ids, dates as text).
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class BusinessEvent(BaseModel):
+    """A complete business event (S3) as enqueued (kind `business-event`) and read back."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field(pattern=BUSINESS_NAME)
+    customer_id: str | None = Field(default=None, max_length=200)
+    #: The internal events it is made of, in the order they were raised.
+    events: list[InternalEvent] = Field(min_length=1)
+    occurred_at: datetime
+
+    def to_payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_entry(cls, payload: Any) -> BusinessEvent:
+        try:
+            return cls.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "payload"
+            raise InvalidInput(first["msg"], field=f"payload.{where}") from None
+
+    def first(self, name: str) -> InternalEvent | None:
+        return next((e for e in self.events if e.name == name), None)
+
+    def value(self, key: str) -> Any:
+        """The first value of `key` in its internal events' data (None when none has it)."""
+        return next((e.data[key] for e in self.events if key in e.data), None)
+
+
+class PublisherState(BaseModel):
+    """S4: the publisher's connection to the queues and the events it holds meanwhile."""
+
+    connected: bool
+    changed_by: str
+    changed_at: datetime
+    #: Events published while disconnected, waiting for `connect`.
+    outbox: int
+    oldest_outbox_s: float
+
+
+class ListenerState(BaseModel):
+    """S9, S11: an instance's listener: the operator's wish and what it reports."""
+
+    instance: int
+    connected: bool
+    #: stopped (no listener runs), starting (modules initialising: events wait),
+    #: active, disconnected (its threads are finished and inactive).
+    state: str
+    changed_by: str
+    changed_at: datetime
+    seen_at: datetime | None
 
 
 LaneReport.model_rebuild()

@@ -16,28 +16,65 @@ yet) is usage to charge, and barring it is provisioning's work.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from bossa import config, rating
 from bossa.db import Conn, Pool
-from bossa.errors import NotFound
+from bossa.errors import Conflict, InvalidInput, NotFound
 from bossa.journal import Journal, NewEntry, WorkerStats
-from bossa.sync import metrics, store
+from bossa.logs import get_logger
+from bossa.sync import metrics, policies, store
+from bossa.sync.eventconfig import EventConfig, assemble, load_event_config
 from bossa.sync.models import (
     ACCOUNT_SYNC_KIND,
+    BUSINESS_KIND,
     AccountEvent,
+    BusinessEvent,
     EventState,
     EventType,
     HeldEvent,
+    InternalEvent,
     LaneReport,
+    ListenerState,
+    PublisherState,
+    lane_of_instance,
     number_of,
     start_of,
 )
+from bossa.sync.policies import PolicyHook
 from bossa.sync.settings import SyncSettings
 
-__all__ = ["apply", "contract_changed", "held", "listen", "report"]
+__all__ = [
+    "apply",
+    "contract_changed",
+    "event_config",
+    "held",
+    "instance_of",
+    "listen",
+    "listener_state",
+    "publish",
+    "publisher",
+    "report",
+    "request_recycle",
+    "set_route",
+    "switch_listener",
+    "switch_publisher",
+]
+
+log = get_logger("bossa.sync.service")
+
+#: Seconds without a sign of life after which a listener is reported stopped (it says
+#: so every 2 s while it runs).
+LISTENER_SILENT_S = 15.0
 
 #: Held events a report lists at most.
 MAX_HELD_LISTED = 100
@@ -49,10 +86,12 @@ async def contract_changed(
     sa_id: str,
     change: EventType,
     settings: SyncSettings | None = None,
-) -> AccountEvent:
+) -> AccountEvent | None:
     """Publish the business event of a contract's change, in the caller's transaction
     (after the change is written: the event carries the contract as it now is). The
-    settings, when not given, are read from the environment as at start-up."""
+    notification list and the policy hook apply (S2): returns the event as published,
+    or None when it is not. The settings, when not given, are read from the environment
+    as at start-up."""
     settings = settings or config.load(SyncSettings)
     row = await store.contract_event(conn, sa_id)
     if row is None:
@@ -78,18 +117,257 @@ async def contract_changed(
         at=at,
         occurred_at=now,
     )
-    await journal.enqueue_one(
-        NewEntry(
-            lane=settings.lane,
-            kind=ACCOUNT_SYNC_KIND,
-            payload=event.to_payload(),
-            # Per-account order: all of a customer's contracts share its number.
-            key=event.customer_id,
+    events = event_config(settings)
+    notified = _notified(
+        events,
+        InternalEvent(
+            name=f"customers.{change.value}",
+            customer_id=event.customer_id,
+            data=event.to_payload(),
         ),
-        conn=conn,
     )
-    metrics.PUBLISHED.labels(change.value).inc()
+    if notified is None:
+        return None
+    try:
+        event = AccountEvent.model_validate(notified.data)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"the policy hook made the event invalid: {exc.errors()[0]['msg']}",
+            field="policy_hook",
+        ) from None
+    routed = await instance_of(conn, event.customer_id, settings)
+    await _enqueue(
+        conn,
+        journal,
+        [
+            NewEntry(
+                lane=lane_of_instance(routed),
+                kind=ACCOUNT_SYNC_KIND,
+                payload=event.to_payload(),
+                # Per-account order: all of a customer's contracts share its number.
+                key=event.customer_id,
+            )
+        ],
+    )
+    metrics.PUBLISHED.labels(event.type.value).inc()
     return event
+
+
+# -- S2-S4: the notification list, the policy hook, assembly, the publisher ----------------
+
+_CONFIGS: dict[Path | None, tuple[EventConfig, PolicyHook]] = {}
+
+
+def event_config(settings: SyncSettings) -> EventConfig:
+    """The checked business-event file of the settings (read once per process)."""
+    return _config(settings)[0]
+
+
+def _config(settings: SyncSettings) -> tuple[EventConfig, PolicyHook]:
+    found = _CONFIGS.get(settings.events)
+    if found is None:
+        from bossa.sync.modules import MODULES
+
+        checked = load_event_config(settings.events)
+        checked.check_modules(MODULES)
+        found = (checked, policies.resolve(checked.policy_hook))
+        _CONFIGS[settings.events] = found
+    return found
+
+
+def forget_configs() -> None:
+    """Read the business-event files again at their next use (tests, a reload)."""
+    _CONFIGS.clear()
+
+
+def _notified(
+    events: EventConfig, event: InternalEvent, hook: PolicyHook | None = None
+) -> InternalEvent | None:
+    """S2: the event as the notification list and the policy hook let it through."""
+    how = events.published(event.name)
+    if how is None:
+        return None
+    if how == "policy":
+        if hook is None:
+            hook = policies.resolve(events.policy_hook)
+        changed = hook(event)
+        if changed is None:
+            metrics.DROPPED.labels(event.name).inc()
+            return None
+        if not isinstance(changed, InternalEvent):
+            raise InvalidInput(
+                f"the policy hook returned {type(changed).__name__}, not an event or None",
+                field="policy_hook",
+            )
+        return changed
+    return event
+
+
+async def publish(
+    conn: Conn,
+    journal: Journal,
+    raised: Sequence[InternalEvent],
+    *,
+    settings: SyncSettings | None = None,
+) -> list[BusinessEvent]:
+    """Publish the internal events of one business operation, in the caller's
+    transaction (S1-S4): through the notification list and the policy hook, assembled
+    into complete business events, routed to their instances' lanes (or kept in the
+    outbox while the publisher is disconnected). Returns the business events published."""
+    settings = settings or config.load(SyncSettings)
+    events, hook = _config(settings)
+    passed = [n for e in raised if (n := _notified(events, e, hook)) is not None]
+    if not passed:
+        return []
+    built = assemble(events, passed)
+    used = {id(i) for b in built for i in b.events}
+    for left in (e for e in passed if id(e) not in used):
+        log.debug("internal event completes no business event", internal=left.name)
+    entries: list[NewEntry] = []
+    for business in built:
+        routed = (
+            None
+            if business.customer_id is None
+            else await instance_of(conn, business.customer_id, settings)
+        )
+        cycle = business.value("cycle")
+        key = business.customer_id or (f"cycle:{cycle}" if isinstance(cycle, str) else None)
+        entries.extend(
+            NewEntry(
+                lane=lane_of_instance(instance),
+                kind=BUSINESS_KIND,
+                payload=business.to_payload(),
+                key=key,
+            )
+            for instance in events.instances_of(business.type, routed, settings.instances)
+        )
+        metrics.PUBLISHED.labels(business.type).inc()
+    await _enqueue(conn, journal, entries)
+    return built
+
+
+async def _enqueue(conn: Conn, journal: Journal, entries: list[NewEntry]) -> None:
+    """S4: onto the lanes, READY; or, while the publisher is disconnected, into the
+    outbox in the same transaction (nothing is lost; `connect` moves them on in order)."""
+    if not entries:
+        return
+    await store.publisher_lock(conn, exclusive=False)
+    if (await store.publisher(conn))["connected"]:
+        await journal.enqueue(entries, conn=conn)
+        return
+    await store.outbox_add(
+        conn,
+        [e.lane for e in entries],
+        [e.key for e in entries],
+        [e.kind for e in entries],
+        [json.dumps(e.payload) for e in entries],
+    )
+    metrics.OUTBOXED.inc(len(entries))
+
+
+async def instance_of(conn: Conn, customer_id: str, settings: SyncSettings) -> int:
+    """S12, the account router: the customer's pipeline instance (its assignment, else
+    its id's hash; always 0 with one instance)."""
+    if settings.instances == 1:
+        return 0
+    assigned = await store.route_of(conn, customer_id)
+    if assigned is not None and assigned < settings.instances:
+        return assigned
+    return zlib.crc32(customer_id.encode()) % settings.instances
+
+
+async def set_route(
+    pool: Pool, customer_id: str, instance: int, settings: SyncSettings, *, actor: str
+) -> int:
+    """Assign a customer to a pipeline instance for its future events (S12). Events
+    already queued stay on the lane they were routed to: move a customer while its
+    instance's lane has none of its events READY."""
+    if not 0 <= instance < settings.instances:
+        raise InvalidInput(
+            f"must be between 0 and {settings.instances - 1} (BOSSA_SYNC_INSTANCES)",
+            field="instance",
+        )
+    async with pool.connection() as conn, conn.transaction():
+        await store.set_route(conn, customer_id, instance, actor=actor)
+    return instance
+
+
+async def publisher(pool: Pool) -> PublisherState:
+    async with pool.connection() as conn:
+        row = await store.publisher(conn)
+        box = await store.outbox(conn)
+    return PublisherState(
+        connected=bool(row["connected"]),
+        changed_by=row["changed_by"],
+        changed_at=row["changed_at"],
+        outbox=int(box["n"]),
+        oldest_outbox_s=float(box["oldest_s"]),
+    )
+
+
+async def switch_publisher(
+    pool: Pool, journal: Journal, *, connected: bool, actor: str, reason: str | None = None
+) -> PublisherState:
+    """S4: `bossa sync publisher disconnect|connect`. Disconnected, business transactions
+    keep committing and their events wait in the outbox; connecting moves them to their
+    lanes, oldest first, in one transaction with the switch. Audited."""
+    moved = 0
+    async with pool.connection() as conn, conn.transaction():
+        await store.publisher_lock(conn, exclusive=True)
+        was = bool((await store.publisher(conn))["connected"])
+        if connected:
+            rows = await store.outbox_take(conn)
+            await journal.enqueue(
+                [
+                    NewEntry(lane=r["lane"], kind=r["kind"], payload=r["payload"], key=r["key"])
+                    for r in rows
+                ],
+                conn=conn,
+                actor=actor,
+            )
+            moved = len(rows)
+        await store.set_publisher(conn, connected=connected, actor=actor)
+        await store.log_control(
+            conn,
+            target="publisher",
+            instance=None,
+            action="connect" if connected else "disconnect",
+            actor=actor,
+            reason=reason,
+            moved=moved,
+        )
+    metrics.PUBLISHER_CONNECTED.set(int(connected))
+    log.warning(
+        "sync publisher connected" if connected else "sync publisher disconnected",
+        actor=actor,
+        was_connected=was,
+        moved=moved,
+        reason=reason,
+    )
+    return await publisher(pool)
+
+
+async def request_recycle(
+    pool: Pool,
+    journal: Journal,
+    *,
+    actor: str,
+    reason: str | None = None,
+    settings: SyncSettings | None = None,
+) -> list[BusinessEvent]:
+    """Publish a RecycleRequest (the operator asks the pipeline to recycle suspense)."""
+    async with pool.connection() as conn, conn.transaction():
+        return await publish(
+            conn,
+            journal,
+            [
+                InternalEvent(
+                    name="sync.recycle_requested",
+                    data={"requested_by": actor, "reason": reason},
+                )
+            ],
+            settings=settings,
+        )
 
 
 async def apply(conn: Conn, events: Sequence[AccountEvent]) -> int:
@@ -138,6 +416,8 @@ async def report(pool: Pool, settings: SyncSettings, *, window_s: float = 60.0) 
         by_state[EventState.of_journal(state)] += n
     metrics.READY.labels(lane).set(by_state[EventState.READY])
     return LaneReport(
+        publisher=await publisher(pool),
+        listener=await listener_state(pool, settings.instance),
         lane=lane,
         by_state=by_state,
         oldest_ready_s=float(backlog["oldest_ready_s"]),
@@ -154,6 +434,80 @@ def _held(row: dict[str, Any]) -> HeldEvent:
         code=row["last_error_code"],
         message=row["last_error_message"],
     )
+
+
+async def listener_state(pool: Pool, instance: int) -> ListenerState:
+    async with pool.connection() as conn:
+        await store.listener_register(conn, instance)
+        row = await store.listener(conn, instance)
+    assert row is not None
+    return _listener_state(row)
+
+
+def _listener_state(row: dict[str, Any]) -> ListenerState:
+    state = str(row["state"])
+    seen = row["seen_at"]
+    # A listener killed (SIGKILL, power) cannot say it stopped: silent for longer than
+    # it ever is while alive, it is reported stopped.
+    if state != "stopped" and (
+        seen is None or (datetime.now(UTC) - seen).total_seconds() > LISTENER_SILENT_S
+    ):
+        state = "stopped"
+    return ListenerState(
+        instance=int(row["instance"]),
+        connected=bool(row["connected"]),
+        state=state,
+        changed_by=row["changed_by"],
+        changed_at=row["changed_at"],
+        seen_at=seen,
+    )
+
+
+async def switch_listener(
+    pool: Pool,
+    instance: int,
+    *,
+    connected: bool,
+    actor: str,
+    reason: str | None = None,
+    wait_s: float = 60.0,
+) -> ListenerState:
+    """S9: `bossa sync listener disconnect|connect`. Disconnect returns once the
+    instance's listener has finished the events in hand and deactivated its threads (or
+    no listener runs); connect once it is active again (or none runs: the next one
+    starts connected). Audited. A listener that does not answer within `wait_s` is a
+    Conflict naming it; the wish stays recorded and it acts on it when it can."""
+    if not 0 <= instance <= 7:
+        raise InvalidInput("must be between 0 and 7", field="instance")
+    async with pool.connection() as conn, conn.transaction():
+        await store.set_listener_wish(conn, instance, connected=connected, actor=actor)
+        await store.log_control(
+            conn,
+            target="listener",
+            instance=instance,
+            action="connect" if connected else "disconnect",
+            actor=actor,
+            reason=reason,
+        )
+    log.warning(
+        "sync listener connect asked" if connected else "sync listener disconnect asked",
+        instance=instance,
+        actor=actor,
+        reason=reason,
+    )
+    wanted = {"active", "stopped"} if connected else {"disconnected", "stopped"}
+    deadline = time.monotonic() + wait_s
+    while True:
+        state = await listener_state(pool, instance)
+        if state.state in wanted:
+            return state
+        if time.monotonic() >= deadline:
+            raise Conflict(
+                f"the listener of instance {instance} is still {state.state} after"
+                f" {wait_s:g} s; it will act on the request when it can",
+                field="instance",
+            )
+        await asyncio.sleep(0.05)
 
 
 async def listen(
