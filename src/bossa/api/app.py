@@ -44,6 +44,7 @@ from bossa.partners import metrics as partners_metrics
 from bossa.provisioning import api as provisioning_api
 from bossa.provisioning import metrics as provisioning_metrics
 from bossa.runtime import Runtime, running
+from bossa.sync import metrics as sync_metrics
 
 __all__ = ["create_app"]
 
@@ -193,6 +194,7 @@ async def _refresh_gauges(runtime: Runtime, settings: ApiSettings) -> None:
             await billing_metrics.refresh(runtime.pool)
             await provisioning_metrics.refresh(runtime.pool)
             await partners_metrics.refresh(runtime.pool)
+            await sync_metrics.refresh(runtime.pool)
 
 
 #: How often the table gauges are read for a separate metrics bind, which cannot read

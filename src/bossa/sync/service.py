@@ -23,14 +23,14 @@ import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
 from bossa import config, rating
 from bossa.db import Conn, Pool
 from bossa.errors import Conflict, InvalidInput, NotFound
-from bossa.journal import Journal, NewEntry, WorkerStats
+from bossa.journal import Journal, JournalSettings, NewEntry, WorkerStats
 from bossa.logs import get_logger
 from bossa.sync import metrics, policies, store
 from bossa.sync.eventconfig import EventConfig, assemble, load_event_config
@@ -175,6 +175,16 @@ def _config(settings: SyncSettings) -> tuple[EventConfig, PolicyHook]:
     return found
 
 
+def check_event_file(path: Path | None) -> EventConfig:
+    """A business-event file checked as the listener and the publisher will check it."""
+    from bossa.sync.modules import MODULES
+
+    checked = load_event_config(path)
+    checked.check_modules(MODULES)
+    policies.resolve(checked.policy_hook)
+    return checked
+
+
 def forget_configs() -> None:
     """Read the business-event files again at their next use (tests, a reload)."""
     _CONFIGS.clear()
@@ -205,7 +215,7 @@ def _notified(
 
 async def publish(
     conn: Conn,
-    journal: Journal,
+    journal: Journal | None,
     raised: Sequence[InternalEvent],
     *,
     settings: SyncSettings | None = None,
@@ -213,7 +223,9 @@ async def publish(
     """Publish the internal events of one business operation, in the caller's
     transaction (S1-S4): through the notification list and the policy hook, assembled
     into complete business events, routed to their instances' lanes (or kept in the
-    outbox while the publisher is disconnected). Returns the business events published."""
+    outbox while the publisher is disconnected). Returns the business events published.
+    `journal` may be None for a caller that has none at hand (the ledger): publishing
+    only enqueues on the caller's connection."""
     settings = settings or config.load(SyncSettings)
     events, hook = _config(settings)
     passed = [n for e in raised if (n := _notified(events, e, hook)) is not None]
@@ -246,11 +258,14 @@ async def publish(
     return built
 
 
-async def _enqueue(conn: Conn, journal: Journal, entries: list[NewEntry]) -> None:
+async def _enqueue(conn: Conn, journal: Journal | None, entries: list[NewEntry]) -> None:
     """S4: onto the lanes, READY; or, while the publisher is disconnected, into the
     outbox in the same transaction (nothing is lost; `connect` moves them on in order)."""
     if not entries:
         return
+    if journal is None:
+        # Enqueueing on a given connection uses neither the pool nor a second connection.
+        journal = Journal(cast(Pool, None), config.load(JournalSettings))
     await store.publisher_lock(conn, exclusive=False)
     if (await store.publisher(conn))["connected"]:
         await journal.enqueue(entries, conn=conn)
