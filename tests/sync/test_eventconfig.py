@@ -81,8 +81,11 @@ def test_the_default_file_is_valid_and_names_registered_modules_and_hook() -> No
             "business_events.AccountCreated",
         ),
         ("business_events/AccountCreated/batch", "often", "business_events.AccountCreated.batch"),
-        ("business_events/lowercase", {"requires": ["billing.note_added"], "modules": ["x"]},
-         "business_events.lowercase"),
+        (
+            "business_events/lowercase",
+            {"requires": ["billing.note_added"], "modules": ["x"]},
+            "business_events.lowercase",
+        ),
         ("threads/RecycleRequest", 2, "threads.RecycleRequest"),
         ("threads/Unknown", 1, "threads.Unknown"),
         ("threads/BalanceAdjusted", 0, "threads.BalanceAdjusted"),

@@ -5,6 +5,7 @@ order the seed lists, and halting starts nothing more."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -36,8 +37,9 @@ async def run_seed_example() -> list[tuple[str, str, str, float, float]]:
     t0 = loop.time()
     log: list[tuple[str, str, str, float, float]] = []
 
-    async def work(item: tuple[str, int, int], thread: str) -> None:
+    async def work(item: tuple[str, int, int], thread: str, start: Callable[[], None]) -> None:
         began = loop.time() - t0
+        start()
         await asyncio.sleep(item[2] * UNIT)
         log.append((f"{item[0]} #{item[1]}", thread, "", began, loop.time() - t0))
 
@@ -89,7 +91,8 @@ async def test_a_halt_starts_nothing_more_and_lets_the_running_finish() -> None:
     dispatcher: Dispatcher[int] = Dispatcher({})
     finished: list[int] = []
 
-    async def work(item: int, thread: str) -> None:
+    async def work(item: int, thread: str, began: Callable[[], None]) -> None:
+        began()
         if item == 2:
             dispatcher.halt()  # e.g. this event is held, or a disconnect was asked
         await asyncio.sleep(0.01)

@@ -599,7 +599,7 @@ async def bill(
         if await store.mark_settling(conn, run_id):
             run = await _run(conn, run_id)
             await _sync_event(
-                conn, "billing.run_completed", None, {"cycle": run["cycle"], "run_id": run_id}
+                conn, "billing.run_completed", None, {"cycle": run["bill_cycle"], "run_id": run_id}
             )
     return billed
 

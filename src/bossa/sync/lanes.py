@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -261,8 +261,8 @@ class Listener:
             asyncio.create_task(self._watch_wish(done)),
         ]
 
-        async def work(item: Item, thread: str) -> None:
-            await self._process(taken, item, thread)
+        async def work(item: Item, thread: str, began: Callable[[], None]) -> None:
+            await self._process(taken, item, thread, began)
             settled.update(e.id for e in item)
 
         try:
@@ -302,8 +302,12 @@ class Listener:
                     self.dispatcher.halt()
                     return
 
-    async def _process(self, taken: Taken, item: Item, thread: str) -> None:
-        """One item in one transaction: the ack and the modules' changes (S6, S8)."""
+    async def _process(
+        self, taken: Taken, item: Item, thread: str, began: Callable[[], None]
+    ) -> None:
+        """One item in one transaction: the ack and the modules' changes (S6, S8).
+        Processing has begun once the item is marked PROCESSED in its transaction (the
+        seed's DAT_Listener: dequeue, mark, route): the next item may start then."""
         ids = [e.id for e in item]
         current = item[0]
         types: list[str] = []
@@ -311,6 +315,7 @@ class Listener:
             async with self.pool.connection() as conn, conn.transaction():
                 accepted = await self.journal.ack(taken.token, ids, conn=conn)
                 _check_accepted(accepted, ids)
+                began()
                 for entry in item:
                     current = entry
                     types.append(await self._route(conn, entry, thread))

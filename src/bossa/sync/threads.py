@@ -67,11 +67,13 @@ class Dispatcher(Generic[T]):
     async def run(
         self,
         items: Sequence[tuple[str, T]],
-        work: Callable[[T, str], Awaitable[None]],
+        work: Callable[[T, str, Callable[[], None]], Awaitable[None]],
     ) -> Outcome[T]:
         """Start each (pool, item) in order on a free thread of its pool; returns once
-        every started item is done. `work(item, thread)` must not raise: it settles its
-        own item (a failure halts the dispatcher through `halt`)."""
+        every started item is done. `work(item, thread, began)` calls `began()` when its
+        processing has begun (the next item may start from then on; returning counts as
+        begun too); it must not raise: it settles its own item (a failure halts the
+        dispatcher through `halt`)."""
         outcome: Outcome[T] = Outcome()
         tasks: list[asyncio.Task[None]] = []
         for n, (pool, item) in enumerate(items):
@@ -110,13 +112,13 @@ class Dispatcher(Generic[T]):
         pool: str,
         thread: str,
         item: T,
-        work: Callable[[T, str], Awaitable[None]],
+        work: Callable[[T, str, Callable[[], None]], Awaitable[None]],
         began: asyncio.Event,
     ) -> None:
         self.active += 1
         try:
-            began.set()
-            await work(item, thread)
+            await work(item, thread, began.set)
         finally:
+            began.set()
             self.active -= 1
             self._free[pool].put_nowait(thread)
