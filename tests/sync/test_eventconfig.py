@@ -14,10 +14,9 @@ import yaml
 
 from bossa.errors import InvalidInput
 from bossa.sync import InternalEvent
-from bossa.sync.eventconfig import assemble, default_config, load_event_config, parse_event_config
-from bossa.sync.modules import MODULES
-from bossa.sync.policies import policy, resolve
-from bossa.sync.service import check_event_file
+from bossa.sync.models import assemble, parse_event_config, policy
+from bossa.sync.models import resolve_policy as resolve
+from bossa.sync.service import MODULES, check_event_file, default_config, load_event_config
 
 BASE: dict[str, Any] = {
     "notify": {
@@ -115,7 +114,7 @@ def test_a_module_or_hook_that_is_not_registered_is_refused(tmp_path: Path) -> N
     assert caught.value.field == "business_events.BalanceAdjusted.modules[1]"
 
     # A dotted path or code is not a hook: only registered names are.
-    for name in ("os:system", "__import__('os').system('true')", "bossa.sync.policies:policy"):
+    for name in ("os:system", "__import__('os').system('true')", "bossa.sync.models:policy"):
         file = tmp_path / "events.yaml"
         file.write_text(yaml.safe_dump({**BASE, "policy_hook": name}))
         with pytest.raises(InvalidInput) as caught:

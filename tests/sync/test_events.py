@@ -26,7 +26,7 @@ from bossa.runtime import Runtime
 from bossa.sync import EventState, InternalEvent, SyncSettings
 from bossa.sync import metrics as sync_metrics
 from bossa.sync.lanes import Listener
-from bossa.sync.modules import MODULES, ModuleContext, module
+from bossa.sync.service import MODULES, ModuleContext, module
 from tests.billing.conftest import month, plan_window
 from tests.sync.test_sync import new_line, runtime  # noqa: F401
 

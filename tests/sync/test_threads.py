@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bossa.sync.threads import Dispatcher
+from bossa.sync.models import Dispatcher
 
 pytestmark = pytest.mark.anyio
 

@@ -20,16 +20,17 @@ from bossa.sync.models import (
     LaneReport,
     ListenerState,
     PublisherState,
+    policy,
 )
-from bossa.sync.modules import ModuleContext, module
-from bossa.sync.policies import policy
 from bossa.sync.service import (
+    ModuleContext,
     apply,
     contract_changed,
     held,
     instance_of,
     listen,
     listener_state,
+    module,
     publish,
     publisher,
     report,

@@ -13,7 +13,7 @@ from bossa.access import cli_principal
 from bossa.clitools import JsonOpt, ReasonOpt, with_runtime
 from bossa.runtime import Runtime
 from bossa.sync import service
-from bossa.sync.models import LaneReport, ListenerState, PublisherState
+from bossa.sync.models import DEFAULT_EVENTS_YAML, LaneReport, ListenerState, PublisherState
 from bossa.sync.settings import SyncSettings
 from bossa.terminal import out, print_json, table
 
@@ -242,10 +242,16 @@ def check_events(
     path: Annotated[
         Path | None, typer.Argument(help="A business-event file (default BOSSA_SYNC_EVENTS)")
     ] = None,
+    default: Annotated[
+        bool, typer.Option("--default", help="Print the packaged default file to copy")
+    ] = False,
 ) -> None:
     """Check a business-event file: exits 2 naming the field of the first mistake."""
     from bossa import config as bossa_config
 
+    if default:
+        out.print(DEFAULT_EVENTS_YAML, end="", markup=False, highlight=False)
+        return
     chosen = path or bossa_config.load(SyncSettings).events
     checked = service.check_event_file(chosen)
     out.print(

@@ -14,7 +14,7 @@ The listener of an instance:
    items, in queue order: consecutive account-sync events (contracts' events and the
    types the file marks `batch: true`) of the default thread form one batch (S8); every
    other event is an item of its own.
-3. **Dispatches** the items on the threads of `bossa.sync.threads` (S7), in queue order.
+3. **Dispatches** the items on the threads of `bossa.sync.models.Dispatcher` (S7), in queue order.
 4. **Processes** an item in one transaction: the ack (PROCESSED) and what its modules
    change commit together (S6), so a listener killed at any moment has applied an
    event once or not at all. An event that cannot be applied rolls its whole batch
@@ -45,16 +45,17 @@ from bossa.journal import service as journal_ops
 from bossa.journal.worker import DB_ERRORS
 from bossa.logs import get_logger
 from bossa.sync import metrics, service, store
-from bossa.sync.eventconfig import EventConfig
 from bossa.sync.models import (
     ACCOUNT_SYNC_KIND,
     BUSINESS_KIND,
+    DEFAULT_POOL,
     AccountEvent,
     BusinessEvent,
+    Dispatcher,
+    EventConfig,
 )
-from bossa.sync.modules import MODULES, ModuleContext
+from bossa.sync.service import MODULES, ModuleContext
 from bossa.sync.settings import SyncSettings
-from bossa.sync.threads import DEFAULT_POOL, Dispatcher
 
 __all__ = ["Listener", "listener"]
 

@@ -19,48 +19,62 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import tomllib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+import yaml
 from pydantic import ValidationError
 
-from bossa import config, rating
+from bossa import config, ledger, rating
 from bossa.db import Conn, Pool
 from bossa.errors import Conflict, InvalidInput, NotFound
 from bossa.journal import Journal, JournalSettings, NewEntry, WorkerStats
 from bossa.logs import get_logger
-from bossa.sync import metrics, policies, store
-from bossa.sync.eventconfig import EventConfig, assemble, load_event_config
+from bossa.sync import metrics, store
 from bossa.sync.models import (
     ACCOUNT_SYNC_KIND,
     BUSINESS_KIND,
+    DEFAULT_EVENTS_YAML,
     AccountEvent,
     BusinessEvent,
+    BusinessType,
+    EventConfig,
     EventState,
     EventType,
     HeldEvent,
     InternalEvent,
     LaneReport,
     ListenerState,
+    PolicyHook,
     PublisherState,
+    assemble,
     lane_of_instance,
     number_of,
+    parse_event_config,
+    resolve_policy,
     start_of,
 )
-from bossa.sync.policies import PolicyHook
 from bossa.sync.settings import SyncSettings
 
 __all__ = [
+    "MODULES",
+    "Module",
+    "ModuleContext",
     "apply",
     "contract_changed",
+    "default_config",
     "event_config",
     "held",
     "instance_of",
     "listen",
     "listener_state",
+    "load_event_config",
+    "module",
     "publish",
     "publisher",
     "report",
@@ -166,22 +180,18 @@ def event_config(settings: SyncSettings) -> EventConfig:
 def _config(settings: SyncSettings) -> tuple[EventConfig, PolicyHook]:
     found = _CONFIGS.get(settings.events)
     if found is None:
-        from bossa.sync.modules import MODULES
-
         checked = load_event_config(settings.events)
         checked.check_modules(MODULES)
-        found = (checked, policies.resolve(checked.policy_hook))
+        found = (checked, resolve_policy(checked.policy_hook))
         _CONFIGS[settings.events] = found
     return found
 
 
 def check_event_file(path: Path | None) -> EventConfig:
     """A business-event file checked as the listener and the publisher will check it."""
-    from bossa.sync.modules import MODULES
-
     checked = load_event_config(path)
     checked.check_modules(MODULES)
-    policies.resolve(checked.policy_hook)
+    resolve_policy(checked.policy_hook)
     return checked
 
 
@@ -199,7 +209,7 @@ def _notified(
         return None
     if how == "policy":
         if hook is None:
-            hook = policies.resolve(events.policy_hook)
+            hook = resolve_policy(events.policy_hook)
         changed = hook(event)
         if changed is None:
             metrics.DROPPED.labels(event.name).inc()
@@ -540,3 +550,176 @@ async def listen(
     worker = listener(journal, settings, listen_url=listen_url)
     await worker.run(install_signal_handlers=install_signal_handlers, until_idle=once)
     return worker.stats
+
+
+# -- reading the business-event file -------------------------------------------------------
+#
+# The file as `BOSSA_SYNC_EVENTS` names it, checked; the packaged default when unset.
+
+
+def load_event_config(path: Path | None) -> EventConfig:
+    """Read and check the file (YAML, TOML or JSON by its suffix); None: the default."""
+    if path is None:
+        return default_config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {path}: {exc}", field="BOSSA_SYNC_EVENTS") from None
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            raise InvalidInput(
+                f"{path}: must end in .yaml, .yml, .toml or .json", field="BOSSA_SYNC_EVENTS"
+            )
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{path} is not readable: {exc}", field="BOSSA_SYNC_EVENTS") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path}: must be a mapping", field="BOSSA_SYNC_EVENTS")
+    return parse_event_config(data, source=str(path))
+
+
+def default_config() -> EventConfig:
+    return parse_event_config(yaml.safe_load(DEFAULT_EVENTS_YAML), source="the default")
+
+
+# -- the pipeline modules (S6, S11) --------------------------------------------------------
+#
+# The pipeline modules the listener routes business events to (S6; BRM DAT_AccountBatch,
+# DAT_BalanceBatch, DAT_Discount and the modules that take a process's events).
+#
+# A module is registered under a name with `@module`; the business-event file lists, per
+# type, the modules that get it. Each gets the event inside the transaction that marks it
+# PROCESSED: what it changes commits with the ack or not at all (applied once). A module
+# may have an `init`, run when the listener starts and before it takes any event (S11:
+# events that arrive while the pipeline starts wait until its modules are ready).
+#
+# What each keeps:
+#
+# - `account_data`: contracts' account-sync events become rating's subscriptions (the
+#   existing `service.apply`); AccountCreated announces an account (S10: its details are
+#   loaded only on its first usage, by rating), AccountCancelled closes it.
+# - `balance_data`: the account's balances, read from the ledger when the event applies
+#   (the seed: a module may use the event's data or read the current data at the source).
+# - `discount_data`: the discount fields (`discount_*`) an event carries, per account.
+# - `billing`: which cycles a bill run is billing (S14 reads it).
+# - `recycle`: each recycle request, processed once.
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleContext:
+    instance: int
+    entry_id: int
+    #: The listener's thread processing the event (S7), as logs and tests name it.
+    thread: str = "default#1"
+
+
+Apply = Callable[[Conn, ModuleContext, BusinessEvent], Awaitable[None]]
+Init = Callable[[Pool], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    name: str
+    apply: Apply
+    init: Init | None = None
+
+
+MODULES: dict[str, Module] = {}
+
+
+def module(name: str, *, init: Init | None = None) -> Callable[[Apply], Apply]:
+    """Register `apply` as the pipeline module `name` (replacing one of that name: a
+    deployment may put its own in place of bossa's)."""
+
+    def register(apply: Apply) -> Apply:
+        MODULES[name] = Module(name, apply, init)
+        return apply
+
+    return register
+
+
+def _account(event: BusinessEvent) -> str:
+    account = event.value("account")
+    if not isinstance(account, str) or not account:
+        raise InvalidInput(f"{event.type} names no account", field="payload.events.data.account")
+    return account
+
+
+@module("account_data")
+async def account_data(conn: Conn, ctx: ModuleContext, event: BusinessEvent) -> None:
+    if event.type == BusinessType.ACCOUNT_CREATED:
+        status = "announced"
+    elif event.type == BusinessType.ACCOUNT_CANCELLED:
+        status = "closed"
+    else:
+        status = str(event.value("status") or "open")
+    await store.account_announced(
+        conn,
+        instance=ctx.instance,
+        account=_account(event),
+        customer=event.customer_id,
+        status=status,
+        entry=ctx.entry_id,
+    )
+
+
+@module("balance_data")
+async def balance_data(conn: Conn, ctx: ModuleContext, event: BusinessEvent) -> None:
+    account = _account(event)
+    balances = await ledger.balances(conn, account)
+    await store.account_balances(
+        conn,
+        instance=ctx.instance,
+        account=account,
+        customer=event.customer_id,
+        balances=json.dumps(balances),
+        entry=ctx.entry_id,
+    )
+
+
+@module("discount_data")
+async def discount_data(conn: Conn, ctx: ModuleContext, event: BusinessEvent) -> None:
+    discounts: dict[str, Any] = {}
+    for internal in event.events:
+        discounts.update({k: v for k, v in internal.data.items() if k.startswith("discount_")})
+    await store.account_discounts(
+        conn,
+        instance=ctx.instance,
+        account=_account(event),
+        customer=event.customer_id,
+        discounts=json.dumps(discounts),
+        entry=ctx.entry_id,
+    )
+
+
+@module("billing")
+async def billing(conn: Conn, ctx: ModuleContext, event: BusinessEvent) -> None:
+    cycle = event.value("cycle")
+    if not isinstance(cycle, str) or not cycle:
+        raise InvalidInput(f"{event.type} names no cycle", field="payload.events.data.cycle")
+    run = event.value("run_id")
+    await store.billing_mark(
+        conn,
+        started=event.type == BusinessType.BILLING_STARTED,
+        instance=ctx.instance,
+        cycle=cycle,
+        run=int(run) if isinstance(run, int) else None,
+        entry=ctx.entry_id,
+    )
+
+
+@module("recycle")
+async def recycle(conn: Conn, ctx: ModuleContext, event: BusinessEvent) -> None:
+    by, reason = event.value("requested_by"), event.value("reason")
+    await store.recycle_processed(
+        conn,
+        entry=ctx.entry_id,
+        instance=ctx.instance,
+        by=by if isinstance(by, str) else None,
+        reason=reason if isinstance(reason, str) else None,
+    )
