@@ -250,7 +250,7 @@ def check_events(
     from bossa import config as bossa_config
 
     if default:
-        out.print(DEFAULT_EVENTS_YAML, end="", markup=False, highlight=False)
+        typer.echo(DEFAULT_EVENTS_YAML, nl=False)  # as is: no wrapping, for a copy
         return
     chosen = path or bossa_config.load(SyncSettings).events
     checked = service.check_event_file(chosen)
