@@ -586,3 +586,27 @@ def test_settings_refuse_an_instance_that_does_not_exist() -> None:
 
     with pytest.raises(ConfigError, match="instance"):
         load(SyncSettings, instances=2, instance=2)
+
+
+async def test_a_long_event_keeps_the_listener_alive_for_a_disconnect(
+    rt: Runtime,
+    running_listener: tuple[Listener, SyncSettings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener silent for longer than LISTENER_SILENT_S is reported stopped; one busy
+    with a long event must keep saying it is alive, or a disconnect would return while
+    the event is still being processed."""
+    from bossa.sync import lanes
+    from bossa.sync import service as sync_service
+
+    monkeypatch.setattr(sync_service, "LISTENER_SILENT_S", 0.5)
+    monkeypatch.setattr(lanes, "SEEN_EVERY_S", 0.1)
+    _worker, settings = running_listener
+    await wait_for(lambda: _state_is(rt.pool, "active"))
+    PROBE.clear()
+    await publish_each(rt, settings, [("test.slow", "long", 30)])  # 1.5 s
+    await wait_for(lambda: _ready(rt.pool, below=1))
+    state = await sync.switch_listener(rt.pool, 0, connected=False, actor="dba", wait_s=20)
+    assert state.state == "disconnected"
+    assert [label for label, *_ in PROBE] == ["long"]  # finished before the return
+    await sync.switch_listener(rt.pool, 0, connected=True, actor="dba", wait_s=20)

@@ -36,7 +36,6 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from bossa.db import Conn
 from bossa.errors import InvalidInput, UserError
@@ -101,7 +100,6 @@ class Listener:
         self._seen_at = -1.0
         self._purged_at = time.monotonic()
         self._reaped_at = -1.0
-        self._token: Any = None
 
     def stop(self) -> None:
         """Finish the events in hand, give back the rest, exit (SIGTERM)."""
@@ -252,7 +250,6 @@ class Listener:
         return btype, bool(definition and definition.batch)
 
     async def _round(self, taken: Taken) -> None:
-        self._token = taken.token
         self.stats.taken += len(taken.entries)
         self.dispatcher.resume()
         settled: set[int] = set()
@@ -291,17 +288,19 @@ class Listener:
                 )
 
     async def _watch_wish(self, done: asyncio.Event) -> None:
-        """S9: a disconnect asked during a round stops the dispatch at once."""
+        """S9: a disconnect asked during a round stops the dispatch at once. Meanwhile
+        the listener keeps saying it is alive: a long event (a recycle) must not make it
+        look stopped, or a disconnect would return before that event is finished."""
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout=WISH_CHECK_S)
             if done.is_set():
                 return
             with contextlib.suppress(*DB_ERRORS):
-                if not await self._connected():
+                await self._report(self.state)
+                if not self.dispatcher.halted and not await self._connected():
                     log.info("disconnect asked: finishing the events in hand", lane=self.lane)
                     self.dispatcher.halt()
-                    return
 
     async def _process(
         self, taken: Taken, item: Item, thread: str, began: Callable[[], None]
