@@ -610,3 +610,23 @@ async def test_a_long_event_keeps_the_listener_alive_for_a_disconnect(
     assert state.state == "disconnected"
     assert [label for label, *_ in PROBE] == ["long"]  # finished before the return
     await sync.switch_listener(rt.pool, 0, connected=True, actor="dba", wait_s=20)
+
+
+async def test_billing_suspending_a_contract_publishes_its_status_change(rt: Runtime) -> None:
+    """Dunning and payments suspend and restore contracts through customers'
+    `set_contract_status`: the pipeline hears of it as of a suspension by hand."""
+    from tests.sync.test_sync import buy
+
+    await new_line(rt, 1)
+    await buy(rt, 1, "SOIP")
+    async with rt.pool.connection() as conn, conn.transaction():
+        await customers.set_contract_status(conn, "SA-9001", "suspended", actor="billing")
+    queued = await lane_events(rt.pool)
+    assert [(r["kind"], r["payload"]["type"]) for r in queued] == [
+        ("business-event", "AccountCreated"),
+        ("account-sync", "product_purchased"),
+        ("account-sync", "status_changed"),
+    ]
+    assert queued[2]["payload"]["status"] == "suspended"
+    stats = await sync.listen(rt.journal, SETTINGS, listen_url=None, once=True)
+    assert stats.acked == 3

@@ -96,7 +96,7 @@ MAX_HELD_LISTED = 100
 
 async def contract_changed(
     conn: Conn,
-    journal: Journal,
+    journal: Journal | None,
     sa_id: str,
     change: EventType,
     settings: SyncSettings | None = None,
