@@ -182,3 +182,16 @@ def test_a_registered_hook_is_found_by_name_and_names_are_unique() -> None:
     assert resolve("test_upper_reason") is upper
     with pytest.raises(ValueError, match="registered already"):
         policy("test_upper_reason")(lambda e: e)
+
+
+def test_a_bad_file_stops_the_start_naming_the_field(tmp_path: Path) -> None:
+    from bossa.config import ConfigError, load
+    from bossa.sync import SyncSettings
+
+    file = tmp_path / "events.yaml"
+    file.write_text(yaml.safe_dump({**BASE, "policy_hook": "no_such_hook"}))
+    with pytest.raises(ConfigError, match="policy_hook") as caught:
+        load(SyncSettings, events=file)
+    assert "events" in str(caught.value)
+    file.write_text(yaml.safe_dump(BASE))
+    assert load(SyncSettings, events=file).events == file

@@ -47,6 +47,20 @@ class SyncSettings(BossaSettings):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
+    @field_validator("events")
+    @classmethod
+    def _events_file(cls, value: Path | None) -> Path | None:
+        """Checked at start-up: a mistake in the file stops the process naming the
+        field, instead of failing the first business transaction that publishes."""
+        from bossa.errors import UserError
+        from bossa.sync.service import check_event_file  # the modules are the service's
+
+        try:
+            check_event_file(value)
+        except UserError as exc:
+            raise ValueError(f"{exc.field}: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _instance_exists(self) -> SyncSettings:
         if self.instance >= self.instances:
