@@ -71,6 +71,10 @@ SEEN_EVERY_S = 2.0
 PURGE_EVERY_S = 600.0
 
 
+class _Rollback(Exception):
+    """Ends a transaction that must never commit."""
+
+
 class _Stale(Exception):
     """The lease passed to another listener: the ack was refused, nothing applied."""
 
@@ -308,17 +312,8 @@ class Listener:
         """One item in one transaction: the ack and the modules' changes (S6, S8).
         Processing has begun once the item is marked PROCESSED in its transaction (the
         seed's DAT_Listener: dequeue, mark, route): the next item may start then."""
-        ids = [e.id for e in item]
-        current = item[0]
-        types: list[str] = []
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                accepted = await self.journal.ack(taken.token, ids, conn=conn)
-                _check_accepted(accepted, ids)
-                began()
-                for entry in item:
-                    current = entry
-                    types.append(await self._route(conn, entry, thread))
+            types = await self._apply(taken, item, thread, began)
         except _Stale:
             log.warning("ack refused: the lease passed to another listener", lane=self.lane)
             return
@@ -329,13 +324,50 @@ class Listener:
             self.dispatcher.halt()
             return
         except Exception as exc:  # a bad event or a module's bug: hold, with the reason
-            await self._hold(taken, item, current, exc)
+            bad, error = (item[0], exc) if len(item) == 1 else await self._culprit(item, exc)
+            await self._hold(taken, item, bad, error)
             return
         self.stats.acked += len(item)
         now = datetime.now(UTC)
         for entry, btype in zip(item, types, strict=True):
             metrics.PROCESSED.labels(self.lane, btype).inc()
             metrics.DELAY.observe(max(0.0, (now - entry.created_at).total_seconds()))
+
+    async def _apply(
+        self, taken: Taken, item: Item, thread: str, began: Callable[[], None]
+    ) -> list[str]:
+        """The ack and the modules' changes in one transaction; returns the types. A
+        batch is sent in pipeline mode (its statements do not wait for each other's
+        answers: a round trip per batch instead of per event), so which event an error
+        belongs to is not known here: `_culprit` finds it."""
+        ids = [e.id for e in item]
+        async with self.pool.connection() as conn:
+            pipeline = conn.pipeline() if len(item) > 1 else contextlib.nullcontext()
+            async with pipeline, conn.transaction():
+                accepted = await self.journal.ack(taken.token, ids, conn=conn)
+                _check_accepted(accepted, ids)
+                began()
+                return [await self._route(conn, entry, thread) for entry in item]
+
+    async def _culprit(self, item: Item, first: Exception) -> tuple[Entry, Exception]:
+        """The event of a failed batch that cannot be applied: the batch again, one
+        statement at a time, in a transaction that is always rolled back. If it applies
+        this time (the data changed meanwhile), the first event is held with the first
+        error, and the operator's retry delivers the batch again."""
+        found: tuple[Entry, Exception] | None = None
+        async with self.pool.connection() as conn:
+            with contextlib.suppress(_Rollback):
+                async with conn.transaction():
+                    for entry in item:
+                        try:
+                            await self._route(conn, entry, "culprit")
+                        except DB_ERRORS:
+                            raise
+                        except Exception as exc:  # the one to hold, whatever it raised
+                            found = (entry, exc)
+                            break
+                    raise _Rollback
+        return found or (item[0], first)
 
     async def _route(self, conn: Conn, entry: Entry, thread: str) -> str:
         """S6: the event to the modules registered for its type; returns the type."""
