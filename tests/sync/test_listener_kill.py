@@ -86,7 +86,10 @@ async def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
     total = LINES * len(PRODUCTS)
     async with runtime.pool.connection() as conn:
         await conn.execute(LOG)
-    assert (await states(runtime.pool)) == {"ready": LINES, "waiting": total - LINES}
+    # Also on the lane: AccountCreated of the sample operator's four accounts and of each
+    # line's account, each its customer's head (the purchases wait behind them).
+    accounts = 4 + LINES
+    assert (await states(runtime.pool)) == {"ready": accounts, "waiting": total}
 
     first = listener(db_url)
     try:
@@ -105,12 +108,12 @@ async def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
         first.communicate(timeout=10)
     at_kill = await states(runtime.pool)
     assert at_kill.get("taken", 0) > 0, at_kill  # the kill landed with a batch in hand
-    assert at_kill.get("done", 0) < total, at_kill
+    assert at_kill.get("done", 0) < total + accounts, at_kill
 
     second = listener(db_url, "--once")
     _out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
-    assert (await states(runtime.pool)) == {"done": total}
+    assert (await states(runtime.pool)) == {"done": total + accounts}
 
     async with runtime.pool.connection() as conn:
         log = await (
@@ -134,3 +137,137 @@ async def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
         for earlier, later in itertools.pairwise(rows):
             assert earlier["valid_to"] == later["valid_from"]
         assert rows[-1]["valid_to"] is None
+
+
+#: The publisher side as its own process: product changes, each its own business
+#: transaction with its event, round after round, printing each commit.
+PUBLISHER = """
+import asyncio, sys
+from bossa.runtime import running
+from bossa.customers import service as customers
+from bossa.customers.models import ProductChange
+
+LINES = int(sys.argv[1])
+
+async def main() -> None:
+    async with running(actor="publisher") as rt:
+        for round in range(10_000):
+            product = "WIBRO" if round % 2 == 0 else "SOIP"
+            for n in range(1, LINES + 1):
+                await customers.change_product(
+                    rt.journal, rt.deliverer, f"SA-9{n:03d}", ProductChange(product=product),
+                    actor="publisher",
+                )
+                print(round, n, product, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def publisher_process(db_url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", PUBLISHER, str(LINES)],
+        env={**os.environ, "BOSSA_DATABASE_URL": db_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def contract_events(pool: Pool) -> int:
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "select count(*) as n from journal.lane_entries where lane = %s and kind = %s",
+                (LANE, "account-sync"),
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def test_publisher_and_listener_killed_lose_nothing_and_keep_each_accounts_order(
+    runtime: Runtime,  # noqa: F811
+    db_url: str,
+) -> None:
+    """The publisher's process is SIGKILLed while it publishes, the listener's mid-batch
+    while it applies; a new listener drains the lane. Every change that committed has
+    its event, applied once, in the customer's order; the one the kill interrupted left
+    neither change nor event."""
+    numbers = [await new_line(runtime, n) for n in range(1, LINES + 1)]
+    for n in range(1, LINES + 1):
+        await buy(runtime, n, "SOIP")
+    async with runtime.pool.connection() as conn:
+        await conn.execute(LOG)
+    publisher = publisher_process(db_url)
+    first = listener(db_url)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            now = await states(runtime.pool)
+            # Purchases, then two rounds of changes committed, and the listener busy.
+            if await contract_events(runtime.pool) >= 3 * LINES and now.get("done", 0) >= 10:
+                break
+            assert publisher.poll() is None, publisher.stderr.read() if publisher.stderr else ""
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            assert time.monotonic() < deadline, f"no progress: {now}"
+            await asyncio.sleep(0.01)
+        publisher.send_signal(signal.SIGKILL)  # mid-publishing: it never stops to wait
+        publisher.communicate(timeout=10)
+        while (await states(runtime.pool)).get("taken", 0) == 0:
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            assert time.monotonic() < deadline, "the listener took nothing more"
+            await asyncio.sleep(0.005)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        for proc in (publisher, first):
+            if proc.poll() is None:
+                proc.kill()
+        first.communicate(timeout=10)
+    at_kill = await states(runtime.pool)
+    assert at_kill.get("taken", 0) > 0, at_kill  # the listener died with a batch in hand
+    total = sum(at_kill.values())
+
+    second = listener(db_url, "--once")
+    _out, err = second.communicate(timeout=180)
+    assert second.returncode == 0, err
+    assert (await states(runtime.pool)) == {"done": total}  # nothing lost, all processed
+
+    async with runtime.pool.connection() as conn:
+        events = await (
+            await conn.execute(
+                "select key, payload->>'product_code' as product, payload->>'msisdn' as msisdn"
+                " from journal.lane_entries where lane = %s and kind = %s order by id",
+                (LANE, "account-sync"),
+            )
+        ).fetchall()
+        log = await (
+            await conn.execute("select op, msisdn, product_code from public.sub_log order by id")
+        ).fetchall()
+        contracts = await (
+            await conn.execute(
+                "select customer_id, product_code from customers.contract_terms"
+                " where sa_id like 'SA-9%%'"
+            )
+        ).fetchall()
+        open_subs = await (
+            await conn.execute(
+                "select msisdn, product_code from rating.subscriptions where valid_to is null"
+            )
+        ).fetchall()
+    # The purchases, then the publisher's changes: at least two rounds of them.
+    assert len(events) >= 3 * LINES
+    assert {e["msisdn"] for e in events} == set(numbers)
+    # Once each: one insert per purchase or change applied, never a second.
+    inserts = [r for r in log if r["op"] == "INSERT"]
+    assert len(inserts) == len(events)
+    # In each customer's order: the products written per number are the events' products
+    # in the order they were committed.
+    for number in numbers:
+        queued = [e["product"] for e in events if e["msisdn"] == number]
+        applied = [r["product_code"] for r in inserts if r["msisdn"] == number]
+        assert applied == queued, number
+    # Nothing lost: each contract's last committed product is the one rating holds.
+    current = {f"8210555{c['customer_id'][3:]:0>4}": c["product_code"] for c in contracts}
+    held = {r["msisdn"]: r["product_code"] for r in open_subs if r["msisdn"] in numbers}
+    assert held == {n: current[n] for n in numbers}

@@ -46,6 +46,7 @@ from bossa.provisioning import metrics as provisioning_metrics
 from bossa.rating import api as rating_api
 from bossa.rating import metrics as rating_metrics
 from bossa.runtime import Runtime, running
+from bossa.sync import metrics as sync_metrics
 
 __all__ = ["create_app"]
 
@@ -200,6 +201,7 @@ async def _refresh_gauges(runtime: Runtime, settings: ApiSettings) -> None:
             await provisioning_metrics.refresh(runtime.pool)
             await partners_metrics.refresh(runtime.pool)
             await rating_metrics.refresh(runtime.pool)
+            await sync_metrics.refresh(runtime.pool)
 
 
 #: How often the table gauges are read for a separate metrics bind, which cannot read

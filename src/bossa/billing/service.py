@@ -187,6 +187,16 @@ async def pay(
                 amount=outcome["amount_minor"],
                 outcome=outcome,
             )
+            await _sync_event(
+                conn,
+                "billing.payment_taken",
+                (await ledger.account(conn, request.account)).customer_id,
+                {
+                    "account": request.account,
+                    "kind": payment_kind.value,
+                    "amount_minor": outcome["amount_minor"],
+                },
+            )
     except pg_errors.UniqueViolation:
         async with journal.pool.connection() as conn:  # a concurrent twin won: replay it
             replay = await _replay(conn, key, fingerprint)
@@ -462,7 +472,7 @@ async def start_run(
                     f"{other['period_start']} to {other['period_end']} already",
                     field="period_start",
                 )
-            return await store.start_run(
+            run_id = await store.start_run(
                 conn,
                 cycle=cycle,
                 period_start=period_start,
@@ -471,6 +481,13 @@ async def start_run(
                 planned_end=planned_end or window["planned_end"],
                 actor=actor,
             )
+            await _sync_event(
+                conn,
+                "billing.run_started",
+                None,
+                {"cycle": cycle, "run_id": run_id, "period_end": period_end.isoformat()},
+            )
+            return run_id
     except pg_errors.UniqueViolation as exc:
         async with pool.connection() as conn:
             open_run = await store.open_run(conn)
@@ -581,9 +598,20 @@ async def bill(
                     progress(await _progress(conn, run_id))
 
     await asyncio.gather(*(worker() for _ in range(workers)))
-    async with pool.connection() as conn:
-        await store.mark_settling(conn, run_id)
+    async with pool.connection() as conn, conn.transaction():
+        if await store.mark_settling(conn, run_id):
+            run = await _run(conn, run_id)
+            await _sync_event(
+                conn, "billing.run_completed", None, {"cycle": run["bill_cycle"], "run_id": run_id}
+            )
     return billed
+
+
+async def _sync_event(conn: Conn, name: str, customer: str | None, data: dict[str, Any]) -> None:
+    """The business event for the rating pipeline, in this transaction (S1)."""
+    from bossa import sync  # sync's modules read the ledger: imported when used
+
+    await sync.publish(conn, None, [sync.InternalEvent(name=name, customer_id=customer, data=data)])
 
 
 async def settle(pool: Pool, run_id: int, *, batch: int = 200, actor: str = "billing") -> int:

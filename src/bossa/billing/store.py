@@ -194,8 +194,9 @@ async def billed_count(conn: Conn, run_id: int) -> int:
     return int(row["billed"])
 
 
-async def mark_settling(conn: Conn, run_id: int) -> None:
-    await conn.execute(QUERIES["mark_settling"], {"run": run_id})
+async def mark_settling(conn: Conn, run_id: int) -> bool:
+    """True when this call ended the run's billing (B5)."""
+    return await _one(conn, "mark_settling", {"run": run_id}) is not None
 
 
 async def mark_settled(conn: Conn, run_id: int) -> None:

@@ -136,6 +136,9 @@ async def set_contract_status(
     )
     if not found:
         raise NotFound(f"no contract {sa_id}", field="sa_id")
+    # Billing suspends and restores contracts here (dunning, a payment): the pipeline
+    # hears of it as of a suspension or resumption by hand.
+    await _publish(conn, None, sa_id, "status_changed")
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -600,7 +603,7 @@ async def _deliver(
     return order.model_dump(mode="json")
 
 
-async def _publish(conn: Conn, journal: Journal, sa_id: str, change: str) -> None:
+async def _publish(conn: Conn, journal: Journal | None, sa_id: str, change: str) -> None:
     """The change's business event for the rating pipeline, in this transaction (S1)."""
     from bossa import sync  # sync reads contracts through customers' published views
 

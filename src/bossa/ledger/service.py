@@ -60,7 +60,7 @@ async def open_account(conn: Conn, request: AccountRequest, *, actor: str) -> bo
         )
     )
     with user_errors():
-        return await store.create_account(
+        created = await store.create_account(
             conn,
             request.account,
             request.customer,
@@ -71,6 +71,22 @@ async def open_account(conn: Conn, request: AccountRequest, *, actor: str) -> bo
             profile=request.dunning_profile,
             actor=actor,
         )
+    if created:
+        await _sync_event(
+            conn,
+            "customers.account_opened",
+            request.customer,
+            {"account": request.account, "currency": currency, "cycle": request.bill_cycle},
+        )
+    return created
+
+
+async def _sync_event(conn: Conn, name: str, customer: str, data: dict[str, Any]) -> None:
+    """The account's business event for the rating pipeline, in this transaction (S1).
+    Named `customers.*`: the operator opens and closes accounts through customers."""
+    from bossa import sync  # sync's modules read the ledger: imported when used
+
+    await sync.publish(conn, None, [sync.InternalEvent(name=name, customer_id=customer, data=data)])
 
 
 async def currency_exponent(conn: Conn, currency: str) -> int:
@@ -163,6 +179,7 @@ async def close_account(conn: Conn, account_id: str, *, actor: str) -> Account:
             field="account",
         )
     await store.set_account_status(conn, account_id, AccountStatus.CLOSED, actor=actor)
+    await _sync_event(conn, "customers.account_closed", found.customer_id, {"account": account_id})
     return await account(conn, account_id)
 
 

@@ -1,144 +1,431 @@
-"""Sync's lane and its daemon, the listener (S5, S6, S8).
+"""Sync's lanes and its daemon, the listener (S5-S9, S11; BRM DAT_Listener).
 
-`sync.pipeline.<instance>` (kind account-sync, keyed by customer): declared for 'sync' by
-the module's migration; the contract service enqueues on it in the transaction of each
-change, whether or not a listener runs (S5: the journal is the persistent queue).
+`sync.pipeline.<instance>` (one per pipeline instance, declared for 'sync' by the
+migrations): the publisher enqueues on it in the transaction of each change, whether or
+not a listener runs (S5: the journal is the persistent queue). Two kinds: `account-sync`
+(a contract's change, `AccountEvent`) and `business-event` (`BusinessEvent`).
 
-The listener is a journal `Worker` with a batch handler: each take is a batch of
-account-sync events of distinct customers (each customer's oldest unfinished one, so
-per-account order holds across batches and restarts). A batch is applied twice over:
+The listener of an instance:
 
-1. a trial, in a transaction that is always rolled back, finds the event that cannot be
-   applied, if any. Then the whole batch is undone (S8): that event is held (parked,
-   with its error) and the others go back READY without an attempt counted; the
-   listener takes nothing more while an event is held, until an operator fixes the
-   cause and retries it (`bossa journal retry`) or discards it. Then the batch is
-   delivered again.
-2. for real, in the ack's own transaction (`after_ack`): the account data changes and
-   the events become PROCESSED in one commit. A listener killed at any moment has
-   either committed both or neither, so an event is applied once, never twice.
-
-The trial doubles the database work of applying, which is small next to the take and
-the ack; what it buys is that a bad event holds the lane with its reason instead of
-failing the ack's transaction, which would take the whole listener down and redeliver
-only after the lease.
+1. **Starts** (S11): registers, reports `starting`, runs each pipeline module's `init`;
+   events wait READY until every module is ready, then it reports `active`.
+2. **Takes** up to `BOSSA_SYNC_BATCH` events (each customer's oldest unfinished one:
+   per-account order holds across takes, threads and restarts) and turns them into
+   items, in queue order: consecutive account-sync events (contracts' events and the
+   types the file marks `batch: true`) of the default thread form one batch (S8); every
+   other event is an item of its own.
+3. **Dispatches** the items on the threads of `bossa.sync.models.Dispatcher` (S7), in queue order.
+4. **Processes** an item in one transaction: the ack (PROCESSED) and what its modules
+   change commit together (S6), so a listener killed at any moment has applied an
+   event once or not at all. An event that cannot be applied rolls its whole batch
+   back (S8): that event is held (parked, with the error), the batch's others go back
+   READY uncounted, nothing more is started, and the listener takes nothing while an
+   event of its lane is held, until an operator retries or discards it; then the batch
+   is delivered again.
+5. **Disconnects** (S9) when an operator asks (`bossa sync listener disconnect`): it
+   starts nothing more, gives back what it took and did not start, waits for its
+   threads to finish their current event, and reports `disconnected`; on `connect` it
+   takes again. Nothing is lost: what it did not process stays READY.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-import psycopg
-
 from bossa.db import Conn
-from bossa.errors import UserError
-from bossa.journal import Entry, Failure, Journal, Worker
+from bossa.errors import InvalidInput, UserError
+from bossa.journal import Entry, Failure, Journal, Taken, WorkerStats
+from bossa.journal import service as journal_ops
+from bossa.journal.worker import DB_ERRORS
 from bossa.logs import get_logger
-from bossa.sync import metrics, service
-from bossa.sync.models import ACCOUNT_SYNC_KIND, AccountEvent
+from bossa.sync import metrics, service, store
+from bossa.sync.models import (
+    ACCOUNT_SYNC_KIND,
+    BUSINESS_KIND,
+    DEFAULT_POOL,
+    AccountEvent,
+    BusinessEvent,
+    Dispatcher,
+    EventConfig,
+)
+from bossa.sync.service import MODULES, ModuleContext
 from bossa.sync.settings import SyncSettings
 
-__all__ = ["listener"]
+__all__ = ["Listener", "listener"]
 
 log = get_logger("bossa.sync.lanes")
 
-#: Seconds between two questions to the database whether an event of the lane is held.
+#: Seconds between two questions to the database whether an event of the lane is held
+#: (the journal's published view casts the state to text: the question scans the lane).
 HELD_CHECK_S = 1.0
+#: Seconds between two looks at the operator's wish (connected or not) during a round.
+WISH_CHECK_S = 0.1
+#: Seconds between two reports that the listener is alive (`seen_at`).
+SEEN_EVERY_S = 2.0
+#: Seconds between two purges of processed events past their retention (S6).
+PURGE_EVERY_S = 600.0
 
 
 class _Rollback(Exception):
-    """Ends the trial's transaction: it must never commit."""
+    """Ends a transaction that must never commit."""
 
 
-def _failure(entry: Entry, exc: Exception) -> Failure:
-    code = exc.field if isinstance(exc, UserError) and exc.field else type(exc).__name__
-    return Failure(entry.id, f"apply:{code}"[:200], str(exc)[:4000] or repr(exc), final=True)
+class _Stale(Exception):
+    """The lease passed to another listener: the ack was refused, nothing applied."""
 
 
-def listener(journal: Journal, settings: SyncSettings, *, listen_url: str | None = None) -> Worker:
-    """The listener of the settings' pipeline instance (`bossa sync listen`)."""
-    lane = settings.lane
-    pool = journal.pool
-    was_held = False
-    #: When the database was last asked whether an event is held (monotonic), and the
-    #: answer. Asked at most once a second: the published view casts the state to text,
-    #: so the question is a scan of the lane (docs: "Known limits"). A hold this
-    #: listener makes itself is known at once.
-    checked_at = -1.0
-    held_now = False
+Item = list[Entry]
 
-    async def trial(entries: list[Entry]) -> dict[int, Failure | None]:
-        outcome: dict[int, Failure | None] = {e.id: None for e in entries}
-        bad: tuple[Entry, Exception] | None = None
-        async with pool.connection() as conn:
+
+class Listener:
+    """The listener of one pipeline instance (`bossa sync listen`)."""
+
+    def __init__(
+        self, journal: Journal, settings: SyncSettings, *, listen_url: str | None = None
+    ) -> None:
+        self.journal = journal
+        self.pool = journal.pool
+        self.settings = settings
+        self.instance = settings.instance
+        self.lane = settings.lane
+        self.events: EventConfig = service.event_config(settings)
+        self.dispatcher: Dispatcher[Item] = Dispatcher(self.events.threads)
+        self.stats = WorkerStats()
+        self.state = "stopped"
+        self._stopping = asyncio.Event()
+        self._held_now = False
+        self._held_checked = -1.0
+        self._was_held = False
+        self._seen_at = -1.0
+        self._purged_at = time.monotonic()
+        self._reaped_at = -1.0
+
+    def stop(self) -> None:
+        """Finish the events in hand, give back the rest, exit (SIGTERM)."""
+        self._stopping.set()
+        self.dispatcher.halt()
+
+    # -- the loop --------------------------------------------------------------------
+
+    async def run(self, *, install_signal_handlers: bool = False, until_idle: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stop)
+        try:
+            await self._start()
+            while not self._stopping.is_set():
+                if not await self._connected():
+                    await self._report("disconnected")
+                    if until_idle:
+                        return
+                    await self._sleep(self.settings.poll_s)
+                    continue
+                await self._report("active")
+                if not await self._gate():
+                    if until_idle:
+                        return
+                    await self._sleep(min(self.settings.poll_s * 5, 1.0))
+                    continue
+                await self._housekeeping()
+                taken = await self.journal.take(self.lane, self.settings.batch)
+                if not taken.entries:
+                    if until_idle and not await self.journal.busy(self.lane):
+                        return
+                    await self._sleep(self.settings.poll_s)
+                    continue
+                await self._round(taken)
+        finally:
+            if install_signal_handlers:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+            with contextlib.suppress(*DB_ERRORS):
+                await self._report("stopped", force=True)
+            metrics.LISTENER_ACTIVE.labels(self.lane).set(0)
+            log.info(
+                "sync listener stopped",
+                lane=self.lane,
+                processed=self.stats.acked,
+                held=self.stats.parked,
+                released=self.stats.released,
+            )
+
+    async def _start(self) -> None:
+        """S11: events wait READY until every module of the pipeline is ready."""
+        async with self.pool.connection() as conn:
+            await store.listener_register(conn, self.instance)
+        await self._report("starting", force=True)
+        log.info("sync listener starting: initialising its modules", lane=self.lane)
+        wanted = {m for d in self.events.business_events.values() for m in d.modules}
+        for name in sorted(wanted | {"account_data"}):
+            init = MODULES[name].init
+            if init is not None:
+                await init(self.pool)
+        policy = await self.journal.policy(self.lane, fresh=True)
+        if policy.retention_s != self.settings.retention_s:
+            await self.journal.set_policy(
+                self.lane, {"retention_s": self.settings.retention_s}, actor="sync-listener"
+            )
+        log.info("sync listener ready", lane=self.lane, threads=self.dispatcher.sizes)
+
+    async def _connected(self) -> bool:
+        async with self.pool.connection() as conn:
+            row = await store.listener(conn, self.instance)
+        return row is None or bool(row["connected"])
+
+    async def _report(self, state: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if state == self.state and not force and now - self._seen_at < SEEN_EVERY_S:
+            return
+        if state != self.state and state in ("active", "disconnected"):
+            log.warning(
+                "sync listener connected" if state == "active" else "sync listener disconnected",
+                lane=self.lane,
+            )
+        self.state = state
+        self._seen_at = now
+        metrics.LISTENER_ACTIVE.labels(self.lane).set(int(state == "active"))
+        async with self.pool.connection() as conn:
+            await store.set_listener_state(conn, self.instance, state)
+
+    async def _gate(self) -> bool:
+        """False while an event of the lane is held for an operator (S8)."""
+        if self._held_now or time.monotonic() - self._held_checked >= HELD_CHECK_S:
+            self._held_now = await service.held(self.pool, self.lane)
+            self._held_checked = time.monotonic()
+        held = self._held_now
+        metrics.HELD.labels(self.lane).set(int(held))
+        if held and not self._was_held:
+            log.warning("listener holds: an event waits for an operator", lane=self.lane)
+        elif self._was_held and not held:
+            log.warning("listener resumes: no event is held any more", lane=self.lane)
+        self._was_held = held
+        return not held
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._reaped_at >= self.journal.settings.reap_interval_s:
+            self._reaped_at = now
+            reaped = await self.journal.reap_expired(self.lane)
+            if reaped:
+                log.warning(
+                    "leases expired; events handed out again", lane=self.lane, events=len(reaped)
+                )
+        if now - self._purged_at >= PURGE_EVERY_S:
+            self._purged_at = now
+            await journal_ops.purge(self.journal, self.lane)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    # -- a round: the items of one take --------------------------------------------
+
+    def items(self, entries: Sequence[Entry]) -> list[tuple[str, Item]]:
+        """The take as (thread pool, item) in queue order: runs of account-sync events
+        of the default thread are batches; everything else goes one at a time."""
+        items: list[tuple[str, Item]] = []
+        open_batch: Item | None = None
+        for entry in entries:
+            btype, batch = self._classify(entry)
+            pool = self.dispatcher.pool_of(btype)
+            if batch and pool == DEFAULT_POOL:
+                if open_batch is None or len(open_batch) >= self.settings.batch:
+                    open_batch = []
+                    items.append((pool, open_batch))
+                open_batch.append(entry)
+                continue
+            open_batch = None
+            items.append((pool, [entry]))
+        return items
+
+    def _classify(self, entry: Entry) -> tuple[str, bool]:
+        if entry.kind == ACCOUNT_SYNC_KIND:
+            return ACCOUNT_SYNC_KIND, True
+        btype = entry.payload.get("type") if isinstance(entry.payload, dict) else None
+        if not isinstance(btype, str):
+            return "", False
+        definition = self.events.business_events.get(btype)
+        return btype, bool(definition and definition.batch)
+
+    async def _round(self, taken: Taken) -> None:
+        self.stats.taken += len(taken.entries)
+        self.dispatcher.resume()
+        settled: set[int] = set()
+        done = asyncio.Event()
+        watchers = [
+            asyncio.create_task(self._heartbeat(taken, settled, done)),
+            asyncio.create_task(self._watch_wish(done)),
+        ]
+
+        async def work(item: Item, thread: str, began: Callable[[], None]) -> None:
+            await self._process(taken, item, thread, began)
+            settled.update(e.id for e in item)
+
+        try:
+            outcome = await self.dispatcher.run(self.items(taken.entries), work)
+        finally:
+            done.set()
+            await asyncio.gather(*watchers, return_exceptions=True)
+        unstarted = [e.id for item in outcome.unstarted for e in item]
+        if unstarted:
+            released = await self.journal.release(taken.token, unstarted)
+            self.stats.released += len(released)
+
+    async def _heartbeat(self, taken: Taken, settled: set[int], done: asyncio.Event) -> None:
+        """Extend the leases of the take's unsettled events every third of the lease: a
+        slow event (a recycle) is not handed to another listener while it runs."""
+        lease_ms = (await self.journal.policy(self.lane)).lease_ms
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=lease_ms / 3000)
+            if done.is_set():
+                return
+            with contextlib.suppress(*DB_ERRORS):
+                await self.journal.heartbeat(
+                    taken.token, self.lane, [i for i in taken.ids if i not in settled]
+                )
+
+    async def _watch_wish(self, done: asyncio.Event) -> None:
+        """S9: a disconnect asked during a round stops the dispatch at once. Meanwhile
+        the listener keeps saying it is alive: a long event (a recycle) must not make it
+        look stopped, or a disconnect would return before that event is finished."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=WISH_CHECK_S)
+            if done.is_set():
+                return
+            with contextlib.suppress(*DB_ERRORS):
+                await self._report(self.state)
+                if not self.dispatcher.halted and not await self._connected():
+                    log.info("disconnect asked: finishing the events in hand", lane=self.lane)
+                    self.dispatcher.halt()
+
+    async def _process(
+        self, taken: Taken, item: Item, thread: str, began: Callable[[], None]
+    ) -> None:
+        """One item in one transaction: the ack and the modules' changes (S6, S8).
+        Processing has begun once the item is marked PROCESSED in its transaction (the
+        seed's DAT_Listener: dequeue, mark, route): the next item may start then."""
+        try:
+            types = await self._apply(taken, item, thread, began)
+        except _Stale:
+            log.warning("ack refused: the lease passed to another listener", lane=self.lane)
+            return
+        except DB_ERRORS as exc:
+            # The database is away: the events stay taken until their lease expires and
+            # are handed out again; nothing was applied.
+            log.warning("database unavailable; events given back", lane=self.lane, error=str(exc))
+            self.dispatcher.halt()
+            return
+        except Exception as exc:  # a bad event or a module's bug: hold, with the reason
+            bad, error = (item[0], exc) if len(item) == 1 else await self._culprit(item, exc)
+            await self._hold(taken, item, bad, error)
+            return
+        self.stats.acked += len(item)
+        now = datetime.now(UTC)
+        for entry, btype in zip(item, types, strict=True):
+            metrics.PROCESSED.labels(self.lane, btype).inc()
+            metrics.DELAY.observe(max(0.0, (now - entry.created_at).total_seconds()))
+
+    async def _apply(
+        self, taken: Taken, item: Item, thread: str, began: Callable[[], None]
+    ) -> list[str]:
+        """The ack and the modules' changes in one transaction; returns the types. A
+        batch is sent in pipeline mode (its statements do not wait for each other's
+        answers: a round trip per batch instead of per event), so which event an error
+        belongs to is not known here: `_culprit` finds it."""
+        ids = [e.id for e in item]
+        async with self.pool.connection() as conn:
+            pipeline = conn.pipeline() if len(item) > 1 else contextlib.nullcontext()
+            async with pipeline, conn.transaction():
+                accepted = await self.journal.ack(taken.token, ids, conn=conn)
+                _check_accepted(accepted, ids)
+                began()
+                return [await self._route(conn, entry, thread) for entry in item]
+
+    async def _culprit(self, item: Item, first: Exception) -> tuple[Entry, Exception]:
+        """The event of a failed batch that cannot be applied: the batch again, one
+        statement at a time, in a transaction that is always rolled back. If it applies
+        this time (the data changed meanwhile), the first event is held with the first
+        error, and the operator's retry delivers the batch again."""
+        found: tuple[Entry, Exception] | None = None
+        async with self.pool.connection() as conn:
             with contextlib.suppress(_Rollback):
                 async with conn.transaction():
-                    for entry in entries:
+                    for entry in item:
                         try:
-                            await service.apply(conn, [AccountEvent.from_entry(entry.payload)])
-                        except (UserError, psycopg.DataError, psycopg.IntegrityError) as exc:
-                            bad = (entry, exc)
+                            await self._route(conn, entry, "culprit")
+                        except DB_ERRORS:
+                            raise
+                        except Exception as exc:  # the one to hold, whatever it raised
+                            found = (entry, exc)
                             break
                     raise _Rollback
-        if bad is None:
-            return outcome
-        failed, error = bad
+        return found or (item[0], first)
+
+    async def _route(self, conn: Conn, entry: Entry, thread: str) -> str:
+        """S6: the event to the modules registered for its type; returns the type."""
+        if entry.kind == ACCOUNT_SYNC_KIND:
+            event = AccountEvent.from_entry(entry.payload)
+            await service.apply(conn, [event])
+            return event.type.value
+        if entry.kind != BUSINESS_KIND:
+            raise InvalidInput(f"not a business event: kind {entry.kind!r}", field="kind")
+        business = BusinessEvent.from_entry(entry.payload)
+        definition = self.events.business_events.get(business.type)
+        if definition is None:
+            raise InvalidInput(
+                f"no business event {business.type} in the business-event file",
+                field="payload.type",
+            )
+        ctx = ModuleContext(self.instance, entry.id, thread)
+        for name in definition.modules:
+            await MODULES[name].apply(conn, ctx, business)
+        return business.type
+
+    async def _hold(self, taken: Taken, item: Item, bad: Entry, exc: Exception) -> None:
+        code = exc.field if isinstance(exc, UserError) and exc.field else type(exc).__name__
+        failures = [
+            Failure(bad.id, f"apply:{code}"[:200], str(exc)[:4000] or repr(exc), final=True)
+        ] + [
+            Failure(
+                e.id,
+                "batch_rolled_back",
+                f"entry {bad.id} of its batch could not be applied",
+                counted=False,
+            )
+            for e in item
+            if e.id != bad.id
+        ]
+        self._held_now = True
+        self.dispatcher.halt()
         log.warning(
             "business event cannot be applied: batch rolled back, listener holds until it"
             " is fixed (bossa sync report)",
-            lane=lane,
-            entry=failed.id,
-            key=failed.key,
-            error=str(error)[:300],
+            lane=self.lane,
+            entry=bad.id,
+            key=bad.key,
+            batch=len(item),
+            error=str(exc)[:300],
         )
-        nonlocal held_now
-        held_now = True
-        for entry in entries:
-            outcome[entry.id] = (
-                _failure(entry, error)
-                if entry.id == failed.id
-                else Failure(
-                    entry.id,
-                    "batch_rolled_back",
-                    f"entry {failed.id} of its batch could not be applied",
-                    counted=False,
-                )
-            )
-        return outcome
+        results = await self.journal.fail(taken.token, self.lane, failures)
+        self.stats.failed += len(results)
+        self.stats.parked += 1
 
-    async def commit(conn: Conn, entries: list[Entry]) -> None:
-        events = [AccountEvent.from_entry(e.payload) for e in entries]
-        await service.apply(conn, events)
-        now = datetime.now(UTC)
-        for event in events:
-            metrics.DELAY.observe(max(0.0, (now - event.occurred_at).total_seconds()))
 
-    async def gate() -> bool:
-        nonlocal was_held, checked_at, held_now
-        if held_now or time.monotonic() - checked_at >= HELD_CHECK_S:
-            held_now = await service.held(pool, lane)
-            checked_at = time.monotonic()
-        is_held = held_now
-        metrics.HELD.labels(lane).set(int(is_held))
-        if is_held and not was_held:
-            log.warning("listener holds: an event waits for an operator", lane=lane)
-        elif was_held and not is_held:
-            log.warning("listener resumes: no event is held any more", lane=lane)
-        was_held = is_held
-        return not is_held
+def _check_accepted(accepted: set[int], ids: list[int]) -> None:
+    if len(accepted) != len(ids):
+        raise _Stale
 
-    return Worker(
-        journal,
-        lane,
-        {ACCOUNT_SYNC_KIND: lambda entry: None},
-        listen_url=listen_url,
-        batch_size=settings.batch,
-        # Strict queue order across customers within a batch is not needed (each
-        # customer's events stay in order); one taker keeps batches from racing.
-        concurrency=1,
-        batch_handler=trial,
-        after_ack=commit,
-        gate=gate,
-    )
+
+def listener(
+    journal: Journal, settings: SyncSettings, *, listen_url: str | None = None
+) -> Listener:
+    """The listener of the settings' pipeline instance (`bossa sync listen`)."""
+    return Listener(journal, settings, listen_url=listen_url)

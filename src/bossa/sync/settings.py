@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bossa.config import BossaSettings, register
@@ -18,9 +19,19 @@ class SyncSettings(BossaSettings):
     section: ClassVar[str] = "sync"
     model_config = SettingsConfigDict(env_prefix="BOSSA_SYNC_")
 
-    #: The pipeline instance this process publishes to and listens for (S5: one lane per
-    #: instance). Partitions with an account router (S12) are not built: one instance.
-    instance: int = Field(default=0, ge=0, le=0)
+    #: The pipeline instance this process listens for (S5: one lane per instance).
+    instance: int = Field(default=0, ge=0, le=7)
+    #: Pipeline instances, one per account partition (S12): the publisher routes each
+    #: customer's events to its instance's lane (`bossa sync route`, else a hash).
+    instances: int = Field(default=1, ge=1, le=8)
+    #: The business-event file (S2-S4, S6, S7): YAML, TOML or JSON; unset: the packaged
+    #: default (bossa/sync/events.yaml).
+    events: Path | None = None
+    #: How long PROCESSED events are kept on the lane before the listener purges them
+    #: (S6); the listener sets it as its lane's retention.
+    retention_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    #: Seconds between two looks at the lane when nothing is READY.
+    poll_s: float = Field(default=0.2, ge=0.01, le=10.0)
     #: The zone of the local time usage records carry: a change made now holds from now
     #: in this zone.
     timezone: str = Field(default="UTC", min_length=1, max_length=64)
@@ -35,6 +46,29 @@ class SyncSettings(BossaSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @field_validator("events")
+    @classmethod
+    def _events_file(cls, value: Path | None) -> Path | None:
+        """Checked at start-up: a mistake in the file stops the process naming the
+        field, instead of failing the first business transaction that publishes."""
+        from bossa.errors import UserError
+        from bossa.sync.service import check_event_file  # the modules are the service's
+
+        try:
+            check_event_file(value)
+        except UserError as exc:
+            raise ValueError(f"{exc.field}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _instance_exists(self) -> SyncSettings:
+        if self.instance >= self.instances:
+            raise ValueError(
+                f"instance: {self.instance} is not one of the {self.instances} instances"
+                " (BOSSA_SYNC_INSTANCES)"
+            )
+        return self
 
     @property
     def zone(self) -> ZoneInfo:
