@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bossa import ledger, rating
+from bossa.billing import bill
 from bossa.customers import load_sample_operator
 from bossa.customers import service as customers
 from bossa.customers.models import ContractChange, ContractRequest, CustomerRequest, ProductChange
@@ -26,6 +27,7 @@ from bossa.journal import service as journal_ops
 from bossa.rating.service import Pipeline
 from bossa.runtime import Runtime
 from bossa.sync import EventState, SyncSettings, listen, report
+from tests.billing.conftest import month, open_run
 from tests.rating.conftest import voice_tariff
 
 pytestmark = pytest.mark.anyio
@@ -240,3 +242,31 @@ async def test_a_bad_event_holds_its_batch_until_an_operator_acts(runtime: Runti
     final = await report(runtime.pool, SETTINGS)
     assert final.by_state[EventState.PROCESSED] == 7 + 2
     assert final.by_state[EventState.HELD] == 0
+
+
+async def test_usage_of_an_account_being_billed_waits_and_is_rated_after(
+    runtime: Runtime, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """S14 end to end: the bill run's BillingStarted, through the listener, holds the
+    cycle's accounts; a call rated meanwhile waits in suspense as billing_in_progress;
+    BillingCompleted ends the hold and the pipeline's automatic recycling rates it once."""
+    number = await new_line(runtime, 2)
+    await buy(runtime, 2, "SOIP")
+    at = utc_now() + timedelta(seconds=1)  # CDR times are whole seconds
+    await listen(runtime.journal, SETTINGS, listen_url=None, once=True)
+    run = await open_run(runtime.pool, month(1))
+    await listen(runtime.journal, SETTINGS, listen_url=None, once=True)
+    await asyncio_sleep_past(at)
+    await rate(runtime.pool, pipeline, tmp_path, "held", [f"h1,{number},8231,{local(at)},60"])
+    assert await outcome(runtime.pool, "h1") == "billing_in_progress"
+    # Recycling finds nothing to do while the hold lasts.
+    assert await rating.recycle_fixed(runtime.pool, pipeline, force=True) == 0
+    assert await outcome(runtime.pool, "h1") == "billing_in_progress"
+
+    await bill(runtime.pool, run)
+    await listen(runtime.journal, SETTINGS, listen_url=None, once=True)
+    assert await rating.recycle_fixed(runtime.pool, pipeline, force=True) == 1
+    rated = await outcome(runtime.pool, "h1")
+    assert isinstance(rated, tuple)
+    assert rated[0] == "SOIP"
+    assert await rating.recycle_fixed(runtime.pool, pipeline, force=True) == 0

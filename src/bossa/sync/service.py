@@ -602,11 +602,13 @@ def default_config() -> EventConfig:
 #
 # - `account_data`: contracts' account-sync events become rating's subscriptions (the
 #   existing `service.apply`); AccountCreated announces an account (S10: its details are
-#   loaded only on its first usage, by rating), AccountCancelled closes it.
+#   loaded only on its first usage, by rating), AccountCancelled closes it; either way
+#   rating is told the account changed (`rating.account_changed`).
 # - `balance_data`: the account's balances, read from the ledger when the event applies
 #   (the seed: a module may use the event's data or read the current data at the source).
 # - `discount_data`: the discount fields (`discount_*`) an event carries, per account.
-# - `billing`: which cycles a bill run is billing (S14 reads it).
+# - `billing`: which cycles a bill run is billing, and rating's S14 hold on their
+#   accounts from BillingStarted to BillingCompleted.
 # - `recycle`: each recycle request, processed once.
 
 
@@ -658,14 +660,18 @@ async def account_data(conn: Conn, ctx: ModuleContext, event: BusinessEvent) -> 
         status = "closed"
     else:
         status = str(event.value("status") or "open")
+    account = _account(event)
     await store.account_announced(
         conn,
         instance=ctx.instance,
-        account=_account(event),
+        account=account,
         customer=event.customer_id,
         status=status,
         entry=ctx.entry_id,
     )
+    # What rating holds of the account (S10: loaded on first usage) is read again; an
+    # opened account may also fix usage waiting in suspense (automatic recycling).
+    await rating.account_changed(conn, accounts=[account])
 
 
 @module("balance_data")
@@ -703,14 +709,22 @@ async def billing(conn: Conn, ctx: ModuleContext, event: BusinessEvent) -> None:
     if not isinstance(cycle, str) or not cycle:
         raise InvalidInput(f"{event.type} names no cycle", field="payload.events.data.cycle")
     run = event.value("run_id")
+    started = event.type == BusinessType.BILLING_STARTED
     await store.billing_mark(
         conn,
-        started=event.type == BusinessType.BILLING_STARTED,
+        started=started,
         instance=ctx.instance,
         cycle=cycle,
         run=int(run) if isinstance(run, int) else None,
         entry=ctx.entry_id,
     )
+    # S14: the cycle's accounts' new usage waits in suspense while they are billed, and
+    # is recycled by the pipeline once billing completes (rating's holds).
+    accounts = await store.cycle_accounts(conn, cycle)
+    if started:
+        await rating.billing_started(conn, accounts, run=f"{cycle}:{run}")
+    else:
+        await rating.billing_completed(conn, accounts)
 
 
 @module("recycle")

@@ -190,6 +190,11 @@ async def account_discounts(
     )
 
 
+async def cycle_accounts(conn: Conn, cycle: str) -> list[str]:
+    rows = await (await conn.execute(QUERIES["cycle_accounts"], {"cycle": cycle})).fetchall()
+    return [row["id"] for row in rows]
+
+
 async def billing_mark(
     conn: Conn, *, started: bool, instance: int, cycle: str, run: int | None, entry: int
 ) -> None:

@@ -124,6 +124,13 @@ on conflict (instance, account_id) do update
     set discounts = sync.pipeline_accounts.discounts || excluded.discounts,
         last_entry = excluded.last_entry, updated_at = now()
 
+-- name: cycle_accounts
+-- The accounts a bill run of the cycle bills (the ledger's published view), for rating's
+-- S14 hold.
+select id from ledger.billing_accounts
+where bill_cycle = %(cycle)s and status <> 'closed'
+order by id
+
 -- name: billing_started
 insert into sync.billing_cycles (instance, cycle, run_id, started_at, completed_at, last_entry)
 values (%(instance)s, %(cycle)s, %(run)s, now(), null, %(entry)s)
