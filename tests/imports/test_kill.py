@@ -18,7 +18,8 @@ from tests.imports.files import CONTRACT_COLUMNS, contract, load_operator, write
 
 CUSTOMERS = 100
 CONTRACTS = 30_000
-CHUNK = 100
+# Small chunks: many commits, so the kill lands half-way even when applying is fast.
+CHUNK = 50
 
 
 async def job_state(pool: Pool) -> tuple[str, int, int] | None:
@@ -69,7 +70,9 @@ async def test_sigkill_half_way_then_again_imports_each_row_once(
             state = await job_state(pool)
             if state is not None and state[1] >= CONTRACTS // 4:
                 break
-            assert child.poll() is None, "the import ended before it could be killed"
+            assert child.poll() is None, (
+                f"the import ended (exit {child.returncode}) before it could be killed"
+            )
             await asyncio.sleep(0.005)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)

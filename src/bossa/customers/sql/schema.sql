@@ -127,32 +127,35 @@ create index contracts_product on customers.contracts (product_code, sa_id);
 create function customers.contracts_refer_to_what_exists() returns trigger
 language plpgsql as $$
 declare
-    v_sa_id text;
+    v_missing text;
 begin
-    -- Three anti-joins rather than one row-by-row test, so each takes its own best plan
-    -- (index probes for a few rows, a hash for a chunk of an import).
-    select w.sa_id into v_sa_id from written w
+    -- Each distinct value once (a customer has a few contracts, a product many), by an
+    -- anti-join per reference, so each takes its own best plan (index probes for a few
+    -- rows, a hash for a chunk of an import).
+    select w.customer_id into v_missing
+    from (select distinct customer_id from written) w
     where not exists (select 1 from customers.customers c where c.id = w.customer_id)
     limit 1;
     if found then
-        raise exception 'contract % refers to a customer that does not exist', v_sa_id
+        raise exception 'a contract refers to customer % that does not exist', v_missing
             using errcode = 'foreign_key_violation', constraint = 'contracts_customer_id_fkey',
                   table = 'contracts', schema = 'customers';
     end if;
-    select w.sa_id into v_sa_id from written w
+    select w.product_code into v_missing
+    from (select distinct product_code from written) w
     where not exists (select 1 from customers.products p where p.code = w.product_code)
     limit 1;
     if found then
-        raise exception 'contract % refers to a product that does not exist', v_sa_id
+        raise exception 'a contract refers to product % that does not exist', v_missing
             using errcode = 'foreign_key_violation', constraint = 'contracts_product_code_fkey',
                   table = 'contracts', schema = 'customers';
     end if;
-    select w.sa_id into v_sa_id from written w
-    where w.account_id is not null
-      and not exists (select 1 from ledger.account_rows a where a.id = w.account_id)
+    select w.account_id into v_missing
+    from (select distinct account_id from written where account_id is not null) w
+    where not exists (select 1 from ledger.account_rows a where a.id = w.account_id)
     limit 1;
     if found then
-        raise exception 'contract % refers to an account that does not exist', v_sa_id
+        raise exception 'a contract refers to account % that does not exist', v_missing
             using errcode = 'foreign_key_violation', constraint = 'contracts_account_id_fkey',
                   table = 'contracts', schema = 'customers';
     end if;
