@@ -18,8 +18,7 @@ from tests.imports.files import CONTRACT_COLUMNS, contract, load_operator, write
 
 CUSTOMERS = 100
 CONTRACTS = 30_000
-# Small chunks: many commits, so the kill lands half-way even when applying is fast.
-CHUNK = 50
+CHUNK = 100
 
 
 async def job_state(pool: Pool) -> tuple[str, int, int] | None:

@@ -35,13 +35,15 @@ alter table ledger.accounts drop constraint accounts_currency_fkey;
 create function ledger.accounts_in_known_currencies() returns trigger
 language plpgsql as $$
 declare
-    v_id text;
+    v_missing text;
 begin
-    select w.id into v_id from written w
+    -- Each distinct currency once: a chunk of an import holds one or two.
+    select w.currency into v_missing
+    from (select distinct currency from written) w
     where not exists (select 1 from ledger.currencies c where c.code = w.currency)
     limit 1;
     if found then
-        raise exception 'account % is in a currency the ledger does not know', v_id
+        raise exception 'an account is in currency % that the ledger does not know', v_missing
             using errcode = 'foreign_key_violation', constraint = 'accounts_currency_fkey',
                   table = 'accounts', schema = 'ledger';
     end if;
