@@ -6,8 +6,8 @@ services, in one transaction, and puts the whole operator into any database: loa
 again changes nothing, and what an operator already has under the same ids is left as it
 is. The sample's contracts are recorded as existing service (as an import would), so no
 provisioning order is sent for them. `load_sample` is the tour's and the test fixtures'
-synchronous loader of the products, customers and contracts, whose accounts the caller
-opens.
+synchronous loader of the products, customers, accounts (with the ledger's default terms,
+opened when missing: a contract names only an account that exists) and contracts.
 """
 
 from __future__ import annotations
