@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from bossa import config, logs
+from bossa.alerts import demo as alerts_demo
 from bossa.billing import demo as billing_demo
 from bossa.customers import load_sample
 from bossa.customers.sample import load_sample_operator
@@ -95,6 +96,9 @@ async def tour(out: Console, *, serve: bool = False) -> None:
                 await partners_demo.chapter(out, runtime)
 
             await provisioning_demo.chapter(out, runtime, server, then=billing_chapter)
+            # Last: it stops and restarts the server under every chapter's pool.
+            next(chapter)
+            await alerts_demo.chapter(out, runtime, server)
             out.print(Rule())
             out.print(f"tour finished in {time.monotonic() - started:.1f}s")
             if serve:
@@ -110,6 +114,7 @@ def _chapters(out: Console) -> Any:
         "5. Provisioning: an order completes while a server is down (P4, P5, P6)",
         "6. Billing: a bill run that never stops business (B1-B6)",
         "7. Partners: a template run through the open API, its MDR file over SFTP (O1-O5)",
+        "8. Missed-call alerts: SMS sent while PostgreSQL is stopped, reconciled after (M1-M6)",
     ]
     for title in titles:
         out.print(Rule(title, align="left"))

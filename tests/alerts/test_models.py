@@ -74,3 +74,15 @@ def test_uplink_code_needs_exactly_one_code() -> None:
     assert uplink_code("WHO 123456") == "123456"
     assert uplink_code("123456 654321") is None
     assert uplink_code("1234567") is None
+
+
+def test_the_ascii_fast_path_is_gsm() -> None:
+    from bossa.alerts.models import GSM_AS_ASCII
+
+    every = "".join(sorted(GSM_AS_ASCII))
+    assert every.encode("gsm03.38") == every.encode("ascii")
+    for other in "$@[\\]^_`{|}~":
+        assert other not in GSM_AS_ASCII
+    text = "Missed call: +8613900000001 called you 3 time(s), last at 11-29 14:02."
+    assert encode_sms(text, 1).parts == [text.encode("gsm03.38")]
+    assert encode_sms("price $5 @home", 1).parts == ["price $5 @home".encode("gsm03.38")]

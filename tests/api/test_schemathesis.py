@@ -26,6 +26,9 @@ EXAMPLES = int(os.environ.get("BOSSA_FUZZ_EXAMPLES", "50"))
 
 
 @pytest.mark.slow
+# Every route of every module, fuzzed: minutes on a loaded machine, past the suite's
+# default timeout, and bounded by the subprocess's own.
+@pytest.mark.timeout(1000)
 def test_no_server_error_and_no_undocumented_status(db_url: str, tmp_path: Path) -> None:
     with psycopg.connect(db_url) as conn:
         load_sample(conn)

@@ -5,6 +5,7 @@ the account, paying more is a deposit; the restore is recorded with when it was 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 
 import psycopg
@@ -24,6 +25,7 @@ from bossa.ledger import balances
 from bossa.provisioning import Deliverer, ProvisioningSettings
 from bossa.provisioning.sample import load_sample_plans
 from tests.billing.conftest import key, month, open_run
+from tests.faults import Hook
 from tests.support import free_port
 
 WIBRO = 1_900_000  # A-1002's one contract, SA-5003, a month
@@ -228,3 +230,60 @@ async def test_the_restore_records_when_it_was_sent(
             "select amount from billing.staged_writeoffs where idempotency_key = 'till-9'"
         ).fetchone()
     assert staged == (WIBRO,)  # the write-off the restore belongs to, by the same key
+
+
+async def test_dunning_never_suspends_for_arrears_paid_while_it_runs(
+    journal: Journal, accounts: list[str], db_url: str
+) -> None:
+    """Dunning reads its list, then suspends account by account: a payment that commits
+    in between (here held in its transaction, with the account locked, until dunning has
+    read the list and reached the account) is seen, and the account stays active."""
+    first = await open_run(journal.pool, FIRST)
+    await bill(journal.pool, first)
+    await settle(journal.pool, first)
+    owed = await arrears_of(journal, "A-1002")
+    assert owed == WIBRO
+    hook = Hook(db_url, "billing", "payments", nth=1, event="insert").install()
+    hook.arm()
+    try:
+        paying = asyncio.create_task(
+            pay(
+                journal,
+                payment("A-1002", owed),
+                kind="arrears",
+                actor="t",
+                idempotency_key=key(),
+                today=TODAY,
+            )
+        )
+        await asyncio.to_thread(hook.wait_stuck, containing="billing.payments", at_least=1)
+        dunning = asyncio.create_task(run_dunning(journal, today=TODAY))
+        # Dunning has read its list (the payment is not committed) and waits for the
+        # account's lock, which the payment holds.
+        await _wait_lock_waiter(db_url, "ledger")
+        hook.disarm()
+        await paying
+        suspended = await dunning
+    finally:
+        hook.close()
+    assert "A-1002" not in suspended
+    assert await status_of(journal, "A-1002") == ("active", ["active"])
+    assert await arrears_of(journal, "A-1002") == 0
+
+
+async def _wait_lock_waiter(db_url: str, schema: str, limit_s: float = 30) -> None:
+    """Until a backend waits for a row lock on a table of `schema`."""
+    deadline = asyncio.get_running_loop().time() + limit_s
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        while True:
+            row = await (
+                await conn.execute(
+                    "select count(*) from pg_stat_activity a where a.datname = current_database()"
+                    " and a.wait_event_type = 'Lock' and strpos(a.query, %s) > 0",
+                    (f"{schema}.",),
+                )
+            ).fetchone()
+            if row is not None and row[0] > 0:
+                return
+            assert asyncio.get_running_loop().time() < deadline, "dunning never waited"
+            await asyncio.sleep(0.02)

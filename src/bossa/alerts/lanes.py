@@ -23,7 +23,8 @@ import json
 import signal
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import dict_row
@@ -57,7 +58,15 @@ from bossa.alerts.service import DATABASE_ERRORS, SMS_LANE, DatabaseMonitor
 from bossa.alerts.settings import AlertsSettings
 from bossa.db import Conn, DatabaseSettings, Pool
 from bossa.errors import ConfigError, InvalidInput
-from bossa.journal import DatabaseLost, Entry, HandlerError, Journal, JournalSettings, Worker
+from bossa.journal import (
+    DatabaseLost,
+    Entry,
+    Failure,
+    HandlerError,
+    Journal,
+    JournalSettings,
+    Worker,
+)
 from bossa.logs import get_logger
 
 __all__ = ["SMS_LANE", "AlertsDaemon", "serve"]
@@ -69,6 +78,52 @@ _REF_NAMESPACE = uuid.UUID("6f1c8a52-4d0e-4f55-9f49-5b7f0c1f3a10")
 _DB_TIMEOUT_S = 1.0
 #: Calls committed in one intake transaction at most.
 _MAX_BATCH = 500
+#: The largest intake batch whose notices are decided in its own transaction (window 0).
+_INLINE_DECIDE_MAX = 100
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class _GroupCommit(Generic[T, R]):
+    """Items that arrive while a batch is being written go together in the next one, so a
+    burst costs a few transactions, not one per item; each caller gets its own result
+    (or the batch's exception: no waiter may hang), within `_DB_TIMEOUT_S`."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]], max_batch: int) -> None:
+        self.write = write
+        self.max_batch = max_batch
+        self._batch: list[tuple[T, asyncio.Future[R]]] = []
+        self._writing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._batch.append((item, future))
+        if not self._writing:
+            self._writing = True
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._batch:
+                batch = self._batch[: self.max_batch]
+                self._batch = self._batch[self.max_batch :]
+                try:
+                    async with asyncio.timeout(_DB_TIMEOUT_S):
+                        results = await self.write([item for item, _ in batch])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._writing = False
 
 
 class AlertsDaemon:
@@ -98,16 +153,7 @@ class AlertsDaemon:
             self._inbound,
         )
         self.sip = SipServer(settings.sip_host, settings.sip_port, self._invite)
-        self.worker = Worker(
-            journal,
-            SMS_LANE,
-            {SMS_KIND: self._send},
-            listen_url=url,
-            concurrency=8,
-            batch_size=200,
-            gate=self._may_send,
-            after_ack=self._after_ack,
-        )
+        self.worker = self._sms_worker()
         self.registry: dict[str, str] = self.spool.load_registry()
         # Ids of submitted notices by entry, written with the entry's ack.
         self._submitted: dict[int, tuple[int, list[str]]] = {}
@@ -118,8 +164,8 @@ class AlertsDaemon:
         self._outage_sends: set[asyncio.Task[None]] = set()
         self._flush_now = asyncio.Event()
         self._spool_dirty = False
-        self._batch: list[tuple[MissedCall, asyncio.Future[bool]]] = []
-        self._batching = False
+        self._record_calls = _GroupCommit(self._write_calls, _MAX_BATCH)
+        self._record_receipts = _GroupCommit(self._write_receipts, _MAX_BATCH)
         self._in_doubt: set[uuid.UUID] = set()
         #: Calls whose message 1 is being submitted (not yet recorded as sent).
         self._being_told: set[str] = set()
@@ -203,8 +249,8 @@ class AlertsDaemon:
             else:
                 if inserted:
                     metrics.CALLS.labels(call.via, "up").inc()
-                if self.settings.window_s == 0:
-                    self._flush_now.set()
+                # With a window of 0 the intake transaction decided it already; a decision
+                # that failed there is retried by the flusher's next round (every 50 ms).
                 return
         if call.call_ref in self._spooled_refs:
             return
@@ -221,32 +267,27 @@ class AlertsDaemon:
     async def _record(self, call: MissedCall) -> bool:
         """Group commit: calls that arrive while a transaction is committing go together
         in the next one, so a burst costs a few commits, not one per call."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._batch.append((call, future))
-        if not self._batching:
-            self._batching = True
-            asyncio.get_running_loop().create_task(self._commit_batches())
-        return await future
+        return await self._record_calls(call)
 
-    async def _commit_batches(self) -> None:
-        try:
-            while self._batch:
-                batch, self._batch = self._batch[:_MAX_BATCH], self._batch[_MAX_BATCH:]
-                try:
-                    async with asyncio.timeout(_DB_TIMEOUT_S):
-                        inserted = await service.record_calls(
-                            self.pool, [c for c, _ in batch], window_s=self.settings.window_s
-                        )
-                except Exception as exc:  # every waiter gets it: none may hang
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for call, future in batch:
-                    if not future.done():
-                        future.set_result(call.id in inserted)
-        finally:
-            self._batching = False
+    async def _write_calls(self, calls: list[MissedCall]) -> list[bool]:
+        # Small bursts are decided in their intake transaction; a large one (the database
+        # is falling behind) keeps that transaction short, since the SIP answers wait for
+        # it, and leaves the deciding to the flusher.
+        inline = len(calls) <= _INLINE_DECIDE_MAX
+        inserted = await service.record_calls(
+            self.pool,
+            calls,
+            window_s=self.settings.window_s,
+            decide=(self.journal, self.settings) if inline else None,
+        )
+        if not inline and self.settings.window_s == 0:
+            self._flush_now.set()
+        return [call.id in inserted for call in calls]
+
+    async def _write_receipts(
+        self, receipts: list[tuple[int | None, list[str], str]]
+    ) -> list[int | None]:
+        return await service.record_deliveries(self.pool, receipts)
 
     def _window(self, call: MissedCall) -> None:
         key = (call.callee, call.caller)
@@ -370,6 +411,39 @@ class AlertsDaemon:
     async def _may_send(self) -> bool:
         return self.monitor.up and self.esme.bound_links > 0
 
+    def _sms_worker(self) -> Worker:
+        # A batch handler: every entry of a take (one per subscriber, so a subscriber's
+        # messages stay in order) is submitted at once and the SMPP window keeps them in
+        # flight together; one ack (with its submissions recorded) per take.
+        return Worker(
+            self.journal,
+            SMS_LANE,
+            {SMS_KIND: self._send},
+            listen_url=self.url,
+            # A take's ack waits for its slowest SMS, so a slot is held for an SMSC round
+            # trip: enough slots that a slow SMSC does not cap the rate at slots x batch /
+            # round trip (the SMPP window bounds what is in flight), and few enough that
+            # takes and acks leave pool connections to the intake, whose SIP answers wait.
+            concurrency=8,
+            batch_size=500,
+            gate=self._may_send,
+            after_ack=self._after_ack,
+            batch_handler=self._send_batch,
+        )
+
+    async def _send_batch(self, entries: list[Entry]) -> dict[int, Failure | None]:
+        async def one(entry: Entry) -> Failure | None:
+            try:
+                await self._send(entry)
+            except HandlerError as exc:
+                return Failure(entry.id, exc.code, exc.message)
+            except Exception as exc:  # one entry's bug fails that entry, not its batch
+                return Failure(entry.id, type(exc).__name__, str(exc) or repr(exc))
+            return None
+
+        outcomes = await asyncio.gather(*(one(entry) for entry in entries))
+        return {entry.id: outcome for entry, outcome in zip(entries, outcomes, strict=True)}
+
     async def _send(self, entry: Entry) -> None:
         try:
             order = SmsOrder.from_entry(entry.payload)
@@ -398,16 +472,7 @@ class AlertsDaemon:
                 await self.worker.run()
             except DatabaseLost:
                 log.warning("alerts.sms_lane_waiting_for_database")
-                self.worker = Worker(
-                    self.journal,
-                    SMS_LANE,
-                    {SMS_KIND: self._send},
-                    listen_url=self.url,
-                    concurrency=8,
-                    batch_size=200,
-                    gate=self._may_send,
-                    after_ack=self._after_ack,
-                )
+                self.worker = self._sms_worker()
             else:
                 return
 
@@ -422,10 +487,7 @@ class AlertsDaemon:
             keys = receipt_id_keys(parsed[0])
             if self.monitor.up:
                 try:
-                    async with asyncio.timeout(_DB_TIMEOUT_S):
-                        await service.record_delivery(
-                            self.pool, notice_id=tag or None, receipt_keys=keys, stat=parsed[1]
-                        )
+                    await self._record_receipts((tag or None, keys, parsed[1]))
                 except DATABASE_ERRORS as exc:
                     await self.monitor.failed(exc)
                 else:

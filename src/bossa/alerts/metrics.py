@@ -18,6 +18,7 @@ __all__ = [
     "REPLAYED",
     "SIP_RETRANSMISSIONS",
     "SPOOL_DEPTH",
+    "SPOOL_FSYNCS",
     "SUBMITS",
     "UPLINKS",
 ]
@@ -42,6 +43,10 @@ RECONNECTS = Counter("bossa_alerts_smpp_reconnects", "SMPP reconnection attempts
 DATABASE_UP = Gauge("bossa_alerts_database_up", "1 while the database monitor says up")
 SPOOL_DEPTH = Gauge(
     "bossa_alerts_spool_depth", "Missed calls spooled on disk, not yet in the database"
+)
+SPOOL_FSYNCS = Counter(
+    "bossa_alerts_spool_fsyncs",
+    "Spool flushes to disk (one fsync for every record appended while the last one ran)",
 )
 REPLAYED = Counter("bossa_alerts_replayed", "Spooled missed calls written to the database")
 LATENCY = Histogram(

@@ -262,6 +262,13 @@ class SmsParts:
         return ESM_UDHI if len(self.parts) > 1 else 0
 
 
+#: Characters whose GSM 03.38 default-alphabet code is their ASCII code ($, @, [, \, ], ^,
+#: _, `, {, |, }, ~ are not: they sit elsewhere or in the extension table).
+GSM_AS_ASCII = frozenset(
+    "\n\r !\"#%&'()*+,-./0123456789:;<=>?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+
 def _gsm_chunks(encoded: bytes, size: int) -> list[bytes]:
     chunks: list[bytes] = []
     start = 0
@@ -295,7 +302,9 @@ def encode_sms(text: str, reference: int) -> SmsParts:
     them by (sender, reference), so a subscriber's consecutive long messages need
     different references."""
     try:
-        encoded = text.encode("gsm03.38")
+        # Most alerts are plain ASCII letters, digits and punctuation, whose GSM 03.38
+        # codes are their ASCII codes: encoded by the C codec, not character by character.
+        encoded = text.encode("ascii") if GSM_AS_ASCII.issuperset(text) else text.encode("gsm03.38")
         coding, single, size, chunks = DC_GSM7, 160, 153, _gsm_chunks
     except UnicodeEncodeError:
         encoded = text.encode("utf-16-be")

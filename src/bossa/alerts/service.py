@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -35,7 +35,6 @@ from bossa.alerts.models import (
     SubscriberView,
     TrialSet,
     in_trial,
-    message_id_keys,
     new_code,
     normalize_number,
     render,
@@ -71,6 +70,7 @@ __all__ = [
 ]
 
 log = get_logger("bossa.alerts")
+_T = TypeVar("_T")
 
 #: The SMS lane: one entry per notice, keyed by the destination (in order per subscriber).
 SMS_LANE = "alerts.sms"
@@ -196,14 +196,68 @@ async def record_call(pool: Pool, call: MissedCall, *, window_s: float) -> bool:
     return call.id in await record_calls(pool, [call], window_s=window_s)
 
 
-async def record_calls(pool: Pool, calls: list[MissedCall], *, window_s: float) -> set[uuid.UUID]:
+async def record_calls(
+    pool: Pool,
+    calls: list[MissedCall],
+    *,
+    window_s: float,
+    decide: tuple[Journal, AlertsSettings] | None = None,
+) -> set[uuid.UUID]:
     """Record calls in one transaction (one commit, one WAL flush for a burst); the ids
-    of those that were not recorded already."""
+    of those that were not recorded already.
+
+    With `decide` and a window of 0 (one SMS per call, at once), their notices are
+    decided and queued in the same transaction, from the rows just inserted (no pending
+    window to write and take back), in pipeline mode: one commit and a handful of round
+    trips for the burst instead of two transactions and a dozen. If deciding fails on
+    anything but the database, that transaction is rolled back whole and the calls are
+    recorded again without it: their windows then wait for `flush_due` as with a window."""
+    if decide is not None and window_s == 0:
+        try:
+            async with pool.connection() as conn, conn.pipeline(), conn.transaction():
+                # Both statements go in one round trip: the languages do not depend on
+                # which calls were new (a callee's registration is read either way).
+                inserting = await store.start_insert_missed_calls(conn, calls)
+                reading = await store.start_subscriber_langs(
+                    conn, sorted({c.callee for c in calls})
+                )
+                rows = await inserting.fetchall()
+                langs = await store.langs_of(reading)
+                if rows:
+                    await _decide(
+                        conn, *decide, limit=len(rows), due=_closed_windows(rows), langs=langs
+                    )
+            return {row["id"] for row in rows}
+        except DATABASE_ERRORS:
+            raise
+        except Exception:
+            log.exception("alerts.decide_failed")
     async with pool.connection() as conn, conn.transaction():
         rows = await store.insert_missed_calls(conn, calls)
         if rows:
             await store.add_pending_many(conn, rows, window_s)
     return {row["id"] for row in rows}
+
+
+def _closed_windows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Calls just inserted as the windows `take_due` would give back with a window of 0."""
+    windows: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (str(row["callee"]), str(row["caller"]))
+        window = windows.get(key)
+        if window is None:
+            windows[key] = {
+                "callee": key[0],
+                "caller": key[1],
+                "calls": 1,
+                "first_at": row["called_at"],
+                "last_at": row["called_at"],
+            }
+        else:
+            window["calls"] += 1
+            window["first_at"] = min(window["first_at"], row["called_at"])
+            window["last_at"] = max(window["last_at"], row["called_at"])
+    return list(windows.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,67 +274,77 @@ async def flush_due(
     transaction: a registered callee gets message 2; an unregistered one in the trial set
     (its range, and a member or room under the quota) message 3 with a reply code; others
     nothing (their calls stay recorded)."""
-    decided: list[Decided] = []
     async with pool.connection() as conn, conn.transaction():
+        return await _decide(conn, journal, settings, limit=limit)
+
+
+async def _decide(
+    conn: Conn,
+    journal: Journal,
+    settings: AlertsSettings,
+    *,
+    limit: int,
+    due: list[dict[str, Any]] | None = None,
+    langs: dict[str, str] | None = None,
+) -> list[Decided]:
+    decided: list[Decided] = []
+    if due is None:
         due = await store.take_due(conn, limit)
-        if not due:
-            return decided
+    if not due:
+        return decided
+    if langs is None:
         langs = await store.subscriber_langs(conn, sorted({str(w["callee"]) for w in due}))
-        prefixes: list[str] | None = None
-        planned: list[tuple[int, str, str, int, datetime, str]] = []
-        codes: dict[tuple[str, str], str] = {}
-        for window in due:
-            callee, caller = str(window["callee"]), str(window["caller"])
-            lang = langs.get(callee)
-            code = ""
-            if lang is not None:
-                kind = MessageKind.REGISTERED
-            else:
-                if prefixes is None:
-                    prefixes = await store.trial_ranges(conn)
-                if not in_trial(callee, prefixes) or not await store.join_trial(conn, callee):
-                    metrics.NOTICES.labels("none").inc()
-                    continue
-                kind, lang, code = MessageKind.TRIAL, settings.default_language, new_code()
-                codes[(callee, caller)] = code
-            text = render(
-                kind,
-                Language(lang),
-                caller=caller,
-                count=int(window["calls"]),
-                last_at=window["last_at"],
-                zone=settings.zone,
-                code=code,
-                hours=settings.uplink_validity_h,
+    prefixes: list[str] | None = None
+    planned: list[tuple[int, str, str, int, datetime, str]] = []
+    codes: dict[tuple[str, str], str] = {}
+    for window in due:
+        callee, caller = str(window["callee"]), str(window["caller"])
+        lang = langs.get(callee)
+        code = ""
+        if lang is not None:
+            kind = MessageKind.REGISTERED
+        else:
+            if prefixes is None:
+                prefixes = await store.trial_ranges(conn)
+            if not in_trial(callee, prefixes) or not await store.join_trial(conn, callee):
+                metrics.NOTICES.labels("none").inc()
+                continue
+            kind, lang, code = MessageKind.TRIAL, settings.default_language, new_code()
+            codes[(callee, caller)] = code
+        text = render(
+            kind,
+            Language(lang),
+            caller=caller,
+            count=int(window["calls"]),
+            last_at=window["last_at"],
+            zone=settings.zone,
+            code=code,
+            hours=settings.uplink_validity_h,
+        )
+        planned.append((int(kind), callee, caller, int(window["calls"]), window["last_at"], text))
+    ids = await store.insert_notices(conn, planned)
+    await store.link_calls_many(conn, [(ids[(n[1], n[2])], n[1], n[2]) for n in planned])
+    entries: list[NewEntry] = []
+    for kind_value, callee, caller, _calls, _last, text in planned:
+        notice_id = ids[(callee, caller)]
+        kind = MessageKind(kind_value)
+        if (callee, caller) in codes:
+            await store.add_offer(
+                conn, callee, codes[(callee, caller)], notice_id, settings.uplink_validity_h
             )
-            planned.append(
-                (int(kind), callee, caller, int(window["calls"]), window["last_at"], text)
-            )
-        ids = await store.insert_notices(conn, planned)
-        await store.link_calls_many(conn, [(ids[(n[1], n[2])], n[1], n[2]) for n in planned])
-        entries: list[NewEntry] = []
-        for kind_value, callee, caller, _calls, _last, text in planned:
-            notice_id = ids[(callee, caller)]
-            kind = MessageKind(kind_value)
-            if (callee, caller) in codes:
-                await store.add_offer(
-                    conn, callee, codes[(callee, caller)], notice_id, settings.uplink_validity_h
-                )
-            order = SmsOrder(notice_id, callee, text, kind)
-            entries.append(NewEntry(SMS_LANE, SMS_KIND, order.to_payload(), key=callee))
-            decided.append(Decided(notice_id, kind, callee))
-            metrics.NOTICES.labels(str(kind_value)).inc()
-        if entries:
-            await journal.enqueue(entries, conn=conn)
+        order = SmsOrder(notice_id, callee, text, kind)
+        entries.append(NewEntry(SMS_LANE, SMS_KIND, order.to_payload(), key=callee))
+        decided.append(Decided(notice_id, kind, callee))
+        metrics.NOTICES.labels(str(kind_value)).inc()
+    if entries:
+        await journal.enqueue(entries, conn=conn)
     return decided
 
 
 async def record_submissions(conn: Conn, submitted: list[tuple[int, list[str]]]) -> None:
     """The SMS centre's ids of submitted notices, in the caller's transaction (the SMS
     lane's ack: the record commits with the entry's completion or not at all)."""
-    for notice_id, message_ids in submitted:
-        keys = sorted({key for message_id in message_ids for key in message_id_keys(message_id)})
-        await store.mark_submitted(conn, notice_id, message_ids, keys)
+    await store.mark_submitted_many(conn, submitted)
 
 
 async def record_delivery(
@@ -288,12 +352,26 @@ async def record_delivery(
 ) -> int | None:
     """Mark a notice delivered (by its id, or by the receipt's id keys); the notice id or
     None when no notice matches."""
+    return (await record_deliveries(pool, [(notice_id, receipt_keys, stat)]))[0]
+
+
+async def record_deliveries(
+    pool: Pool, receipts: list[tuple[int | None, list[str], str]]
+) -> list[int | None]:
+    """`record_delivery` for a burst of receipts (notice id or None, id keys, stat), in
+    one transaction: receipts come one per SMS, so one commit each would cost the
+    database a WAL flush per message."""
     async with pool.connection() as conn, conn.transaction():
-        if notice_id is None:
-            notice_id = await store.notice_by_keys(conn, receipt_keys)
-        if notice_id is None or not await store.mark_delivered(conn, notice_id, stat):
-            return None
-    return notice_id
+        resolved: list[int | None] = []
+        for notice_id, keys, _stat in receipts:
+            resolved.append(
+                notice_id if notice_id is not None else await store.notice_by_keys(conn, keys)
+            )
+        matched = await store.mark_delivered_many(
+            conn,
+            [(n, r[2]) for n, r in zip(resolved, receipts, strict=True) if n is not None],
+        )
+    return [n if n in matched else None for n in resolved]
 
 
 # -- uplink (M4) -----------------------------------------------------------------------
@@ -372,43 +450,59 @@ async def replay(
     is on its way (its record will come in a later replay). The number of calls newly
     written."""
     written = 0
+    calls = [MissedCall.from_record(r) for r in records if r.get("t") == "call"]
+    sent: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.get("t") == "sent":
+            sent.setdefault(str(record["ref"]), record)  # the first, should one be there twice
+    receipts = [r for r in records if r.get("t") == "receipt"]
+    told: set[str] = set(being_told)
+    for record in sent.values():
+        told.update(str(i) for i in record["calls"])
     async with pool.connection() as conn, conn.transaction():
-        told: set[str] = set(being_told)
-        for record in records:
-            if record.get("t") == "sent":
-                told.update(str(i) for i in record["calls"])
-        for record in records:
-            if record.get("t") != "call":
-                continue
-            call = MissedCall.from_record(record)
-            if await store.insert_missed_call(conn, call, spooled=True):
-                written += 1
-                if str(call.id) not in told:
-                    await store.add_pending(conn, call, window_s)
-        for record in records:
-            if record.get("t") == "sent":
-                notice_id = await store.insert_outage_notice(
-                    conn,
-                    callee=str(record["callee"]),
-                    caller=str(record["caller"]),
-                    calls=int(record["count"]),
-                    last_at=datetime.fromisoformat(record["last_at"]),
-                    text=str(record["text"]),
-                    created_at=datetime.fromisoformat(record["at"]),
-                    message_ids=list(record["ids"]),
-                    ref=uuid.UUID(record["ref"]),
-                )
-                ids = [uuid.UUID(i) for i in record["calls"]]
-                await store.link_calls_by_id(conn, notice_id, ids)
-                keys = sorted({k for m in record["ids"] for k in message_id_keys(m)})
-                await store.mark_submitted(conn, notice_id, list(record["ids"]), keys)
-        for record in records:
-            if record.get("t") == "receipt":
-                matched = await store.notice_by_keys(conn, list(record["keys"]))
-                if matched is not None:
-                    await store.mark_delivered(conn, matched, str(record["stat"]))
+        # In chunks of a few thousand rows: a handful of statements each, not one or more
+        # per record, so that a long outage's spool is written back in seconds.
+        for chunk in _chunks(calls):
+            rows = await store.insert_spooled_calls(conn, chunk)
+            written += len(rows)
+            untold = [r for r in rows if str(r["id"]) not in told]
+            if untold:
+                await store.add_pending_many(conn, untold, window_s)
+        for told_chunk in _chunks(list(sent.values())):
+            ids = await store.insert_outage_notices(
+                conn,
+                [
+                    {
+                        "callee": str(r["callee"]),
+                        "caller": str(r["caller"]),
+                        "calls": int(r["count"]),
+                        "last_at": r["last_at"],
+                        "text": str(r["text"]),
+                        "created_at": r["at"],
+                        "ids": list(r["ids"]),
+                        "ref": str(r["ref"]),
+                    }
+                    for r in told_chunk
+                ],
+            )
+            notices = [(ids[str(uuid.UUID(r["ref"]))], r) for r in told_chunk]
+            await store.link_calls_to_notices(
+                conn, [(uuid.UUID(i), n) for n, r in notices for i in r["calls"]]
+            )
+            await store.mark_submitted_many(conn, [(n, list(r["ids"])) for n, r in notices])
+        for receipt_chunk in _chunks(receipts):
+            matched = await store.notices_by_receipt_keys(
+                conn, [list(r["keys"]) for r in receipt_chunk]
+            )
+            await store.mark_delivered_many(
+                conn, [(notice, str(receipt_chunk[n]["stat"])) for n, notice in matched.items()]
+            )
     metrics.REPLAYED.inc(written)
     return written
+
+
+def _chunks(items: list[_T], size: int = 5000) -> list[list[_T]]:
+    return [items[n : n + size] for n in range(0, len(items), size)]
 
 
 async def registry(pool: Pool) -> dict[str, str]:

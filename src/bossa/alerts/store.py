@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
 
-from bossa.alerts.models import MissedCall
+import psycopg
+
+from bossa.alerts.models import MissedCall, message_id_keys
 from bossa.db import Conn
 from bossa.sql import load_queries
 
 __all__ = ["QUERIES"]
 
 QUERIES = load_queries("bossa.alerts", "sql/queries.sql")
+Cursor = psycopg.AsyncCursor[dict[str, Any]]
 
 
 async def _one(conn: Conn, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -143,6 +147,35 @@ async def mark_submitted(conn: Conn, notice_id: int, ids: list[str], keys: list[
         )
 
 
+async def mark_submitted_many(conn: Conn, submitted: list[tuple[int, list[str]]]) -> None:
+    """(notice id, message ids) each: two statements for a whole batch."""
+    if not submitted:
+        return
+    rows = [{"notice_id": notice_id, "ids": ids} for notice_id, ids in submitted]
+    await conn.execute(QUERIES["mark_submitted_many"], {"rows": json.dumps(rows)})
+    keys = [
+        (key, notice_id)
+        for notice_id, ids in submitted
+        for key in sorted({k for message_id in ids for k in message_id_keys(message_id)})
+    ]
+    await conn.execute(
+        QUERIES["add_smsc_keys"],
+        {"keys": [k for k, _ in keys], "notice_ids": [n for _, n in keys]},
+    )
+
+
+async def mark_delivered_many(conn: Conn, delivered: list[tuple[int, str]]) -> set[int]:
+    """(notice id, receipt stat) each; the notice ids that exist."""
+    if not delivered:
+        return set()
+    rows = await _all(
+        conn,
+        "mark_delivered_many",
+        {"notice_ids": [n for n, _ in delivered], "stats": [s for _, s in delivered]},
+    )
+    return {int(r["id"]) for r in rows}
+
+
 async def notice_by_keys(conn: Conn, keys: list[str]) -> int | None:
     row = await _one(conn, "notice_by_keys", {"keys": keys})
     return None if row is None else int(row["notice_id"])
@@ -211,9 +244,14 @@ async def insert_outage_notice(
 
 async def insert_missed_calls(conn: Conn, calls: list[MissedCall]) -> list[dict[str, Any]]:
     """The rows inserted (id, caller, callee, called_at); calls recorded already are not."""
-    return await _all(
-        conn,
-        "insert_missed_calls",
+    return await (await start_insert_missed_calls(conn, calls)).fetchall()
+
+
+async def start_insert_missed_calls(conn: Conn, calls: list[MissedCall]) -> Cursor:
+    """`insert_missed_calls` sent (in pipeline mode, not yet waited for): fetch its rows
+    from the cursor."""
+    return await conn.execute(
+        QUERIES["insert_missed_calls"],
         {
             "ids": [c.id for c in calls],
             "refs": [c.call_ref for c in calls],
@@ -239,8 +277,15 @@ async def add_pending_many(conn: Conn, rows: list[dict[str, Any]], window_s: flo
 
 
 async def subscriber_langs(conn: Conn, msisdns: list[str]) -> dict[str, str]:
-    rows = await _all(conn, "subscriber_langs", {"msisdns": msisdns})
-    return {str(r["msisdn"]): str(r["lang"]) for r in rows}
+    return await langs_of(await start_subscriber_langs(conn, msisdns))
+
+
+async def start_subscriber_langs(conn: Conn, msisdns: list[str]) -> Cursor:
+    return await conn.execute(QUERIES["subscriber_langs"], {"msisdns": msisdns})
+
+
+async def langs_of(cursor: Cursor) -> dict[str, str]:
+    return {str(r["msisdn"]): str(r["lang"]) for r in await cursor.fetchall()}
 
 
 async def insert_notices(
@@ -275,3 +320,49 @@ async def link_calls_many(conn: Conn, links: list[tuple[int, str, str]]) -> None
                 "callers": [link[2] for link in links],
             },
         )
+
+
+async def insert_spooled_calls(conn: Conn, calls: list[MissedCall]) -> list[dict[str, Any]]:
+    """The rows inserted (id, caller, callee, called_at); calls recorded already are not."""
+    return await _all(
+        conn,
+        "insert_spooled_calls",
+        {
+            "ids": [c.id for c in calls],
+            "refs": [c.call_ref for c in calls],
+            "callers": [c.caller for c in calls],
+            "callees": [c.callee for c in calls],
+            "reasons": [c.reason.value for c in calls],
+            "ats": [c.called_at for c in calls],
+            "vias": [c.via for c in calls],
+        },
+    )
+
+
+async def insert_outage_notices(conn: Conn, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Messages 1 from the spool (refs unique); every notice id by its spool ref."""
+    if not rows:
+        return {}
+    found = await _all(conn, "insert_outage_notices", {"rows": json.dumps(rows, default=str)})
+    return {str(r["spool_ref"]): int(r["id"]) for r in found}
+
+
+async def link_calls_to_notices(conn: Conn, links: list[tuple[uuid.UUID, int]]) -> None:
+    if links:
+        await conn.execute(
+            QUERIES["link_calls_to_notices"],
+            {"ids": [i for i, _ in links], "notice_ids": [n for _, n in links]},
+        )
+
+
+async def notices_by_receipt_keys(conn: Conn, keys: list[list[str]]) -> dict[int, int]:
+    """For each receipt (by its position in `keys`) the notice its first known key names."""
+    flat = [(n, key, pos) for n, ks in enumerate(keys) for pos, key in enumerate(ks)]
+    if not flat:
+        return {}
+    rows = await _all(
+        conn,
+        "notices_by_receipt_keys",
+        {"ns": [f[0] for f in flat], "keys": [f[1] for f in flat], "pos": [f[2] for f in flat]},
+    )
+    return {int(r["n"]): int(r["notice_id"]) for r in rows}

@@ -62,6 +62,7 @@ from bossa.ledger import (
     format_minor,
     to_minor,
 )
+from bossa.logs import get_logger
 from bossa.provisioning import Deliverer
 
 __all__ = [
@@ -85,6 +86,8 @@ __all__ = [
 ]
 
 Progress = Callable[[RunProgress], None]
+log = get_logger("bossa.billing")
+
 #: Restores listed with an account.
 RESTORES_SHOWN = 20
 _CATCH_UP_ROUNDS = 3
@@ -657,11 +660,19 @@ async def run_dunning(
     grace days, each in its own transaction with its contracts' suspend orders; returns
     the accounts suspended. Paying the arrears restores them (`pay`)."""
     async with journal.pool.connection() as conn:
-        overdue = await store.overdue_accounts(conn, today=today, limit=limit)
-    for row in overdue:
+        candidates = await store.overdue_accounts(conn, today=today, limit=limit)
+    suspended: list[str] = []
+    for candidate in candidates:
         async with journal.pool.connection() as conn, conn.transaction():
-            account = await ledger.account(conn, row["account_id"])
-            owed = format_minor(int(row["arrears"]), account.exponent)
+            # Asked again under the account's lock, which `pay` takes too: a payment
+            # that committed since the list was read is seen, and one still running
+            # is waited for, so an account is never suspended for arrears just paid.
+            account = await ledger.account(conn, candidate["account_id"], lock=True)
+            rows = await store.overdue_accounts(conn, today=today, limit=1, account=account.id)
+            if not rows:
+                log.info("dunning skipped a paid account", account=account.id)
+                continue
+            owed = format_minor(int(rows[0]["arrears"]), account.exponent)
             await _service_changes(
                 conn,
                 journal,
@@ -671,7 +682,8 @@ async def run_dunning(
                 reason=f"arrears of {owed} {account.currency} overdue on {today}",
                 actor=actor,
             )
-    return [row["account_id"] for row in overdue]
+        suspended.append(account.id)
+    return suspended
 
 
 async def send_service_orders(

@@ -259,9 +259,14 @@ async def record_payment(
     )
 
 
-async def overdue_accounts(conn: Conn, *, today: date, limit: int) -> list[Row]:
-    """Accounts dunning suspends, each with its currency and arrears (minor units)."""
-    return await _all(conn, "overdue_accounts", {"today": today, "limit": limit})
+async def overdue_accounts(
+    conn: Conn, *, today: date, limit: int, account: str | None = None
+) -> list[Row]:
+    """Accounts dunning suspends (or only `account`, if it is one of them), each with its
+    currency and arrears (minor units)."""
+    return await _all(
+        conn, "overdue_accounts", {"today": today, "limit": limit, "account": account}
+    )
 
 
 async def record_restore(conn: Conn, *, payment: str, sa_id: str, account_id: str) -> None:

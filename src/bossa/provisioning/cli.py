@@ -428,49 +428,34 @@ BulkReasonOpt = Annotated[
 ]
 
 
-@bulk_app.command("retry")
-def bulk_retry(
-    division: str,
-    errcode: ErrcodeOpt = None,
-    older_than: OlderOpt = None,
-    sa_id: SaIdOpt = None,
-    limit: BulkLimitOpt = MAX_BULK,
-    dry_run: DryRunOpt = False,
-    reason: BulkReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Send again now every parked or backing-off command selected, with fresh attempts."""
-    _bulk(BulkAction.RETRY, division, errcode, older_than, sa_id, limit, dry_run, reason, as_json)
+def _bulk_command(action: BulkAction, summary: str) -> None:
+    """One `bulk` subcommand per action: the same selection and output, another verb."""
+
+    @bulk_app.command(action.value, help=summary)
+    def command(
+        division: str,
+        errcode: ErrcodeOpt = None,
+        older_than: OlderOpt = None,
+        sa_id: SaIdOpt = None,
+        limit: BulkLimitOpt = MAX_BULK,
+        dry_run: DryRunOpt = False,
+        reason: BulkReasonOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        _bulk(action, division, errcode, older_than, sa_id, limit, dry_run, reason, as_json)
 
 
-@bulk_app.command("park")
-def bulk_park(
-    division: str,
-    errcode: ErrcodeOpt = None,
-    older_than: OlderOpt = None,
-    sa_id: SaIdOpt = None,
-    limit: BulkLimitOpt = MAX_BULK,
-    dry_run: DryRunOpt = False,
-    reason: BulkReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Hold every waiting or ready command selected (their contracts wait too)."""
-    _bulk(BulkAction.PARK, division, errcode, older_than, sa_id, limit, dry_run, reason, as_json)
-
-
-@bulk_app.command("discard")
-def bulk_discard(
-    division: str,
-    errcode: ErrcodeOpt = None,
-    older_than: OlderOpt = None,
-    sa_id: SaIdOpt = None,
-    limit: BulkLimitOpt = MAX_BULK,
-    dry_run: DryRunOpt = False,
-    reason: BulkReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Give up on every command selected (not in flight); each contract's next goes on."""
-    _bulk(BulkAction.DISCARD, division, errcode, older_than, sa_id, limit, dry_run, reason, as_json)
+_bulk_command(
+    BulkAction.RETRY,
+    "Send again now every parked or backing-off command selected, with fresh attempts.",
+)
+_bulk_command(
+    BulkAction.PARK, "Hold every waiting or ready command selected (their contracts wait too)."
+)
+_bulk_command(
+    BulkAction.DISCARD,
+    "Give up on every command selected (not in flight); each contract's next goes on.",
+)
 
 
 @provisioning_app.command("log")

@@ -3,16 +3,17 @@
 The core network diverts a call the callee could not take (busy, no answer, unreachable)
 to this server. It answers per RFC 3261 as a UAS that never accepts the call: the INVITE
 server transaction (17.2.1) sends 100 Trying when the final answer is not ready within
-100 ms (the RFC asks for one within 200 ms), then the final answer (486 Busy Here for
-busy, the configured 4xx otherwise) once the missed call is recorded; over UDP the final
-answer is retransmitted (Timer G, doubling to T2) until the ACK (Timer H ends it), and a
-retransmitted INVITE gets the last response again instead of a second missed call. The
-transaction is matched by the Via branch (RFC 3261 magic cookie) or, for older peers, by
-Call-ID, CSeq, From tag and the top Via (17.2.3). OPTIONS gets 200 (proxies ping), CANCEL
-200 (the INVITE is answered at once, so there is nothing left to cancel), other methods
-405. An INVITE whose callee or caller is missing or not E.164 is answered 400 (by the
-daemon); a message that does not parse, or lacks Via, Call-ID, CSeq, From or To, cannot
-be answered reliably and is dropped; both are logged and counted.
+100 ms (the RFC asks for one within 200 ms; at once when many answers are pending), then
+the final answer (486 Busy Here for busy, the configured 4xx otherwise) once the missed
+call is recorded; over UDP the final answer is retransmitted (Timer G, doubling to T2)
+until the ACK (Timer H ends it), and a retransmitted INVITE gets the last response again
+instead of a second missed call. The transaction is matched by the Via branch (RFC 3261
+magic cookie) or, for older peers, by Call-ID, CSeq, From tag and the top Via (17.2.3).
+OPTIONS gets 200 (proxies ping), CANCEL 200 (the INVITE is answered at once, so there is
+nothing left to cancel), other methods 405. An INVITE whose callee or caller is missing
+or not E.164 is answered 400 (by the daemon); a message that does not parse, or lacks
+Via, Call-ID, CSeq, From or To, cannot be answered reliably and is dropped; both are
+logged and counted.
 
 Parsing is `sipmessage` (Spacinov, BSD; pure Python, typed, maintained): it splits the
 message, parses URIs, name-addrs and Via. It does not frame TCP streams, so framing by
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -46,6 +48,8 @@ T1 = 0.5
 T2 = 4.0
 T4 = 5.0
 MAX_MESSAGE = 65_535
+#: Pending INVITEs beyond which 100 Trying goes at once instead of after 100 ms.
+_TRYING_AT_ONCE = 8
 _PHRASES = {
     100: "Trying",
     200: "OK",
@@ -83,12 +87,19 @@ def _user(value: str | None) -> str | None:
         uri = Address.parse(value).uri if "<" in value else URI.parse(value)
     except ValueError:
         return None
+    return _uri_user(uri)
+
+
+def _uri_user(uri: URI) -> str | None:
     if uri.scheme == "tel":
         return uri.host or uri.user
     return uri.user
 
 
-def read_diversion(request: Request) -> Diverted:
+def read_diversion(request: Request, call_ref: str | None = None) -> Diverted:
+    """What the diverted INVITE says; `call_ref` is its transaction key when known."""
+    if call_ref is None:
+        call_ref = _transaction_key(request)
     headers = request.headers
     callee: str | None = None
     reason = Reason.OTHER
@@ -98,7 +109,7 @@ def read_diversion(request: Request) -> Diverted:
         first = diversions[0].split(",")[0]
         try:
             address = Address.parse(first)
-            callee = _user(str(address.uri))
+            callee = _uri_user(address.uri)
             reason = reason_from_diversion(address.parameters.get("reason"))
         except ValueError:
             callee = None
@@ -121,11 +132,12 @@ def read_diversion(request: Request) -> Diverted:
                 reason = reason_from_cause(cause)
             previous = str(address.uri)
     caller = _user(headers.get("P-Asserted-Identity")) or _user(headers.get("From"))
-    return Diverted(callee, caller, reason, _transaction_key(request))
+    return Diverted(callee, caller, reason, call_ref)
 
 
-def _transaction_key(request: Request) -> str:
-    via = Via.parse(request.headers["Via"].split(",")[0])
+def _transaction_key(request: Request, via: Via | None = None) -> str:
+    if via is None:
+        via = Via.parse(request.headers["Via"].split(",")[0])
     branch = via.parameters.get("branch") or ""
     cseq = (request.headers.get("CSeq") or "").split()
     number = cseq[0] if cseq else ""
@@ -164,7 +176,7 @@ class _Transaction:
     acked: bool = False
     send: Callable[[bytes], None] | None = None
     expires: float = field(default_factory=lambda: time.monotonic() + 64 * T1)
-    retransmit: asyncio.Task[None] | None = None
+    retransmit: asyncio.TimerHandle | None = None
 
 
 class SipServer:
@@ -177,6 +189,8 @@ class SipServer:
         self._tcp: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: INVITEs waiting for their final answer.
+        self._pending = 0
 
     async def start(self, transports: list[str]) -> None:
         loop = asyncio.get_running_loop()
@@ -250,11 +264,21 @@ class SipServer:
     def _received(self, data: bytes, send: Callable[[bytes], None], *, reliable: bool) -> None:
         if not data.strip():
             return  # keep-alive CRLF
+        if data.startswith(b"ACK "):
+            # Half of all datagrams are the ACKs of our final answers: matched to their
+            # transaction from two header lines when that is unambiguous, without the
+            # parser (a key that finds no transaction goes the long way, so a header
+            # this reading gets wrong costs time, never a wrong match).
+            tx = self._transactions.get(_fast_ack_key(data) or "")
+            if tx is not None:
+                self._acked(tx, reliable)
+                return
+        via: Via | None = None
         try:
             message = Message.parse(data)
             if isinstance(message, Request):
                 _check_request(message)
-                Via.parse(message.headers["Via"].split(",")[0])
+                via = Via.parse(message.headers["Via"].split(",")[0])
         except (ValueError, KeyError, IndexError) as exc:
             metrics.INTAKE_REJECTED.labels("malformed").inc()
             log.warning("alerts.sip_malformed", error=str(exc)[:200], size=len(data))
@@ -263,22 +287,33 @@ class SipServer:
             return  # this server sends no requests
         method = message.method
         if method == "INVITE":
-            self._invite(message, send, reliable=reliable)
+            self._invite(message, send, reliable=reliable, via=via)
         elif method == "ACK":
             with contextlib.suppress(ValueError, KeyError):
-                tx = self._transactions.get(_transaction_key(message))
+                tx = self._transactions.get(_transaction_key(message, via))
                 if tx is not None:
-                    tx.acked = True
-                    tx.expires = time.monotonic() + (0 if reliable else T4)
-                    if tx.retransmit is not None:
-                        tx.retransmit.cancel()
+                    self._acked(tx, reliable)
         elif method in ("OPTIONS", "CANCEL"):
             send(_response(message, 200, "OK", _tag(message)))
         else:
             send(_response(message, 405, _PHRASES[405], _tag(message)))
 
-    def _invite(self, request: Request, send: Callable[[bytes], None], *, reliable: bool) -> None:
-        key = _transaction_key(request)
+    @staticmethod
+    def _acked(tx: _Transaction, reliable: bool) -> None:
+        tx.acked = True
+        tx.expires = time.monotonic() + (0 if reliable else T4)
+        if tx.retransmit is not None:
+            tx.retransmit.cancel()
+
+    def _invite(
+        self,
+        request: Request,
+        send: Callable[[bytes], None],
+        *,
+        reliable: bool,
+        via: Via | None = None,
+    ) -> None:
+        key = _transaction_key(request, via)
         tx = self._transactions.get(key)
         if tx is not None:
             metrics.SIP_RETRANSMISSIONS.inc()
@@ -300,31 +335,40 @@ class SipServer:
                 tx.last = _response(request, 100, "Trying", None)
                 tx.send(tx.last)
 
-        timer = asyncio.get_running_loop().call_later(0.1, trying)
+        # Normally 100 Trying only if recording takes over 100 ms; but with many answers
+        # pending the loop or the database is behind, and a peer that hears nothing for
+        # 500 ms retransmits its INVITE (Timer A), each copy costing a parse and an
+        # answer just when time is shortest: then it goes at once.
+        self._pending += 1
+        delay = 0.0 if self._pending > _TRYING_AT_ONCE else 0.1
+        timer = asyncio.get_running_loop().call_later(delay, trying)
         try:
-            diverted = read_diversion(request)
+            diverted = read_diversion(request, tx.key)
             code, phrase = await self.on_invite(diverted)
         except Exception:
             log.exception("alerts.sip_handler_failed")
             code, phrase = 500, _PHRASES[500]
         finally:
             timer.cancel()
+            self._pending -= 1
         tx.final = True
         tx.last = _response(request, code, phrase, tag)
         tx.send(tx.last)
         tx.expires = time.monotonic() + 64 * T1
         if not reliable:
-            tx.retransmit = asyncio.get_running_loop().create_task(self._retransmit(tx))
+            # Timer G on the loop's timer heap: a task per transaction would cost a
+            # coroutine and its scheduling for each call, most of them ACKed at once.
+            tx.retransmit = asyncio.get_running_loop().call_later(T1, self._retransmit, tx, T1)
 
     @staticmethod
-    async def _retransmit(tx: _Transaction) -> None:
-        interval = T1
-        while not tx.acked and time.monotonic() < tx.expires:
-            await asyncio.sleep(interval)
-            if tx.acked or tx.last is None or tx.send is None:
-                return
-            tx.send(tx.last)
-            interval = min(interval * 2, T2)
+    def _retransmit(tx: _Transaction, interval: float) -> None:
+        if tx.acked or tx.last is None or tx.send is None or time.monotonic() >= tx.expires:
+            return
+        tx.send(tx.last)
+        interval = min(interval * 2, T2)
+        tx.retransmit = asyncio.get_running_loop().call_later(
+            interval, SipServer._retransmit, tx, interval
+        )
 
     async def _reap(self) -> None:
         while True:
@@ -332,6 +376,26 @@ class SipServer:
             now = time.monotonic()
             for key in [k for k, tx in self._transactions.items() if tx.final and tx.expires < now]:
                 del self._transactions[key]
+
+
+_FAST_VIA = re.compile(
+    rb"^(?:Via|v)[ \t]*:[ \t]*SIP/2\.0/(?:UDP|TCP)[ \t]+([A-Za-z0-9.\-]+)(?::([0-9]{1,5}))?"
+    rb"[ \t]*;(?:[^,\r\n]*;)?branch=(z9hG4bK[A-Za-z0-9.!%*_+`'~\-]+)[ \t]*(?:;[^,\r\n]*)?\r?$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FAST_CSEQ = re.compile(rb"^CSeq[ \t]*:[ \t]*([0-9]{1,10})[ \t]+ACK[ \t]*\r?$", re.MULTILINE)
+
+
+def _fast_ack_key(data: bytes) -> str | None:
+    """The transaction key of a plain ACK (one Via line of an RFC 3261 branch), as
+    `_transaction_key` makes it; None when the message is not that plain."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    vias = _FAST_VIA.findall(head)
+    cseq = _FAST_CSEQ.findall(head)
+    if len(vias) != 1 or len(cseq) != 1 or head.lower().count(b"\nvia") + head.count(b"\nv:") != 1:
+        return None
+    host, port, branch = vias[0]
+    return f"{branch.decode()}|{host.decode()}:{port.decode()}|{cseq[0].decode()}"
 
 
 def _check_request(request: Request) -> None:

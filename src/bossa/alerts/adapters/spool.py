@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bossa.alerts import metrics
+
 __all__ = ["Spool"]
 
 
@@ -79,6 +81,7 @@ class Spool:
             written = os.write(self._fd, view)
             view = view[written:]
         os.fsync(self._fd)
+        metrics.SPOOL_FSYNCS.inc()
 
     # -- reading and replay ----------------------------------------------------------
 

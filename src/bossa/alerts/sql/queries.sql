@@ -216,3 +216,62 @@ update alerts.missed_calls m set notice_id = t.notice_id
 from unnest(%(ids)s::bigint[], %(callees)s::text[], %(callers)s::text[])
      as t(notice_id, callee, caller)
 where m.callee = t.callee and m.caller = t.caller and m.notice_id is null
+
+-- name: mark_submitted_many
+-- The SMS centre accepted these notices (one row each, ids as a JSON array of strings):
+-- the SMS lane's ack of a whole batch in one statement.
+update alerts.notices n
+set submitted_at = coalesce(n.submitted_at, now()), smsc_ids = r.ids
+from jsonb_to_recordset(%(rows)s::jsonb) as r(notice_id bigint, ids text[])
+where n.id = r.notice_id
+
+-- name: add_smsc_keys
+-- The keys receipts may name these notices by, for a batch.
+insert into alerts.smsc_ids (key, notice_id)
+select * from unnest(%(keys)s::text[], %(notice_ids)s::bigint[])
+on conflict do nothing
+
+-- name: mark_delivered_many
+-- Delivery receipts for a batch of notices; the ids that matched come back.
+update alerts.notices n
+set delivered_at = coalesce(n.delivered_at, now()), receipt_stat = r.stat
+from (select distinct on (id) id, stat
+      from unnest(%(notice_ids)s::bigint[], %(stats)s::text[]) as t(id, stat)) as r
+where n.id = r.id
+returning n.id
+
+-- name: insert_spooled_calls
+-- A replayed spool's missed calls in one statement; those recorded already (an earlier
+-- replay, or committed by a transaction that was in doubt) are skipped.
+insert into alerts.missed_calls (id, call_ref, caller, callee, reason, called_at, via, spooled)
+select *, true from unnest(%(ids)s::uuid[], %(refs)s::text[], %(callers)s::text[],
+                           %(callees)s::text[], %(reasons)s::text[], %(ats)s::timestamptz[],
+                           %(vias)s::text[])
+on conflict do nothing
+returning id, caller, callee, called_at
+
+-- name: insert_outage_notices
+-- A replayed spool's messages 1 (their spool refs unique in the batch): each once, whatever
+-- the number of replays; every notice's id comes back with its ref.
+insert into alerts.notices
+    (kind, callee, caller, calls, last_at, text, created_at, submitted_at, smsc_ids, spool_ref)
+select 1, r.callee, r.caller, r.calls, r.last_at, r.text, r.created_at, r.created_at, r.ids,
+       r.ref
+from jsonb_to_recordset(%(rows)s::jsonb) as r(callee text, caller text, calls integer,
+     last_at timestamptz, text text, created_at timestamptz, ids text[], ref uuid)
+on conflict (spool_ref) do update set spool_ref = excluded.spool_ref
+returning id, spool_ref
+
+-- name: link_calls_to_notices
+-- Calls told by messages 1 of a replayed spool: (call id, notice id) pairs.
+update alerts.missed_calls m set notice_id = t.notice_id
+from unnest(%(ids)s::uuid[], %(notice_ids)s::bigint[]) as t(id, notice_id)
+where m.id = t.id
+
+-- name: notices_by_receipt_keys
+-- The notice each of a batch of receipts names: per receipt (n), the first of its keys
+-- (by pos) that is known.
+select distinct on (t.n) t.n, s.notice_id
+from unnest(%(ns)s::integer[], %(keys)s::text[], %(pos)s::integer[]) as t(n, key, pos)
+join alerts.smsc_ids s on s.key = t.key
+order by t.n, t.pos, s.notice_id desc

@@ -195,7 +195,8 @@ values (%(key)s, %(hash)s, %(account)s, %(kind)s, %(amount)s, %(outcome)s)
 -- Dunning: active accounts with arrears (the past-due amount) part of which is past due
 -- by more than the account's grace days. Bills are paid oldest first; the open run's
 -- bills are not yet due; write-offs staged during a run count as paid. `arrears` is the
--- whole past-due amount: what paying restores the account.
+-- whole past-due amount: what paying restores the account. With `account`, that one
+-- account only (dunning asks again under the account's lock before it suspends).
 with open_run as (select id from billing.runs where status in ('running', 'settling'))
 select a.id as account_id, a.currency,
        b.amount - n.not_yet_due - w.staged as arrears
@@ -219,6 +220,7 @@ cross join lateral (
 ) w
 where a.status = 'active' and b.amount > 0
   and b.amount - n.within_grace - w.staged > 0
+  and (%(account)s::text is null or a.id = %(account)s::text)
 order by a.id
 limit %(limit)s
 
