@@ -163,3 +163,19 @@ async def test_the_services_own_write_is_held_too(pool: Pool, db: str) -> None:
                 start_date=date(2026, 1, 1),
                 actor="t",
             )
+
+
+def test_an_update_checks_only_the_references_it_changed(db: str) -> None:
+    """As a foreign key does: a contract that named a missing account before accounts
+    were checked at all (written here with triggers off, as an old database may hold it)
+    can still change status; pointing it at another missing account cannot."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("set local session_replication_role = replica")
+            conn.execute(INSERT, ("SA-OLD", "C-1", "A-GONE", "BASE"))
+        conn.execute("update customers.contracts set status = 'suspended' where sa_id = 'SA-OLD'")
+        with pytest.raises(pg.ForeignKeyViolation):
+            conn.execute(f"{UPDATE} account_id = 'A-GONE2' where sa_id = 'SA-OLD'")
+        with pytest.raises(pg.ForeignKeyViolation):
+            conn.execute(f"{UPDATE} sa_id = 'SA-OLD2' where sa_id = 'SA-OLD'")
+        conn.execute(f"{UPDATE} account_id = 'A-1' where sa_id = 'SA-OLD'")

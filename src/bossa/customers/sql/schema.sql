@@ -166,9 +166,72 @@ $$;
 create trigger contracts_references_on_insert
     after insert on customers.contracts referencing new table as written
     for each statement execute function customers.contracts_refer_to_what_exists();
+-- An update is checked for the rows whose references it changed, as a foreign key is:
+-- a status change does not re-check what it did not touch (nor trip over an account a
+-- contract named before accounts were checked at all).
+create function customers.contracts_changed_refer_to_what_exists() returns trigger
+language plpgsql as $$
+declare
+    v_missing text;
+begin
+    -- Only the rows the update gave another SA_ID, customer, product or account.
+    select w.customer_id into v_missing
+    from (
+        select distinct c.customer_id from written c where not exists (
+            select 1 from previous p
+            where p.sa_id = c.sa_id and p.customer_id = c.customer_id
+              and p.product_code = c.product_code
+              and p.account_id is not distinct from c.account_id
+        )
+    ) w
+    where not exists (select 1 from customers.customers c where c.id = w.customer_id)
+    limit 1;
+    if found then
+        raise exception 'a contract refers to customer % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'contracts_customer_id_fkey',
+                  table = 'contracts', schema = 'customers';
+    end if;
+    select w.product_code into v_missing
+    from (
+        select distinct c.product_code from written c where not exists (
+            select 1 from previous p
+            where p.sa_id = c.sa_id and p.customer_id = c.customer_id
+              and p.product_code = c.product_code
+              and p.account_id is not distinct from c.account_id
+        )
+    ) w
+    where not exists (select 1 from customers.products p where p.code = w.product_code)
+    limit 1;
+    if found then
+        raise exception 'a contract refers to product % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'contracts_product_code_fkey',
+                  table = 'contracts', schema = 'customers';
+    end if;
+    select w.account_id into v_missing
+    from (
+        select distinct c.account_id from written c
+        where c.account_id is not null and not exists (
+            select 1 from previous p
+            where p.sa_id = c.sa_id and p.customer_id = c.customer_id
+              and p.product_code = c.product_code
+              and p.account_id is not distinct from c.account_id
+        )
+    ) w
+    where not exists (select 1 from ledger.account_rows a where a.id = w.account_id)
+    limit 1;
+    if found then
+        raise exception 'a contract refers to account % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'contracts_account_id_fkey',
+                  table = 'contracts', schema = 'customers';
+    end if;
+    return null;
+end
+$$;
+
 create trigger contracts_references_on_update
-    after update on customers.contracts referencing new table as written
-    for each statement execute function customers.contracts_refer_to_what_exists();
+    after update on customers.contracts
+    referencing old table as previous new table as written
+    for each statement execute function customers.contracts_changed_refer_to_what_exists();
 
 -- What contracts refer to stays: no delete, no truncate, no change of key. A customer is
 -- closed and a product retired instead (their status), which keeps their history too.
