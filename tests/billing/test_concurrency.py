@@ -52,17 +52,19 @@ def seed(db_url: str, n: int) -> None:
             " select 'C-' || i, 'Customer ' || i from generate_series(1, %s) i",
             (n,),
         )
+        # Accounts before the contracts that name them: a contract names only an account
+        # that exists.
+        conn.execute(
+            "insert into ledger.accounts (id, customer_id, currency)"
+            " select 'A-' || i, 'C-' || i, 'KRW' from generate_series(1, %s) i",
+            (n,),
+        )
         conn.execute(
             "insert into customers.contracts"
             " (sa_id, customer_id, product_code, account_id, start_date)"
             " select 'SA-' || i || '-' || p, 'C-' || i, p, 'A-' || i, date '2000-01-01'"
             " from generate_series(1, %s) i, unnest(%s::text[]) p",
             (n, list(PRODUCTS)),
-        )
-        conn.execute(
-            "insert into ledger.accounts (id, customer_id, currency)"
-            " select 'A-' || i, 'C-' || i, 'KRW' from generate_series(1, %s) i",
-            (n,),
         )
         conn.execute(
             "select ledger.post('A-' || i, 'bill', %(a)s,"

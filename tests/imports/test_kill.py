@@ -69,7 +69,9 @@ async def test_sigkill_half_way_then_again_imports_each_row_once(
             state = await job_state(pool)
             if state is not None and state[1] >= CONTRACTS // 4:
                 break
-            assert child.poll() is None, "the import ended before it could be killed"
+            assert child.poll() is None, (
+                f"the import ended (exit {child.returncode}) before it could be killed"
+            )
             await asyncio.sleep(0.005)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)

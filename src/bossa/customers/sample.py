@@ -6,8 +6,8 @@ services, in one transaction, and puts the whole operator into any database: loa
 again changes nothing, and what an operator already has under the same ids is left as it
 is. The sample's contracts are recorded as existing service (as an import would), so no
 provisioning order is sent for them. `load_sample` is the tour's and the test fixtures'
-synchronous loader of the products, customers and contracts, whose accounts the caller
-opens.
+synchronous loader of the products, customers, accounts (with the ledger's default terms,
+opened when missing: a contract names only an account that exists) and contracts.
 """
 
 from __future__ import annotations
@@ -69,14 +69,14 @@ class SampleLoaded:
 
 
 def load_sample(conn: psycopg.Connection[tuple[object, ...]]) -> SampleOperator:
-    """Products, customers and contracts; each contract names its customer's sample
-    account (A-1001..A-1004), which the caller opens through the ledger (the tour's
-    billing chapter and the tests' fixtures do), and runs since SINCE, like the full
-    loader's."""
+    """Products, customers, their sample accounts (A-1001..A-1004, KRW, the ledger's
+    default terms: opened here when missing, since a contract may name only an account
+    that exists) and contracts, each billed to its customer's account and running since
+    SINCE, like the full loader's."""
     account_of = {customer: account for account, customer in ACCOUNTS}
     contracts = [(sa, cust, prod, account_of[cust], SINCE) for sa, cust, prod in CONTRACTS]
     with conn.transaction():
-        store.add_sample(conn, PRODUCTS, CUSTOMERS, contracts)
+        store.add_sample(conn, PRODUCTS, CUSTOMERS, ACCOUNTS, contracts)
     return SampleOperator(
         len(PRODUCTS), len(CUSTOMERS), len(CONTRACTS), tuple(store.contract_listing(conn))
     )

@@ -314,11 +314,15 @@ def add_sample(
     conn: SyncConn,
     products: Sequence[tuple[str, str, int, str]],
     customers: Sequence[tuple[str, str, str]],
+    accounts: Sequence[tuple[str, str]],
     contracts: Sequence[tuple[str, str, str, str, date]],
 ) -> None:
     with conn.cursor() as cur:
         cur.executemany(QUERIES["add_product"], products)
         cur.executemany(QUERIES["add_customer"], customers)
+        cur.execute(
+            QUERIES["add_sample_accounts"], ([a for a, _ in accounts], [c for _, c in accounts])
+        )
         cur.executemany(QUERIES["add_contract"], contracts)
 
 

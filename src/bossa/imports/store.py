@@ -31,6 +31,7 @@ from bossa.imports.models import (
     FileFormat,
     ImportJob,
     Kind,
+    Relation,
     RowError,
     TogetherOrNone,
 )
@@ -435,69 +436,74 @@ def _duplicates(kind: Kind) -> sql.Composed:
     ).format(errors=_ERRORS, field=_lit(kind.key), key=key, stage=STAGE)
 
 
-def _exists_already(kind: Kind) -> sql.Composed:
-    return sql.SQL(
-        "insert into {errors} (line, field, reason) "
-        "select s.line, {field}, {reason} from {stage} s "
-        "where s.line > %(after)s and exists (select 1 from {rel} r where r.{key} = s.{key}) "
-        "on conflict (line) do nothing"
-    ).format(
-        errors=_ERRORS,
-        field=_lit(kind.key),
-        reason=sql.SQL("{} || ' exists already'").format(_quoted(kind.key)),
-        stage=STAGE,
-        rel=sql.Identifier(kind.existing.schema, kind.existing.name),
-        key=sql.Identifier(kind.key),
+def _against_the_database(kind: Kind) -> sql.Composed:
+    """Keys that exist already, references to nothing, and references to a row whose
+    attribute differs (a contract's account of another customer), in one pass over the
+    stage: a left join per relation (each on its unique key, so no row is repeated; a
+    reference and a same-value check on one relation and column share one), and a CASE
+    that picks, in this order, the first of them that applies. One scan of the file
+    instead of one per check: at a million rows each scan was seconds."""
+    joins: dict[tuple[str, str, str], tuple[str, Relation]] = {}
+
+    def rel(relation: Relation, key: str, column: str) -> sql.Identifier:
+        alias, _ = joins.setdefault((str(relation), key, column), (f"r{len(joins)}", relation))
+        return sql.Identifier(alias)
+
+    whens: list[sql.Composable] = []
+    existing = rel(kind.existing, kind.key, kind.key)
+    whens.append(
+        _when(
+            sql.SQL("{}.{} is not null").format(existing, sql.Identifier(kind.key)),
+            kind.key,
+            sql.SQL("{} || ' exists already'").format(_quoted(kind.key)),
+        )
     )
-
-
-def _references(kind: Kind) -> list[sql.Composed]:
-    statements: list[sql.Composed] = []
     for ref in kind.references:
-        statements.append(  # noqa: PERF401 (two loops, one list: reads better than two comprehensions)
-            sql.SQL(
-                "insert into {errors} (line, field, reason) "
-                "select s.line, {field}, {reason} from {stage} s "
-                "where s.line > %(after)s and nullif(s.{col}, '') is not null "
-                "and not exists (select 1 from {rel} r where r.{key} = s.{col}) "
-                "on conflict (line) do nothing"
-            ).format(
-                errors=_ERRORS,
-                field=_lit(ref.column),
-                reason=sql.SQL("{} || {}").format(_lit(f"no {ref.what} "), _quoted(ref.column)),
-                stage=STAGE,
-                col=sql.Identifier(ref.column),
-                rel=sql.Identifier(ref.relation.schema, ref.relation.name),
-                key=sql.Identifier(ref.key),
+        alias = rel(ref.relation, ref.key, ref.column)
+        whens.append(
+            _when(
+                sql.SQL("nullif({}, '') is not null and {}.{} is null").format(
+                    _v(ref.column), alias, sql.Identifier(ref.key)
+                ),
+                ref.column,
+                sql.SQL("{} || {}").format(_lit(f"no {ref.what} "), _quoted(ref.column)),
             )
         )
     for same in kind.same_values:
-        statements.append(  # noqa: PERF401
-            sql.SQL(
-                "insert into {errors} (line, field, reason) "
-                "select s.line, {field}, {reason} from {stage} s "
-                "join {rel} r on r.{key} = s.{col} "
-                "where s.line > %(after)s and r.{attribute} is distinct from s.{equals} "
-                "on conflict (line) do nothing"
-            ).format(
-                errors=_ERRORS,
-                field=_lit(same.column),
-                reason=sql.SQL("{} || {}").format(_quoted(same.column), _lit(f" {same.reason}")),
-                stage=STAGE,
-                rel=sql.Identifier(same.relation.schema, same.relation.name),
-                key=sql.Identifier(same.key),
-                col=sql.Identifier(same.column),
-                attribute=sql.Identifier(same.attribute),
-                equals=sql.Identifier(same.equals),
+        alias = rel(same.relation, same.key, same.column)
+        whens.append(
+            _when(
+                sql.SQL("{a}.{k} is not null and {a}.{attr} is distinct from {eq}").format(
+                    a=alias,
+                    k=sql.Identifier(same.key),
+                    attr=sql.Identifier(same.attribute),
+                    eq=_v(same.equals),
+                ),
+                same.column,
+                sql.SQL("{} || {}").format(_quoted(same.column), _lit(f" {same.reason}")),
             )
         )
-    return statements
+    left_joins = sql.SQL(" ").join(
+        sql.SQL("left join {rel} {a} on {a}.{key} = s.{col}").format(
+            rel=sql.Identifier(relation.schema, relation.name),
+            a=sql.Identifier(alias),
+            key=sql.Identifier(key),
+            col=sql.Identifier(column),
+        )
+        for (_, key, column), (alias, relation) in joins.items()
+    )
+    return sql.SQL(
+        "insert into {errors} (line, field, reason) "
+        "select line, e[1], e[2] from (select s.line, case {whens} end as e "
+        "from {stage} s {joins} where s.line > %(after)s offset 0) c where e is not null "
+        "on conflict (line) do nothing"
+    ).format(errors=_ERRORS, whens=sql.SQL(" ").join(whens), stage=STAGE, joins=left_joins)
 
 
 def check_statements(kind: Kind) -> list[sql.Composed]:
     """In the order a row's first error is chosen: the row's own values, then repeats in
     the file, then the database (exists already, references)."""
-    return [_row_checks(kind), _duplicates(kind), _exists_already(kind), *_references(kind)]
+    return [_row_checks(kind), _duplicates(kind), _against_the_database(kind)]
 
 
 async def check_rows(

@@ -49,6 +49,17 @@ select code, 'recurring', 'monthly', %s, %s, date '1900-01-01' from product
 -- A customer, unless the id exists already.
 insert into customers.customers (id, name, msisdn) values (%s, %s, %s) on conflict do nothing
 
+-- name: add_sample_accounts
+-- The sample's KRW billing accounts that are missing, through ledger's published import
+-- function: a contract may name only an account that exists (checked per statement).
+select ledger.import_accounts(
+    array_agg(a.id), array_agg(a.customer_id), array_agg('KRW'::text), array_agg(null::text),
+    array_agg(null::bigint), array_agg(null::text), array_agg(null::bigint),
+    array_agg(null::text), 'sample'
+) as opened
+from unnest(%s::text[], %s::text[]) as a(id, customer_id)
+where not exists (select 1 from ledger.account_rows r where r.id = a.id)
+
 -- name: add_contract
 -- A contract with the account it is billed to and its start, unless its SA_ID exists
 -- already.

@@ -92,8 +92,8 @@ create table customers.customers (
 -- modules), running from start_date (inclusive) to end_date (exclusive).
 create table customers.contracts (
     sa_id        text        primary key,  -- SA_ID: the contract, the seeds' ordering key
-    customer_id  text        not null references customers.customers (id),
-    product_code text        not null references customers.products (code),
+    customer_id  text        not null,  -- customers.customers, checked per statement below
+    product_code text        not null,  -- customers.products, checked per statement below
     status       text        not null default 'active'
                              check (status in ('active', 'suspended', 'terminated')),
     created_at   timestamptz not null default now(),
@@ -114,6 +114,151 @@ create table customers.contracts (
 create index contracts_customer on customers.contracts (customer_id);
 create index contracts_account on customers.contracts (account_id, sa_id);
 create index contracts_product on customers.contracts (product_code, sa_id);
+
+-- A contract's references (customer, product, billing account) are checked once per
+-- statement over the rows it wrote, not by foreign keys row by row (a bulk import writes
+-- 50,000 rows a statement): the same guarantee for every writer, because what is referred
+-- to is never deleted and its key never changes (customers.kept_forever; ledger keeps its
+-- accounts the same way). The account is checked through ledger's published view.
+
+-- The rows a statement wrote (`written`, its transition table) refer only to what
+-- exists; otherwise the statement fails as a foreign key would, naming the constraint
+-- it replaces (bossa.db.translate answers it as a reference to nothing).
+create function customers.contracts_refer_to_what_exists() returns trigger
+language plpgsql as $$
+declare
+    v_missing text;
+begin
+    -- Each distinct value once (a customer has a few contracts, a product many), by an
+    -- anti-join per reference, so each takes its own best plan (index probes for a few
+    -- rows, a hash for a chunk of an import).
+    select w.customer_id into v_missing
+    from (select distinct customer_id from written) w
+    where not exists (select 1 from customers.customers c where c.id = w.customer_id)
+    limit 1;
+    if found then
+        raise exception 'a contract refers to customer % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'contracts_customer_id_fkey',
+                  table = 'contracts', schema = 'customers';
+    end if;
+    select w.product_code into v_missing
+    from (select distinct product_code from written) w
+    where not exists (select 1 from customers.products p where p.code = w.product_code)
+    limit 1;
+    if found then
+        raise exception 'a contract refers to product % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'contracts_product_code_fkey',
+                  table = 'contracts', schema = 'customers';
+    end if;
+    select w.account_id into v_missing
+    from (select distinct account_id from written where account_id is not null) w
+    where not exists (select 1 from ledger.account_rows a where a.id = w.account_id)
+    limit 1;
+    if found then
+        raise exception 'a contract refers to account % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'contracts_account_id_fkey',
+                  table = 'contracts', schema = 'customers';
+    end if;
+    return null;
+end
+$$;
+
+create trigger contracts_references_on_insert
+    after insert on customers.contracts referencing new table as written
+    for each statement execute function customers.contracts_refer_to_what_exists();
+-- An update is checked for the rows whose references it changed, as a foreign key is:
+-- a status change does not re-check what it did not touch (nor trip over an account a
+-- contract named before accounts were checked at all).
+create function customers.contracts_changed_refer_to_what_exists() returns trigger
+language plpgsql as $$
+declare
+    v_missing text;
+begin
+    -- Only the rows the update gave another SA_ID, customer, product or account.
+    select w.customer_id into v_missing
+    from (
+        select distinct c.customer_id from written c where not exists (
+            select 1 from previous p
+            where p.sa_id = c.sa_id and p.customer_id = c.customer_id
+              and p.product_code = c.product_code
+              and p.account_id is not distinct from c.account_id
+        )
+    ) w
+    where not exists (select 1 from customers.customers c where c.id = w.customer_id)
+    limit 1;
+    if found then
+        raise exception 'a contract refers to customer % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'contracts_customer_id_fkey',
+                  table = 'contracts', schema = 'customers';
+    end if;
+    select w.product_code into v_missing
+    from (
+        select distinct c.product_code from written c where not exists (
+            select 1 from previous p
+            where p.sa_id = c.sa_id and p.customer_id = c.customer_id
+              and p.product_code = c.product_code
+              and p.account_id is not distinct from c.account_id
+        )
+    ) w
+    where not exists (select 1 from customers.products p where p.code = w.product_code)
+    limit 1;
+    if found then
+        raise exception 'a contract refers to product % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'contracts_product_code_fkey',
+                  table = 'contracts', schema = 'customers';
+    end if;
+    select w.account_id into v_missing
+    from (
+        select distinct c.account_id from written c
+        where c.account_id is not null and not exists (
+            select 1 from previous p
+            where p.sa_id = c.sa_id and p.customer_id = c.customer_id
+              and p.product_code = c.product_code
+              and p.account_id is not distinct from c.account_id
+        )
+    ) w
+    where not exists (select 1 from ledger.account_rows a where a.id = w.account_id)
+    limit 1;
+    if found then
+        raise exception 'a contract refers to account % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'contracts_account_id_fkey',
+                  table = 'contracts', schema = 'customers';
+    end if;
+    return null;
+end
+$$;
+
+create trigger contracts_references_on_update
+    after update on customers.contracts
+    referencing old table as previous new table as written
+    for each statement execute function customers.contracts_changed_refer_to_what_exists();
+
+-- What contracts refer to stays: no delete, no truncate, no change of key. A customer is
+-- closed and a product retired instead (their status), which keeps their history too.
+create function customers.kept_forever() returns trigger
+language plpgsql as $$
+begin
+    raise exception '%.% rows are never deleted nor their keys changed (close or retire them)',
+        tg_table_schema, tg_table_name
+        using errcode = 'check_violation', constraint = tg_table_name || '_kept',
+              table = tg_table_name, schema = tg_table_schema;
+end
+$$;
+
+create trigger customers_kept before delete on customers.customers
+    for each statement execute function customers.kept_forever();
+create trigger customers_kept_truncate before truncate on customers.customers
+    for each statement execute function customers.kept_forever();
+create trigger customers_key_kept before update of id on customers.customers
+    for each row when (old.id is distinct from new.id)
+    execute function customers.kept_forever();
+create trigger products_kept before delete on customers.products
+    for each statement execute function customers.kept_forever();
+create trigger products_kept_truncate before truncate on customers.products
+    for each statement execute function customers.kept_forever();
+create trigger products_key_kept before update of code on customers.products
+    for each row when (old.code is distinct from new.code)
+    execute function customers.kept_forever();
 
 -- published: customers.product_codes
 -- The products that exist, for SQL that must check a product code.
