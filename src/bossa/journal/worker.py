@@ -303,8 +303,11 @@ class Worker:
                 if self._lingerer == index:
                     self._lingerer = None
                     self._wake_one()  # someone else watches the lane while this one works
-                elif len(taken.entries) == self.batch_size:
-                    self._wake_one()  # more is probably waiting
+                elif len(taken.entries) == self.batch_size or self._lingerer is None:
+                    # More is probably waiting; or nobody watches the lane while this one
+                    # works: a NOTIFY wakes one taker per sleep, so the others would sleep
+                    # on through a steady trickle, and entries wait for this one's ack.
+                    self._wake_one()
                 await self._run_batch(taken)
                 continue
             if not until_idle and self._may_linger(index):
