@@ -43,7 +43,8 @@ def _tree_cpu(pid: int) -> float:
 def _redis_cpu(port: str) -> float:
     for proc in psutil.process_iter(["name", "cmdline"]):
         name, argv = proc.info["name"] or "", " ".join(proc.info["cmdline"] or [])
-        if "redis" in name and f"--port {port}" in argv:
+        # redis-server rewrites its command line to "redis-server 127.0.0.1:PORT"
+        if "redis" in name and (f":{port}" in argv or f"--port {port}" in argv):
             times = proc.cpu_times()
             return float(times.user + times.system)
     return 0.0
