@@ -243,7 +243,9 @@ class Worker:
 
     def _db_failed(self, exc: Exception) -> None:
         self.stats.db_errors += 1
-        self._last_db_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        # One line: the CLI's exit message ends with it, and libpq's texts (a pipeline's
+        # "flush request failed: ..." above all) may hold newlines.
+        self._last_db_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         if self._down_since is None:
             self._down_since = time.monotonic()
         if isinstance(exc, psycopg_pool.PoolClosed):
