@@ -226,6 +226,12 @@ def test_sigterm_at_any_moment_stops_the_worker_cleanly(moment: str) -> None:
         migrate(url)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("select journal.declare_lane(%s, 'journal')", (LANE,))
+            # The slow handler records each delivery here before it sleeps: without the
+            # table it fails at once, and the worker is never "working" for long.
+            conn.execute(
+                "create table public.deliveries (n bigint generated always as identity,"
+                " entry_id bigint not null, pid integer not null)"
+            )
             conn.execute(
                 "insert into journal.entries (lane, key, kind, payload, state, created_by)"
                 " select %s, 'k' || n, 'noop', '{}', 'ready', 'test'"
