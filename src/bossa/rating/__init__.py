@@ -5,7 +5,9 @@ For the sync listener, in its ack's transaction: `subscribe` / `unsubscribe` (a 
 bought, changed, cancelled), `account_changed` (any other change of a number's or an
 account's data: pipelines drop it from memory and load it again on next usage),
 `billing_started` / `billing_completed` (S14 holds), and `recycle_fixed` (a recycle
-request, with `force=True`, outside any transaction: it rates)."""
+request, with `force=True`, outside any transaction: it rates). For the interleaving
+pipeline (S13, `bossa sync pipeline`): `Inbox` and `rate_inbox_file`, the inbox
+daemon's look and its per-file step."""
 
 from bossa.rating.models import (
     BatchReport,
@@ -16,6 +18,7 @@ from bossa.rating.models import (
     TariffVersion,
 )
 from bossa.rating.service import (
+    Inbox,
     Pipeline,
     account_changed,
     add_tariff,
@@ -23,6 +26,7 @@ from bossa.rating.service import (
     billing_started,
     put_subscription,
     rate_file,
+    rate_inbox_file,
     rate_records,
     recycle,
     recycle_fixed,
@@ -34,6 +38,7 @@ from bossa.rating.service import (
 
 __all__ = [
     "BatchReport",
+    "Inbox",
     "Pipeline",
     "RecycleReport",
     "RerateReport",
@@ -46,6 +51,7 @@ __all__ = [
     "billing_started",
     "put_subscription",
     "rate_file",
+    "rate_inbox_file",
     "rate_records",
     "recycle",
     "recycle_fixed",
