@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bossa.config import BossaSettings, register
@@ -89,14 +89,15 @@ class SyncSettings(BossaSettings):
             )
         return self
 
-    @model_validator(mode="after")
-    def _thresholds_in_order(self) -> SyncSettings:
-        if self.min_events >= self.max_events:
+    @field_validator("min_events")
+    @classmethod
+    def _below_max(cls, value: int, info: ValidationInfo) -> int:
+        top = info.data.get("max_events")
+        if isinstance(top, int) and value >= top:
             raise ValueError(
-                f"min_events: {self.min_events} must be below max_events"
-                f" ({self.max_events}), or the pipeline would switch back and forth"
+                f"must be below max_events ({top}), or the pipeline would switch back and forth"
             )
-        return self
+        return value
 
     @property
     def zone(self) -> ZoneInfo:
