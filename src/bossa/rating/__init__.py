@@ -11,10 +11,12 @@ daemon's look and its per-file step."""
 
 from bossa.rating.models import (
     BatchReport,
+    RatedRecord,
     RecycleReport,
     RerateReport,
     SuspendedRecord,
     SuspenseReason,
+    TariffRequest,
     TariffVersion,
 )
 from bossa.rating.service import (
@@ -28,6 +30,7 @@ from bossa.rating.service import (
     rate_file,
     rate_inbox_file,
     rate_records,
+    rated,
     recycle,
     recycle_fixed,
     rerate,
@@ -40,10 +43,12 @@ __all__ = [
     "BatchReport",
     "Inbox",
     "Pipeline",
+    "RatedRecord",
     "RecycleReport",
     "RerateReport",
     "SuspendedRecord",
     "SuspenseReason",
+    "TariffRequest",
     "TariffVersion",
     "account_changed",
     "add_tariff",
@@ -53,6 +58,7 @@ __all__ = [
     "rate_file",
     "rate_inbox_file",
     "rate_records",
+    "rated",
     "recycle",
     "recycle_fixed",
     "rerate",

@@ -34,6 +34,7 @@ from bossa.rating.models import (
     MAX_RECYCLE,
     MAX_RERATE_DAYS,
     BatchReport,
+    RatedRecord,
     RecycleReport,
     RerateReport,
     SuspendedRecord,
@@ -53,6 +54,7 @@ __all__ = [
     "rate_file",
     "rate_inbox_file",
     "rate_records",
+    "rated",
     "recycle",
     "recycle_fixed",
     "rerate",
@@ -726,6 +728,13 @@ async def suspended(
     async with pool.connection() as conn:
         rows = await store.suspended(conn, reason=reason, after=after, limit=limit)
     return [SuspendedRecord(**row) for row in rows]
+
+
+async def rated(pool: Pool, keys: Sequence[str]) -> list[RatedRecord]:
+    """The rated usage records of these keys, by start (those not rated are absent)."""
+    async with pool.connection() as conn:
+        rows = await store.rated_records(conn, list(keys))
+    return [RatedRecord(**row) for row in rows]
 
 
 async def suspense_counts(pool: Pool) -> dict[str, int]:
