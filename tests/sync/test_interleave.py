@@ -17,6 +17,7 @@ import pytest
 from bossa import config
 from bossa.config import ConfigError
 from bossa.journal import Journal
+from bossa.journal import service as journal_ops
 from bossa.runtime import Runtime
 from bossa.sync import EventState, SyncSettings, listen, report
 from bossa.sync.lanes import Interleaver, interleaver
@@ -302,3 +303,47 @@ async def test_the_pipeline_command_drains_inbox_and_events(
     assert (await outcome(runtime.pool, "c1"))[0] == "SOIP"
     lane = await report(runtime.pool, SyncSettings())
     assert lane.by_state[EventState.READY] == 0
+
+
+async def test_a_held_event_sends_it_back_to_rating_and_no_cdrs_sends_it_to_events(
+    runtime: Runtime,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "inbox"
+    await new_line(runtime, 1)
+    await new_line(runtime, 2, msisdn="+1234567890123456789")  # rating cannot key it
+    await buy(runtime, 2, "SOIP")
+    it = await started(
+        runtime.journal, inbox, Clock(), max_events=5, min_events=0, events_when_no_cdrs=True
+    )
+    # On events with no file waiting it stays there, until the purchase is held (S8):
+    # the listener may not take, and the pipeline goes back to rating.
+    await until(it, lambda: it.mode is CDRS)
+    assert it.stats.switches == [(CDRS, SwitchReason.EVENTS_BLOCKED)]
+    held = await report(runtime.pool, SyncSettings())
+    assert held.by_state[EventState.HELD] == 1
+
+    # Rating goes on while the event is held, and events READY do not take it away.
+    await new_line(runtime, 3)
+    drop(inbox, "f1", [f"f1-0,821055500001,8231,{local(utc_now())},60"])
+    await until(it, lambda: (inbox / "done" / "f1.csv").exists())
+    await it.step()
+    assert it.mode is CDRS
+    assert len(it.stats.switches) == 1
+
+    # The operator discards the bad event: no file waits, an event is READY: to events
+    # at once (the optional switch), and it stays there until a file comes.
+    await journal_ops.discard(
+        runtime.journal, held.held[0].entry_id, actor="op", reason="number fixed by hand"
+    )
+    await it.step()
+    assert it.stats.switches[-1] == (EVENTS, SwitchReason.NO_CDRS)
+    for _ in range(3):
+        await it.step()
+    assert it.mode is EVENTS
+    assert await ready(it) == 0
+    drop(inbox, "f2", [f"f2-0,821055500003,8231,{local(utc_now())},60"])
+    await until(it, lambda: (inbox / "done" / "f2.csv").exists())
+    assert it.stats.switches[-1] == (CDRS, SwitchReason.MIN_EVENTS)
+    await it.listener.close()
+    it.close()

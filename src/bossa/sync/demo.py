@@ -20,6 +20,7 @@ from bossa import config, ledger, rating
 from bossa.customers import service as customers
 from bossa.customers.models import ContractRequest, CustomerRequest, ProductChange
 from bossa.journal import Journal
+from bossa.provisioning import service as provisioning
 from bossa.runtime import Runtime
 from bossa.sync import service
 from bossa.sync.lanes import Interleaver, interleaver
@@ -94,7 +95,13 @@ async def chapter(out: Console, runtime: Runtime) -> None:
     await customers.create_contract(
         journal,
         runtime.deliverer,
-        ContractRequest(sa_id=SA_ID, customer=CUSTOMER, account=ACCOUNT, product="SOIP"),
+        ContractRequest(
+            sa_id=SA_ID,
+            customer=CUSTOMER,
+            account=ACCOUNT,
+            product="SOIP",
+            bind_data=await _binds(runtime, "SOIP", "4201"),
+        ),
         actor="front-office",
     )
     out.print(
@@ -124,7 +131,11 @@ async def chapter(out: Console, runtime: Runtime) -> None:
 
     await _past(call1, zone)
     await customers.change_product(
-        journal, runtime.deliverer, SA_ID, ProductChange(product="WIBRO"), actor="front-office"
+        journal,
+        runtime.deliverer,
+        SA_ID,
+        ProductChange(product="WIBRO", bind_data=await _binds(runtime, "WIBRO", "4202")),
+        actor="front-office",
     )
     changed = local_now()
     call2 = changed + timedelta(seconds=2)
@@ -159,6 +170,14 @@ async def chapter(out: Console, runtime: Runtime) -> None:
         ["record_key", "started_at", "product_code", "duration", "billed", "free", "charge"],
         title="rating.rated_usage",
     )
+
+
+async def _binds(runtime: Runtime, product: str, intf_code: str) -> dict[str, object]:
+    """The provisioning order's bind data: the tour's sample plans (the provisioning
+    chapter's, when it ran) set the line's speed; without a plan, none."""
+    plans = await provisioning.list_plans(runtime.pool)
+    planned = any(p.product_code == product and p.intf_code == intf_code for p in plans)
+    return {"speed": "10M"} if planned else {}
 
 
 def _start(
