@@ -9,6 +9,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from bossa.runtime import Runtime
 from bossa.sync import EventState, SyncSettings, listen, report
 from bossa.sync.lanes import Interleaver, interleaver
 from bossa.sync.models import Mode, SwitchReason, Thresholds, next_mode
-from bossa.sync.service import ready_events
+from bossa.sync.service import ready_events, switch_listener
 from tests.sync.test_sync import (
     HEADER,
     asyncio_sleep_past,
@@ -347,3 +348,43 @@ async def test_a_held_event_sends_it_back_to_rating_and_no_cdrs_sends_it_to_even
     assert it.stats.switches[-1] == (CDRS, SwitchReason.MIN_EVENTS)
     await it.listener.close()
     it.close()
+
+
+async def test_a_disconnected_listener_keeps_the_pipeline_rating(
+    runtime: Runtime,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """S9 through the pipeline: `bossa sync listener disconnect` returns once it stopped
+    taking events, files are still rated meanwhile, and `connect` lets the events in."""
+    inbox = tmp_path / "inbox"
+    it = interleaver(runtime.journal, settings(max_events=1, min_events=0), inbox, poll_s=0.05)
+    task = asyncio.create_task(it.run())
+    try:
+        await until_true(lambda: ready(it), 0)  # the sample operator's events applied
+        off = await switch_listener(runtime.pool, 0, connected=False, actor="dba", wait_s=20)
+        assert off.state == "disconnected"
+        await new_line(runtime, 1)
+        drop(inbox, "f1", [f"f1-0,821055500001,8231,{local(utc_now())},60"])
+        for _ in range(200):
+            if (inbox / "done" / "f1.csv").exists():
+                break
+            await asyncio.sleep(0.05)
+        assert (inbox / "done" / "f1.csv").exists()
+        assert await ready(it) == 1  # READY at the maximum, but not taken
+        on = await switch_listener(runtime.pool, 0, connected=True, actor="dba", wait_s=20)
+        assert on.state == "active"
+        await until_true(lambda: ready(it), 0)
+    finally:
+        it.stop()
+        await task
+        it.close()
+    assert it.stats.files == 1
+    assert (EVENTS, SwitchReason.MAX_EVENTS) in it.stats.switches
+
+
+async def until_true(value: Callable[[], Awaitable[int]], wanted: int) -> None:
+    for _ in range(400):
+        if await value() == wanted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never {wanted}")

@@ -568,6 +568,9 @@ class Interleaver:
         """Look at the thresholds, switch if they say so, then one file or one take;
         returns whether something was done."""
         ready = await service.ready_events(self.listener.pool, self.lane)
+        # Asked at every step, rating too: the listener keeps reporting it is alive and
+        # sees a disconnect (S9) at once, whatever the mode.
+        can_take = await self.listener.may_take()
         waiting = bool(self._files) or self.inbox.waiting()
         reason = next_mode(
             self.mode,
@@ -576,16 +579,13 @@ class Interleaver:
             elapsed_s=self.clock() - self.since,
             cdrs_waiting=waiting,
         )
-        if reason is not None and self.mode is Mode.CDRS and not await self.listener.may_take():
+        if reason is not None and self.mode is Mode.CDRS and not can_take:
             reason = None  # events cannot be taken now: rating goes on
         if reason is not None:
             self._switch(reason, ready)
-        if self.mode is Mode.EVENTS:
-            return await self._events(ready, waiting)
-        return await self._cdrs()
-
-    async def _events(self, ready: int, waiting: bool) -> bool:
-        if not await self.listener.may_take():
+        if self.mode is Mode.CDRS:
+            return await self._cdrs()
+        if not can_take:
             self._switch(SwitchReason.EVENTS_BLOCKED, ready)
             return True
         if ready == 0:
