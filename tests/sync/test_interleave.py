@@ -388,3 +388,21 @@ async def until_true(value: Callable[[], Awaitable[int]], wanted: int) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never {wanted}")
+
+
+async def test_once_drains_events_below_the_minimum_too(
+    runtime: Runtime,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    drop(inbox, "f1", [f"f1-0,821055500001,8231,{local(utc_now())},60"])
+    # No time limits: READY events at the minimum would wait for nothing, forever.
+    it = interleaver(runtime.journal, settings(), inbox, poll_s=0.05)
+    try:
+        await asyncio.wait_for(it.run(until_idle=True), timeout=60)
+    finally:
+        it.close()
+    assert await ready(it) == 0
+    assert it.stats.events == 4
+    assert it.stats.files == 1

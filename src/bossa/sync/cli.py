@@ -56,7 +56,11 @@ def pipeline(
         float, typer.Option(min=0.1, max=3600, help="Seconds between looks at the inbox")
     ] = 2.0,
     once: Annotated[
-        bool, typer.Option(help="Stop once no file waits and no event is READY (or held)")
+        bool,
+        typer.Option(
+            help="Drain, then stop: no file waits and no event is READY (or one is held);"
+            " events are taken whenever no file waits, below the minimum too"
+        ),
     ] = False,
 ) -> None:
     """S13: rate the CDR files of INBOX and apply business events in turn, in one process,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -536,6 +537,10 @@ class Interleaver:
         if install_signal_handlers:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
+        if until_idle:
+            # Draining: with no file waiting, events below the minimum would otherwise
+            # wait for a time limit that may be off, and the run would never end.
+            self.limits = dataclasses.replace(self.limits, events_when_no_cdrs=True)
         try:
             await self.listener.start()
             self.since = self.clock()
