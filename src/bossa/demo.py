@@ -31,6 +31,7 @@ from bossa.journal import service as journal_service
 from bossa.partners import demo as partners_demo
 from bossa.provisioning import demo as provisioning_demo
 from bossa.runtime import Runtime
+from bossa.sync import demo as sync_demo
 from bossa.terminal import table
 
 __all__ = ["tour"]
@@ -96,6 +97,8 @@ async def tour(out: Console, *, serve: bool = False) -> None:
                 await partners_demo.chapter(out, runtime)
 
             await provisioning_demo.chapter(out, runtime, server, then=billing_chapter)
+            next(chapter)
+            await sync_demo.chapter(out, runtime)
             # Last: it stops and restarts the server under every chapter's pool.
             next(chapter)
             await alerts_demo.chapter(out, runtime, server)
@@ -114,7 +117,9 @@ def _chapters(out: Console) -> Any:
         "5. Provisioning: an order completes while a server is down (P4, P5, P6)",
         "6. Billing: a bill run that never stops business (B1-B6)",
         "7. Partners: a template run through the open API, its MDR file over SFTP (O1-O5)",
-        "8. Missed-call alerts: SMS sent while PostgreSQL is stopped, reconciled after (M1-M6)",
+        "8. Sync and rating: a product bought while the pipeline is down rates the next call"
+        " (S1-S13)",
+        "9. Missed-call alerts: SMS sent while PostgreSQL is stopped, reconciled after (M1-M6)",
     ]
     for title in titles:
         out.print(Rule(title, align="left"))

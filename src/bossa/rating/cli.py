@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import shutil
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -34,7 +32,6 @@ __all__ = ["rating_app"]
 rating_app = typer.Typer(
     help="Rating usage records with tariffs (S, issue 14).", no_args_is_help=True
 )
-log = logging.getLogger("bossa.rating")
 
 #: A tariff file larger than this is not a tariff.
 MAX_TARIFF_BYTES = 4 << 20
@@ -133,32 +130,18 @@ def inbox(
     error file beside it), one that cannot be read to failed/. A file is taken only once
     it has stopped growing; the same content dropped twice is rated once. At every look,
     suspended records whose cause is gone are recycled."""
-    for sub in ("done", "failed"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
+    inbox_dir = service.Inbox.open(folder)
 
     async def go(rt: Runtime) -> None:
         pipeline = service.Pipeline.open()
-        sizes: dict[Path, int] = {}
         try:
             while True:
-                for path in sorted(folder.glob("*.csv"), key=lambda p: p.stat().st_mtime):
-                    size = path.stat().st_size
-                    if sizes.get(path) != size:  # still being written: look again next time
-                        sizes[path] = size
+                for path in inbox_dir.look():
+                    report = await service.rate_inbox_file(
+                        rt.pool, pipeline, inbox_dir, path, actor=_actor()
+                    )
+                    if report is None:
                         continue
-                    sizes.pop(path, None)
-                    errors = folder / "done" / f"{path.name}.errors.csv"
-                    try:
-                        report = await service.rate_file(
-                            rt.pool, pipeline, path, actor=_actor(), errors_to=errors
-                        )
-                    except InvalidInput as exc:
-                        log.warning("rating inbox: %s not rated: %s", path.name, exc)
-                        shutil.move(path, folder / "failed" / path.name)
-                        continue
-                    if not report.malformed:
-                        errors.unlink(missing_ok=True)
-                    shutil.move(path, folder / "done" / path.name)
                     out.print(
                         f"{path.name}: batch {report.batch}, {report.rated} rated, "
                         f"{report.suspended} suspended, {report.malformed} malformed"
@@ -169,7 +152,7 @@ def inbox(
                 recycled = await service.recycle_fixed(rt.pool, pipeline, actor=_actor())
                 if recycled:
                     out.print(f"recycled from suspense: {recycled} rated")
-                if once and not sizes:
+                if once and not inbox_dir.pending:
                     return
                 await asyncio.sleep(poll)
         finally:

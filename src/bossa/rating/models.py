@@ -43,6 +43,7 @@ __all__ = [
     "PEAK_START",
     "Band",
     "BatchReport",
+    "RatedRecord",
     "RecycleReport",
     "RerateReport",
     "SuspendedRecord",
@@ -217,6 +218,22 @@ class BatchReport(BaseModel):
             charge=None,
             repeated=repeated,
         )
+
+
+class RatedRecord(BaseModel):
+    """One rated usage record, as `rating.rated_usage` keeps it."""
+
+    record_key: str
+    batch_id: int
+    account_id: str
+    msisdn: str
+    product_code: str
+    zone: str
+    started_at: datetime
+    duration: int
+    billed: int
+    free: int
+    charge: int
 
 
 class SuspendedRecord(BaseModel):

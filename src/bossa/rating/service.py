@@ -14,11 +14,12 @@ import asyncio
 import csv
 import hashlib
 import logging
+import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from bossa.rating.models import (
     MAX_RECYCLE,
     MAX_RERATE_DAYS,
     BatchReport,
+    RatedRecord,
     RecycleReport,
     RerateReport,
     SuspendedRecord,
@@ -41,6 +43,7 @@ from bossa.rating.models import (
 )
 
 __all__ = [
+    "Inbox",
     "Pipeline",
     "account_changed",
     "add_tariff",
@@ -49,7 +52,9 @@ __all__ = [
     "hold_for_billing",
     "put_subscription",
     "rate_file",
+    "rate_inbox_file",
     "rate_records",
+    "rated",
     "recycle",
     "recycle_fixed",
     "rerate",
@@ -248,6 +253,78 @@ async def rate_file(
         if errors_to is not None:
             _write_errors(errors_to, report.errors)
     metrics.observe(report)
+    return report
+
+
+@dataclass
+class Inbox:
+    """An inbox directory of CDR files (`bossa rating inbox`, `bossa sync pipeline`):
+    `*.csv` files are taken oldest first once their size has stopped changing between
+    two looks; rated files move to `done/` (their error file beside them), files that
+    cannot be rated at all to `failed/`."""
+
+    folder: Path
+    #: Each file's size at the last look (a file still growing is not taken).
+    sizes: dict[Path, int] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, folder: Path) -> Inbox:
+        for sub in ("done", "failed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return cls(folder)
+
+    def look(self) -> list[Path]:
+        """The files ready to rate, oldest first: those whose size has not changed since
+        the previous look."""
+        ready: list[Path] = []
+        present: set[Path] = set()
+        for path in sorted(self.folder.glob("*.csv"), key=_mtime):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:  # moved away between the listing and the look
+                continue
+            present.add(path)
+            if self.sizes.get(path) == size:
+                ready.append(path)
+            self.sizes[path] = size
+        for gone in set(self.sizes) - present:
+            del self.sizes[gone]
+        return ready
+
+    @property
+    def pending(self) -> bool:
+        """Files seen at the last look and not rated yet (being written, or ready)."""
+        return bool(self.sizes)
+
+    def waiting(self) -> bool:
+        """Any CDR file in the inbox, ready or still being written."""
+        return any(True for _ in self.folder.glob("*.csv"))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+async def rate_inbox_file(
+    pool: Pool, pipeline: Pipeline, inbox: Inbox, path: Path, *, actor: str
+) -> BatchReport | None:
+    """Rate one file of the inbox and move it to `done/` (its error file beside it when
+    it had bad lines); a file that cannot be rated at all moves to `failed/` with a
+    warning line, and None is returned."""
+    inbox.sizes.pop(path, None)
+    errors = inbox.folder / "done" / f"{path.name}.errors.csv"
+    try:
+        report = await rate_file(pool, pipeline, path, actor=actor, errors_to=errors)
+    except InvalidInput as exc:
+        log.warning("rating inbox: %s not rated: %s", path.name, exc)
+        await asyncio.to_thread(shutil.move, path, inbox.folder / "failed" / path.name)
+        return None
+    if not report.malformed:
+        errors.unlink(missing_ok=True)
+    await asyncio.to_thread(shutil.move, path, inbox.folder / "done" / path.name)
     return report
 
 
@@ -651,6 +728,13 @@ async def suspended(
     async with pool.connection() as conn:
         rows = await store.suspended(conn, reason=reason, after=after, limit=limit)
     return [SuspendedRecord(**row) for row in rows]
+
+
+async def rated(pool: Pool, keys: Sequence[str]) -> list[RatedRecord]:
+    """The rated usage records of these keys, by start (those not rated are absent)."""
+    async with pool.connection() as conn:
+        rows = await store.rated_records(conn, list(keys))
+    return [RatedRecord(**row) for row in rows]
 
 
 async def suspense_counts(pool: Pool) -> dict[str, int]:

@@ -418,6 +418,10 @@ async def suspended(
     ).fetchall()
 
 
+async def rated_records(conn: Conn, keys: list[str]) -> list[dict[str, Any]]:
+    return await (await conn.execute(QUERIES["rated_records"], {"keys": keys})).fetchall()
+
+
 async def suspense_counts(conn: Conn) -> dict[str, int]:
     rows = await (await conn.execute(QUERIES["suspense_counts"])).fetchall()
     return {r["reason"]: int(r["records"]) for r in rows}

@@ -49,6 +49,44 @@ def listen(
     with_runtime(go)
 
 
+@sync_app.command("pipeline")
+def pipeline(
+    inbox: Annotated[Path, typer.Argument(help="Where CDR files (*.csv) are dropped")],
+    poll: Annotated[
+        float, typer.Option(min=0.1, max=3600, help="Seconds between looks at the inbox")
+    ] = 2.0,
+    once: Annotated[
+        bool,
+        typer.Option(
+            help="Drain, then stop: no file waits and no event is READY (or one is held);"
+            " events are taken whenever no file waits, below the minimum too"
+        ),
+    ] = False,
+) -> None:
+    """S13: rate the CDR files of INBOX and apply business events in turn, in one process,
+    switching on BOSSA_SYNC_MAX_EVENTS, _MIN_EVENTS, _MAX_CDR_TIME_S, _MAX_EVENT_TIME_S and
+    _EVENTS_WHEN_NO_CDRS (a daemon: run it under a supervisor, instead of `bossa sync
+    listen` and `bossa rating inbox`)."""
+
+    async def go(rt: Runtime) -> None:
+        stats = await service.pipeline(
+            rt.journal,
+            rt.settings(SyncSettings),
+            inbox,
+            listen_url=rt.url,
+            once=once,
+            poll_s=poll,
+            install_signal_handlers=True,
+        )
+        out.print(
+            f"{stats.events} events applied, {stats.files} files rated ({stats.rated} records"
+            f" rated, {stats.suspended} suspended, {stats.malformed} malformed),"
+            f" {stats.recycled} recycled, {len(stats.switches)} switches"
+        )
+
+    with_runtime(go)
+
+
 @sync_app.command("report")
 def report(
     window: Annotated[

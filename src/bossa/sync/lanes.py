@@ -32,11 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
+from bossa import rating
 from bossa.db import Conn
 from bossa.errors import InvalidInput, UserError
 from bossa.journal import Entry, Failure, Journal, Taken, WorkerStats
@@ -52,11 +55,16 @@ from bossa.sync.models import (
     BusinessEvent,
     Dispatcher,
     EventConfig,
+    Mode,
+    PipelineStats,
+    SwitchReason,
+    Thresholds,
+    next_mode,
 )
 from bossa.sync.service import MODULES, ModuleContext
 from bossa.sync.settings import SyncSettings
 
-__all__ = ["Listener", "listener"]
+__all__ = ["Interleaver", "Listener", "interleaver", "listener"]
 
 log = get_logger("bossa.sync.lanes")
 
@@ -118,42 +126,73 @@ class Listener:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
         try:
-            await self._start()
-            while not self._stopping.is_set():
-                if not await self._connected():
-                    await self._report("disconnected")
+            await self.start()
+            while not self.stopping:
+                if not await self.may_take():
                     if until_idle:
                         return
-                    await self._sleep(self.settings.poll_s)
+                    await self.pause(
+                        self.settings.poll_s
+                        if self.state == "disconnected"
+                        else min(self.settings.poll_s * 5, 1.0)
+                    )
                     continue
-                await self._report("active")
-                if not await self._gate():
-                    if until_idle:
-                        return
-                    await self._sleep(min(self.settings.poll_s * 5, 1.0))
-                    continue
-                await self._housekeeping()
-                taken = await self.journal.take(self.lane, self.settings.batch)
-                if not taken.entries:
+                if not await self.take_and_process():
                     if until_idle and not await self.journal.busy(self.lane):
                         return
-                    await self._sleep(self.settings.poll_s)
-                    continue
-                await self._round(taken)
+                    await self.pause(self.settings.poll_s)
         finally:
             if install_signal_handlers:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
-            with contextlib.suppress(*DB_ERRORS):
-                await self._report("stopped", force=True)
-            metrics.LISTENER_ACTIVE.labels(self.lane).set(0)
-            log.info(
-                "sync listener stopped",
-                lane=self.lane,
-                processed=self.stats.acked,
-                held=self.stats.parked,
-                released=self.stats.released,
-            )
+            await self.close()
+
+    # -- the steps, public for the interleaving pipeline (S13) ------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def start(self) -> None:
+        """S11: register and initialise every module; events wait READY meanwhile."""
+        await self._start()
+
+    async def may_take(self) -> bool:
+        """Connected (S9) and no event of the lane held (S8): the listener may take. It
+        reports its state (active or disconnected) on the way."""
+        if not await self._connected():
+            await self._report("disconnected")
+            return False
+        await self._report("active")
+        return await self._gate()
+
+    async def take_and_process(self, limit: int | None = None) -> int:
+        """One take of at most `limit` events (`BOSSA_SYNC_BATCH` by default), processed
+        in batches and on threads as the listener does; returns the events taken (0:
+        none READY). Call `may_take` first."""
+        await self._housekeeping()
+        taken = await self.journal.take(self.lane, limit or self.settings.batch)
+        if not taken.entries:
+            return 0
+        await self._round(taken)
+        return len(taken.entries)
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep, woken at once by `stop`."""
+        await self._sleep(seconds)
+
+    async def close(self) -> None:
+        """Report stopped (the listener's last word)."""
+        with contextlib.suppress(*DB_ERRORS):
+            await self._report("stopped", force=True)
+        metrics.LISTENER_ACTIVE.labels(self.lane).set(0)
+        log.info(
+            "sync listener stopped",
+            lane=self.lane,
+            processed=self.stats.acked,
+            held=self.stats.parked,
+            released=self.stats.released,
+        )
 
     async def _start(self) -> None:
         """S11: events wait READY until every module of the pipeline is ready."""
@@ -429,3 +468,210 @@ def listener(
 ) -> Listener:
     """The listener of the settings' pipeline instance (`bossa sync listen`)."""
     return Listener(journal, settings, listen_url=listen_url)
+
+
+# -- S13: the interleaving pipeline --------------------------------------------------------
+
+
+class Interleaver:
+    """`bossa sync pipeline`: one process that rates the CDR files of an inbox and
+    processes the instance's business events, one or the other at a time (S13; the
+    seed's DAT_Listener interleaving). It switches on the thresholds of `SyncSettings`:
+
+    - rating CDRs, it switches to events when READY events reach `max_events`, or
+      `max_cdr_time_s` is spent with more than `min_events` READY, or (optional,
+      `events_when_no_cdrs`) no file waits and an event is READY;
+    - processing events, it switches to CDRs when READY events fall to `min_events`
+      (it takes no more than that leaves), or `max_event_time_s` is spent, or the
+      listener may not take (an event held, S8; disconnected, S9).
+
+    Only READY events count, read before each file and each take (and every
+    `check_interval_s` while idle). It starts on events: what waited while it was down
+    is applied before the first file is rated, as far as the thresholds let it. A file
+    is one transaction and a take is one round, so a limit is acted on between them.
+    The steps are the listener's and the inbox daemon's own (`Listener.take_and_process`,
+    `rating.rate_inbox_file`): what holds for them (once, in order, nothing lost) holds
+    here."""
+
+    def __init__(
+        self,
+        listener: Listener,
+        inbox: rating.Inbox,
+        pipeline: rating.Pipeline,
+        *,
+        poll_s: float = 2.0,
+        actor: str = "pipeline",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.listener = listener
+        self.settings = listener.settings
+        self.lane = listener.lane
+        self.inbox = inbox
+        self.pipeline = pipeline
+        self.poll_s = poll_s
+        self.actor = actor
+        self.clock = clock
+        self.limits = Thresholds(
+            max_events=self.settings.max_events,
+            min_events=self.settings.min_events,
+            max_cdr_time_s=self.settings.max_cdr_time_s,
+            max_event_time_s=self.settings.max_event_time_s,
+            events_when_no_cdrs=self.settings.events_when_no_cdrs,
+        )
+        self.stats = PipelineStats()
+        self.mode = Mode.EVENTS
+        self.since = clock()
+        self._files: list[Path] = []
+        self._looked_at = float("-inf")
+
+    def stop(self) -> None:
+        """Finish the file or the events in hand, then exit (SIGTERM)."""
+        self.listener.stop()
+
+    def close(self) -> None:
+        self.pipeline.close()
+        _show_mode(self.lane, None)
+
+    async def run(self, *, install_signal_handlers: bool = False, until_idle: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.stop)
+        if until_idle:
+            # Draining: with no file waiting, events below the minimum would otherwise
+            # wait for a time limit that may be off, and the run would never end.
+            self.limits = dataclasses.replace(self.limits, events_when_no_cdrs=True)
+        try:
+            await self.listener.start()
+            self.since = self.clock()
+            _show_mode(self.lane, self.mode)
+            log.info("pipeline starts on events", lane=self.lane, inbox=str(self.inbox.folder))
+            while not self.listener.stopping:
+                worked = await self.step()
+                if worked:
+                    continue
+                if until_idle and await self.idle():
+                    return
+                await self.listener.pause(self.settings.check_interval_s)
+        finally:
+            if install_signal_handlers:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+            self.stats.events = self.listener.stats.acked
+            await self.listener.close()
+
+    async def idle(self) -> bool:
+        """Nothing to do (`--once`): no file in the inbox, and no event READY or none
+        that may be taken (held, disconnected)."""
+        if self.inbox.waiting():
+            return False
+        if await service.ready_events(self.listener.pool, self.lane) == 0:
+            return not await self.listener.journal.busy(self.lane)
+        return not await self.listener.may_take()
+
+    async def step(self) -> bool:
+        """Look at the thresholds, switch if they say so, then one file or one take;
+        returns whether something was done."""
+        ready = await service.ready_events(self.listener.pool, self.lane)
+        # Asked at every step, rating too: the listener keeps reporting it is alive and
+        # sees a disconnect (S9) at once, whatever the mode.
+        can_take = await self.listener.may_take()
+        waiting = bool(self._files) or self.inbox.waiting()
+        reason = next_mode(
+            self.mode,
+            self.limits,
+            ready=ready,
+            elapsed_s=self.clock() - self.since,
+            cdrs_waiting=waiting,
+        )
+        if reason is not None and self.mode is Mode.CDRS and not can_take:
+            reason = None  # events cannot be taken now: rating goes on
+        if reason is not None:
+            self._switch(reason, ready)
+        if self.mode is Mode.CDRS:
+            return await self._cdrs()
+        if not can_take:
+            self._switch(SwitchReason.EVENTS_BLOCKED, ready)
+            return True
+        if ready == 0:
+            return False
+        limit = self.limits.take_limit(ready, waiting, self.settings.batch)
+        return await self.listener.take_and_process(limit) > 0
+
+    async def _cdrs(self) -> bool:
+        if not self._files and self.clock() - self._looked_at >= self.poll_s:
+            self._looked_at = self.clock()
+            self._files = await asyncio.to_thread(self.inbox.look)
+            # Automatic recycling, at each look as the inbox daemon does: suspended
+            # records whose cause is gone (an account opened, billing completed).
+            recycled = await rating.recycle_fixed(
+                self.listener.pool, self.pipeline, actor=self.actor
+            )
+            self.stats.recycled += recycled
+            if recycled:
+                return True
+        if not self._files:
+            return False
+        path = self._files.pop(0)
+        if not await asyncio.to_thread(path.exists):
+            return True
+        report = await rating.rate_inbox_file(
+            self.listener.pool, self.pipeline, self.inbox, path, actor=self.actor
+        )
+        self.stats.files += 1
+        if report is not None:
+            self.stats.rated += report.rated
+            self.stats.suspended += report.suspended
+            self.stats.malformed += report.malformed
+            log.info(
+                "pipeline rated a CDR file",
+                lane=self.lane,
+                file=path.name,
+                batch=report.batch,
+                rated=report.rated,
+                suspended=report.suspended,
+                malformed=report.malformed,
+                repeated=report.repeated,
+            )
+        return True
+
+    def _switch(self, reason: SwitchReason, ready: int) -> None:
+        now = self.clock()
+        to = Mode.CDRS if self.mode is Mode.EVENTS else Mode.EVENTS
+        log.info(
+            f"pipeline switches to {'rating CDRs' if to is Mode.CDRS else 'business events'}",
+            lane=self.lane,
+            reason=reason.value,
+            ready=ready,
+            after_s=round(now - self.since, 3),
+        )
+        metrics.MODE_SWITCHES.labels(self.lane, reason.value).inc()
+        self.stats.switches.append((to, reason))
+        self.mode, self.since = to, now
+        _show_mode(self.lane, to)
+
+
+def _show_mode(lane: str, mode: Mode | None) -> None:
+    for each in Mode:
+        metrics.MODE.labels(lane, each.value).set(int(each is mode))
+
+
+def interleaver(
+    journal: Journal,
+    settings: SyncSettings,
+    inbox: Path,
+    *,
+    listen_url: str | None = None,
+    poll_s: float = 2.0,
+    actor: str = "pipeline",
+    clock: Callable[[], float] = time.monotonic,
+) -> Interleaver:
+    """The interleaving pipeline of the settings' instance over `inbox` (S13)."""
+    return Interleaver(
+        Listener(journal, settings, listen_url=listen_url),
+        rating.Inbox.open(inbox),
+        rating.Pipeline.open(instance=settings.instance),
+        poll_s=poll_s,
+        actor=actor,
+        clock=clock,
+    )

@@ -15,6 +15,8 @@ __all__ = [
     "DROPPED",
     "HELD",
     "LISTENER_ACTIVE",
+    "MODE",
+    "MODE_SWITCHES",
     "OUTBOX",
     "OUTBOXED",
     "PROCESSED",
@@ -63,6 +65,16 @@ LISTENER_ACTIVE = Gauge(
 )
 HELD = Gauge(
     "bossa_sync_held", "1 while the listener holds: an event failed and waits for a fix", ["lane"]
+)
+MODE = Gauge(
+    "bossa_sync_pipeline_mode",
+    "S13: 1 for the interleaving pipeline's current mode (cdrs or events), 0 for the other",
+    ["lane", "mode"],
+)
+MODE_SWITCHES = Counter(
+    "bossa_sync_mode_switches_total",
+    "S13: the interleaving pipeline's switches between rating CDRs and events, by reason",
+    ["lane", "reason"],
 )
 DELAY = Histogram(
     "bossa_sync_apply_delay_seconds",

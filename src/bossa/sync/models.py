@@ -40,11 +40,16 @@ __all__ = [
     "InternalEvent",
     "LaneReport",
     "ListenerState",
+    "Mode",
     "Outcome",
+    "PipelineStats",
     "PolicyHook",
     "PublisherState",
+    "SwitchReason",
+    "Thresholds",
     "assemble",
     "lane_of_instance",
+    "next_mode",
     "number_of",
     "parse_event_config",
     "policy",
@@ -702,3 +707,102 @@ threads:
 
 
 LaneReport.model_rebuild()
+
+
+# -- S13: interleaving rating and business events ------------------------------------------
+
+
+class Mode(StrEnum):
+    """What the interleaving pipeline does now (S13): rate CDRs or process events."""
+
+    CDRS = "cdrs"
+    EVENTS = "events"
+
+
+class SwitchReason(StrEnum):
+    """Why the pipeline switched (the seed's criteria, and one of bossa's)."""
+
+    #: To events: READY events reached the maximum threshold.
+    MAX_EVENTS = "max_events"
+    #: To events: the maximum CDR processing time was spent.
+    CDR_TIME = "cdr_time"
+    #: To events: no CDR file waits and events are READY (the optional switch).
+    NO_CDRS = "no_cdrs"
+    #: To CDRs: READY events fell to the minimum threshold.
+    MIN_EVENTS = "min_events"
+    #: To CDRs: the maximum business event processing time was spent.
+    EVENT_TIME = "event_time"
+    #: To CDRs: the listener may not take (an event is held for an operator, S8, or the
+    #: listener is disconnected, S9): rating goes on meanwhile.
+    EVENTS_BLOCKED = "events_blocked"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The seed's interleaving thresholds (`BOSSA_SYNC_MAX_EVENTS` ...); a time of 0 is
+    no limit."""
+
+    max_events: int
+    min_events: int
+    max_cdr_time_s: float
+    max_event_time_s: float
+    events_when_no_cdrs: bool
+
+    def keep_events(self, cdrs_waiting: bool) -> bool:
+        """With the optional switch on and no CDR waiting, nothing else is to be done:
+        the pipeline stays on events whatever the thresholds."""
+        return self.events_when_no_cdrs and not cdrs_waiting
+
+    def take_limit(self, ready: int, cdrs_waiting: bool, batch: int) -> int:
+        """Events to take next in events mode: no more than bring READY down to the
+        minimum (the seed stops dequeuing there), at most a batch."""
+        if self.keep_events(cdrs_waiting):
+            return batch
+        return max(1, min(batch, ready - self.min_events))
+
+
+def next_mode(
+    mode: Mode, limits: Thresholds, *, ready: int, elapsed_s: float, cdrs_waiting: bool
+) -> SwitchReason | None:
+    """S13, pure: whether to switch now, and why; None to stay. `ready` counts the
+    READY events only; `elapsed_s` is the time spent in `mode` since the last switch.
+
+    Rating stops when READY events reach the maximum or the CDR time is spent; event
+    processing stops when READY events fall to the minimum or the event time is spent.
+    A time limit switches only when the other mode has something to do (more events
+    READY than the minimum, for a switch to events; CDRs waiting, for a switch back
+    when the optional switch keeps the pipeline on events): a switch undone at the next
+    look would only log."""
+    if mode is Mode.CDRS:
+        if ready >= limits.max_events:
+            return SwitchReason.MAX_EVENTS
+        timed = limits.max_cdr_time_s > 0 and elapsed_s >= limits.max_cdr_time_s
+        if timed and ready > limits.min_events:
+            return SwitchReason.CDR_TIME
+        if limits.events_when_no_cdrs and not cdrs_waiting and ready > 0:
+            return SwitchReason.NO_CDRS
+        return None
+    if limits.keep_events(cdrs_waiting):
+        return None
+    if ready <= limits.min_events:
+        return SwitchReason.MIN_EVENTS
+    if limits.max_event_time_s > 0 and elapsed_s >= limits.max_event_time_s:
+        return SwitchReason.EVENT_TIME
+    return None
+
+
+@dataclass
+class PipelineStats:
+    """What an interleaving pipeline did (`bossa sync pipeline`)."""
+
+    #: Business events processed (marked PROCESSED and applied).
+    events: int = 0
+    #: CDR files rated (a file rated before and dropped again counts, as `repeated`).
+    files: int = 0
+    rated: int = 0
+    suspended: int = 0
+    malformed: int = 0
+    #: Suspended records the automatic recycling rated.
+    recycled: int = 0
+    #: Every switch, in order: the mode switched to, and why.
+    switches: list[tuple[Mode, SwitchReason]] = field(default_factory=list)

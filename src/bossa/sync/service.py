@@ -50,6 +50,7 @@ from bossa.sync.models import (
     InternalEvent,
     LaneReport,
     ListenerState,
+    PipelineStats,
     PolicyHook,
     PublisherState,
     assemble,
@@ -75,8 +76,10 @@ __all__ = [
     "listener_state",
     "load_event_config",
     "module",
+    "pipeline",
     "publish",
     "publisher",
+    "ready_events",
     "report",
     "request_recycle",
     "set_route",
@@ -422,6 +425,12 @@ async def apply(conn: Conn, events: Sequence[AccountEvent]) -> int:
     return changed
 
 
+async def ready_events(pool: Pool, lane: str) -> int:
+    """S13: how many events of the lane are READY (the only ones interleaving counts)."""
+    async with pool.connection() as conn:
+        return await store.ready_count(conn, lane)
+
+
 async def held(pool: Pool, lane: str) -> bool:
     """Is an event of the lane held for an operator (S8: processing waits)?"""
     async with pool.connection() as conn:
@@ -549,6 +558,29 @@ async def listen(
 
     worker = listener(journal, settings, listen_url=listen_url)
     await worker.run(install_signal_handlers=install_signal_handlers, until_idle=once)
+    return worker.stats
+
+
+async def pipeline(
+    journal: Journal,
+    settings: SyncSettings,
+    inbox: Path,
+    *,
+    listen_url: str | None,
+    once: bool = False,
+    poll_s: float = 2.0,
+    install_signal_handlers: bool = False,
+) -> PipelineStats:
+    """S13: one process that rates the CDR files of `inbox` and processes the instance's
+    business events in turn, switching on the settings' thresholds, until SIGTERM (or,
+    `once`, until no file waits and no event is READY); returns what it did."""
+    from bossa.sync.lanes import interleaver  # lanes builds on this module
+
+    worker = interleaver(journal, settings, inbox, listen_url=listen_url, poll_s=poll_s)
+    try:
+        await worker.run(install_signal_handlers=install_signal_handlers, until_idle=once)
+    finally:
+        worker.close()
     return worker.stats
 
 

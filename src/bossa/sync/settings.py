@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bossa.config import BossaSettings, register
@@ -37,6 +37,25 @@ class SyncSettings(BossaSettings):
     timezone: str = Field(default="UTC", min_length=1, max_length=64)
     #: Account-sync events taken and applied per transaction (S8).
     batch: int = Field(default=500, ge=1, le=10_000)
+
+    # S13, interleaving (`bossa sync pipeline`): one process rates CDRs and processes
+    # business events in turn. Only READY events of the instance's lane count.
+    #: The maximum threshold: rating stops when this many events are READY.
+    max_events: int = Field(default=100, ge=1, le=1_000_000)
+    #: The minimum threshold: rating resumes when READY events fall to this many.
+    min_events: int = Field(default=0, ge=0, le=1_000_000)
+    #: The maximum CDR processing time: rating stops after this many seconds even below
+    #: the maximum threshold (checked between files: a file is one transaction); 0: none.
+    max_cdr_time_s: float = Field(default=1.0, ge=0.0, le=86_400.0)
+    #: The maximum business event processing time: rating resumes after this many
+    #: seconds even above the minimum threshold (checked between takes); 0: none.
+    max_event_time_s: float = Field(default=1.0, ge=0.0, le=86_400.0)
+    #: Seconds between two counts of the READY events while nothing else happens (they
+    #: are also counted before each file and each take).
+    check_interval_s: float = Field(default=0.5, ge=0.01, le=60.0)
+    #: Switch to events at once when no CDR file waits in the inbox and events are READY
+    #: (the seed's option; off, the pipeline waits for a threshold as the seed's default).
+    events_when_no_cdrs: bool = False
 
     @field_validator("timezone")
     @classmethod
@@ -69,6 +88,16 @@ class SyncSettings(BossaSettings):
                 " (BOSSA_SYNC_INSTANCES)"
             )
         return self
+
+    @field_validator("min_events")
+    @classmethod
+    def _below_max(cls, value: int, info: ValidationInfo) -> int:
+        top = info.data.get("max_events")
+        if isinstance(top, int) and value >= top:
+            raise ValueError(
+                f"must be below max_events ({top}), or the pipeline would switch back and forth"
+            )
+        return value
 
     @property
     def zone(self) -> ZoneInfo:

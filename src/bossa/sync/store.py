@@ -218,3 +218,10 @@ async def recycle_processed(
 async def ready_by_lane(conn: Conn) -> dict[str, int]:
     rows = await (await conn.execute(QUERIES["ready_by_lane"])).fetchall()
     return {r["lane"]: int(r["n"]) for r in rows}
+
+
+async def ready_count(conn: Conn, lane: str) -> int:
+    row = await (
+        await conn.execute(QUERIES["ready_count"], {"lane": lane}, prepare=True)
+    ).fetchone()
+    return int(row["n"]) if row else 0

@@ -323,3 +323,11 @@ create temp table rating_numbers (msisdn text) on commit drop
 -- name: keys_table
 -- The (account, month) allowance counters a batch needs, copied in by the pipeline.
 create temp table rating_keys (account_id text, month text) on commit drop
+
+-- name: rated_records
+-- Rated usage records by their keys (the tour shows what a call was rated with).
+select record_key, batch_id, account_id, msisdn, product_code, zone, started_at, duration,
+       billed, free, charge
+from rating.rated_usage
+where record_key = any(%(keys)s)
+order by started_at, record_key

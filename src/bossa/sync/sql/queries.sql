@@ -153,3 +153,9 @@ select l.lane, count(e.id) as n
 from (select 'sync.pipeline.' || n as lane from generate_series(0, 7) n) l
 left join journal.lane_entries e on e.lane = l.lane and e.state in ('ready', 'waiting')
 group by l.lane
+
+-- name: ready_count
+-- S13: the lane's READY events (due or waiting for their time); only these count.
+select count(*) as n
+from journal.lane_entries
+where lane = %(lane)s and state in ('ready', 'waiting')
