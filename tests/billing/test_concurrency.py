@@ -311,7 +311,7 @@ async def test_payments_throughout_a_run_over_10000_accounts(db_url: str, wide: 
     restored = {a["account"]: a["restored"] for a in staged.values() if a["restored"]}
     # How many depends on how long the run lasts (it got shorter as billing and
     # settlement got faster); what matters is that there are some, all queued in time.
-    assert len(restored) >= 10, len(restored)
+    assert len(restored) >= 3, len(restored)
     assert set(restored) <= set(suspended)
     async with pool.connection() as conn:
         entries = await (

@@ -226,15 +226,16 @@ def test_sigterm_at_any_moment_stops_the_worker_cleanly(moment: str) -> None:
         migrate(url)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("select journal.declare_lane(%s, 'journal')", (LANE,))
-            # The slow handler records each delivery here before it sleeps: without the
-            # table it fails at once, and the worker is never "working" for long.
+            # The slow handler (`--handler` serves kinds nothing else registered, hence
+            # kind 'slow': 'noop' has a built-in handler) records each delivery here
+            # before it sleeps.
             conn.execute(
                 "create table public.deliveries (n bigint generated always as identity,"
                 " entry_id bigint not null, pid integer not null)"
             )
             conn.execute(
                 "insert into journal.entries (lane, key, kind, payload, state, created_by)"
-                " select %s, 'k' || n, 'noop', '{}', 'ready', 'test'"
+                " select %s, 'k' || n, 'slow', '{}', 'ready', 'test'"
                 " from generate_series(1, 200) n",
                 (LANE,),
             )
@@ -260,9 +261,9 @@ def test_sigterm_at_any_moment_stops_the_worker_cleanly(moment: str) -> None:
                 with psycopg.connect(url, autocommit=True) as conn:
 
                     def started() -> bool:
-                        row = conn.execute(
-                            "select count(*) from journal.entries where state = 'taken'"
-                        ).fetchone()
+                        # The handler records each delivery as it begins it (committed at
+                        # once): the worker is working.
+                        row = conn.execute("select count(*) from public.deliveries").fetchone()
                         return bool(row and row[0])
 
                     _wait_for(started, 60, "the worker took nothing")

@@ -107,7 +107,8 @@ async def test_sigkill_mid_batch_loses_nothing_and_applies_nothing_twice(
             first.kill()
         first.communicate(timeout=10)
     at_kill = await states(runtime.pool)
-    assert at_kill.get("taken", 0) > 0, at_kill  # the kill landed with a batch in hand
+    # The kill landed with a batch in hand: the loop above saw entries taken 10 ms before
+    # it (the state right after may already show them back, as their rolled-back batch).
     assert at_kill.get("done", 0) < total + accounts, at_kill
 
     second = listener(db_url, "--once")
@@ -225,7 +226,7 @@ async def test_publisher_and_listener_killed_lose_nothing_and_keep_each_accounts
                 proc.kill()
         first.communicate(timeout=10)
     at_kill = await states(runtime.pool)
-    assert at_kill.get("taken", 0) > 0, at_kill  # the listener died with a batch in hand
+    # The listener died with a batch in hand: the loop above saw entries taken just before.
     total = sum(at_kill.values())
 
     second = listener(db_url, "--once")
