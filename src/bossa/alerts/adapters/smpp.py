@@ -491,12 +491,21 @@ class Esme:
         link = _Link(number, reader, writer)
         body = _cstr(c.system_id) + _cstr(c.password) + _cstr("") + bytes([0x34, 1, 1]) + b"\x00"
         seq = link.next_seq()
-        writer.write(_pdu(BIND_TRANSCEIVER, seq, body))
-        command, status, _seq, _body = await asyncio.wait_for(
-            self._read(reader), c.response_timeout_s
-        )
-        if command != BIND_TRANSCEIVER | RESP or status != ESME_ROK:
-            writer.close()
+        # A bind that fails leaves no half-open socket behind (a refused bind is retried
+        # with backoff for as long as the link runs).
+        bound = False
+        try:
+            writer.write(_pdu(BIND_TRANSCEIVER, seq, body))
+            command, status, _seq, _body = await asyncio.wait_for(
+                self._read(reader), c.response_timeout_s
+            )
+            bound = command == BIND_TRANSCEIVER | RESP and status == ESME_ROK
+        finally:
+            if not bound:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+        if not bound:
             raise ConnectionError(f"bind refused with status 0x{status:08X}")
         self._links[number] = link
         metrics.LINKS.set(self.bound_links)
