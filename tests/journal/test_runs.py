@@ -125,3 +125,43 @@ async def test_a_worker_runs_a_key_in_order_and_gives_back_from_the_first_failur
             )
         ).fetchall()
     assert {r["attempts"] for r in attempts} == {1}
+
+
+@pytest.mark.parametrize("give_back", ["release", "reap"])
+async def test_a_tail_given_back_while_its_head_is_acked_is_not_stranded(
+    journal: Journal, pool: Pool, give_back: str
+) -> None:
+    """The race the keyed drain hit: worker A holds a run whose head failed and was taken
+    by worker B; B acks the head while A gives the tail back. Each decides on its own
+    snapshot (B: the next entry is taken, nothing to promote; A: an earlier entry is
+    unfinished, so wait), and without a lock between them the tail waits behind nothing,
+    for ever. Giving back takes the key's lock first, as ack does, so one sees the other."""
+    a = await enqueue(journal, ["A"] * 3)
+    run = await journal.take(LANE, 100, run=3, lease_ms=60_000)
+    assert run.ids == a
+    await journal.fail(run.token, LANE, [Failure(a[0], "E", "refused")])
+    async with pool.connection() as conn:
+        await conn.execute("update journal.entries set not_before = now() where id = %s", (a[0],))
+    retry = await journal.take(LANE, 100)
+    assert retry.ids == [a[0]]
+    if give_back == "reap":
+        async with pool.connection() as conn:
+            await conn.execute(
+                "update journal.entries set lease_expires_at = now() - interval '1 s'"
+                " where id = any(%s)",
+                (a[1:],),
+            )
+
+    async def hand_back() -> object:
+        if give_back == "release":
+            return await journal.release(run.token, a[1:])
+        return await journal.reap_expired(LANE)
+
+    async with pool.connection() as conn, conn.transaction():
+        assert await journal.ack(retry.token, [a[0]], conn=conn) == {a[0]}
+        # B's ack is not committed yet: A must wait for it rather than decide without it.
+        handing = asyncio.create_task(hand_back())
+        await asyncio.sleep(0.3)
+        assert not handing.done()
+    await asyncio.wait_for(handing, timeout=10)
+    assert (await states(pool)) == {a[0]: "done", a[1]: "ready", a[2]: "waiting"}

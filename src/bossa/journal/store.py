@@ -431,8 +431,10 @@ class Journal:
         """Give back taken entries that were not started; their attempt is not counted."""
         if not ids:
             return set()
-        async with self._tx(None) as tx:
-            cursor = await tx.execute(QUERIES["release"], {"ids": list(ids), "token": token})
+        # Two statements, one transaction: the key lock holds until release has decided.
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(QUERIES["lock_keys_of"], {"ids": list(ids)})
+            cursor = await conn.execute(QUERIES["release"], {"ids": list(ids), "token": token})
             return {int(row["id"]) for row in await cursor.fetchall()}
 
     async def reap_expired(

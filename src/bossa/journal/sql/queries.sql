@@ -204,9 +204,22 @@ set lease_expires_at = now() + make_interval(secs => %(lease_ms)s / 1000.0)
 where id = any (%(ids)s::bigint[]) and state = 'taken' and lease_token = %(token)s
 returning id
 
+-- name: lock_keys_of
+-- The key rows of these entries, locked in key order (as enqueue and advance_keys take
+-- them) before release decides which of them wait: an ack of the key's head commits
+-- either before (release then sees it done) or after (its advance then sees them waiting).
+select k.key from journal.keys k
+where (k.lane, k.key) in (
+    select e.lane, e.key from journal.entries e
+    where e.id = any (%(ids)s::bigint[]) and e.key is not null
+)
+order by k.lane, k.key
+for update of k
+
 -- name: release
 -- Hand back entries a stopping worker took but did not start; the attempt is not counted.
 -- The key's head becomes ready again; the rest of a run (take_runs) waits behind it.
+-- Runs after lock_keys_of, in its transaction and with a snapshot taken after its lock.
 update journal.entries e
 set state = case
         when e.key is not null and exists (
