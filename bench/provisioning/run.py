@@ -443,7 +443,7 @@ async def timed_drain(world: World, division: str, n: int) -> dict[str, Any]:
     deliverer._adapter = stages.wrap_async(
         "division lookup (Deliverer._adapter)", deliverer._adapter
     )  # type: ignore[method-assign]
-    deliverer._mark = stages.wrap_async("mark up (Deliverer._mark)", deliverer._mark)  # type: ignore[method-assign]
+    deliverer.mark = stages.wrap_async("mark up (Deliverer.mark)", deliverer.mark)  # type: ignore[method-assign]
     journal.take = stages.wrap_async("journal.take (per batch)", journal.take)  # type: ignore[method-assign]
     journal.ack = stages.wrap_async("journal.ack (per batch)", journal.ack)  # type: ignore[method-assign]
     daemon = BackupDaemon(journal, deliverer, division)
@@ -458,7 +458,7 @@ async def timed_drain(world: World, division: str, n: int) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         with contextlib.suppress(AttributeError):
             del adapter.deliver
-        for attr in ("_adapter", "_mark", "log"):
+        for attr in ("_adapter", "mark", "log"):
             with contextlib.suppress(AttributeError):
                 delattr(deliverer, attr)
         for attr in ("take", "ack"):

@@ -255,6 +255,18 @@ class Journal:
     async def _enqueue_uniform(
         self, batch: EncodedBatch, *, conn: Conn | None, actor: str | None
     ) -> list[Enqueued]:
+        if len(batch.payloads) == 1:
+            single = {
+                "lane": batch.lanes[0],
+                "kind": batch.kinds[0],
+                "payload": batch.payloads[0],
+                "created_by": actor or self.actor,
+            }
+            async with self._tx(conn) as tx:
+                cursor = await tx.execute(QUERIES["enqueue_single"], single, prepare=True)
+                one = await cursor.fetchone()
+            assert one is not None
+            return [Enqueued(int(one["id"]), True)]
         params = {
             "lane": batch.lanes[0],
             "kind": batch.kinds[0],
@@ -323,7 +335,10 @@ class Journal:
         token = uuid.uuid4()
         lease_ms = (await self.policy(lane)).lease_ms if lease_ms is None else _lease(lease_ms)
         params = {"lane": lane, "limit": limit, "token": token, "lease_ms": lease_ms}
-        async with self.pool.connection() as conn:
+        # One round trip, one transaction: lease_settings (a generic plan, no fsync wait:
+        # see queries.sql) goes in the same pipeline as the take.
+        async with self.pool.connection() as conn, conn.pipeline():
+            await conn.execute(QUERIES["lease_settings"], prepare=True)
             if run == 1:
                 cursor = await conn.execute(QUERIES["take"], params, prepare=True)
             else:

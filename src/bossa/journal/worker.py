@@ -243,7 +243,9 @@ class Worker:
 
     def _db_failed(self, exc: Exception) -> None:
         self.stats.db_errors += 1
-        self._last_db_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        # One line: the CLI's exit message ends with it, and libpq's texts (a pipeline's
+        # "flush request failed: ..." above all) may hold newlines.
+        self._last_db_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         if self._down_since is None:
             self._down_since = time.monotonic()
         if isinstance(exc, psycopg_pool.PoolClosed):
@@ -303,8 +305,11 @@ class Worker:
                 if self._lingerer == index:
                     self._lingerer = None
                     self._wake_one()  # someone else watches the lane while this one works
-                elif len(taken.entries) == self.batch_size:
-                    self._wake_one()  # more is probably waiting
+                elif len(taken.entries) == self.batch_size or self._lingerer is None:
+                    # More is probably waiting; or nobody watches the lane while this one
+                    # works: a NOTIFY wakes one taker per sleep, so the others would sleep
+                    # on through a steady trickle, and entries wait for this one's ack.
+                    self._wake_one()
                 await self._run_batch(taken)
                 continue
             if not until_idle and self._may_linger(index):

@@ -13,6 +13,7 @@ delivery, the backup daemon, an operator's bind edit, the buffer listings) share
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -777,8 +778,10 @@ class ProvisioningCommand(BaseModel):
             raise InvalidInput(LEGACY_REFUSAL, field="payload.command")
         return parse(cls, {**payload, "sa_id": key}, prefix="payload")
 
-    @property
+    @functools.cached_property
     def plan_key(self) -> PlanKey:
+        # Cached: a backup daemon asks three times per command (which versions to read,
+        # which one to render, whether it is the one named); a frozen model never changes.
         return PlanKey(self.product, self.intf_code, self.division, self.plan_version)
 
     def binds(self) -> dict[str, Any]:

@@ -1,5 +1,9 @@
 -- Named queries of the journal. The hot ones (enqueue, take, ack, fail) are single
 -- statements; their plans are pinned by tests/journal/test_query_plans.py.
+-- Text arrays of the enqueue statements go in binary (`%(name)b`): in the text format
+-- psycopg escapes every element of an array literal with a regular expression, and JSON
+-- is all quotes, which cost about 10 us a payload, most of a 1,000-entry enqueue's CPU
+-- in the client; binary sends each element as it is, with its length.
 
 -- name: enqueue
 -- Insert a batch in input order. A keyed entry is ready only if its key had nothing
@@ -8,8 +12,8 @@
 with input as (
     select *
     from unnest(
-        %(lanes)s::text[], %(keys)s::text[], %(kinds)s::text[], %(payloads)s::text[],
-        %(not_befores)s::timestamptz[], %(dedup_keys)s::text[]
+        %(lanes)b::text[], %(keys)b::text[], %(kinds)b::text[], %(payloads)b::text[],
+        %(not_befores)s::timestamptz[], %(dedup_keys)b::text[]
     ) with ordinality as i (lane, key, kind, payload, not_before, dedup_key, ord)
 ),
 duplicate as (
@@ -77,7 +81,7 @@ with inserted as (
     select i.lane, i.kind, i.payload::jsonb, 'ready', coalesce(i.not_before, now()),
            %(created_by)s
     from unnest(
-        %(lanes)s::text[], %(kinds)s::text[], %(payloads)s::text[],
+        %(lanes)b::text[], %(kinds)b::text[], %(payloads)b::text[],
         %(not_befores)s::timestamptz[]
     ) with ordinality as i (lane, kind, payload, not_before, ord)
     order by i.ord
@@ -99,7 +103,7 @@ order by id
 with inserted as (
     insert into journal.entries (lane, kind, payload, state, created_by)
     select %(lane)s, %(kind)s, i.payload::jsonb, 'ready', %(created_by)s
-    from unnest(%(payloads)s::text[]) with ordinality as i (payload, ord)
+    from unnest(%(payloads)b::text[]) with ordinality as i (payload, ord)
     order by i.ord
     returning id
 ),
@@ -109,6 +113,21 @@ woken as (
     returning pg_notify('bossa_journal', s.lane)
 )
 select array_agg(id order by id) as ids from inserted
+
+-- name: enqueue_single
+-- One entry of the uniform case (no key, no dedup key, due now): scalar parameters, no
+-- array to build, send and unnest; the commonest call of all (a producer per event).
+with inserted as (
+    insert into journal.entries (lane, kind, payload, state, created_by)
+    values (%(lane)s, %(kind)s, %(payload)s::jsonb, 'ready', %(created_by)s)
+    returning id
+),
+woken as (
+    delete from journal.sleepers s
+    where s.lane = %(lane)s
+    returning pg_notify('bossa_journal', s.lane)
+)
+select id from inserted
 
 -- name: enqueue_or_claim
 -- P5 in one statement: if (lane, key) has nothing unfinished, the new entry is taken at
@@ -140,11 +159,29 @@ inserted as (
 -- whose completion promotes it (and wakes a sleeping worker then).
 select * from inserted
 
+-- name: lease_settings
+-- Sent with take or take_runs in one pipeline, so in the same (implicit) transaction,
+-- and undone when it ends. Both only change how the take runs, never what it leases:
+-- - A generic plan. With the batch size as a parameter every custom plan looks cheaper
+--   than the generic one, so PostgreSQL planned each take again (0.7-0.9 ms, more than
+--   a small take itself costs); the generic plan walks entries_ready all the same.
+-- - No wait for the fsync of the commit: a lease is not worth one. If the server
+--   crashes before the WAL writer flushes it (a fraction of a second), the take is lost
+--   and its entries are ready again, to be delivered again, as at-least-once delivery
+--   already allows (an expired lease does the same); an ack under the lost lease is
+--   refused as stale, so fencing holds. Ack, fail, release and enqueue still wait for
+--   their fsync, and an ack's flush makes the take before it durable too (the WAL is
+--   flushed in order). Journal.take runs on a pooled connection of its own, never in a
+--   caller's transaction, so nothing else is committed this way.
+select set_config('plan_cache_mode', 'force_generic_plan', true),
+       set_config('synchronous_commit', 'off', true)
+
 -- name: take
 -- Lease up to `limit` due ready entries of a lane, oldest first. At most one entry per
 -- key is ever ready, so a batch never holds two entries of one key. The ids go in as an
 -- array, so the update walks the primary key for them whatever the batch size (a join
 -- with a big batch was planned as a sequential scan of the whole table).
+-- Runs after lease_settings, in its transaction (see there).
 update journal.entries e
 set state = 'taken',
     attempts = e.attempts + 1,
@@ -163,14 +200,15 @@ returning e.id, e.lane, e.key, e.kind, e.payload, e.attempts, e.created_at, e.le
 
 -- name: take_runs
 -- Take with runs: each head with up to `run` entries of its key right behind it, all under
--- one lease (see journal.take_runs).
+-- one lease (see journal.take_runs). Runs after lease_settings, in its transaction.
 select * from journal.take_runs(
     %(lane)s, %(limit)s, %(run)s, %(token)s::uuid, %(lease_ms)s::double precision
 )
 
 -- name: ack
--- Finish taken entries held under this lease token; returns the ids accepted.
-select ack as id from journal.ack(%(ids)s::bigint[], %(token)s::uuid)
+-- Finish taken entries held under this lease token; returns the ids accepted. The ids
+-- go in binary (a batch of hundreds: no text to write and parse).
+select ack as id from journal.ack(%(ids)b::bigint[], %(token)s::uuid)
 
 -- name: fail
 -- Record one error per entry and schedule a retry, or park past the attempt limit.

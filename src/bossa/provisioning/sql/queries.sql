@@ -211,11 +211,13 @@ set cust_id = coalesce(excluded.cust_id, provisioning.service_records.cust_id),
 
 -- name: log_deliveries
 -- P11: successful provisionings, direct or from the buffer, once per journal entry; in
--- the transaction that acks them, so a logged delivery is an acked one.
+-- the transaction that acks them, so a logged delivery is an acked one. The arrays go in
+-- binary: a backup daemon logs 500 at a time, and psycopg's text format runs a regular
+-- expression over every element of an array literal.
 insert into provisioning.log (entry_id, division, sa_id, wo_no, intf_code, mode, attempts)
 select * from unnest(
-    %(entry_ids)s::bigint[], %(divisions)s::text[], %(sa_ids)s::text[], %(wo_nos)s::text[],
-    %(intf_codes)s::text[], %(modes)s::text[], %(attempts)s::integer[]
+    %(entry_ids)b::bigint[], %(divisions)b::text[], %(sa_ids)b::text[], %(wo_nos)b::text[],
+    %(intf_codes)b::text[], %(modes)b::text[], %(attempts)b::integer[]
 )
 on conflict (entry_id) do nothing
 
