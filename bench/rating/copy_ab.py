@@ -74,6 +74,7 @@ def main() -> None:
         rows = f"select record_key, 1, {columns} from result where reason is null"  # noqa: S608
         engine.write_csv(rows, base / "file-order.csv")
         engine.write_csv(f"{rows} order by account_id, start", base / "index-order.csv")
+        engine.write_csv(f"{rows} order by record_key", base / "key-order.csv")
         rated = engine.totals()[0]
         engine.close()
         pg = EmbeddedPostgres(base / "pg", port=free_port(), database="bossa", durable=True)
@@ -90,6 +91,7 @@ def main() -> None:
                 # As migrated: primary key, (account, start) index, no foreign key.
                 figures = {"file order": _copy(conn, base / "file-order.csv")}
                 figures["index order (as bossa writes)"] = _copy(conn, base / "index-order.csv")
+                figures["record key order"] = _copy(conn, base / "key-order.csv")
                 conn.execute(_FK)
                 conn.commit()
                 figures["index order, with the batch foreign key"] = _copy(

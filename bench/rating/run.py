@@ -36,6 +36,7 @@ from bossa.db.migrations import migrate
 from bossa.rating.engine import RatingEngine
 from bossa.rating.models import Band, TariffVersion
 from bossa.rating.service import Pipeline, add_tariff, rate_file
+from bossa.rating.store import RATED_COLUMNS
 
 TARGET_RATIO = 10.0
 TARGET_RATE = 125_000.0
@@ -173,6 +174,7 @@ async def end_to_end(
         warm = await rate_file(pool, pipeline, warm_path, actor="bench")
         warm_elapsed = time.perf_counter() - started
         pipeline.close()
+        raw_rows, raw_s = await asyncio.to_thread(raw_copy, url, path.parent)
         return {
             "elapsed_s": elapsed,
             "rate": report.records / elapsed,
@@ -183,7 +185,43 @@ async def end_to_end(
             "warm_records": warm.records,
             "warm_rate": warm.records / warm_elapsed,
             "warm_phases": warm.phases,
+            "raw_rows": raw_rows,
+            "raw_s": raw_s,
         }
+
+
+def raw_copy(url: str, work: Path) -> tuple[int, float]:
+    """The bound on end to end from PostgreSQL alone: the cold batch's rated rows, as
+    bossa wrote them, COPYed from a file in one transaction into an empty table like
+    rating.rated_usage (the same columns, keys, indexes and checks), in the same run."""
+    rows = work / "raw-rated.csv"
+    order = "order by account_id, started_at"  # as bossa writes them
+    with psycopg.connect(url) as conn:
+        with (
+            rows.open("wb") as f,
+            conn.cursor() as cur,
+            cur.copy(
+                f"copy (select {RATED_COLUMNS} from rating.rated_usage "  # noqa: S608 -- constants
+                f"where batch_id = (select min(id) from rating.batches) {order}) "
+                "to stdout (format csv)"
+            ) as copy,
+        ):
+            for block in copy:
+                f.write(block)
+        conn.execute("create table rating.raw_copy (like rating.rated_usage including all)")
+        conn.commit()
+        started = time.perf_counter()
+        with rows.open("rb") as f, conn.cursor() as cur:
+            statement = f"copy rating.raw_copy ({RATED_COLUMNS}) from stdin (format csv)"
+            with cur.copy(statement) as copy:
+                while block := f.read(1 << 20):
+                    copy.write(block)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        row = conn.execute("select count(*) from rating.raw_copy").fetchone()
+        conn.execute("drop table rating.raw_copy")
+        conn.commit()
+    return (int(row[0]) if row else 0), elapsed
 
 
 async def main() -> None:
@@ -224,6 +262,15 @@ async def main() -> None:
             f"{e2e['elapsed_s']:.1f} s (target >= {fmt(TARGET_RATE)}); {e2e['cpu']}"
         )
         print(f"  phases (s): {e2e['phases']}")
+        raw_rate = e2e["raw_rows"] / e2e["raw_s"]
+        cap = n / e2e["raw_s"]  # the file's records per second of that COPY alone
+        raw_line = (
+            f"raw COPY of the cold batch's {e2e['raw_rows']:,} rated rows into an empty table"
+            f" like rating.rated_usage, one transaction: {e2e['raw_s']:.1f} s,"
+            f" {fmt(raw_rate)} rows/s; that COPY alone caps end to end at {fmt(cap)} CDRs/s"
+            f" of this file (end to end / cap: {e2e['rate'] / cap:.2f})"
+        )
+        print(f"  {raw_line}")
         print(
             f"  end to end, warm pipeline ({e2e['warm_records']:,} more CDRs, same "
             f"pipeline): {fmt(e2e['warm_rate'])} CDRs/s; phases (s): {e2e['warm_phases']}"
@@ -247,6 +294,7 @@ async def main() -> None:
                 f" (target >= {fmt(TARGET_RATE)}); {e2e['cpu']}",
                 f"- end to end, warm pipeline (a second file of {e2e['warm_records']:,} CDRs,"
                 f" memory kept): {fmt(e2e['warm_rate'])} CDRs/s",
+                f"- {raw_line}",
                 f"- phases, cold (s): {e2e['phases']}",
                 f"- phases, warm (s): {e2e['warm_phases']}",
             ],

@@ -434,15 +434,23 @@ async def _rate_staged(
     )
     result = await asyncio.to_thread(engine.rate)
     clock.lap("rate")
-    rated_csv, suspended_csv = work / "rated.csv", work / "suspended.csv"
-    await asyncio.to_thread(engine.write_rated, batch, rated_csv)
-    clock.lap("write")
+    # The rated rows stream into PostgreSQL as the engine writes them; meanwhile the
+    # engine writes the batch's other files (suspense, allowance use, daily charges) on a
+    # cursor of its own. The two phases overlap: "copy rated" is both.
+    files = asyncio.ensure_future(asyncio.to_thread(engine.write_batch_files, batch, work))
     try:
-        async with conn.transaction():  # a savepoint: a duplicate key undoes only this copy
-            await store.copy_rated(conn, rated_csv)
+        try:
+            async with conn.transaction():  # a savepoint: a duplicate key undoes only this copy
+                await store.copy_rated_from(conn, lambda path: engine.write_rated(batch, path))
+        finally:
+            # Never leave the engine busy in a thread once this batch is over.
+            await asyncio.wait([files])
     except psycopg.errors.UniqueViolation:
         # Some record keys were rated in an earlier batch: they are not charged again,
-        # and the batch is rated without them (their allowance must not count).
+        # and the batch is rated without them (their allowance must not count). Its other
+        # files are written again after (what the first attempt wrote, or failed to, no
+        # longer counts).
+        files.exception()
         keys_csv = work / "keys.csv"
         await asyncio.to_thread(engine.write_keys, keys_csv)
         seen = await store.stage_keys(conn, keys_csv)
@@ -450,23 +458,23 @@ async def _rate_staged(
         bad += [(line, key, "record_key: rated already in an earlier batch") for line, key in lines]
         await asyncio.to_thread(engine.drop, seen)
         result = await asyncio.to_thread(engine.rate)
-        await asyncio.to_thread(engine.write_rated, batch, rated_csv)
-        await store.copy_rated(conn, rated_csv)
+        await store.copy_rated_from(conn, lambda path: engine.write_rated(batch, path))
+        files = asyncio.ensure_future(asyncio.to_thread(engine.write_batch_files, batch, work))
+    usage_rows, daily_rows = await files
     clock.lap("copy rated")
     # Costs a key lookup per suspended record: one of the batch's may be among them.
     await store.unsuspend_rated(conn)
-    await asyncio.to_thread(engine.write_suspended, batch, suspended_csv)
     if result.suspended:
-        await store.suspend(conn, suspended_csv)
+        await store.suspend(conn, work / "suspended.csv")
     clock.lap("suspense")
-    await store.add_allowance(conn, await asyncio.to_thread(engine.batch_usage))
+    if usage_rows:
+        await store.add_allowance_file(conn, work / "batch_usage.csv")
     version = await store.bump_allowance_version(conn, pipeline.instance)
     clock.lap("allowances")
     # The ledger books the batch per account and day; a bill line traces back to the
     # batch's records through this reference (rating.rated_usage by batch, account, day).
-    await store.add_usage(
-        conn, await asyncio.to_thread(engine.daily_charges), reference=f"rating-batch:{batch}"
-    )
+    if daily_rows:
+        await store.add_usage_file(conn, work / "daily.csv", reference=f"rating-batch:{batch}")
     await store.finish_batch(
         conn, batch, rated=result.rated, suspended=result.suspended, malformed=len(bad)
     )

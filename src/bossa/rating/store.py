@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import os
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg.errors
 from psycopg.types.json import Jsonb
 
 from bossa.db import Conn
@@ -227,6 +230,48 @@ async def copy_rated(conn: Conn, path: Path) -> None:
     await copy_file(conn, _COPY_RATED, path)
 
 
+async def copy_rated_from(conn: Conn, write: Callable[[Path], object]) -> None:
+    """COPY the rated rows `write` writes as CSV to the path it is given (a pipe), while
+    it writes them: the engine formats rows on its threads as PostgreSQL takes them,
+    instead of PostgreSQL waiting for a whole file."""
+    await copy_from_writer(conn, _COPY_RATED, write)
+
+
+async def copy_from_writer(conn: Conn, statement: str, write: Callable[[Path], object]) -> None:
+    """COPY what `write` (run in a thread) writes to the path it is given: an anonymous
+    pipe's write end, which only this call reads. If `write` fails the COPY fails too
+    (no partial rows); if the COPY fails the pipe is drained to its end, so the writer
+    never blocks on a pipe no one reads."""
+    read_fd, write_fd = os.pipe()
+
+    def produce() -> None:
+        try:
+            write(Path(f"/dev/fd/{write_fd}"))
+        finally:
+            # The reader sees the end once the writer's own descriptor is closed too.
+            os.close(write_fd)
+
+    producer = asyncio.ensure_future(asyncio.to_thread(produce))
+    reader = os.fdopen(read_fd, "rb")
+    try:
+        async with conn.cursor() as cur, cur.copy(statement) as copy:
+            while block := await asyncio.to_thread(reader.read, _COPY_BLOCK):
+                await copy.write(block)
+            # Inside the COPY: a writer that failed aborts it rather than commit a part.
+            await producer
+    finally:
+        await asyncio.to_thread(_drain, reader)
+        await asyncio.wait([producer])
+        if not producer.cancelled():
+            producer.exception()  # retrieved: the COPY's own error is the one raised
+
+
+def _drain(reader: Any) -> None:
+    with reader:
+        while reader.read(_COPY_BLOCK):
+            pass
+
+
 async def stage_keys(conn: Conn, path: Path) -> list[str]:
     """The record keys in `path` (one per line) that are rated already."""
     await conn.execute(QUERIES["stage_table"])
@@ -405,9 +450,39 @@ async def copy_out(conn: Conn, table: str, path: Path) -> None:
 
 
 async def suspend(conn: Conn, path: Path) -> None:
-    await conn.execute(QUERIES["suspense_stage"])
-    await copy_file(conn, _COPY_SUSPENDED, path)
-    await conn.execute(QUERIES["suspend"])
+    """Suspended records into suspense: straight in by COPY when none of their keys is
+    suspended already (the common case: one write of each row), else through a staging
+    table whose rows count another attempt on those keys."""
+    try:
+        async with conn.transaction():  # a savepoint: a key suspended before undoes it
+            await copy_file(conn, _COPY_SUSPENSE, path)
+    except psycopg.errors.UniqueViolation:
+        await conn.execute(QUERIES["suspense_stage"])
+        await copy_file(conn, _COPY_SUSPENDED, path)
+        await conn.execute(QUERIES["suspend"])
+
+
+async def add_allowance_file(conn: Conn, path: Path) -> None:
+    """Count a batch's included seconds (account, month, seconds as CSV) into the
+    accounts' months: in by COPY, added by one statement."""
+    await conn.execute(QUERIES["batch_usage_table"])
+    await copy_file(
+        conn, "copy rating_batch_usage (account_id, month, seconds) from stdin (format csv)", path
+    )
+    await conn.execute(QUERIES["add_batch_usage"])
+
+
+async def add_usage_file(conn: Conn, path: Path, *, reference: str) -> int:
+    """Book a batch's charges per account and day (CSV) in the ledger: in by COPY, handed
+    to ledger.add_usage as arrays built in the server (no row through Python)."""
+    await conn.execute(QUERIES["daily_table"])
+    await copy_file(
+        conn, "copy rating_daily (account_id, day, charge) from stdin (format csv)", path
+    )
+    row = await (
+        await conn.execute(QUERIES["add_daily_usage"], {"reference": reference})
+    ).fetchone()
+    return int(row["added"]) if row and row["added"] is not None else 0
 
 
 async def suspended(
@@ -453,6 +528,7 @@ SUSPENDED_COLUMNS = (
 )
 _COPY_RATED = f"copy rating.rated_usage ({RATED_COLUMNS}) from stdin (format csv)"
 _COPY_SUSPENDED = f"copy rating_suspended ({SUSPENDED_COLUMNS}) from stdin (format csv)"
+_COPY_SUSPENSE = f"copy rating.suspense ({SUSPENDED_COLUMNS}) from stdin (format csv)"
 # COPY takes no parameters: these read the temp tables the pipeline copied in.
 _COPY_SUBSCRIPTIONS = (
     "copy (select s.msisdn, s.account_id, s.product_code, s.valid_from, s.valid_to "

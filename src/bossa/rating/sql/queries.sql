@@ -331,3 +331,27 @@ select record_key, batch_id, account_id, msisdn, product_code, zone, started_at,
 from rating.rated_usage
 where record_key = any(%(keys)s)
 order by started_at, record_key
+
+-- name: batch_usage_table
+-- A batch's included seconds per (account, month), copied in by the pipeline.
+create temp table rating_batch_usage (account_id text, month text, seconds bigint)
+on commit drop
+
+-- name: add_batch_usage
+-- Count the copied batch's included seconds into the accounts' months.
+insert into rating.allowance_usage (account_id, month, seconds)
+select account_id, month, seconds from rating_batch_usage
+on conflict (account_id, month) do update
+set seconds = rating.allowance_usage.seconds + excluded.seconds
+
+-- name: daily_table
+-- A batch's charges per account and day, copied in by the pipeline.
+create temp table rating_daily (account_id text, day timestamp, charge bigint) on commit drop
+
+-- name: add_daily_usage
+-- The copied batch's charges into the ledger, in account and day order, for the bill run.
+select ledger.add_usage(array_agg(account_id order by account_id, day),
+                        array_agg(day::timestamptz order by account_id, day),
+                        array_agg(charge order by account_id, day),
+                        %(reference)s) as added
+from rating_daily
