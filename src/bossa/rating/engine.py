@@ -65,6 +65,7 @@ create table checked (record_key varchar, msisdn varchar, destination varchar,
 create view cdrs as select record_key, msisdn, destination, start, duration, line
                     from checked where reason is null;
 create table calendar (istart timestamp, iend timestamp, band varchar);
+create table hours (hour timestamp, band varchar, iend timestamp);
 create table loaded (msisdn varchar primary key);
 create table holds (account_id varchar);
 create table result_usage (account_id varchar, month varchar, seconds bigint);
@@ -117,6 +118,15 @@ with sub as (                                  -- the subscription held at the c
 ), allowed as (
     select r.*, coalesce(f.free, 0) as free
     from rateable r left join free_of f using (line)
+), banded as (                                 -- the band interval the call starts in
+    -- Most calls end in the interval they start in: their billed seconds after the free
+    -- ones are all at that band's rate, found by an equality join on the hour (`hours`
+    -- holds each whole hour inside a calendar interval, with the interval). Only calls
+    -- that cross an interval's end (or start in an hour a boundary cuts) are split
+    -- over the calendar by a range join and a grouping.
+    select a.*, h.band as band0,
+           coalesce(a.start + to_seconds(a.billed) <= h.iend, false) as single
+    from allowed a left join hours h on h.hour = date_trunc('hour', a.start)
 ), segments as (                               -- billed seconds split by time band
     select a.line,
            sum(greatest(0, (epoch(least(k.iend, a.start + to_seconds(a.billed)))
@@ -124,13 +134,18 @@ with sub as (                                  -- the subscription held at the c
                            - greatest(a.free, (epoch(greatest(k.istart, a.start))
                                                - epoch(a.start))::bigint))
                * rt.rate) as numerator
-    from allowed a
+    from banded a
     join calendar k on k.istart < a.start + to_seconds(a.billed) and k.iend > a.start
     join rates rt on rt.tariff_id = a.tariff_id and rt.zone = a.zone and rt.band = k.band
+    where not a.single
     group by a.line
 ), charged as (
-    select a.*, (coalesce(s.numerator, 0) + 30) // 60 as base
-    from allowed a left join segments s using (line)
+    select a.* exclude (band0, single),
+           (case when a.single then greatest(0, a.billed - a.free) * coalesce(r.rate, 0)
+                 else coalesce(s.numerator, 0) end + 30) // 60 as base
+    from banded a
+    left join rates r on r.tariff_id = a.tariff_id and r.zone = a.zone and r.band = a.band0
+    left join segments s using (line)
 ), minimum as (
     select *, case when billed > free then greatest(base, min_charge) else base end as gross
     from charged
@@ -382,9 +397,7 @@ class RatingEngine:
         db.execute(
             """
             create or replace table checked as
-            select record_key, msisdn, destination,
-                   try_cast(start as timestamp) as start,
-                   try_cast(duration as bigint) as duration,
+            select record_key, msisdn, destination, start_ts as start, seconds as duration,
                    rn + 1 as line,
                    case
                 when record_key is null or record_key = '' or length(record_key) > 128
@@ -393,14 +406,17 @@ class RatingEngine:
                     then 'msisdn: not 1-15 digits'
                 when destination is null or not regexp_full_match(destination, '[0-9]{1,32}')
                     then 'destination: not 1-32 digits'
-                when try_cast(start as timestamp) is null
+                when start_ts is null
                     then 'start: not a time (YYYY-MM-DD HH:MM:SS)'
-                when try_cast(duration as bigint) is null
+                when seconds is null
                     then 'duration: not a whole number of seconds'
-                when try_cast(duration as bigint) not between 0 and $max
+                when seconds not between 0 and $max
                     then 'duration: not between 0 and ' || $max || ' seconds'
                    end as reason
-            from (select *, row_number() over () as rn from read_csv($path,
+            from (select *, row_number() over () as rn,
+                         try_cast(start as timestamp) as start_ts,
+                         try_cast(duration as bigint) as seconds
+                  from read_csv($path,
                     header = true, all_varchar = true, store_rejects = true,
                     rejects_table = 'rejects', rejects_scan = 'scans',
                     columns = {'record_key': 'varchar', 'msisdn': 'varchar',
@@ -465,8 +481,21 @@ class RatingEngine:
             [MAX_DURATION_S],
         ).fetchone()
         db.execute("delete from calendar")
+        db.execute("delete from hours")
         if span and span[0] is not None:
             _insert(db, "calendar", _calendar(span[0], span[1]))
+            # Only hours wholly inside one interval: an hour a boundary cuts has no row,
+            # and its calls take the calendar's range join.
+            db.execute(
+                """
+                insert into hours
+                select h.hour, k.band, k.iend
+                from calendar k,
+                     unnest(generate_series(date_trunc('hour', k.istart), k.iend,
+                                            interval 1 hour)) as h(hour)
+                where h.hour >= k.istart and h.hour + interval 1 hour <= k.iend
+                """
+            )
         db.execute(self._rate_sql)
         counts = db.execute(
             "select count(*) filter (where reason is null), "
