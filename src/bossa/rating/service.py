@@ -434,22 +434,37 @@ async def _rate_staged(
     )
     result = await asyncio.to_thread(engine.rate)
     clock.lap("rate")
-    # The rated rows stream into PostgreSQL as the engine writes them; meanwhile the
-    # engine writes the batch's other files (suspense, allowance use, daily charges) on a
-    # cursor of its own. The two phases overlap: "copy rated" is both.
+    reference = f"rating-batch:{batch}"
+    # The engine writes the batch's small files (suspense, allowance use, daily charges)
+    # on a cursor of its own while it sorts the rated rows on another; PostgreSQL books
+    # the allowance use and the ledger's rows while that sort runs, then takes the rated
+    # rows through a pipe as the engine writes them. One savepoint holds all three: a
+    # record key rated in an earlier batch undoes them, and the batch is rated again.
     files = asyncio.ensure_future(asyncio.to_thread(engine.write_batch_files, batch, work))
+    booked: dict[str, float] = {}
+
+    async def book() -> None:
+        started = time.perf_counter()
+        usage_rows, daily_rows = await files
+        if usage_rows:
+            await store.add_allowance_file(conn, work / "batch_usage.csv")
+        if daily_rows:
+            await store.add_usage_file(conn, work / "daily.csv", reference=reference)
+        booked["allowances and ledger"] = round(time.perf_counter() - started, 3)
+
     try:
         try:
-            async with conn.transaction():  # a savepoint: a duplicate key undoes only this copy
-                await store.copy_rated_from(conn, lambda path: engine.write_rated(batch, path))
+            async with conn.transaction():  # a savepoint: a duplicate key undoes all three
+                await store.copy_rated_from(
+                    conn, lambda path: engine.write_rated(batch, path), before=book
+                )
         finally:
             # Never leave the engine busy in a thread once this batch is over.
             await asyncio.wait([files])
     except psycopg.errors.UniqueViolation:
         # Some record keys were rated in an earlier batch: they are not charged again,
-        # and the batch is rated without them (their allowance must not count). Its other
-        # files are written again after (what the first attempt wrote, or failed to, no
-        # longer counts).
+        # and the batch is rated without them (their allowance must not count). Its
+        # files are written and booked again (what the first attempt did is undone).
         files.exception()
         keys_csv = work / "keys.csv"
         await asyncio.to_thread(engine.write_keys, keys_csv)
@@ -458,27 +473,19 @@ async def _rate_staged(
         bad += [(line, key, "record_key: rated already in an earlier batch") for line, key in lines]
         await asyncio.to_thread(engine.drop, seen)
         result = await asyncio.to_thread(engine.rate)
-        await store.copy_rated_from(conn, lambda path: engine.write_rated(batch, path))
         files = asyncio.ensure_future(asyncio.to_thread(engine.write_batch_files, batch, work))
-    usage_rows, daily_rows = await files
+        await store.copy_rated_from(conn, lambda path: engine.write_rated(batch, path), before=book)
     clock.lap("copy rated")
+    clock.laps.update(booked)  # part of "copy rated": booked while the engine sorted
     # Costs a key lookup per suspended record: one of the batch's may be among them.
     await store.unsuspend_rated(conn)
     if result.suspended:
         await store.suspend(conn, work / "suspended.csv")
-    clock.lap("suspense")
-    if usage_rows:
-        await store.add_allowance_file(conn, work / "batch_usage.csv")
     version = await store.bump_allowance_version(conn, pipeline.instance)
-    clock.lap("allowances")
-    # The ledger books the batch per account and day; a bill line traces back to the
-    # batch's records through this reference (rating.rated_usage by batch, account, day).
-    if daily_rows:
-        await store.add_usage_file(conn, work / "daily.csv", reference=f"rating-batch:{batch}")
+    clock.lap("suspense")
     await store.finish_batch(
         conn, batch, rated=result.rated, suspended=result.suspended, malformed=len(bad)
     )
-    clock.lap("ledger")
     count, charge = await asyncio.to_thread(engine.totals)
     if bad:
         log.warning(
