@@ -235,8 +235,18 @@ async def rate_file(
     records go to `errors_to` (line, record key, reason) and are counted as malformed."""
     if not await asyncio.to_thread(path.is_file):
         raise NotFound(f"no file {path}", field="path")
-    sha = await asyncio.to_thread(_sha256, path)
     engine = pipeline.engine
+    # The checksum and the engine's read of the file run side by side, before the lock
+    # (the engine is this pipeline's alone; only the database needs the lock): a file
+    # dropped twice costs a read it did not need, every other file saves the checksum.
+    checksum = asyncio.ensure_future(asyncio.to_thread(_sha256, path))
+    staging = asyncio.ensure_future(asyncio.to_thread(engine.stage_csv, path))
+    # Both end before anything goes on (an error of one must not leave the other using
+    # the engine); both errors are retrieved, the checksum's raised first.
+    await asyncio.wait([checksum, staging])
+    for task in (checksum, staging):
+        task.exception()
+    sha, bad = checksum.result(), staging.result()
     with tempfile.TemporaryDirectory(prefix="bossa-rating-", dir=pipeline.workdir) as tmp:
         work = Path(tmp)
         async with pool.connection() as conn:
@@ -245,7 +255,6 @@ async def rate_file(
                 done = await store.batch_by_sha(conn, sha)
                 if done is not None:
                     return BatchReport.of_row(done, repeated=True)
-                bad = await asyncio.to_thread(engine.stage_csv, path)
                 report, version = await _rate_staged(
                     conn, pipeline, work, bad, source or path.name, sha, actor
                 )
