@@ -5,11 +5,11 @@ migration 0002's dropped foreign keys).
     .venv/bin/python -m bench.rating.copy_ab [--records 200000]
 
 Rates the bench's workload with the engine, writes the rated rows in file order, in
-the order bossa writes them (account, start) and in record key order, and COPYs them into rating.rated_usage
-(emptied between runs, so it does not show what a large index costs; best of three): as
-migrated, with the batch foreign key it had, with a (batch, account, start) index
-instead of (account, start), with the primary key only, and without any index (the
-floor on this machine).
+the order bossa writes them (account, start) and in record key order, and COPYs them
+into rating.rated_usage (emptied between runs, so it does not show what a large index
+costs; best of three): as migrated, in record key order, with the batch foreign key it
+had, with a (batch, account, start) index instead of (account, start), with the primary
+key only, and without any index (the floor on this machine).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ async def test_rows_stream_through_the_pipe(db_url: str) -> None:
 
         await store.copy_from_writer(conn, _COPY, write)
         row = await (await conn.execute("select count(*) as n from copy_probe")).fetchone()
-        assert row is not None and row["n"] == 200_000
+        assert row is not None
+        assert row["n"] == 200_000
 
 
 async def test_a_writer_that_fails_midway_commits_no_row(db_url: str) -> None:
@@ -42,7 +43,8 @@ async def test_a_writer_that_fails_midway_commits_no_row(db_url: str) -> None:
             async with conn.transaction():
                 await store.copy_from_writer(conn, _COPY, write)
         row = await (await conn.execute("select count(*) as n from copy_probe")).fetchone()
-        assert row is not None and row["n"] == 0
+        assert row is not None
+        assert row["n"] == 0
 
 
 async def test_a_copy_that_fails_does_not_leave_the_writer_blocked(db_url: str) -> None:
@@ -63,4 +65,5 @@ async def test_a_copy_that_fails_does_not_leave_the_writer_blocked(db_url: str) 
         # The writer ran to its end (the pipe was drained), and the connection is usable.
         assert written == [299_999]
         row = await (await conn.execute("select count(*) as n from copy_probe")).fetchone()
-        assert row is not None and row["n"] == 0
+        assert row is not None
+        assert row["n"] == 0

@@ -565,26 +565,6 @@ class RatingEngine:
             ).fetchall()
         ]
 
-    def batch_usage(self) -> list[tuple[str, str, int]]:
-        """Included seconds the rated batch used, per (account, month)."""
-        return [
-            (str(a), str(m), int(s))
-            for a, m, s in self.db.execute(
-                "select account_id, month, sum(billed)::bigint from result "
-                "where reason is null and included group by 1, 2"
-            ).fetchall()
-        ]
-
-    def daily_charges(self) -> list[tuple[str, datetime, int]]:
-        """The rated batch's charges per account and day (what the ledger books)."""
-        return [
-            (str(a), d, int(c))
-            for a, d, c in self.db.execute(
-                "select account_id, date_trunc('day', start), sum(charge)::bigint from result "
-                "where reason is null group by 1, 2 having sum(charge) > 0 order by 1, 2"
-            ).fetchall()
-        ]
-
     def write_rated(self, batch: int, path: Path) -> None:
         columns = (
             "account_id, msisdn, destination, product_code, zone, start, duration, billed, "
@@ -602,9 +582,9 @@ class RatingEngine:
     def write_batch_files(self, batch: int, work: Path) -> tuple[int, int]:
         """Write what the batch books besides its rated rows, as CSV for PostgreSQL's
         COPY: `suspended.csv` (`write_suspended`), `batch_usage.csv` (included seconds
-        used per account and month, as `batch_usage`) and `daily.csv` (charges per
-        account and day, as `daily_charges`). Runs on a cursor of its own, so it may run
-        while another thread streams the rated rows (`write_rated`). Returns the rows of
+        used per account and month) and `daily.csv` (charges per account and day, what
+        the ledger books). Runs on a cursor of its own, so it may run while another
+        thread streams the rated rows (`write_rated`). Returns the rows of
         batch_usage.csv and daily.csv."""
         cur = self.db.cursor()
         try:

@@ -443,6 +443,8 @@ async def _rate_staged(
     )
     result = await asyncio.to_thread(engine.rate)
     clock.lap("rate")
+    # The ledger books the batch per account and day; a bill line traces back to the
+    # batch's records through this reference (rating.rated_usage by batch, account, day).
     reference = f"rating-batch:{batch}"
     # The engine writes the batch's small files (suspense, allowance use, daily charges)
     # on a cursor of its own while it sorts the rated rows on another; PostgreSQL books

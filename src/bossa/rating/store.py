@@ -187,47 +187,12 @@ async def allowance_of(conn: Conn, keys: Sequence[tuple[str, str]]) -> list[tupl
     return [(r["account_id"], r["month"], int(r["seconds"])) for r in rows]
 
 
-async def add_allowance(conn: Conn, used: Sequence[tuple[str, str, int]]) -> None:
-    if used:
-        await conn.execute(
-            QUERIES["add_allowance"],
-            {
-                "accounts": [a for a, _, _ in used],
-                "months": [m for _, m, _ in used],
-                "seconds": [s for _, _, s in used],
-            },
-        )
-
-
-async def add_usage(
-    conn: Conn, charges: Sequence[tuple[str, datetime, int]], *, reference: str
-) -> int:
-    if not charges:
-        return 0
-    row = await (
-        await conn.execute(
-            QUERIES["add_usage"],
-            {
-                "accounts": [a for a, _, _ in charges],
-                "days": [d for _, d, _ in charges],
-                "charges": [c for _, _, c in charges],
-                "reference": reference,
-            },
-        )
-    ).fetchone()
-    return int(row["added"]) if row else 0
-
-
 async def copy_file(conn: Conn, statement: str, path: Path) -> None:
     """COPY a CSV file the engine wrote into PostgreSQL, without parsing it in Python."""
     async with conn.cursor() as cur, cur.copy(statement) as copy:
         with path.open("rb") as f:
             while block := f.read(_COPY_BLOCK):
                 await copy.write(block)
-
-
-async def copy_rated(conn: Conn, path: Path) -> None:
-    await copy_file(conn, _COPY_RATED, path)
 
 
 async def copy_rated_from(

@@ -99,13 +99,6 @@ from rating.allowance_usage u
 join unnest(%(accounts)s::text[], %(months)s::text[]) as k(account_id, month)
   using (account_id, month)
 
--- name: add_allowance
--- Count a batch's included seconds into the accounts' months.
-insert into rating.allowance_usage (account_id, month, seconds)
-select * from unnest(%(accounts)s::text[], %(months)s::text[], %(seconds)s::bigint[])
-on conflict (account_id, month) do update
-set seconds = rating.allowance_usage.seconds + excluded.seconds
-
 -- name: stage_table
 -- A transaction-local copy target, to find which record keys were rated before.
 create temp table rating_incoming (record_key text) on commit drop
@@ -156,11 +149,6 @@ limit %(limit)s
 -- What an operator watches: suspended records and rated usage.
 select (select count(*) from rating.suspense) as suspended,
        (select count(*) from rating.batches) as batches
-
--- name: add_usage
--- A batch's charges into the ledger, per account and day, for the bill run.
-select ledger.add_usage(%(accounts)s::text[], %(days)s::timestamptz[], %(charges)s::bigint[],
-                        %(reference)s) as added
 
 -- name: unsuspend_rated
 -- Suspended records that are rated now (by this batch or an earlier one) leave suspense:
