@@ -414,5 +414,8 @@ select e.id, e.lane, e.key, e.kind, e.payload, e.state::text as state, e.attempt
        e.not_before, e.created_at, e.created_by, e.taken_at, e.finished_at, e.errors,
        e.errors -> -1 ->> 'code' as last_error_code,
        e.errors -> -1 ->> 'message' as last_error_message,
-       (e.errors -> -1 ->> 'at')::timestamptz as last_error_at
+       (e.errors -> -1 ->> 'at')::timestamptz as last_error_at,
+       -- The state as the enum, to filter on: the partial indexes are on the enum, and a
+       -- filter on the text column cannot use them (migration 0007).
+       e.state as state_enum
 from journal.entries e;
