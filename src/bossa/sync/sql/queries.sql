@@ -77,8 +77,8 @@ values (%(target)s, %(instance)s, %(action)s, %(actor)s, %(reason)s, %(moved)s)
 select target, instance, action, actor, reason, moved, at
 from sync.control_log order by id desc limit %(limit)s
 
--- name: route_of
-select instance from sync.account_routes where customer_id = %(customer)s
+-- name: routes_of
+select customer_id, instance from sync.account_routes where customer_id = any (%(customers)s)
 
 -- name: set_route
 insert into sync.account_routes (customer_id, instance, created_by)
