@@ -535,7 +535,7 @@ async def diagnostics(pg: EmbeddedPostgres, chunk: int) -> dict[str, Any]:
         with psycopg.connect(url, autocommit=True) as c:
             t0 = time.perf_counter()
             plain = c.execute(
-                "select billing.bill_chunk(%s, %s, 'bench')", (run_id, chunk)
+                "select billed from billing.bill_chunk(%s, %s, 'bench')", (run_id, chunk)
             ).fetchone()[0]
             plain_ms = (time.perf_counter() - t0) * 1000
             notices: list[str] = []
@@ -554,7 +554,7 @@ async def diagnostics(pg: EmbeddedPostgres, chunk: int) -> dict[str, Any]:
                 c.execute(setting)
             t0 = time.perf_counter()
             traced = c.execute(
-                "select billing.bill_chunk(%s, %s, 'bench')", (run_id, chunk)
+                "select billed from billing.bill_chunk(%s, %s, 'bench')", (run_id, chunk)
             ).fetchone()[0]
             traced_ms = (time.perf_counter() - t0) * 1000
             c.execute("set auto_explain.log_min_duration = -1")

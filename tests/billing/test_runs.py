@@ -308,7 +308,7 @@ async def test_no_chunk_bills_after_a_cancellation(journal: Journal, accounts: l
     assert (await cancel_run(journal.pool, run, actor="t"))["status"] == "cancelled"
     async with journal.pool.connection() as conn:
         row = await (
-            await conn.execute("select billing.bill_chunk(%s, 100, 't') as n", (run,))
+            await conn.execute("select billed as n from billing.bill_chunk(%s, 100, 't')", (run,))
         ).fetchone()
         bills = await (
             await conn.execute(

@@ -114,6 +114,8 @@ async def test_s1_events_are_published_in_their_transaction_and_applied(
         "AccountCancelled",
         "RecycleRequest",
         "BillingStarted",
+        # The sample operator's four accounts' fees (the new lines have no contract).
+        *["CycleFeeApplied"] * 4,
         "BillingCompleted",
     ]
     assert [r["key"] for r in queued] == [
@@ -123,6 +125,10 @@ async def test_s1_events_are_published_in_their_transaction_and_applied(
         "C-9002",
         None,
         "cycle:MONTHLY",
+        "C-1001",
+        "C-1002",
+        "C-1003",
+        "C-1004",
         "cycle:MONTHLY",
     ]
     adjusted = queued[2]["payload"]["events"][0]
@@ -130,9 +136,9 @@ async def test_s1_events_are_published_in_their_transaction_and_applied(
     assert adjusted["data"] == {"account": "A-9001", "kind": "deposit", "amount_minor": 1500}
 
     stats = await sync.listen(runtime.journal, SETTINGS, listen_url=None, once=True)
-    assert stats.acked == 11
+    assert stats.acked == 15
     report = await sync.report(pool, SETTINGS)
-    assert report.by_state[EventState.PROCESSED] == 11
+    assert report.by_state[EventState.PROCESSED] == 15
     accounts = {
         r["account_id"]: r
         for r in await rows(pool, "select * from sync.pipeline_accounts order by account_id")

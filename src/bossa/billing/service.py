@@ -588,8 +588,11 @@ async def bill(
     async def worker() -> None:
         nonlocal billed
         while True:
-            async with pool.connection() as conn:
-                done = await store.bill_chunk(conn, run_id, chunk, actor=actor)
+            async with pool.connection() as conn, conn.transaction():
+                done, fees = await store.bill_chunk(conn, run_id, chunk, actor=actor)
+                # S1: each fee charged publishes its CycleFeeApplied before the chunk
+                # commits: a chunk that rolls back charged nothing and published nothing.
+                await _fee_events(conn, fees)
             if done == 0:
                 return
             billed += done
@@ -605,6 +608,30 @@ async def bill(
                 conn, "billing.run_completed", None, {"cycle": run["bill_cycle"], "run_id": run_id}
             )
     return billed
+
+
+async def _fee_events(conn: Conn, fees: list[dict[str, Any]]) -> None:
+    """The CycleFeeApplied business events of a chunk's fees, in its transaction: each
+    fee is a business operation of its own (two accounts of one customer: two events),
+    all enqueued with one insert."""
+    if not fees:
+        return
+    from bossa import sync  # sync's modules read the ledger: imported when used
+
+    await sync.publish_each(
+        conn,
+        None,
+        [
+            [
+                sync.InternalEvent(
+                    name="billing.cycle_fee_applied",
+                    customer_id=fee["customer"],
+                    data={k: v for k, v in fee.items() if k != "customer"},
+                )
+            ]
+            for fee in fees
+        ],
+    )
 
 
 async def _sync_event(conn: Conn, name: str, customer: str | None, data: dict[str, Any]) -> None:

@@ -177,9 +177,15 @@ async def start_run(
     return run_id
 
 
-async def bill_chunk(conn: Conn, run_id: int, limit: int, *, actor: str) -> int:
+async def bill_chunk(
+    conn: Conn, run_id: int, limit: int, *, actor: str
+) -> tuple[int, list[dict[str, Any]]]:
+    """The accounts billed by the chunk and the fees it charged (account, customer,
+    currency, amount_minor, run_id, cycle, period_start, period_end), in its transaction."""
     row = await _one(conn, "bill_chunk", {"run": run_id, "limit": limit, "actor": actor})
-    return int(row["billed"]) if row else 0
+    if row is None:
+        return 0, []
+    return int(row["billed"]), list(row["fees"] or [])
 
 
 async def progress(conn: Conn, run_id: int) -> Row | None:

@@ -31,6 +31,7 @@ from bossa.journal.worker import (
     DatabaseLost,
     Handler,
     HandlerError,
+    Outage,
     Worker,
     WorkerStats,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "Lane",
     "LanePolicy",
     "NewEntry",
+    "Outage",
     "Taken",
     "Worker",
     "WorkerStats",

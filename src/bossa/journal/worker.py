@@ -47,6 +47,7 @@ __all__ = [
     "DatabaseLost",
     "Handler",
     "HandlerError",
+    "Outage",
     "Worker",
     "WorkerStats",
 ]
@@ -66,6 +67,53 @@ class DatabaseLost(UserError):
     its pool was closed: it stops, and the CLI exits non-zero with this one line."""
 
     http_status = 503
+
+
+class Outage:
+    """The database's absence as a daemon's loop sees it (the rating inbox, the sync
+    listener and pipeline; `Worker` keeps its own): `answered` after each step that
+    reached the database, `failed` after one that could not. When the database has not
+    answered for longer than `bound_s` (since the last step that reached it: a step that
+    waits for a pooled connection fails only after the pool's timeout), `failed` raises
+    `DatabaseLost` naming the daemon and the setting, for its supervisor to restart it;
+    before that it returns the seconds to wait (backoff 0.2 s doubling to 5 s), the work
+    staying where it was (a file in its inbox, an event READY or leased)."""
+
+    def __init__(
+        self, who: str, bound_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.who = who
+        self.bound_s = bound_s
+        self.clock = clock
+        #: When the database last answered (the daemon had just connected at start).
+        self.answered_at = clock()
+        self.down = False
+        self.backoff = 0.2
+
+    def answered(self) -> None:
+        now = self.clock()
+        if self.down:
+            log.warning(
+                "database answers again", who=self.who, away_s=round(now - self.answered_at, 1)
+            )
+        self.answered_at = now
+        self.down = False
+        self.backoff = 0.2
+
+    def failed(self, exc: Exception) -> float:
+        self.down = True
+        away = self.clock() - self.answered_at
+        error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        if isinstance(exc, psycopg_pool.PoolClosed) or away > self.bound_s:
+            raise DatabaseLost(
+                f"{self.who}: the database has not answered for {away:.0f} s"
+                f" (BOSSA_JOURNAL_DATABASE_OUTAGE_S is {self.bound_s:g}); exiting for its"
+                f" supervisor to restart it (last error: {error})"
+            ) from None
+        wait = self.backoff
+        self.backoff = min(self.backoff * 2, 5.0)
+        log.warning("database unreachable; retrying", who=self.who, error=error, retry_in_s=wait)
+        return wait
 
 
 class HandlerError(Exception):

@@ -4,7 +4,6 @@ calls one service function and renders the result."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import date, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from bossa.errors import InvalidInput
 from bossa.rating import service
 from bossa.rating.models import (
     MAX_RECYCLE,
+    BatchReport,
     RecycleReport,
     RerateReport,
     SuspenseReason,
@@ -132,29 +132,29 @@ def inbox(
     suspended records whose cause is gone are recycled."""
     inbox_dir = service.Inbox.open(folder)
 
+    def said(name: str, report: BatchReport | None, recycled: int) -> None:
+        if recycled:
+            out.print(f"recycled from suspense: {recycled} rated")
+        elif report is not None:
+            out.print(
+                f"{name}: batch {report.batch}, {report.rated} rated, "
+                f"{report.suspended} suspended, {report.malformed} malformed"
+                + (" (rated before)" if report.repeated else "")
+            )
+
     async def go(rt: Runtime) -> None:
         pipeline = service.Pipeline.open()
         try:
-            while True:
-                for path in inbox_dir.look():
-                    report = await service.rate_inbox_file(
-                        rt.pool, pipeline, inbox_dir, path, actor=_actor()
-                    )
-                    if report is None:
-                        continue
-                    out.print(
-                        f"{path.name}: batch {report.batch}, {report.rated} rated, "
-                        f"{report.suspended} suspended, {report.malformed} malformed"
-                        + (" (rated before)" if report.repeated else "")
-                    )
-                # Automatic recycling: suspended records whose cause is gone since (an
-                # account or subscription created, a tariff added, billing completed).
-                recycled = await service.recycle_fixed(rt.pool, pipeline, actor=_actor())
-                if recycled:
-                    out.print(f"recycled from suspense: {recycled} rated")
-                if once and not inbox_dir.pending:
-                    return
-                await asyncio.sleep(poll)
+            await service.watch_inbox(
+                rt.pool,
+                pipeline,
+                inbox_dir,
+                actor=_actor(),
+                poll_s=poll,
+                outage_s=rt.journal.settings.database_outage_s,
+                once=once,
+                said=said,
+            )
         finally:
             pipeline.close()
 

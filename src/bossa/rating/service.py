@@ -11,6 +11,7 @@ checksum makes the same file dropped twice a no-op.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import hashlib
 import logging
@@ -18,7 +19,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -28,6 +29,8 @@ import psycopg.errors
 from bossa import customers
 from bossa.db import Conn, Pool
 from bossa.errors import Conflict, InvalidInput, NotFound
+from bossa.journal import Outage
+from bossa.journal.worker import DB_ERRORS
 from bossa.rating import metrics, store
 from bossa.rating.engine import COLUMNS, RatingEngine
 from bossa.rating.models import (
@@ -57,10 +60,12 @@ __all__ = [
     "rated",
     "recycle",
     "recycle_fixed",
+    "recycle_requested",
     "rerate",
     "subscribe",
     "suspended",
     "unsubscribe",
+    "watch_inbox",
 ]
 
 log = logging.getLogger("bossa.rating")
@@ -337,6 +342,51 @@ async def rate_inbox_file(
     return report
 
 
+async def watch_inbox(
+    pool: Pool,
+    pipeline: Pipeline,
+    inbox: Inbox,
+    *,
+    actor: str,
+    poll_s: float,
+    outage_s: float,
+    once: bool = False,
+    said: Callable[[str, BatchReport | None, int], None] | None = None,
+) -> None:
+    """The inbox daemon (`bossa rating inbox`): at every look, rate the files that are
+    ready, oldest first, then recycle the suspended records whose cause is gone; `once`,
+    until no file waits. `said(file, report, recycled)` hears each file rated and each
+    recycling (file '').
+
+    A database that does not answer is waited out (the file stays in the inbox: a file
+    whose transaction died is rated whole again, and one that committed is found
+    `repeated` and moved on), for at most `outage_s`; past that `DatabaseLost` is raised
+    for the process's supervisor to restart it."""
+    outage = Outage("rating inbox", outage_s)
+    while True:
+        try:
+            for path in await asyncio.to_thread(inbox.look):
+                report = await rate_inbox_file(pool, pipeline, inbox, path, actor=actor)
+                if said is not None:
+                    said(path.name, report, 0)
+            # Automatic recycling: suspended records whose cause is gone since (an
+            # account or subscription created, a tariff added, billing completed).
+            recycled = await recycle_fixed(pool, pipeline, actor=actor)
+            if recycled and said is not None:
+                said("", None, recycled)
+            outage.answered()
+        except DB_ERRORS as exc:
+            wait = outage.failed(exc)
+            # Stale connections of a restarted server: dropped now, not one per use.
+            with contextlib.suppress(Exception):
+                await pool.check()
+            await asyncio.sleep(wait)
+            continue
+        if once and not inbox.pending:
+            return
+        await asyncio.sleep(poll_s)
+
+
 async def rate_records(
     pool: Pool,
     pipeline: Pipeline,
@@ -547,55 +597,89 @@ async def recycle(
         raise InvalidInput("1-64 characters", field="account")
     if source is not None and not 1 <= len(source) <= 200:
         raise InvalidInput("1-200 characters", field="file")
-    reason_text = reason.value if reason else None
-    what: dict[str, object] = {
-        "reason": reason_text,
-        "account": account,
-        "batch": batch,
-        "file": source,
-        "fixed": fixed,
-    }
+    which = _Which(reason.value if reason else None, account, batch, source, fixed)
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            out, version = await _recycle_on(conn, pipeline, actor=actor, which=which, limit=limit)
+        if version is not None:
+            _committed(pipeline, version)
+    _recycled(out, which.what(), actor)
+    return out
+
+
+@dataclass(frozen=True)
+class _Which:
+    """The suspended records a recycle run takes (every filter given must match)."""
+
+    reason: str | None = None
+    account: str | None = None
+    batch: int | None = None
+    source: str | None = None
+    fixed: bool = False
+
+    def what(self) -> dict[str, object]:
+        """As audited and described (`file` is the CLI's name of `source`)."""
+        return {
+            "reason": self.reason,
+            "account": self.account,
+            "batch": self.batch,
+            "file": self.source,
+            "fixed": self.fixed,
+        }
+
+
+async def _recycle_on(
+    conn: Conn, pipeline: Pipeline, *, actor: str, which: _Which, limit: int
+) -> tuple[RecycleReport, int | None]:
+    """A recycle run in the caller's transaction (taking the pipeline lock): the report
+    and the allowance version written (None: nothing was taken). The caller calls
+    `_committed` once the transaction committed, then `_recycled`."""
     engine = pipeline.engine
+    what = which.what()
     with tempfile.TemporaryDirectory(prefix="bossa-recycle-", dir=pipeline.workdir) as tmp:
         work = Path(tmp)
         path = work / "recycle.csv"
-        async with pool.connection() as conn:
-            async with conn.transaction():
-                await store.lock_pipeline(conn, pipeline.instance)
-                await store.stage_recycle(
-                    conn,
-                    path,
-                    reason=reason_text,
-                    account=account,
-                    batch=batch,
-                    source=source,
-                    fixed=fixed,
-                    limit=limit,
-                )
-                bad = await asyncio.to_thread(engine.stage_csv, path)
-                staged = await asyncio.to_thread(engine.staged)
-                if not staged and not bad:
-                    return RecycleReport(taken=0, rated=0, suspended=0, charge=0, batch=None)
-                # A recycle batch is its own batch; its checksum is unique to the run.
-                sha = hashlib.sha256(f"recycle:{uuid.uuid4()}".encode()).hexdigest()
-                report, version = await _rate_staged(
-                    conn, pipeline, work, bad, f"recycle:{_describe(what)}", sha, actor
-                )
-                out = RecycleReport(
-                    taken=report.records,
-                    rated=report.rated,
-                    suspended=report.suspended,
-                    charge=report.charge or 0,
-                    batch=report.batch,
-                    already_rated=report.malformed,
-                )
-                await store.add_audit(
-                    conn,
-                    actor=actor,
-                    action="recycle",
-                    detail={**what, **out.model_dump(mode="json")},
-                )
-            _committed(pipeline, version)
+        await store.lock_pipeline(conn, pipeline.instance)
+        await store.stage_recycle(
+            conn,
+            path,
+            reason=which.reason,
+            account=which.account,
+            batch=which.batch,
+            source=which.source,
+            fixed=which.fixed,
+            limit=limit,
+        )
+        bad = await asyncio.to_thread(engine.stage_csv, path)
+        staged = await asyncio.to_thread(engine.staged)
+        if not staged and not bad:
+            return RecycleReport(taken=0, rated=0, suspended=0, charge=0, batch=None), None
+        # A recycle batch is its own batch; its checksum is unique to the run.
+        sha = hashlib.sha256(f"recycle:{uuid.uuid4()}".encode()).hexdigest()
+        report, version = await _rate_staged(
+            conn, pipeline, work, bad, f"recycle:{_describe(what)}", sha, actor
+        )
+        out = RecycleReport(
+            taken=report.records,
+            rated=report.rated,
+            suspended=report.suspended,
+            charge=report.charge or 0,
+            batch=report.batch,
+            already_rated=report.malformed,
+        )
+        await store.add_audit(
+            conn,
+            actor=actor,
+            action="recycle",
+            detail={**what, **out.model_dump(mode="json")},
+        )
+    return out, version
+
+
+def _recycled(out: RecycleReport, what: Mapping[str, object], actor: str) -> None:
+    """Metrics and the log line of a committed recycle run."""
+    if out.taken == 0:
+        return
     metrics.RECYCLED.labels("rated").inc(out.rated)
     metrics.RECYCLED.labels("suspended").inc(out.suspended)
     # A warning when records stay suspended: their cause is not gone (or is back).
@@ -607,7 +691,40 @@ async def recycle(
         out.rated,
         out.suspended,
     )
-    return out
+
+
+async def recycle_requested(
+    conn: Conn, *, instance: int, actor: str = "sync-listener"
+) -> RecycleReport:
+    """A recycle request (the sync listener's RecycleRequest), in the caller's
+    transaction (the ack's: the request is processed and its records recycled together,
+    or neither): the suspended records whose cause is gone, as `recycle_fixed`, batch
+    after batch. It rates on a pipeline of its own that lives for this call (memory is
+    loaded from PostgreSQL, S10), so that a rollback of the caller's transaction leaves
+    no pipeline's memory ahead of what committed; the running pipelines see the new
+    allowance use at their next batch, as after any other writer's."""
+    which = _Which(fixed=True)
+    pipeline = Pipeline.open(instance=instance)
+    total = RecycleReport(taken=0, rated=0, suspended=0, charge=0, batch=None)
+    try:
+        while True:
+            out, _ = await _recycle_on(conn, pipeline, actor=actor, which=which, limit=MAX_RECYCLE)
+            total = RecycleReport(
+                taken=total.taken + out.taken,
+                rated=total.rated + out.rated,
+                suspended=total.suspended + out.suspended,
+                charge=total.charge + out.charge,
+                batch=out.batch or total.batch,
+                already_rated=total.already_rated + out.already_rated,
+            )
+            if out.taken < MAX_RECYCLE or out.rated == 0:
+                break
+    finally:
+        pipeline.close()
+    # Counted when processed; the caller's commit is what makes it so (a rollback
+    # recycles again on the request's next delivery).
+    _recycled(total, which.what(), actor)
+    return total
 
 
 async def recycle_fixed(

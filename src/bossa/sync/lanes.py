@@ -42,7 +42,7 @@ from pathlib import Path
 from bossa import rating
 from bossa.db import Conn
 from bossa.errors import InvalidInput, UserError
-from bossa.journal import Entry, Failure, Journal, Taken, WorkerStats
+from bossa.journal import Entry, Failure, Journal, Outage, Taken, WorkerStats
 from bossa.journal import service as journal_ops
 from bossa.journal.worker import DB_ERRORS
 from bossa.logs import get_logger
@@ -125,29 +125,59 @@ class Listener:
         if install_signal_handlers:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
+        outage = self.outage("sync listener")
+        started = False
         try:
-            await self.start()
             while not self.stopping:
-                if not await self.may_take():
-                    if until_idle:
+                try:
+                    if not started:
+                        await self.start()
+                        started = True
+                    if await self._turn(until_idle):
                         return
-                    await self.pause(
-                        self.settings.poll_s
-                        if self.state == "disconnected"
-                        else min(self.settings.poll_s * 5, 1.0)
-                    )
-                    continue
-                if not await self.take_and_process():
-                    if until_idle and not await self.journal.busy(self.lane):
-                        return
-                    await self.pause(self.settings.poll_s)
+                    outage.answered()
+                except DB_ERRORS as exc:
+                    await self.ride_out(outage, exc)
         finally:
             if install_signal_handlers:
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
             await self.close()
 
+    async def _turn(self, until_idle: bool) -> bool:
+        """One look and, when it may, one take; True when `until_idle` and nothing is
+        left to do."""
+        if not await self.may_take():
+            if until_idle:
+                return True
+            await self.pause(
+                self.settings.poll_s
+                if self.state == "disconnected"
+                else min(self.settings.poll_s * 5, 1.0)
+            )
+            return False
+        if not await self.take_and_process():
+            if until_idle and not await self.journal.busy(self.lane):
+                return True
+            await self.pause(self.settings.poll_s)
+        return False
+
     # -- the steps, public for the interleaving pipeline (S13) ------------------------
+
+    def outage(self, who: str) -> Outage:
+        """The database's absence as this daemon's loop sees it: waited out for at most
+        the journal's `database_outage_s`, then `DatabaseLost` (the supervisor restarts
+        the process). Meanwhile nothing is lost: events taken stay leased until their
+        lease expires and are handed out again, the others stay READY."""
+        return Outage(f"{who} of lane {self.lane}", self.journal.settings.database_outage_s)
+
+    async def ride_out(self, outage: Outage, exc: Exception) -> None:
+        """After a step the database did not answer: wait (or raise DatabaseLost)."""
+        wait = outage.failed(exc)
+        # Stale connections of a restarted server: dropped now, not one per use.
+        with contextlib.suppress(Exception):
+            await self.pool.check()
+        await self.pause(wait)
 
     @property
     def stopping(self) -> bool:
@@ -541,17 +571,26 @@ class Interleaver:
             # Draining: with no file waiting, events below the minimum would otherwise
             # wait for a time limit that may be off, and the run would never end.
             self.limits = dataclasses.replace(self.limits, events_when_no_cdrs=True)
+        outage = self.listener.outage("sync pipeline")
+        started = False
         try:
-            await self.listener.start()
-            self.since = self.clock()
-            _show_mode(self.lane, self.mode)
-            log.info("pipeline starts on events", lane=self.lane, inbox=str(self.inbox.folder))
             while not self.listener.stopping:
-                worked = await self.step()
-                if worked:
+                try:
+                    if not started:
+                        await self._start()
+                        started = True
+                    worked = await self.step()
+                    outage.answered()
+                    if worked:
+                        continue
+                    if until_idle and await self.idle():
+                        return
+                except DB_ERRORS as exc:
+                    # The file or the take in hand is done again after the outage: a
+                    # file's transaction is all or nothing, an event's too (S6, S8).
+                    self._files.clear()
+                    await self.listener.ride_out(outage, exc)
                     continue
-                if until_idle and await self.idle():
-                    return
                 await self.listener.pause(self.settings.check_interval_s)
         finally:
             if install_signal_handlers:
@@ -559,6 +598,12 @@ class Interleaver:
                     loop.remove_signal_handler(signum)
             self.stats.events = self.listener.stats.acked
             await self.listener.close()
+
+    async def _start(self) -> None:
+        await self.listener.start()
+        self.since = self.clock()
+        _show_mode(self.lane, self.mode)
+        log.info("pipeline starts on events", lane=self.lane, inbox=str(self.inbox.folder))
 
     async def idle(self) -> bool:
         """Nothing to do (`--once`): no file in the inbox, and no event READY or none

@@ -190,6 +190,7 @@ class BusinessType(StrEnum):
     ACCOUNT_CREATED = "AccountCreated"
     ACCOUNT_CANCELLED = "AccountCancelled"
     BALANCE_ADJUSTED = "BalanceAdjusted"
+    CYCLE_FEE_APPLIED = "CycleFeeApplied"
     BILLING_STARTED = "BillingStarted"
     BILLING_COMPLETED = "BillingCompleted"
     RECYCLE_REQUEST = "RecycleRequest"
@@ -655,6 +656,7 @@ notify:
   customers.status_changed: policy
   customers.product_cancelled: policy
   billing.payment_taken: policy
+  billing.cycle_fee_applied: policy
   billing.run_started: publish
   billing.run_completed: publish
   sync.recycle_requested: publish
@@ -680,6 +682,12 @@ business_events:
     modules: [account_data]
   BalanceAdjusted:
     requires: [billing.payment_taken]
+    batch: true
+    modules: [balance_data]
+  # A bill run's fee charged to one account (recurring and one-off fees of the period):
+  # one per fee, published in the transaction of the charge.
+  CycleFeeApplied:
+    requires: [billing.cycle_fee_applied]
     batch: true
     modules: [balance_data]
   BillingStarted:

@@ -78,6 +78,7 @@ __all__ = [
     "module",
     "pipeline",
     "publish",
+    "publish_each",
     "publisher",
     "ready_events",
     "report",
@@ -239,22 +240,39 @@ async def publish(
     outbox while the publisher is disconnected). Returns the business events published.
     `journal` may be None for a caller that has none at hand (the ledger): publishing
     only enqueues on the caller's connection."""
+    return await publish_each(conn, journal, [raised], settings=settings)
+
+
+async def publish_each(
+    conn: Conn,
+    journal: Journal | None,
+    operations: Sequence[Sequence[InternalEvent]],
+    *,
+    settings: SyncSettings | None = None,
+) -> list[BusinessEvent]:
+    """`publish` for several business operations of one transaction, each assembled on
+    its own (a bill run's chunk: each fee charged is a CycleFeeApplied of its own, even
+    two of one customer), routed with one lookup and enqueued with one insert."""
     settings = settings or config.load(SyncSettings)
     events, hook = _config(settings)
-    passed = [n for e in raised if (n := _notified(events, e, hook)) is not None]
-    if not passed:
+    built: list[BusinessEvent] = []
+    for raised in operations:
+        passed = [n for e in raised if (n := _notified(events, e, hook)) is not None]
+        if not passed:
+            continue
+        assembled = assemble(events, passed)
+        used = {id(i) for b in assembled for i in b.events}
+        for left in (e for e in passed if id(e) not in used):
+            log.debug("internal event completes no business event", internal=left.name)
+        built.extend(assembled)
+    if not built:
         return []
-    built = assemble(events, passed)
-    used = {id(i) for b in built for i in b.events}
-    for left in (e for e in passed if id(e) not in used):
-        log.debug("internal event completes no business event", internal=left.name)
+    routes = await _instances_of(
+        conn, {b.customer_id for b in built if b.customer_id is not None}, settings
+    )
     entries: list[NewEntry] = []
     for business in built:
-        routed = (
-            None
-            if business.customer_id is None
-            else await instance_of(conn, business.customer_id, settings)
-        )
+        routed = None if business.customer_id is None else routes[business.customer_id]
         cycle = business.value("cycle")
         key = business.customer_id or (f"cycle:{cycle}" if isinstance(cycle, str) else None)
         entries.extend(
@@ -296,12 +314,20 @@ async def _enqueue(conn: Conn, journal: Journal | None, entries: list[NewEntry])
 async def instance_of(conn: Conn, customer_id: str, settings: SyncSettings) -> int:
     """S12, the account router: the customer's pipeline instance (its assignment, else
     its id's hash; always 0 with one instance)."""
-    if settings.instances == 1:
-        return 0
-    assigned = await store.route_of(conn, customer_id)
-    if assigned is not None and assigned < settings.instances:
-        return assigned
-    return zlib.crc32(customer_id.encode()) % settings.instances
+    return (await _instances_of(conn, {customer_id}, settings))[customer_id]
+
+
+async def _instances_of(conn: Conn, customers: set[str], settings: SyncSettings) -> dict[str, int]:
+    """`instance_of` for several customers with one query."""
+    if settings.instances == 1 or not customers:
+        return dict.fromkeys(customers, 0)
+    assigned = await store.routes_of(conn, sorted(customers))
+    return {
+        c: a
+        if (a := assigned.get(c)) is not None and a < settings.instances
+        else zlib.crc32(c.encode()) % settings.instances
+        for c in customers
+    }
 
 
 async def set_route(
@@ -641,7 +667,8 @@ def default_config() -> EventConfig:
 # - `discount_data`: the discount fields (`discount_*`) an event carries, per account.
 # - `billing`: which cycles a bill run is billing, and rating's S14 hold on their
 #   accounts from BillingStarted to BillingCompleted.
-# - `recycle`: each recycle request, processed once.
+# - `recycle`: each recycle request, processed once: recorded, and rating's suspended
+#   records whose cause is gone recycled in the same transaction.
 
 
 @dataclass(frozen=True, slots=True)
@@ -768,4 +795,20 @@ async def recycle(conn: Conn, ctx: ModuleContext, event: BusinessEvent) -> None:
         instance=ctx.instance,
         by=by if isinstance(by, str) else None,
         reason=reason if isinstance(reason, str) else None,
+    )
+    # The request is carried out in the ack's transaction: its suspended records whose
+    # cause is gone are rated (and leave suspense) exactly when the request is marked
+    # PROCESSED. A listener killed before the commit recycles on the next delivery; one
+    # killed after it has nothing left to do. RecycleRequest has at most one thread
+    # (S7), so two recycles of one listener never run at once.
+    done = await rating.recycle_requested(
+        conn, instance=ctx.instance, actor=f"sync:{by}" if isinstance(by, str) else "sync"
+    )
+    log.info(
+        "recycle request processed",
+        entry=ctx.entry_id,
+        thread=ctx.thread,
+        taken=done.taken,
+        rated=done.rated,
+        still_suspended=done.suspended,
     )

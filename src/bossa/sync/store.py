@@ -109,11 +109,10 @@ async def control_log(conn: Conn, limit: int) -> list[dict[str, Any]]:
     return await (await conn.execute(QUERIES["control_log"], {"limit": limit})).fetchall()
 
 
-async def route_of(conn: Conn, customer: str) -> int | None:
-    row = await (
-        await conn.execute(QUERIES["route_of"], {"customer": customer}, prepare=True)
-    ).fetchone()
-    return None if row is None else int(row["instance"])
+async def routes_of(conn: Conn, customers: list[str]) -> dict[str, int]:
+    """The assigned instances of these customers (those assigned; one query)."""
+    cursor = await conn.execute(QUERIES["routes_of"], {"customers": customers}, prepare=True)
+    return {r["customer_id"]: int(r["instance"]) for r in await cursor.fetchall()}
 
 
 async def set_route(conn: Conn, customer: str, instance: int, *, actor: str) -> None:

@@ -98,8 +98,9 @@ select exists (select 1 from ledger.billing_accounts where bill_cycle = %(cycle)
 update billing.runs set accounts_total = %(total)s where id = %(run)s
 
 -- name: bill_chunk
--- Bill the next chunk of a run's accounts (see billing.bill_chunk).
-select billing.bill_chunk(%(run)s, %(limit)s, %(actor)s) as billed
+-- Bill the next chunk of a run's accounts (see billing.bill_chunk): the accounts billed
+-- and the fees charged.
+select billed, fees from billing.bill_chunk(%(run)s, %(limit)s, %(actor)s)
 
 -- name: progress
 -- A run's progress from its committed chunks: accounts billed, and the rate over the

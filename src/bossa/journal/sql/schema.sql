@@ -325,17 +325,42 @@ $$;
 -- unfinished one of its key (the rest of a run, see take_runs) waits again behind it,
 -- its attempt counted too (the worker may have started it). `p_held` are the tokens the
 -- reaping worker itself holds: alive, it extends them, however late its heartbeat runs.
+-- The key rows are locked first, and the decision made on a later snapshot, as ack's
+-- advance_keys does: a tail given back while its head is acked is never stranded.
 create function journal.reap_expired(
     p_lane text, p_max_attempts integer, p_limit integer, p_held uuid[] default '{}'
 )
 returns table (id bigint, state journal.state)
-language sql as $$
-    with expired as (
+language plpgsql as $$
+declare
+    v_ids bigint[];
+begin
+    select array_agg(x.id) into v_ids
+    from (
         select e.id from journal.entries e
         where e.state = 'taken' and e.lease_expires_at < now() and e.lane = p_lane
           and e.lease_token <> all (p_held)
         order by e.lease_expires_at, e.id
         limit p_limit
+    ) x;
+    if v_ids is null then
+        return;
+    end if;
+
+    perform 1 from journal.keys k
+    where (k.lane, k.key) in (
+        select e.lane, e.key from journal.entries e
+        where e.id = any (v_ids) and e.key is not null
+    )
+    order by k.lane, k.key
+    for update of k;
+
+    -- Still taken and expired (an ack or a heartbeat may have come meanwhile).
+    return query
+    with expired as (
+        select e.id from journal.entries e
+        where e.id = any (v_ids) and e.state = 'taken' and e.lease_expires_at < now()
+          and e.lease_token <> all (p_held)
         for update skip locked
     )
     update journal.entries e
@@ -356,7 +381,8 @@ language sql as $$
             'at', now()))
     from expired
     where e.id = expired.id
-    returning e.id, e.state
+    returning e.id, e.state;
+end
 $$;
 
 -- published: journal.declare_lane
@@ -388,5 +414,8 @@ select e.id, e.lane, e.key, e.kind, e.payload, e.state::text as state, e.attempt
        e.not_before, e.created_at, e.created_by, e.taken_at, e.finished_at, e.errors,
        e.errors -> -1 ->> 'code' as last_error_code,
        e.errors -> -1 ->> 'message' as last_error_message,
-       (e.errors -> -1 ->> 'at')::timestamptz as last_error_at
+       (e.errors -> -1 ->> 'at')::timestamptz as last_error_at,
+       -- The state as the enum, to filter on: the partial indexes are on the enum, and a
+       -- filter on the text column cannot use them (migration 0007).
+       e.state as state_enum
 from journal.entries e;

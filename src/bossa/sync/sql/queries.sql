@@ -10,7 +10,7 @@ where c.sa_id = %(sa_id)s
 -- Is any event of the lane held (parked) for an operator? Then the listener waits (S8).
 select exists (
     select 1 from journal.lane_entries
-    where lane = %(lane)s and key is not null and state = 'parked'
+    where lane = %(lane)s and key is not null and state_enum = 'parked'
 ) as held
 
 -- name: by_state
@@ -77,8 +77,8 @@ values (%(target)s, %(instance)s, %(action)s, %(actor)s, %(reason)s, %(moved)s)
 select target, instance, action, actor, reason, moved, at
 from sync.control_log order by id desc limit %(limit)s
 
--- name: route_of
-select instance from sync.account_routes where customer_id = %(customer)s
+-- name: routes_of
+select customer_id, instance from sync.account_routes where customer_id = any (%(customers)s)
 
 -- name: set_route
 insert into sync.account_routes (customer_id, instance, created_by)
@@ -149,13 +149,22 @@ values (%(entry)s, %(instance)s, %(by)s, %(reason)s)
 
 -- name: ready_by_lane
 -- The READY backlog of every sync lane (S13 counts only READY events), for the gauge.
-select l.lane, count(e.id) as n
+-- Each lane counted as ready_count does, through the indexes.
+select l.lane, (
+    select count(*) from journal.lane_entries e where e.lane = l.lane and e.state_enum = 'ready'
+) + (
+    select count(*) from journal.lane_entries e
+    where e.lane = l.lane and e.key is not null and e.state_enum = 'waiting'
+) as n
 from (select 'sync.pipeline.' || n as lane from generate_series(0, 7) n) l
-left join journal.lane_entries e on e.lane = l.lane and e.state in ('ready', 'waiting')
-group by l.lane
 
 -- name: ready_count
 -- S13: the lane's READY events (due or waiting for their time); only these count.
-select count(*) as n
-from journal.lane_entries
-where lane = %(lane)s and state in ('ready', 'waiting')
+-- Ready ones through the journal's ready index, waiting ones (always keyed) through its
+-- unfinished-key index: never a scan of the finished entries the journal keeps.
+select (
+    select count(*) from journal.lane_entries where lane = %(lane)s and state_enum = 'ready'
+) + (
+    select count(*) from journal.lane_entries
+    where lane = %(lane)s and key is not null and state_enum = 'waiting'
+) as n
