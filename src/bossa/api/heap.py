@@ -1,13 +1,13 @@
 """The server process's heap and Python's cyclic garbage collector.
 
 A full (generation 2) collection walks every tracked object in the process, and a
-`bossa serve` process holds about 140,000 of them once it has started (FastAPI, pydantic
-and their models, every module's routes, psycopg): one such walk took 50-100 ms of CPU
-on the benchmark machine and more on a busy one, with the event loop stopped for all of
-it. Under load one came every 2-3 s (objects of requests in flight survive the young
-collections and count towards the next full one), and the requests waiting behind it
-made the partners' open API's whole p99 (97-110 ms against 12-19 ms for the same SQL on
-a bare ASGI function; bench/partners, issue 16).
+`bossa serve` process holds about 150,000 of them once it has started (FastAPI, pydantic
+and their models, every module's routes, psycopg): one such walk takes about 90 ms of CPU
+on the 2-core benchmark machine (180-400 ms of wall time when the machine is busy), with
+the event loop stopped for all of it. Under load one came every 1-3 s (objects of
+requests in flight survive the young collections and count towards the next full one),
+and the requests waiting behind it made the partners' open API's whole p99 (97-110 ms
+against 12-19 ms for the same SQL on a bare ASGI function; bench/partners, issue 16).
 
 `settle()` runs once the server has started: one collection, then `gc.freeze()`, which
 moves every object alive then into a permanent generation that collections never walk
