@@ -11,10 +11,12 @@ against 12-19 ms for the same SQL on a bare ASGI function; bench/partners, issue
 
 `settle()` runs once the server has started: one collection, then `gc.freeze()`, which
 moves every object alive then into a permanent generation that collections never walk
-again. What start-up built lives as long as the process, so nothing is lost; a full
-collection then walks only what was made since. Cycles made later are collected as
-before. Only the server process does this (`bossa serve`): a test process that builds
-many apps keeps the collector as it is.
+again: a full collection then walks only what was made since, and cycles made later
+are collected as before. What start-up built (modules, classes, routes, models) lives as
+long as the process anyway; the few of its objects that die later in a cycle (a pooled
+connection replaced) are kept, so at most start-up's own memory is ever held. Only the
+server process does this (`bossa serve`): a test process that builds many apps keeps the
+collector as it is.
 """
 
 from __future__ import annotations
