@@ -475,7 +475,8 @@ def main() -> None:
                 f"## bench/partners, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {ref}"
                 f"{' (quick)' if args.quick else ''}",
                 "",
-                f"`.venv/bin/python -m bench.partners.run{' --quick' if args.quick else ''}`",
+                f"`.venv/bin/python -m bench.partners.run{' --quick' if args.quick else ''}"
+                f"{'' if args.connections == 32 else f' --connections {args.connections}'}`",
                 "",
                 f"- open API, three-object template, {args.connections} connections from wrk:"
                 f" {fmt(api['runs_per_s'])} runs/s, p50 {fmt(api['p50_ms'])} ms,"

@@ -203,7 +203,7 @@ def serve(
             "ssl_keyfile": str(settings.tls_key_file),
         }
     uvicorn.run(
-        create_app(settings=settings),
+        create_app(settings=settings, settle_heap=True),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -4,6 +4,7 @@ keys (from a file and from a JWKS endpoint served on the loopback)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -166,3 +167,33 @@ def test_settings_refuse_symmetric_algorithms_and_plain_http() -> None:
         AccessSettings(jwt_algorithms=["HS256"])
     with pytest.raises(ValueError, match="https"):
         AccessSettings(jwt_jwks_url="http://idp.example.test/keys")
+
+
+async def test_a_remembered_row_is_read_again_before_it_expires(pool: Pool) -> None:
+    # The run route's deferred principals reuse a row read less than a second ago; past
+    # half a second a request starts a read of it in the background (so that a busy
+    # token's requests never wait for one). A revocation that read finds refuses the next
+    # request, even within the second.
+    auth = Authenticator(pool)
+    created = await create_token(pool, TokenRequest(name="acme", role=Role.PARTNER), actor="t")
+    header = f"Bearer {created.token}"
+    assert (await auth.authenticate(header, deferred=True)).confirmed  # the row is read
+    await revoke_token(pool, "acme", actor="t")
+    await asyncio.sleep(0.55)
+    remembered = await auth.authenticate(header, deferred=True)
+    assert not remembered.confirmed  # answered from the remembered row, not held up
+    await asyncio.gather(*auth._refreshing.values())
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await auth.authenticate(header, deferred=True)
+
+
+async def test_a_row_read_again_in_the_background_serves_another_second(pool: Pool) -> None:
+    auth = Authenticator(pool)
+    created = await create_token(pool, TokenRequest(name="acme", role=Role.PARTNER), actor="t")
+    header = f"Bearer {created.token}"
+    await auth.authenticate(header, deferred=True)
+    await asyncio.sleep(0.55)
+    await auth.authenticate(header, deferred=True)
+    await asyncio.gather(*auth._refreshing.values())
+    await asyncio.sleep(0.55)  # over a second after the first read, half a second after the second
+    assert not (await auth.authenticate(header, deferred=True)).confirmed

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from bossa.access import Role, revoke_token
-from bossa.partners import platform
+from bossa.partners import PartnersSettings, platform
 from bossa.partners.lanes import RunDaemon
 from bossa.runtime import Runtime
 from tests.partners.conftest import NOTIFY, seed_legacy, seed_partner, seed_subscriber
@@ -277,3 +277,64 @@ async def test_quota_is_exact_under_concurrent_runs(runtime: Runtime) -> None:
     outputs = [a.json()["output"] for a in answers if a.status_code == 200]
     assert outputs == [{"status": "active", "big": False}] * 7
     assert await _counts(runtime) == (7, 7)
+
+
+async def _reserved(runtime: Runtime, template: str) -> int:
+    async with runtime.pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "select coalesce(sum(reserved), 0) as n from partners.usage where template = %s",
+                (template,),
+            )
+        ).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+async def _settled(runtime: Runtime) -> None:
+    """Until no quota reservation of the process is under way."""
+    plat = platform(runtime.pool, runtime.journal)
+    for _ in range(500):
+        if all(q.refill is None for q in plat.quotas.values()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a quota reservation did not finish")
+
+
+async def test_the_next_quota_block_is_reserved_before_this_one_runs_out(
+    runtime: Runtime,
+) -> None:
+    # Blocks of 10: the first run reserves one; when half of it is left the next is
+    # reserved in the background, so that no later run waits for a reservation.
+    platform(runtime.pool, runtime.journal, PartnersSettings(quota_block=10))
+    await seed_partner(runtime, "acme", template="check")
+    await seed_subscriber(runtime, "c1")
+    headers = await bearer(runtime.pool, Role.PARTNER, name="acme")
+    body = {"input": {"subscriber": "c1", "amount": 5}}
+    reserved = []
+    async with api_client(runtime, role=None) as http:
+        for _ in range(16):
+            answer = await http.post("/partners/templates/check/runs", json=body, headers=headers)
+            assert answer.status_code == 200, answer.text
+            await _settled(runtime)
+            reserved.append(await _reserved(runtime, "check"))
+    # 1-4 runs: the first block; the 5th leaves 5 and reserves the second; the 15th the third.
+    assert reserved == [10] * 4 + [20] * 10 + [30] * 2
+    assert await _counts(runtime) == (16, 16)
+
+
+async def test_reserving_ahead_never_reserves_past_the_quota(runtime: Runtime) -> None:
+    platform(runtime.pool, runtime.journal, PartnersSettings(quota_block=10))
+    await seed_partner(runtime, "acme", template="check", daily_quota=12)
+    await seed_subscriber(runtime, "c1")
+    headers = await bearer(runtime.pool, Role.PARTNER, name="acme")
+    body = {"input": {"subscriber": "c1", "amount": 5}}
+    codes = []
+    async with api_client(runtime, role=None) as http:
+        for _ in range(14):
+            answer = await http.post("/partners/templates/check/runs", json=body, headers=headers)
+            codes.append(answer.status_code)
+            await _settled(runtime)
+            assert await _reserved(runtime, "check") <= 12
+    assert codes == [200] * 12 + [429] * 2
+    assert await _counts(runtime) == (12, 12)

@@ -28,6 +28,7 @@ from bossa.access import Permission
 from bossa.access import api as access_api
 from bossa.access.api import guarded
 from bossa.alerts import api as alerts_api
+from bossa.api import heap
 from bossa.api.limits import RequestLimits
 from bossa.api.settings import ApiSettings
 from bossa.billing import api as billing_api
@@ -74,8 +75,13 @@ class Health(BaseModel):
 
 
 def create_app(
-    runtime_factory: RuntimeFactory | None = None, settings: ApiSettings | None = None
+    runtime_factory: RuntimeFactory | None = None,
+    settings: ApiSettings | None = None,
+    *,
+    settle_heap: bool = False,
 ) -> FastAPI:
+    """The app. `settle_heap`: for the server process (`bossa serve`), freeze what start-up
+    built out of the garbage collector's reach once the runtime is up (`bossa.api.heap`)."""
     settings = settings or ApiSettings()
     factory = runtime_factory or (lambda: running(actor="api"))
 
@@ -83,6 +89,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with factory() as runtime, _metrics_port(settings, runtime):
             app.state.runtime = runtime
+            if settle_heap:
+                log.info("api.heap_settled", frozen=heap.settle())
             yield
 
     app = FastAPI(

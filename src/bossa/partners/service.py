@@ -158,6 +158,13 @@ class StepFailed(Exception):
 class _Quota:
     day: date
     left: int = 0
+    #: The block being reserved, if any: a run that finds none left waits for it. One is
+    #: started ahead, when half a block is left, so that under load no run waits for a
+    #: reservation's round trip (and its commit) at all.
+    refill: asyncio.Task[int] | None = None
+    #: The quota at which a reservation last found nothing left: none is tried ahead
+    #: again at that quota (it would cost a round trip per run until the block is used).
+    dry_at: int | None = None
 
 
 @dataclass
@@ -181,7 +188,7 @@ class Platform:
     systems_read_at: float = -math.inf
     templates: dict[tuple[str, int], CheckedTemplate] = field(default_factory=dict)
     template_rows: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
-    quota_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    template_reads: dict[str, asyncio.Task[dict[str, Any] | None]] = field(default_factory=dict)
     writer: _RunWriter | None = None
     statuses: _StatusReader | None = None
 
@@ -201,32 +208,72 @@ class Platform:
 
     async def take_quota(self, partner: str, template: str, quota: int) -> None:
         """One run of the day's quota of a counter ('*' is the partner's): from this
-        process's reserved block, reserving another block when it runs out."""
+        process's reserved block. The next block is reserved ahead, in the background,
+        when half of one is left; a run waits only when none is left (the first run of
+        the day, or a burst faster than a reservation), and never behind another
+        counter's reservation."""
         today = datetime.now(UTC).date()
         key = (partner, template)
-        async with self.quota_lock:
-            held = self.quotas.get(key)
-            if held is None or held.day != today:
-                held = self.quotas[key] = _Quota(today)
-            if held.left <= 0:
+        held = self.quotas.get(key)
+        if held is None or held.day != today:
+            held = self.quotas[key] = _Quota(today)
+        while held.left <= 0:
+            got = await asyncio.shield(self._refill(held, partner, template, quota))
+            if got == 0 and held.left <= 0:
+                metrics.REFUSED.labels("quota").inc()
+                what = "partner" if template == "*" else "template"
+                log.warning("partners.quota_exhausted", partner=partner, template=template)
+                raise QuotaExceeded(
+                    f"the {what}'s daily quota of {quota} runs is used up", field=what
+                )
+        held.left -= 1
+        if (
+            held.left <= min(self.settings.quota_block, quota) // 2
+            and held.refill is None
+            and held.dry_at != quota
+        ):
+            self._refill(held, partner, template, quota)
+
+    def _refill(self, held: _Quota, partner: str, template: str, quota: int) -> asyncio.Task[int]:
+        """The counter's reservation under way, or a new one: a block (or, when a block
+        would exceed the quota, one run) reserved in `partners.usage` and added to what
+        the process holds. Its outcome is taken even if no run waits for it."""
+        loop = asyncio.get_running_loop()
+        if held.refill is not None and held.refill.get_loop() is loop:
+            return held.refill
+
+        async def reserve() -> int:
+            try:
                 block = min(self.settings.quota_block, quota)
+                got = 0
                 async with self.pool.connection() as conn:
-                    got = 0
                     for n in dict.fromkeys((block, 1)):
                         if await store.reserve(
-                            conn, partner=partner, template=template, day=today, n=n, quota=quota
+                            conn, partner=partner, template=template, day=held.day, n=n, quota=quota
                         ):
                             got = n
                             break
-                if got == 0:
-                    metrics.REFUSED.labels("quota").inc()
-                    what = "partner" if template == "*" else "template"
-                    log.warning("partners.quota_exhausted", partner=partner, template=template)
-                    raise QuotaExceeded(
-                        f"the {what}'s daily quota of {quota} runs is used up", field=what
-                    )
-                held.left = got
-            held.left -= 1
+            except Exception as exc:
+                # Runs waiting for it get the error; one reserved ahead that no run
+                # waited for is tried again by the next run that finds none left.
+                log.warning(
+                    "partners.quota_reserve_failed",
+                    partner=partner,
+                    template=template,
+                    error=type(exc).__name__,
+                )
+                raise
+            else:
+                held.left += got
+                held.dry_at = None if got else quota
+                return got
+            finally:
+                if held.refill is asyncio.current_task():
+                    held.refill = None
+
+        task = held.refill = loop.create_task(reserve())
+        task.add_done_callback(_retrieved)
+        return task
 
     async def system(self, role: str) -> _System:
         if time.monotonic() - self.systems_read_at > 5.0:
@@ -595,18 +642,20 @@ async def add_policy(pool: Pool, request: PolicyRequest, *, actor: str) -> Billi
 
 async def _template(plat: Platform, name: str) -> tuple[dict[str, Any], CheckedTemplate]:
     """The template's latest version and its limits, read at most once a second per
-    process: a new version or new limits reach runs within a second."""
+    process: a new version or new limits reach runs within a second. Once the row is half
+    a second old it is read again in the background, so that under load no run waits
+    for that read (before, every run that found it a second old read it itself)."""
     now = time.monotonic()
     cached = plat.template_rows.get(name)
     if cached is not None and now - cached[0] < _TEMPLATE_TTL_S:
         row: dict[str, Any] | None = cached[1]
+        if now - cached[0] > _TEMPLATE_TTL_S / 2 and name not in plat.template_reads:
+            task = asyncio.get_running_loop().create_task(_read_template(plat, name))
+            plat.template_reads[name] = task
+            task.add_done_callback(lambda _: plat.template_reads.pop(name, None))
+            task.add_done_callback(_retrieved)
     else:
-        async with plat.pool.connection() as conn:
-            row = await store.template(conn, name)
-        if row is not None:
-            if len(plat.template_rows) >= _TEMPLATE_CACHE_MAX:
-                plat.template_rows.clear()
-            plat.template_rows[name] = (now, row)
+        row = await _read_template(plat, name)
     if row is None:
         raise NotFound(f"no template {name}", field="template")
     key = (name, int(row["version"]))
@@ -614,6 +663,20 @@ async def _template(plat: Platform, name: str) -> tuple[dict[str, Any], CheckedT
     if checked is None:
         checked = plat.templates[key] = check_template(row["definition"])
     return row, checked
+
+
+async def _read_template(plat: Platform, name: str) -> dict[str, Any] | None:
+    """A template's row read now, and remembered (as old as the moment it was asked for)."""
+    read_at = time.monotonic()
+    async with plat.pool.connection() as conn:
+        row = await store.template(conn, name)
+    if row is None:
+        plat.template_rows.pop(name, None)
+    else:
+        if len(plat.template_rows) >= _TEMPLATE_CACHE_MAX:
+            plat.template_rows.clear()
+        plat.template_rows[name] = (read_at, row)
+    return row
 
 
 async def run_template(
