@@ -260,8 +260,13 @@ async def stage_keys(conn: Conn, path: Path) -> list[str]:
     return [r["record_key"] for r in rows]
 
 
-async def unsuspend_rated(conn: Conn) -> int:
-    return (await conn.execute(QUERIES["unsuspend_rated"])).rowcount
+async def unsuspend_rated(conn: Conn, batch: int) -> int:
+    """Take out of suspense the records the batch rated, and those it suspended that an
+    earlier batch rated: each by the batch's own rows (its cost follows the batch, not
+    the size of suspense or rated usage). Run after the batch's suspended rows are in."""
+    rated = (await conn.execute(QUERIES["unsuspend_rated"], {"batch": batch})).rowcount
+    before = (await conn.execute(QUERIES["unsuspend_rated_before"], {"batch": batch})).rowcount
+    return rated + before
 
 
 async def add_changes(

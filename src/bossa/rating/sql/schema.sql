@@ -78,6 +78,10 @@ create table rating.rated_usage (
     allowance_used integer not null default 0
 );
 create index rated_usage_account on rating.rated_usage (account_id, started_at);
+-- A batch's rows (taking them out of suspense): BRIN, as batch ids grow with the append
+-- order, so COPY keeps no per-row btree entry for it; autosummarize keeps new ranges cheap.
+create index rated_usage_batch on rating.rated_usage using brin (batch_id)
+    with (pages_per_range = 32, autosummarize = on);
 
 -- Usage records that could not be rated, with the reason; recycled on request or when
 -- the cause is fixed (a recycled record leaves suspense when it rates).
@@ -96,6 +100,8 @@ create table rating.suspense (
 );
 create index suspense_reason on rating.suspense (reason);
 create index suspense_account on rating.suspense (account_id);
+-- The records a batch suspended.
+create index suspense_batch on rating.suspense (batch_id);
 
 -- Allowance seconds used per account and calendar month ('YYYY-MM'), written in the
 -- transaction of the usage that used them.
