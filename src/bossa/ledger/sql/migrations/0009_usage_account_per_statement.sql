@@ -15,12 +15,13 @@ language plpgsql as $$
 declare
     v_missing text;
 begin
-    -- Each account once: index probes for a few rows, a hash for a batch.
-    select w.account_id into v_missing
-    from (select distinct account_id from written) w
-    where not exists (select 1 from ledger.accounts a where a.id = w.account_id)
-    limit 1;
-    if found then
+    -- No LIMIT nor DISTINCT: either makes the planner probe the index once per row
+    -- (86k rows: 110-380 ms); as an aggregate it takes a hash anti-join for a batch
+    -- (45 ms) and still probes for a few rows. The smallest missing account is named.
+    select min(w.account_id) into v_missing
+    from written w
+    where not exists (select 1 from ledger.accounts a where a.id = w.account_id);
+    if v_missing is not null then
         raise exception 'rated usage refers to account % that does not exist', v_missing
             using errcode = 'foreign_key_violation', constraint = 'rated_usage_account_id_fkey',
                   table = 'rated_usage', schema = 'ledger';
