@@ -261,12 +261,15 @@ async def stage_keys(conn: Conn, path: Path) -> list[str]:
 
 
 async def unsuspend_rated(conn: Conn, batch: int) -> int:
-    """Take out of suspense the records the batch rated, and those it suspended that an
-    earlier batch rated: each by the batch's own rows (its cost follows the batch, not
-    the size of suspense or rated usage). Run after the batch's suspended rows are in."""
-    rated = (await conn.execute(QUERIES["unsuspend_rated"], {"batch": batch})).rowcount
-    before = (await conn.execute(QUERIES["unsuspend_rated_before"], {"batch": batch})).rowcount
-    return rated + before
+    """Take the records the batch rated out of suspense, by the batch's own rows (its
+    cost follows the batch and suspense, not all rated usage)."""
+    return (await conn.execute(QUERIES["unsuspend_rated"], {"batch": batch})).rowcount
+
+
+async def unsuspend_rated_before(conn: Conn, batch: int) -> int:
+    """Take out of suspense the records the batch suspended whose key an earlier batch
+    rated (run once its suspended records are in)."""
+    return (await conn.execute(QUERIES["unsuspend_rated_before"], {"batch": batch})).rowcount
 
 
 async def add_changes(
