@@ -104,13 +104,14 @@ create index suspense_account on rating.suspense (account_id);
 create index suspense_batch on rating.suspense (batch_id);
 
 -- Allowance seconds used per account and calendar month ('YYYY-MM'), written in the
--- transaction of the usage that used them.
+-- transaction of the usage that used them. Room on each page: every batch updates most
+-- counters it rated, and an update that stays on its page adds no index entry (0004).
 create table rating.allowance_usage (
     account_id  text not null,
     month       text not null check (month ~ '^[0-9]{4}-[0-9]{2}$'),
     seconds     bigint not null check (seconds >= 0),
     primary key (account_id, month)
-);
+) with (fillfactor = 60);
 
 -- published: rating.usage_charges
 -- Rated usage per account and day, for the bill run: what usage to charge in a period.
