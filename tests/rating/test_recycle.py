@@ -9,6 +9,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg.errors
 import pytest
 
 from bossa.db import Pool
@@ -317,3 +318,57 @@ async def test_automatic_recycling_looks_only_after_a_change(
     await subscribe(pool)  # a change: the next call looks, and rates it
     assert await recycle_fixed(pool, pipeline) == 1
     assert len(looks) == 3
+
+
+async def test_a_rated_record_suspended_again_leaves_suspense_in_its_batch(
+    pool: Pool, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    await subscribe(pool)
+    first = await rate_file(
+        pool,
+        pipeline,
+        write(tmp_path / "a.csv", f"k1,{NUMBER},1555,2026-03-02 10:00:00,60"),
+        actor="test",
+    )
+    assert first.rated == 1
+    # The same record again while its account is billed: suspended, but charged already.
+    await service.hold_for_billing(pool, ["A-1001"], started=True)
+    again = await rate_file(
+        pool,
+        pipeline,
+        write(
+            tmp_path / "b.csv",
+            f"k1,{NUMBER},1555,2026-03-02 10:00:00,60",
+            f"k2,{NUMBER},1555,2026-03-02 11:00:00,60",
+        ),
+        actor="test",
+    )
+    assert again.suspended == 2
+    # k1 left suspense in the batch that suspended it; k2 waits for billing to complete.
+    assert await suspense_counts(pool) == {"billing_in_progress": 1}
+    assert await one(pool, "select record_key from rating.suspense") == "k2"
+    assert await ledger_total(pool) == await rated_total(pool) > 0
+
+
+async def test_an_unknown_account_is_refused_by_the_ledger(pool: Pool) -> None:
+    # The foreign key became a check per statement (ledger/0009): still refused, by name.
+    async with pool.connection() as conn:
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="A-NOPE"):
+            await conn.execute(
+                "select ledger.add_usage(array['A-1001', 'A-NOPE'], "
+                "array[now(), now()], array[1, 2]::bigint[], 'test')"
+            )
+        await conn.rollback()
+        row = await (
+            await conn.execute(
+                "select ledger.add_usage(array['A-1001'], array[now()], array[3]::bigint[], 't')"
+                " as added"
+            )
+        ).fetchone()
+        assert row is not None
+        assert row["added"] == 1
+        # Moving a row to a missing account is refused too (no bossa code moves one).
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            await conn.execute(
+                "update ledger.rated_usage set account_id = 'A-NOPE' where description = 't'"
+            )

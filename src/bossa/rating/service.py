@@ -538,10 +538,12 @@ async def _rate_staged(
         await store.copy_rated_from(conn, lambda path: engine.write_rated(batch, path), before=book)
     clock.lap("copy rated")
     clock.laps.update(booked)  # part of "copy rated": booked while the engine sorted
-    # Costs a key lookup per suspended record: one of the batch's may be among them.
-    await store.unsuspend_rated(conn)
+    # Before suspend, while suspense holds only earlier batches' records (none, often:
+    # the join then ends at once), then the batch's suspended records charged before.
+    await store.unsuspend_rated(conn, batch)
     if result.suspended:
         await store.suspend(conn, work / "suspended.csv")
+        await store.unsuspend_rated_before(conn, batch)
     version = await store.bump_allowance_version(conn, pipeline.instance)
     clock.lap("suspense")
     await store.finish_batch(

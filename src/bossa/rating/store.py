@@ -260,8 +260,16 @@ async def stage_keys(conn: Conn, path: Path) -> list[str]:
     return [r["record_key"] for r in rows]
 
 
-async def unsuspend_rated(conn: Conn) -> int:
-    return (await conn.execute(QUERIES["unsuspend_rated"])).rowcount
+async def unsuspend_rated(conn: Conn, batch: int) -> int:
+    """Take the records the batch rated out of suspense, by the batch's own rows (its
+    cost follows the batch and suspense, not all rated usage)."""
+    return (await conn.execute(QUERIES["unsuspend_rated"], {"batch": batch})).rowcount
+
+
+async def unsuspend_rated_before(conn: Conn, batch: int) -> int:
+    """Take out of suspense the records the batch suspended whose key an earlier batch
+    rated (run once its suspended records are in)."""
+    return (await conn.execute(QUERIES["unsuspend_rated_before"], {"batch": batch})).rowcount
 
 
 async def add_changes(

@@ -161,13 +161,59 @@ create index bills_account on ledger.bills (account_id, due_date);
 -- Usage charges, rated by the rating pipeline (S); billed once by the bill run.
 create table ledger.rated_usage (
     id          bigint generated always as identity primary key,
-    account_id  text not null references ledger.accounts (id),
+    -- ledger.accounts: checked once per statement (usage_refers_to_accounts, below).
+    account_id  text not null,
     used_at     timestamptz not null,
     charge      bigint not null check (charge >= 0),
     description text,
     bill_id     bigint
 );
 create index rated_usage_unbilled on ledger.rated_usage (account_id, used_at) where bill_id is null;
+
+-- Rated usage's account, checked once per statement over the rows it wrote rather than by
+-- a foreign key's query and lock per row (accounts are never deleted nor renamed: an
+-- account seen once stays good). A missing one fails as the foreign key did, by its name.
+create function ledger.usage_refers_to_accounts() returns trigger
+language plpgsql as $$
+declare
+    v_missing text;
+begin
+    -- No LIMIT nor DISTINCT: either makes the planner probe the index once per row
+    -- (86k rows: 110-380 ms); as an aggregate it takes a hash anti-join for a batch
+    -- (45 ms) and still probes for a few rows. The smallest missing account is named.
+    select min(w.account_id) into v_missing
+    from written w
+    where not exists (select 1 from ledger.accounts a where a.id = w.account_id);
+    if v_missing is not null then
+        raise exception 'rated usage refers to account % that does not exist', v_missing
+            using errcode = 'foreign_key_violation', constraint = 'rated_usage_account_id_fkey',
+                  table = 'rated_usage', schema = 'ledger';
+    end if;
+    return null;
+end
+$$;
+
+create trigger rated_usage_account_on_insert
+    after insert on ledger.rated_usage referencing new table as written
+    for each statement execute function ledger.usage_refers_to_accounts();
+-- An update that moves a row to another account (none of bossa's does: billing sets
+-- bill_id alone, so this trigger never fires for it) is checked row by row.
+create function ledger.moved_usage_refers_to_account() returns trigger
+language plpgsql as $$
+begin
+    if not exists (select 1 from ledger.accounts a where a.id = new.account_id) then
+        raise exception 'rated usage refers to account % that does not exist', new.account_id
+            using errcode = 'foreign_key_violation', constraint = 'rated_usage_account_id_fkey',
+                  table = 'rated_usage', schema = 'ledger';
+    end if;
+    return new;
+end
+$$;
+
+create trigger rated_usage_account_on_update
+    before update of account_id on ledger.rated_usage
+    for each row when (old.account_id is distinct from new.account_id)
+    execute function ledger.moved_usage_refers_to_account();
 
 -- published: ledger.post
 -- Post one transaction: its postings must sum to zero; balances move with them.

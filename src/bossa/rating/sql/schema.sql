@@ -78,6 +78,10 @@ create table rating.rated_usage (
     allowance_used integer not null default 0
 );
 create index rated_usage_account on rating.rated_usage (account_id, started_at);
+-- A batch's rows (taking them out of suspense): BRIN, as batch ids grow with the append
+-- order, so COPY keeps no per-row btree entry for it; autosummarize keeps new ranges cheap.
+create index rated_usage_batch on rating.rated_usage using brin (batch_id)
+    with (pages_per_range = 32, autosummarize = on);
 
 -- Usage records that could not be rated, with the reason; recycled on request or when
 -- the cause is fixed (a recycled record leaves suspense when it rates).
@@ -96,15 +100,18 @@ create table rating.suspense (
 );
 create index suspense_reason on rating.suspense (reason);
 create index suspense_account on rating.suspense (account_id);
+-- The records a batch suspended.
+create index suspense_batch on rating.suspense (batch_id);
 
 -- Allowance seconds used per account and calendar month ('YYYY-MM'), written in the
--- transaction of the usage that used them.
+-- transaction of the usage that used them. Room on each page: every batch updates most
+-- counters it rated, and an update that stays on its page adds no index entry (0004).
 create table rating.allowance_usage (
     account_id  text not null,
     month       text not null check (month ~ '^[0-9]{4}-[0-9]{2}$'),
     seconds     bigint not null check (seconds >= 0),
     primary key (account_id, month)
-);
+) with (fillfactor = 60);
 
 -- published: rating.usage_charges
 -- Rated usage per account and day, for the bill run: what usage to charge in a period.
