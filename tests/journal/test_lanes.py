@@ -199,9 +199,11 @@ async def test_lane_entries_is_the_published_view(journal: Journal, pool: Pool) 
         "last_error_code",
         "last_error_message",
         "last_error_at",
+        "state_enum",  # the state as the enum, to filter on through the indexes (0007)
     ]
     assert row is not None
     assert (row["state"], row["payload"], row["last_error_code"]) == ("ready", {"a": 1}, None)
+    assert row["state_enum"] == "ready"
 
 
 def test_the_registry_migration_declares_the_lanes_in_use(empty_db_url: str) -> None:
