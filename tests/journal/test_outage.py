@@ -10,7 +10,7 @@ import psycopg
 import psycopg_pool
 import pytest
 
-from bossa.journal import DatabaseLost, Outage
+from bossa.journal import DatabaseLost, Outage, metrics
 
 
 class Clock:
@@ -55,3 +55,17 @@ def test_a_closed_pool_gives_up_at_once() -> None:
     outage = Outage("sync pipeline", 300.0, clock=Clock())
     with pytest.raises(DatabaseLost, match="supervisor"):
         outage.failed(psycopg_pool.PoolClosed("the pool is closed"))
+
+
+def test_the_outage_shows_in_the_metrics() -> None:
+    clock = Clock()
+    outage = Outage("sync listener of lane m", 10.0, clock=clock)
+    unreachable = metrics.DATABASE_UNREACHABLE.labels("sync listener of lane m")
+    down = metrics.DATABASE_DOWN.labels("sync listener of lane m")
+    before = unreachable._value.get()
+    outage.failed(psycopg.OperationalError("connection refused"))
+    outage.failed(psycopg.OperationalError("connection refused"))
+    assert unreachable._value.get() == before + 2
+    assert down._value.get() == 1
+    outage.answered()
+    assert down._value.get() == 0

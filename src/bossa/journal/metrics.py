@@ -13,6 +13,8 @@ from bossa.journal import store
 
 __all__ = [
     "ACKED",
+    "DATABASE_DOWN",
+    "DATABASE_UNREACHABLE",
     "ENTRIES",
     "FAILED",
     "LEASE_EXPIRED",
@@ -26,6 +28,16 @@ __all__ = [
     "refresh",
 ]
 
+# A daemon's view of the database (journal workers, the rating inbox, the sync listener
+# and pipeline): what an operator alerts on before the daemon gives up and exits.
+DATABASE_UNREACHABLE = Counter(
+    "bossa_journal_database_unreachable",
+    "Steps a daemon could not run because the database did not answer",
+    ["daemon"],
+)
+DATABASE_DOWN = Gauge(
+    "bossa_journal_database_down", "1 while a daemon finds the database away", ["daemon"]
+)
 TAKEN = Counter("bossa_journal_taken", "Entries taken by workers", ["lane"])
 ACKED = Counter("bossa_journal_acked", "Entries acked (done) by workers", ["lane"])
 FAILED = Counter("bossa_journal_failed", "Handler failures (retried or parked)", ["lane"])

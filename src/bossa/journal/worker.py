@@ -99,9 +99,12 @@ class Outage:
         self.answered_at = now
         self.down = False
         self.backoff = 0.2
+        metrics.DATABASE_DOWN.labels(self.who).set(0)
 
     def failed(self, exc: Exception) -> float:
         self.down = True
+        metrics.DATABASE_UNREACHABLE.labels(self.who).inc()
+        metrics.DATABASE_DOWN.labels(self.who).set(1)
         away = self.clock() - self.answered_at
         error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         if isinstance(exc, psycopg_pool.PoolClosed) or away > self.bound_s:
@@ -287,10 +290,14 @@ class Worker:
     # -- the database's health -------------------------------------------------------
 
     def _db_answered(self) -> None:
+        if self._down_since is not None:
+            metrics.DATABASE_DOWN.labels(f"worker {self.lane}").set(0)
         self._down_since = None
 
     def _db_failed(self, exc: Exception) -> None:
         self.stats.db_errors += 1
+        metrics.DATABASE_UNREACHABLE.labels(f"worker {self.lane}").inc()
+        metrics.DATABASE_DOWN.labels(f"worker {self.lane}").set(1)
         # One line: the CLI's exit message ends with it, and libpq's texts (a pipeline's
         # "flush request failed: ..." above all) may hold newlines.
         self._last_db_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
