@@ -14,6 +14,7 @@ Two kinds of callers, two kinds of code:
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -23,7 +24,11 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
+from psycopg.rows import args_row
 from psycopg.types.json import Jsonb
+from pydantic_core import from_json
 
 from bossa.db import Conn, Pool
 from bossa.errors import Forbidden, InvalidInput, NotFound
@@ -76,6 +81,30 @@ def _lease(lease_ms: int) -> int:
     if not 1 <= lease_ms <= MAX_LEASE_MS:
         raise InvalidInput(f"must be between 1 and {MAX_LEASE_MS}", field="lease_ms")
     return lease_ms
+
+
+def _loads_payload(data: Buffer) -> Any:
+    """A taken entry's jsonb, parsed by pydantic-core's JSON parser (in Rust; the
+    standard library's took about 5 us of a backup daemon's 50-70 us per command, this
+    one 1.5). The same values for anything jsonb can hold; json.loads for anything else."""
+    raw = data if isinstance(data, bytes) else bytes(data)
+    try:
+        return from_json(raw)
+    except ValueError:
+        return json.loads(raw)
+
+
+class _JsonbLoader(Loader):
+    def load(self, data: Buffer) -> Any:
+        return _loads_payload(data)
+
+
+#: Rows of take and take_runs (their columns are in Entry's order) as entries.
+_entry_row = args_row(Entry)
+
+
+def _entry_id(entry: Entry) -> int:
+    return entry.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,29 +368,15 @@ class Journal:
         # see queries.sql) goes in the same pipeline as the take.
         async with self.pool.connection() as conn, conn.pipeline():
             await conn.execute(QUERIES["lease_settings"], prepare=True)
+            # Rows straight into entries (no dict per row), payloads by the fast parser.
+            cursor = conn.cursor(row_factory=_entry_row)
+            cursor.adapters.register_loader("jsonb", _JsonbLoader)
             if run == 1:
-                cursor = await conn.execute(QUERIES["take"], params, prepare=True)
+                await cursor.execute(QUERIES["take"], params, prepare=True)
             else:
-                cursor = await conn.execute(
-                    QUERIES["take_runs"], {**params, "run": run}, prepare=True
-                )
-            rows = await cursor.fetchall()
-        entries = sorted(
-            (
-                Entry(
-                    row["id"],
-                    row["lane"],
-                    row["key"],
-                    row["kind"],
-                    row["payload"],
-                    row["attempts"],
-                    row["created_at"],
-                    row["lease_expires_at"],
-                )
-                for row in rows
-            ),
-            key=lambda entry: entry.id,
-        )
+                await cursor.execute(QUERIES["take_runs"], {**params, "run": run}, prepare=True)
+            entries = await cursor.fetchall()
+        entries.sort(key=_entry_id)
         return Taken(token, entries)
 
     async def ack(

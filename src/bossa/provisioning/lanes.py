@@ -384,9 +384,9 @@ class BackupDaemon:
         self.journal = journal
         self.deliverer = deliverer
         self.division = division
-        # Commands delivered and not yet logged, so the log (written with the ack) does
-        # not validate each payload a second time; what a lost ack leaves behind is
-        # dropped past the cap and, if acked after all, read from its entry again.
+        # Commands delivered, for `_log` (a delivery loop outside the journal logs from
+        # them without validating each payload a second time; the daemon's own worker
+        # logs from the acked entries in SQL): bounded, cleared past the cap.
         self._sent: dict[int, ProvisioningCommand] = {}
         self._sent_cap = 4 * settings.backup_batch * settings.backup_concurrency
         # The division's reachability as this daemon knows it: while down it takes
@@ -406,7 +406,7 @@ class BackupDaemon:
             concurrency=concurrency or settings.backup_concurrency,
             batch_size=batch_size or settings.backup_batch,
             gate=self._may_take,
-            after_ack=self._log,
+            after_ack=self._log_acked,
             batch_handler=self._deliver_batch,
         )
 
@@ -514,7 +514,8 @@ class BackupDaemon:
             parsed[entry.id] = command
         if not parsed:
             return outcome
-        plans = await self.deliverer.plan_versions([c.plan_key for c in parsed.values()])
+        # A backlog names a few plan versions: each looked up once per batch.
+        plans = await self.deliverer.plan_versions(list({c.plan_key for c in parsed.values()}))
         commands: list[Command] = []
         for entry_id, command in list(parsed.items()):
             try:
@@ -569,8 +570,15 @@ class BackupDaemon:
                     error=failure.message[:_ERROR_TEXT],
                 )
 
+    async def _log_acked(self, conn: Conn, entries: list[Entry]) -> None:
+        # P11, written with the ack: a logged delivery is an acked one. The log's fields
+        # are read from the entries in the ack's transaction (the payloads validated and
+        # delivered: nothing changes a held entry's payload), not sent from here.
+        await service.log_backup_deliveries(conn, [e.id for e in entries])
+
     async def _log(self, conn: Conn, entries: list[Entry]) -> None:
-        # P11, written with the ack: a logged delivery is an acked one.
+        """P11 for delivered commands that need not be journal entries (from the commands
+        this daemon sent): what a delivery loop outside the journal logs with."""
         deliveries = [
             Delivery(e.id, self._sent_command(e), DeliveryMode.BACKUP, e.attempts) for e in entries
         ]

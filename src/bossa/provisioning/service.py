@@ -88,6 +88,7 @@ __all__ = [
     "edit_binds",
     "list_divisions",
     "list_plans",
+    "log_backup_deliveries",
     "log_deliveries",
     "mark_division",
     "order",
@@ -902,3 +903,9 @@ async def delivery_log(
 async def log_deliveries(conn: Conn, deliveries: Sequence[Delivery]) -> None:
     """P11 for commands a backup daemon delivered; joins the ack's transaction."""
     await store.log_deliveries(conn, deliveries)
+
+
+async def log_backup_deliveries(conn: Conn, entry_ids: Sequence[int]) -> None:
+    """P11 for entries a backup daemon delivered and is acking in `conn`'s transaction,
+    from the entries themselves."""
+    await store.log_backup_deliveries(conn, entry_ids)

@@ -56,6 +56,7 @@ __all__ = [
     "insert_plan_command",
     "insert_plan_version",
     "known_down",
+    "log_backup_deliveries",
     "log_deliveries",
     "log_for",
     "mark_down",
@@ -432,6 +433,15 @@ async def log_deliveries(conn: Conn, deliveries: Sequence[Delivery]) -> None:
             "attempts": [d.attempts for d in deliveries],
         },
         prepare=True,
+    )
+
+
+async def log_backup_deliveries(conn: Conn, entry_ids: Sequence[int]) -> None:
+    """P11 for commands a backup daemon delivered, from their journal entries."""
+    if not entry_ids:
+        return
+    await conn.execute(
+        QUERIES["log_backup_deliveries"], {"entry_ids": list(entry_ids)}, prepare=True
     )
 
 

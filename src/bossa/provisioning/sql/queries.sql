@@ -221,6 +221,18 @@ select * from unnest(
 )
 on conflict (entry_id) do nothing
 
+-- name: log_backup_deliveries
+-- P11 for the commands a backup daemon delivered, read from their entries through the
+-- commands view (what it validated and delivered, unchanged while it holds them), in
+-- the ack's transaction like log_deliveries: one array of ids crosses the wire instead
+-- of seven arrays of fields, which cost the daemon's one Python thread more than the
+-- delivery itself.
+insert into provisioning.log (entry_id, division, sa_id, wo_no, intf_code, mode, attempts)
+select c.entry_id, c.division, c.sa_id, c.wo_no, c.intf_code, 'backup', c.attempts
+from provisioning.commands c
+where c.entry_id = any (%(entry_ids)b::bigint[])
+on conflict (entry_id) do nothing
+
 -- name: log_for
 -- The provisioning log of a contract or a work order.
 select entry_id, division, sa_id, wo_no, intf_code, mode, attempts, delivered_at
