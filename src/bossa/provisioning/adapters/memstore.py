@@ -229,19 +229,48 @@ class RedisAdapter:
 
 def _tokens(template: list[list[str]], bind_data: dict[str, Any]) -> list[list[str]]:
     """render() for a Redis template, flattened for speed (a backup daemon renders tens
-    of thousands a second): every token a string, as Redis receives it."""
-    rows: list[list[str]] = []
+    of thousands a second): every token a string, as Redis receives it. The template's
+    tokens are sorted once (literal, one placeholder, text to format): the commands of a
+    batch share their plan version's template object."""
+    program = _programs.get(id(template))
+    if program is None or program[0] is not template:
+        if len(_programs) >= _PROGRAMS:
+            _programs.clear()
+        program = (template, _program(template))
+        _programs[id(template)] = program
+    return [
+        [
+            text
+            if how == _LITERAL
+            else str(bind_data[text])
+            if how == _WHOLE
+            else text.format_map(bind_data)
+            for how, text in row
+        ]
+        for row in program[1]
+    ]
+
+
+_LITERAL, _WHOLE, _FORMAT = 0, 1, 2
+#: Templates sorted by _program, by id (each entry holds its template, so the id cannot be
+#: reused while it is here); bounded.
+_programs: dict[int, tuple[Any, list[list[tuple[int, str]]]]] = {}
+_PROGRAMS = 1024
+
+
+def _program(template: list[list[str]]) -> list[list[tuple[int, str]]]:
+    rows: list[list[tuple[int, str]]] = []
     for cmd in template:
-        row: list[str] = []
+        row: list[tuple[int, str]] = []
         for token in cmd:
             if not isinstance(token, str):  # a number in an edited payload: as deliver() sends it
-                row.append(str(token))
+                row.append((_LITERAL, str(token)))
                 continue
             whole, formatted = parsed(token)
             if whole is not None:
-                row.append(str(bind_data[whole]))
+                row.append((_WHOLE, whole))
             else:
-                row.append(token.format_map(bind_data) if formatted else token)
+                row.append((_FORMAT, token) if formatted else (_LITERAL, token))
         rows.append(row)
     return rows
 
