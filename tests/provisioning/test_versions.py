@@ -193,6 +193,37 @@ async def test_a_payload_that_names_no_plan_version_is_refused_and_never_sent(
             await service.edit_binds(journal, entry.id, {"seq": 1}, actor="t")
 
 
+async def test_an_entry_of_another_kind_is_refused_and_only_commands_are_logged(
+    journal: Journal, hds: Deliverer, redis_server: servers.ServerProcess
+) -> None:
+    # The daemon's log is written from the acked entries as commands: an entry that is
+    # not one is never sent (so never delivered unlogged), whatever its payload holds.
+    await service.add_plan_command(journal.pool, "ADSL", "4201", "HDS", V1, actor="t")
+    other, command = await journal.enqueue(
+        [
+            NewEntry("provisioning.HDS", "note", payload(), key="SA-8"),
+            NewEntry("provisioning.HDS", COMMAND_KIND, payload(), key="SA-9"),
+        ]
+    )
+    await BackupDaemon(journal, hds, "HDS").run(once=True)
+    assert applied(redis_server, "SA-8") == []
+    assert applied(redis_server, "SA-9") == ["v1-9"]
+    async with journal.pool.connection() as conn:
+        state = await (
+            await conn.execute(
+                "select state::text as state, last_error_code from journal.lane_entries"
+                " where id = %s",
+                (other.id,),
+            )
+        ).fetchone()
+    assert state == {"state": "parked", "last_error_code": "PAYLOAD"}
+    logged = await service.delivery_log(journal.pool, sa_id="SA-9")
+    assert [(row.entry_id, row.wo_no, row.intf_code, row.mode) for row in logged] == [
+        (command.id, "WO-9", "4201", "backup")
+    ]
+    assert await service.delivery_log(journal.pool, sa_id="SA-8") == []
+
+
 # -- the migration --------------------------------------------------------------------
 
 

@@ -41,6 +41,7 @@ from bossa.logs import get_logger
 from bossa.provisioning import metrics, service
 from bossa.provisioning.adapters import Adapter, Command, DeliveryError, adapter_for
 from bossa.provisioning.models import (
+    COMMAND_KIND,
     Delivery,
     DeliveryMode,
     DivisionRecord,
@@ -497,6 +498,16 @@ class BackupDaemon:
         outcome: dict[int, Failure | None] = {}
         parsed: dict[int, ProvisioningCommand] = {}
         for entry in entries:
+            if entry.kind != COMMAND_KIND:
+                # Only commands are sent (and logged: the log reads them as commands).
+                outcome[entry.id] = Failure(
+                    entry.id,
+                    "PAYLOAD",
+                    f"kind {entry.kind!r} on the lane of {self.division}: only "
+                    f"{COMMAND_KIND!r} entries are sent; never sent",
+                    final=True,
+                )
+                continue
             try:
                 command = ProvisioningCommand.from_entry(entry)
             except InvalidInput as exc:  # a payload the model refuses: that one waits
