@@ -1,4 +1,4 @@
-"""The server process settles its heap once started (`bossa.api.heap`): what start-up
+"""The server process settles its heap once started (`bossa.heap.settle`): what start-up
 built is frozen out of the garbage collector's full collections; an app built for a test
 process leaves the collector alone."""
 

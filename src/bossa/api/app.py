@@ -23,12 +23,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest, sta
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 
-from bossa import __version__
+from bossa import __version__, heap
 from bossa.access import Permission
 from bossa.access import api as access_api
 from bossa.access.api import guarded
 from bossa.alerts import api as alerts_api
-from bossa.api import heap
 from bossa.api.limits import RequestLimits
 from bossa.api.settings import ApiSettings
 from bossa.billing import api as billing_api
@@ -81,7 +80,7 @@ def create_app(
     settle_heap: bool = False,
 ) -> FastAPI:
     """The app. `settle_heap`: for the server process (`bossa serve`), freeze what start-up
-    built out of the garbage collector's reach once the runtime is up (`bossa.api.heap`)."""
+    built out of the garbage collector's reach once the runtime is up (`bossa.heap`)."""
     settings = settings or ApiSettings()
     factory = runtime_factory or (lambda: running(actor="api"))
 
