@@ -178,3 +178,9 @@ async def test_take_wait_ends_empty_and_leaves_delayed_entries(journal: Journal)
     later = datetime.now(UTC) + timedelta(hours=1)
     await journal.enqueue([NewEntry("l", "k", {}, not_before=later)])
     assert (await journal.take("l", 10, wait_s=0.05, poll_s=0.01)).entries == []
+
+
+async def test_take_wait_is_bounded(journal: Journal) -> None:
+    for wait_s, poll_s in ((1.5, 0.005), (-1.0, 0.005), (float("nan"), 0.005), (0.1, 0.0)):
+        with pytest.raises(InvalidInput):
+            await journal.take("l", 1, wait_s=wait_s, poll_s=poll_s)

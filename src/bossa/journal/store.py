@@ -66,8 +66,9 @@ QUERIES = load_queries("bossa.journal", "sql/queries.sql")
 
 _POLICY_TTL_S = 5.0
 _DEDUP_RETRIES = 3
-#: The longest a take waits in the database for an entry: a worker asked to stop, or
-#: its lane paused, answers within it, and the wait's snapshot holds vacuum back no longer.
+#: The longest a take waits in the database for an entry (a worker asks again after it):
+#: a worker asked to stop answers within it, and the wait's snapshot holds vacuum back
+#: no longer.
 _MAX_WAIT_S = 1.0
 #: SQLSTATE raised by journal.declare_lane for a lane another module owns.
 _LANE_OWNED = "BJ001"
@@ -346,6 +347,10 @@ class Journal:
         """
         if not 1 <= run <= MAX_RUN:
             raise InvalidInput(f"must be between 1 and {MAX_RUN}", field="run")
+        if not 0 <= wait_s <= _MAX_WAIT_S:  # also refuses NaN
+            raise InvalidInput(f"must be between 0 and {_MAX_WAIT_S:g}", field="wait_s")
+        if not 0.001 <= poll_s <= _MAX_WAIT_S:
+            raise InvalidInput(f"must be between 0.001 and {_MAX_WAIT_S:g}", field="poll_s")
         token = uuid.uuid4()
         lease_ms = (await self.policy(lane)).lease_ms if lease_ms is None else _lease(lease_ms)
         params = {"lane": lane, "limit": limit, "token": token, "lease_ms": lease_ms}
@@ -356,8 +361,8 @@ class Journal:
                 # Its own transaction (the sync): the take's now() comes after the wait.
                 wait = {
                     "lane": lane,
-                    "wait_ms": round(min(wait_s, _MAX_WAIT_S) * 1000),
-                    "poll_ms": max(1, round(min(poll_s, _MAX_WAIT_S) * 1000)),
+                    "wait_ms": round(wait_s * 1000),
+                    "poll_ms": round(poll_s * 1000),
                 }
                 await conn.execute(QUERIES["wait_ready"], wait, prepare=True)
                 await pipeline.sync()

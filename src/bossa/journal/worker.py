@@ -383,7 +383,7 @@ class Worker:
                 # sleeping costs a write, and waking a NOTIFY on the next enqueue, a
                 # wake-up and a take: a steady trickle is taken sooner so.
                 self._lingerer = index
-                wait_s = self.linger_s - (time.monotonic() - self._last_work)
+                wait_s = min(1.0, max(0.0, self.linger_s - (time.monotonic() - self._last_work)))
                 continue
             if self._lingerer == index:
                 self._lingerer = None
