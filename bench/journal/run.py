@@ -43,6 +43,7 @@ from bossa.journal.store import QUERIES  # noqa: E402  (the bare statements, tim
 LANE = "bench"
 SYSTEMS = ["bossa", "pgmq", "pgqueuer", "procrastinate", "raw"]
 PEERS = [s for s in SYSTEMS if s != "bossa"]
+PHASES = ("enqueue", "drain", "keyed", "latency", "redelivery", "diagnostics")
 
 
 # -- settings --------------------------------------------------------------------------
@@ -61,6 +62,13 @@ class Settings:
     keyed_timeout_s: float = 45.0
     zipf_s: float = 1.1
     latency_s: float = 10.0
+    #: The phases to run (all by default); `--phases latency` needs `--latency-rate`.
+    phases: tuple[str, ...] = PHASES
+    #: Entries per second of the latency phase; None: half of bossa's measured peak.
+    latency_rate: float | None = None
+    #: The consumers in the producers' process (as before 2026-11-29 21:00) instead of
+    #: a process of their own.
+    latency_inline: bool = False
     lease_ms: int = JournalSettings().lease_ms  # the default a deployment gets
     small_payload: int = 60
     large_payload: int = 1024
@@ -479,12 +487,61 @@ async def run_drain(
 # -- latency ---------------------------------------------------------------------------
 
 
-async def latency_bossa(system: Bossa, url: str, rate: float, seconds: float) -> list[float]:
+async def consumer_process(system: str, url: str) -> tuple[Any, asyncio.Task[bytes]]:
+    """Starts `bench.journal.consumer` for `system` and waits until it consumes."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.journal.consumer",
+        system,
+        url,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    while True:
+        line = await child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {system} consumer exited before it was ready")
+        if line.strip() == b"ready":
+            break
+    return child, asyncio.create_task(child.stdout.read())
+
+
+async def consumer_starts(child: Any, output: asyncio.Task[bytes]) -> dict[int, float]:
+    """Stops a consumer process; the handler start of each entry it handled."""
+    assert child.stdin is not None
+    child.stdin.write(b"stop\n")
+    await child.stdin.drain()
+    child.stdin.close()
+    text = (await output).decode()
+    await child.wait()
+    last = [line for line in text.splitlines() if line.startswith("{")][-1]
+    return {int(k): v for k, v in json.loads(last).items()}
+
+
+async def latency_bossa(
+    system: Bossa, url: str, rate: float, seconds: float, *, inline: bool = False
+) -> list[float]:
     commits: dict[int, float] = {}
     starts: dict[int, float] = {}
 
     async def handler(entry: Any) -> None:
         starts[entry.id] = time.perf_counter()
+
+    async def send() -> None:
+        (res,) = await system.journal.enqueue(
+            [NewEntry(lane=LANE, kind="noop", payload=payload_of(60))]
+        )
+        commits[res.id] = time.perf_counter()
+
+    if not inline:
+        child, output = await consumer_process("bossa", url)
+        await paced(send, rate, seconds)
+        await asyncio.sleep(1.0)
+        starts = await consumer_starts(child, output)
+        return [max(0.0, starts[i] - c) for i, c in commits.items() if i in starts]
 
     # The worker gets a pool of its own, as a worker process would: sharing the
     # producers' pool, its take and ack would queue behind hundreds of pending sends.
@@ -495,13 +552,6 @@ async def latency_bossa(system: Bossa, url: str, rate: float, seconds: float) ->
         )
         task = asyncio.create_task(worker.run())
         await asyncio.sleep(0.5)
-
-        async def send() -> None:
-            (res,) = await system.journal.enqueue(
-                [NewEntry(lane=LANE, kind="noop", payload=payload_of(60))]
-            )
-            commits[res.id] = time.perf_counter()
-
         await paced(send, rate, seconds)
         await asyncio.sleep(1.0)
         worker.stop()
@@ -509,10 +559,27 @@ async def latency_bossa(system: Bossa, url: str, rate: float, seconds: float) ->
     return [max(0.0, starts[i] - c) for i, c in commits.items() if i in starts]
 
 
-async def latency_pgmq(system: Pgmq, rate: float, seconds: float) -> list[float]:
+async def latency_pgmq(
+    system: Pgmq, rate: float, seconds: float, *, inline: bool = False
+) -> list[float]:
     commits: dict[int, float] = {}
     starts: dict[int, float] = {}
     stop = asyncio.Event()
+
+    async def send() -> None:
+        async with system.ac.pool.connection() as c:
+            cur = await c.execute(
+                "select pgmq.send('bench', %s::jsonb) as id", (json.dumps(payload_of(60)),)
+            )
+            row = await cur.fetchone()
+        commits[row["id"]] = time.perf_counter()
+
+    if not inline:
+        child, output = await consumer_process("pgmq", system.url)
+        await paced(send, rate, seconds)
+        await asyncio.sleep(1.5)
+        starts = await consumer_starts(child, output)
+        return [max(0.0, starts[i] - c) for i, c in commits.items() if i in starts]
 
     # Consumers on a pool of their own, as for bossa's worker: a consumer process.
     consumer_pool = AutocommitPool(system.url, 8)
@@ -537,15 +604,6 @@ async def latency_pgmq(system: Pgmq, rate: float, seconds: float) -> list[float]
 
     consumers = [asyncio.create_task(consumer()) for _ in range(4)]
     await asyncio.sleep(0.5)
-
-    async def send() -> None:
-        async with system.ac.pool.connection() as c:
-            cur = await c.execute(
-                "select pgmq.send('bench', %s::jsonb) as id", (json.dumps(payload_of(60)),)
-            )
-            row = await cur.fetchone()
-        commits[row["id"]] = time.perf_counter()
-
     await paced(send, rate, seconds)
     await asyncio.sleep(1.5)
     stop.set()
@@ -802,215 +860,244 @@ async def run(settings: Settings, report: Report, base: Path, port: int) -> dict
                 report.note(f"{name} could not be set up: {exc!r}")
 
         small, large = payload_of(settings.small_payload), payload_of(settings.large_payload)
-
-        # 1. enqueue --------------------------------------------------------------------
-        print("\n== 1. enqueue ==")
-        for case, n, batch, payload in [
-            (
-                f"batch 1, {settings.small_payload} B, n={settings.enqueue1_n}",
-                settings.enqueue1_n,
-                1,
-                small,
-            ),
-            (
-                f"batch 1000, {settings.small_payload} B, n={settings.enqueue_n}",
-                settings.enqueue_n,
-                1000,
-                small,
-            ),
-            (
-                f"batch 1000, {settings.large_payload} B, n={settings.enqueue_n}",
-                settings.enqueue_n,
-                1000,
-                large,
-            ),
-        ]:
-            figs: dict[str, float | None] = {}
-            cpu_b = None
-            for name, system in systems.items():
-                try:
-                    with Cpu() as cpu:
-                        figs[name] = await bench_enqueue(
-                            system, n, batch, payload, settings.producers
-                        )
-                    if name == "bossa":
-                        cpu_b = cpu.summary()
-                except Exception as exc:
-                    figs[name] = None
-                    report.note(f"enqueue {case}: {name} failed: {exc!r}")
-            report.add("enqueue", case, figs, "entries/s")
-            if cpu_b:
-                print(f"      bossa cpu: {cpu_b}")
-                extra.setdefault("cpu", {})[f"enqueue {case}"] = cpu_b
-
-        # 2. unkeyed drain --------------------------------------------------------------
-        print("\n== 2. unkeyed drain ==")
-        peak = 0.0
-        for k, b, n in settings.drain_cells:
-            figs = {}
-            for name, system in systems.items():
-                try:
-                    await system.reset()
-                    if name == "procrastinate":
-                        pn = min(n, settings.procrastinate_backlog)
-                        await load(system, pn, small)
-                        wall = await system.drain(k, pn)  # type: ignore[attr-defined]
-                        figs[name] = pn / wall
-                        continue
-                    await load(system, n, small)
-                    with Cpu() as cpu:
-                        rate, done, _ = await run_drain(system, k, b, n)
-                    figs[name] = rate
-                    if name == "bossa":
-                        extra.setdefault("cpu", {})[f"drain K={k} B={b}"] = cpu.summary()
-                        print(f"      bossa cpu: {cpu.summary()}")
-                        peak = max(peak, rate)
-                except Exception as exc:
-                    figs[name] = None
-                    report.note(f"drain K={k} B={b}: {name} failed: {exc!r}")
-            report.add("drain", f"K={k} B={b} backlog={n}", figs, "entries/s")
-        report.note(
-            "procrastinate fetches one job per statement through its own worker "
-            f"(B is always 1; backlog capped at {settings.procrastinate_backlog})"
-        )
-
-        # 3. keyed drain ----------------------------------------------------------------
-        print("\n== 3. keyed drain (K=4, B=100) ==")
-        rng = random.Random(42)
-        weights_z = [1 / (i + 1) ** settings.zipf_s for i in range(settings.keys)]
-        for dist in ("uniform", f"zipf s={settings.zipf_s}"):
-            if dist == "uniform":
-                picks = [rng.randrange(settings.keys) for _ in range(settings.keyed_n)]
-            else:
-                picks = rng.choices(range(settings.keys), weights=weights_z, k=settings.keyed_n)
-            hot = max(picks.count(i) for i in range(min(5, settings.keys)))
-            figs = {}
-            for name in ("bossa", "pgmq", "pgmq+index"):
-                system = systems.get(name.split("+")[0])
-                if system is None:
-                    continue
-                if isinstance(system, Pgmq):
-                    system.keyed_queue = "keyedx" if name.endswith("index") else "keyed"
-                if isinstance(system, Bossa):
-                    system.run = 100
-                await system.reset()
-                seq: dict[int, int] = {}
-                payloads, keys = [], []
-                for kk in picks:
-                    seq[kk] = seq.get(kk, 0) + 1
-                    payloads.append(payload_of(60, k=kk, s=seq[kk]))
-                    keys.append(f"k{kk}")
-                for i in range(0, len(payloads), 1000):
-                    await system.enqueue(payloads[i : i + 1000], keys[i : i + 1000])
-                last: dict[int, int] = {}
-                violations = 0
-
-                def check(p: Any, last: dict[int, int] = last) -> None:
-                    nonlocal violations
-                    if p["s"] != last.get(p["k"], 0) + 1:
-                        violations += 1
-                    last[p["k"]] = p["s"]
-
-                rate, done, timed_out = await run_drain(
-                    system,
-                    4,
-                    100,
-                    settings.keyed_n,
-                    keyed=name.startswith("pgmq"),
-                    limit_s=settings.keyed_timeout_s,
-                    check=check,
-                )
-                figs[name] = rate
-                msg = f"keyed {dist}: {name} handled {done}/{settings.keyed_n}, per-key order"
-                msg += f" violations {violations}"
-                if timed_out:
-                    msg += f" (stopped at the {settings.keyed_timeout_s:.0f} s limit; rate so far)"
-                report.note(msg)
-                if violations:
-                    report.note(f"ORDER BROKEN for {name} ({dist})")
-            if isinstance(systems.get("bossa"), Bossa):
-                systems["bossa"].run = 1  # type: ignore[attr-defined]
-            report.add(
-                "keyed",
-                f"{dist}, {settings.keys} keys, n={settings.keyed_n}, hottest key {hot}",
-                figs,
-                "entries/s",
-            )
-
-        # 4. latency --------------------------------------------------------------------
-        print("\n== 4. latency, enqueue commit -> handler start ==")
-        e1 = next(
-            (
-                r["figures"].get("bossa")
-                for r in report.rows
-                if r["phase"] == "enqueue" and r["case"].startswith("batch 1,")
-            ),
-            None,
-        )
-        rate = 0.5 * min(x for x in (peak, e1) if x) if (peak or e1) else 100.0
-        print(
-            f"  rate {rate:.0f}/s for {settings.latency_s:.0f} s (half of min(bossa peak drain,"
-            f" bossa single-entry enqueue)), open loop, 60 B payload"
-        )
-        lat: dict[str, list[float]] = {}
+        peak = 0.0  # bossa's best unkeyed drain rate, when the drain phase runs
         bossa = systems["bossa"]
         assert isinstance(bossa, Bossa)
-        await bossa.reset()
-        lat["bossa"] = await latency_bossa(bossa, pg.url("bench_bossa"), rate, settings.latency_s)
-        if "pgmq" in systems:
-            await systems["pgmq"].reset()
-            pg_sys = systems["pgmq"]
-            assert isinstance(pg_sys, Pgmq)
-            lat["pgmq"] = await latency_pgmq(pg_sys, rate, settings.latency_s)
-        for q in (0.5, 0.99):
-            report.add(
-                "latency",
-                f"p{int(q * 100)} at {rate:.0f}/s",
-                {s: pct(v, q) * 1000 for s, v in lat.items()},
-                "ms",
-                higher_better=False,
+
+        # 1. enqueue --------------------------------------------------------------------
+        if "enqueue" in settings.phases:
+            print("\n== 1. enqueue ==")
+            for case, n, batch, payload in [
+                (
+                    f"batch 1, {settings.small_payload} B, n={settings.enqueue1_n}",
+                    settings.enqueue1_n,
+                    1,
+                    small,
+                ),
+                (
+                    f"batch 1000, {settings.small_payload} B, n={settings.enqueue_n}",
+                    settings.enqueue_n,
+                    1000,
+                    small,
+                ),
+                (
+                    f"batch 1000, {settings.large_payload} B, n={settings.enqueue_n}",
+                    settings.enqueue_n,
+                    1000,
+                    large,
+                ),
+            ]:
+                figs: dict[str, float | None] = {}
+                cpu_b = None
+                for name, system in systems.items():
+                    try:
+                        with Cpu() as cpu:
+                            figs[name] = await bench_enqueue(
+                                system, n, batch, payload, settings.producers
+                            )
+                        if name == "bossa":
+                            cpu_b = cpu.summary()
+                    except Exception as exc:
+                        figs[name] = None
+                        report.note(f"enqueue {case}: {name} failed: {exc!r}")
+                report.add("enqueue", case, figs, "entries/s")
+                if cpu_b:
+                    print(f"      bossa cpu: {cpu_b}")
+                    extra.setdefault("cpu", {})[f"enqueue {case}"] = cpu_b
+
+        # 2. unkeyed drain --------------------------------------------------------------
+        if "drain" in settings.phases:
+            print("\n== 2. unkeyed drain ==")
+            for k, b, n in settings.drain_cells:
+                figs = {}
+                for name, system in systems.items():
+                    try:
+                        await system.reset()
+                        if name == "procrastinate":
+                            pn = min(n, settings.procrastinate_backlog)
+                            await load(system, pn, small)
+                            wall = await system.drain(k, pn)  # type: ignore[attr-defined]
+                            figs[name] = pn / wall
+                            continue
+                        await load(system, n, small)
+                        with Cpu() as cpu:
+                            rate, done, _ = await run_drain(system, k, b, n)
+                        figs[name] = rate
+                        if name == "bossa":
+                            extra.setdefault("cpu", {})[f"drain K={k} B={b}"] = cpu.summary()
+                            print(f"      bossa cpu: {cpu.summary()}")
+                            peak = max(peak, rate)
+                    except Exception as exc:
+                        figs[name] = None
+                        report.note(f"drain K={k} B={b}: {name} failed: {exc!r}")
+                report.add("drain", f"K={k} B={b} backlog={n}", figs, "entries/s")
+            report.note(
+                "procrastinate fetches one job per statement through its own worker "
+                f"(B is always 1; backlog capped at {settings.procrastinate_backlog})"
             )
-        report.note(
-            "latency: bossa Worker (LISTEN/NOTIFY, concurrency 4, batch 100) vs pgmq "
-            "read_with_poll (4 consumers, batch 100, 10 ms server-side poll); "
-            + ", ".join(f"{s} {len(v)} samples" for s, v in lat.items())
-        )
-        extra["latency_rate"] = rate
+
+        # 3. keyed drain ----------------------------------------------------------------
+        if "keyed" in settings.phases:
+            print("\n== 3. keyed drain (K=4, B=100) ==")
+            rng = random.Random(42)
+            weights_z = [1 / (i + 1) ** settings.zipf_s for i in range(settings.keys)]
+            for dist in ("uniform", f"zipf s={settings.zipf_s}"):
+                if dist == "uniform":
+                    picks = [rng.randrange(settings.keys) for _ in range(settings.keyed_n)]
+                else:
+                    picks = rng.choices(range(settings.keys), weights=weights_z, k=settings.keyed_n)
+                hot = max(picks.count(i) for i in range(min(5, settings.keys)))
+                figs = {}
+                for name in ("bossa", "pgmq", "pgmq+index"):
+                    system = systems.get(name.split("+")[0])
+                    if system is None:
+                        continue
+                    if isinstance(system, Pgmq):
+                        system.keyed_queue = "keyedx" if name.endswith("index") else "keyed"
+                    if isinstance(system, Bossa):
+                        system.run = 100
+                    await system.reset()
+                    seq: dict[int, int] = {}
+                    payloads, keys = [], []
+                    for kk in picks:
+                        seq[kk] = seq.get(kk, 0) + 1
+                        payloads.append(payload_of(60, k=kk, s=seq[kk]))
+                        keys.append(f"k{kk}")
+                    for i in range(0, len(payloads), 1000):
+                        await system.enqueue(payloads[i : i + 1000], keys[i : i + 1000])
+                    last: dict[int, int] = {}
+                    violations = 0
+
+                    def check(p: Any, last: dict[int, int] = last) -> None:
+                        nonlocal violations
+                        if p["s"] != last.get(p["k"], 0) + 1:
+                            violations += 1
+                        last[p["k"]] = p["s"]
+
+                    rate, done, timed_out = await run_drain(
+                        system,
+                        4,
+                        100,
+                        settings.keyed_n,
+                        keyed=name.startswith("pgmq"),
+                        limit_s=settings.keyed_timeout_s,
+                        check=check,
+                    )
+                    figs[name] = rate
+                    msg = f"keyed {dist}: {name} handled {done}/{settings.keyed_n}, per-key order"
+                    msg += f" violations {violations}"
+                    if timed_out:
+                        msg += (
+                            f" (stopped at the {settings.keyed_timeout_s:.0f} s limit; rate so far)"
+                        )
+                    report.note(msg)
+                    if violations:
+                        report.note(f"ORDER BROKEN for {name} ({dist})")
+                if isinstance(systems.get("bossa"), Bossa):
+                    systems["bossa"].run = 1  # type: ignore[attr-defined]
+                report.add(
+                    "keyed",
+                    f"{dist}, {settings.keys} keys, n={settings.keyed_n}, hottest key {hot}",
+                    figs,
+                    "entries/s",
+                )
+
+        # 4. latency --------------------------------------------------------------------
+        if "latency" in settings.phases:
+            print("\n== 4. latency, enqueue commit -> handler start ==")
+            e1 = next(
+                (
+                    r["figures"].get("bossa")
+                    for r in report.rows
+                    if r["phase"] == "enqueue" and r["case"].startswith("batch 1,")
+                ),
+                None,
+            )
+            if settings.latency_rate is not None:
+                rate = settings.latency_rate
+                why = "given with --latency-rate"
+            elif peak or e1:
+                rate = 0.5 * min(x for x in (peak, e1) if x)
+                why = "half of min(bossa peak drain, bossa single-entry enqueue)"
+            else:
+                raise SystemExit("--phases without enqueue and drain needs --latency-rate")
+            print(
+                f"  rate {rate:.0f}/s for {settings.latency_s:.0f} s ({why}), open loop,"
+                " 60 B payload"
+            )
+            lat: dict[str, list[float]] = {}
+            await bossa.reset()
+            lat["bossa"] = await latency_bossa(
+                bossa,
+                pg.url("bench_bossa"),
+                rate,
+                settings.latency_s,
+                inline=settings.latency_inline,
+            )
+            if "pgmq" in systems:
+                await systems["pgmq"].reset()
+                pg_sys = systems["pgmq"]
+                assert isinstance(pg_sys, Pgmq)
+                lat["pgmq"] = await latency_pgmq(
+                    pg_sys, rate, settings.latency_s, inline=settings.latency_inline
+                )
+            for q in (0.5, 0.99):
+                report.add(
+                    "latency",
+                    f"p{int(q * 100)} at {rate:.0f}/s",
+                    {s: pct(v, q) * 1000 for s, v in lat.items()},
+                    "ms",
+                    higher_better=False,
+                )
+            report.note(
+                "latency: bossa Worker (LISTEN/NOTIFY, concurrency 4, batch 100) vs pgmq "
+                "read_with_poll (4 consumers, batch 100, 10 ms server-side poll), consumers "
+                + (
+                    "in the producers' process"
+                    if settings.latency_inline
+                    else "in a process of their own"
+                )
+                + "; "
+                + ", ".join(f"{s} {len(v)} samples" for s, v in lat.items())
+            )
+            extra["latency_rate"] = rate
 
         # 5. redelivery after kill -9 -----------------------------------------------------
-        print("\n== 5. redelivery after kill -9 ==")
-        red = await redelivery(bossa, pg.url("bench_bossa"), settings.lease_ms)
-        extra["redelivery"] = red
-        report.add(
-            "redelivery",
-            f"lease {settings.lease_ms} ms, reap every "
-            f"{JournalSettings().reap_interval_s:.1f} s, {red['held']:.0f} held",
-            {"bossa": red["after_kill_s"] * 1000},
-            "ms kill->handler",
-        )
-        report.note(f"redelivery: {red}")
+        if "redelivery" in settings.phases:
+            print("\n== 5. redelivery after kill -9 ==")
+            red = await redelivery(bossa, pg.url("bench_bossa"), settings.lease_ms)
+            extra["redelivery"] = red
+            report.add(
+                "redelivery",
+                f"lease {settings.lease_ms} ms, reap every "
+                f"{JournalSettings().reap_interval_s:.1f} s, {red['held']:.0f} held",
+                {"bossa": red["after_kill_s"] * 1000},
+                "ms kill->handler",
+            )
+            report.note(f"redelivery: {red}")
 
         # diagnostics -----------------------------------------------------------------------
-        print("\n== diagnostics ==")
-        diag = await diagnostics(
-            bossa, pg.url("bench_bossa"), 50_000 if not settings.quick else 10_000
-        )
-        extra["diagnostics"] = diag
-        for line in diag["take_plan"]:
-            print("  take plan | " + line)
-        for line in diag["enqueue1_plan_summary"]:
-            print("  enqueue(1) | " + line)
-        print(
-            f"  take on empty lane: Journal.take {diag['take_empty_journal_ms']:.3f} ms, same "
-            f"statement on a bare autocommit connection {diag['take_empty_bare_ms']:.3f} ms, "
-            f"bare round trip {diag['roundtrip_ms']:.3f} ms"
-        )
-        print(
-            f"  batch 1: take {diag['b1_take_ms']:.3f} ms, ack {diag['b1_ack_ms']:.3f} ms; "
-            f"enqueue(1): Journal {diag['enqueue1_journal_ms']:.3f} ms, bare prepared "
-            f"{diag['enqueue1_bare_prepared_ms']:.3f} ms; no-op insert (no WAL flush) "
-            f"{diag['commit_ms']:.3f} ms"
-        )
+        if "diagnostics" in settings.phases:
+            print("\n== diagnostics ==")
+            diag = await diagnostics(
+                bossa, pg.url("bench_bossa"), 50_000 if not settings.quick else 10_000
+            )
+            extra["diagnostics"] = diag
+            for line in diag["take_plan"]:
+                print("  take plan | " + line)
+            for line in diag["enqueue1_plan_summary"]:
+                print("  enqueue(1) | " + line)
+            print(
+                f"  take on empty lane: Journal.take {diag['take_empty_journal_ms']:.3f} ms, same "
+                f"statement on a bare autocommit connection {diag['take_empty_bare_ms']:.3f} ms, "
+                f"bare round trip {diag['roundtrip_ms']:.3f} ms"
+            )
+            print(
+                f"  batch 1: take {diag['b1_take_ms']:.3f} ms, ack {diag['b1_ack_ms']:.3f} ms; "
+                f"enqueue(1): Journal {diag['enqueue1_journal_ms']:.3f} ms, bare prepared "
+                f"{diag['enqueue1_bare_prepared_ms']:.3f} ms; no-op insert (no WAL flush) "
+                f"{diag['commit_ms']:.3f} ms"
+            )
     finally:
         for system in systems.values():
             with contextlib.suppress(Exception):
@@ -1120,8 +1207,28 @@ def append_results(
 
 def main() -> None:
     parser = base_parser(__doc__.split("\n")[0], "a smaller run (about 2 minutes)")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated phases to run (default all: {','.join(PHASES)})",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="entries/s of the latency phase (default: half of bossa's measured peak)",
+    )
+    parser.add_argument(
+        "--latency-inline",
+        action="store_true",
+        help="run the latency phase's consumers in this process, beside the producers",
+    )
     args = parser.parse_args()
     settings = Settings.make(args.quick)
+    settings.phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    if unknown := set(settings.phases) - set(PHASES):
+        parser.error(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
+    settings.latency_rate = args.latency_rate
+    settings.latency_inline = args.latency_inline
     ref = git_ref()
     command = " ".join(["python -m bench.journal.run", *sys.argv[1:]])
     port = free_port()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -157,3 +158,29 @@ async def test_unknown_lane_setting_is_refused(journal: Journal) -> None:
     assert policy.max_payload_bytes == 10
     with pytest.raises(InvalidInput, match="at most 10"):
         await journal.enqueue_one(NewEntry("l", "k", {"long": "payload"}))
+
+
+async def test_take_waits_in_the_database_for_an_entry(journal: Journal) -> None:
+    # A lingering worker's take: it waits in the database (journal.wait_ready), and an
+    # entry committed during the wait is taken by that same call, runs and all.
+    waiting = asyncio.create_task(journal.take("l", 10, run=10, wait_s=1.0, poll_s=0.005))
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    first, second = await journal.enqueue(
+        [NewEntry("l", "k", {"n": 0}, key="SA-1"), NewEntry("l", "k", {"n": 1}, key="SA-1")]
+    )
+    taken = await waiting
+    assert taken.ids == [first.id, second.id]
+    assert await journal.ack(taken.token, taken.ids) == {first.id, second.id}
+
+
+async def test_take_wait_ends_empty_and_leaves_delayed_entries(journal: Journal) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await journal.enqueue([NewEntry("l", "k", {}, not_before=later)])
+    assert (await journal.take("l", 10, wait_s=0.05, poll_s=0.01)).entries == []
+
+
+async def test_take_wait_is_bounded(journal: Journal) -> None:
+    for wait_s, poll_s in ((1.5, 0.005), (-1.0, 0.005), (float("nan"), 0.005), (0.1, 0.0)):
+        with pytest.raises(InvalidInput):
+            await journal.take("l", 1, wait_s=wait_s, poll_s=poll_s)

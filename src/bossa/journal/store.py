@@ -71,6 +71,10 @@ QUERIES = load_queries("bossa.journal", "sql/queries.sql")
 
 _POLICY_TTL_S = 5.0
 _DEDUP_RETRIES = 3
+#: The longest a take waits in the database for an entry (a worker asks again after it):
+#: a worker asked to stop answers within it, and the wait's snapshot holds vacuum back
+#: no longer.
+_MAX_WAIT_S = 1.0
 #: SQLSTATE raised by journal.declare_lane for a lane another module owns.
 _LANE_OWNED = "BJ001"
 
@@ -350,7 +354,14 @@ class Journal:
     # -- take, ack, fail -------------------------------------------------------------
 
     async def take(
-        self, lane: str, limit: int, *, lease_ms: int | None = None, run: int = 1
+        self,
+        lane: str,
+        limit: int,
+        *,
+        lease_ms: int | None = None,
+        run: int = 1,
+        wait_s: float = 0.0,
+        poll_s: float = 0.005,
     ) -> Taken:
         """Lease up to `limit` due entries of `lane`, oldest first.
 
@@ -358,15 +369,32 @@ class Journal:
         head comes with up to `run - 1` entries of its key right behind it, in order,
         under the same lease: the caller handles a key's entries one after another, and
         from the first failure on releases the rest (they wait behind the failed one).
+
+        With `wait_s`, an empty lane is watched in the database, every `poll_s`, for up
+        to `wait_s` (at most a second), and the take runs as soon as an entry is ready:
+        still one round trip (see journal.wait_ready).
         """
         if not 1 <= run <= MAX_RUN:
             raise InvalidInput(f"must be between 1 and {MAX_RUN}", field="run")
+        if not 0 <= wait_s <= _MAX_WAIT_S:  # also refuses NaN
+            raise InvalidInput(f"must be between 0 and {_MAX_WAIT_S:g}", field="wait_s")
+        if not 0.001 <= poll_s <= _MAX_WAIT_S:
+            raise InvalidInput(f"must be between 0.001 and {_MAX_WAIT_S:g}", field="poll_s")
         token = uuid.uuid4()
         lease_ms = (await self.policy(lane)).lease_ms if lease_ms is None else _lease(lease_ms)
         params = {"lane": lane, "limit": limit, "token": token, "lease_ms": lease_ms}
         # One round trip, one transaction: lease_settings (a generic plan, no fsync wait:
         # see queries.sql) goes in the same pipeline as the take.
-        async with self.pool.connection() as conn, conn.pipeline():
+        async with self.pool.connection() as conn, conn.pipeline() as pipeline:
+            if wait_s > 0:
+                # Its own transaction (the sync): the take's now() comes after the wait.
+                wait = {
+                    "lane": lane,
+                    "wait_ms": round(wait_s * 1000),
+                    "poll_ms": round(poll_s * 1000),
+                }
+                await conn.execute(QUERIES["wait_ready"], wait, prepare=True)
+                await pipeline.sync()
             await conn.execute(QUERIES["lease_settings"], prepare=True)
             # Rows straight into entries (no dict per row), payloads by the fast parser.
             cursor = conn.cursor(row_factory=_entry_row)

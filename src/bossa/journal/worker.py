@@ -336,6 +336,7 @@ class Worker:
     async def _slot(self, index: int, *, until_idle: bool) -> None:
         wake = self._wakes[index]
         backoff = 0.1
+        wait_s = 0.0  # how long the next take may wait in the database for an entry
         while not self._stopping.is_set():
             wake.clear()
             try:
@@ -345,7 +346,14 @@ class Worker:
                         return
                     await self._pause(wake, min(self.poll_interval_s, 1.0))
                     continue
-                taken = await self.journal.take(self.lane, self.batch_size, run=self.run_length)
+                taken = await self.journal.take(
+                    self.lane,
+                    self.batch_size,
+                    run=self.run_length,
+                    wait_s=wait_s,
+                    poll_s=self.linger_poll_s,
+                )
+                wait_s = 0.0
                 backoff = 0.1
                 self._db_answered()
             except DB_ERRORS as exc:
@@ -368,12 +376,14 @@ class Worker:
                 await self._run_batch(taken)
                 continue
             if not until_idle and self._may_linger(index):
-                # Work came recently: poll a little longer before going to sleep. One
-                # slot at a time does it, with takes that find nothing (no write, no
-                # commit); sleeping costs a write, and waking a NOTIFY on the next
-                # enqueue, a wake-up and a take: a steady trickle is taken sooner so.
+                # Work came recently: watch the lane a little longer before going to
+                # sleep. One slot at a time does it, its next take waiting in the
+                # database for an entry (polled there every linger_poll_s, see
+                # journal.wait_ready) and taking it at once, in the same round trip;
+                # sleeping costs a write, and waking a NOTIFY on the next enqueue, a
+                # wake-up and a take: a steady trickle is taken sooner so.
                 self._lingerer = index
-                await self._pause(wake, self.linger_poll_s)
+                wait_s = min(1.0, max(0.0, self.linger_s - (time.monotonic() - self._last_work)))
                 continue
             if self._lingerer == index:
                 self._lingerer = None

@@ -176,6 +176,11 @@ select * from inserted
 select set_config('plan_cache_mode', 'force_generic_plan', true),
        set_config('synchronous_commit', 'off', true)
 
+-- name: wait_ready
+-- Sent before lease_settings and the take, in the same pipeline but its own transaction
+-- (see journal.wait_ready): returns once the lane has a ready entry or the wait is over.
+select journal.wait_ready(%(lane)s, %(wait_ms)s, %(poll_ms)s) as ready
+
 -- name: take
 -- Lease up to `limit` due ready entries of a lane, oldest first. At most one entry per
 -- key is ever ready, so a batch never holds two entries of one key. The ids go in as an
