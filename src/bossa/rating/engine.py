@@ -552,7 +552,7 @@ class RatingEngine:
                 """
                 create or replace temp table line_part as
                 select line, case when account_id is null then 0
-                                  else len(list_filter(?::varchar[], b -> b <= account_id))
+                                  else len(list_filter(?::varchar[], lambda b: b <= account_id))
                              end as part
                 from line_account
                 """,
@@ -563,8 +563,7 @@ class RatingEngine:
         self._failed = None
 
     def rate_part(self, part: int) -> None:
-        """Rate one range of `plan` into `result_<part>`; a range that fails makes
-        `write_rated` fail rather than wait for it."""
+        """Rate one range of `plan` into `result_<part>` and let `write_rated` take it."""
         if self.parts == 1:
             source = "cdrs"
         else:
@@ -573,20 +572,25 @@ class RatingEngine:
                 f"(select line from line_part where part = {int(part)}))"
             )
         sql = self._rate_sql.replace("{target}", f"result_{int(part)}").replace("{cdrs}", source)
-        try:
-            self.db.execute(sql)
-        except BaseException as exc:
-            self._failed = exc
-            for ready in self._ready:
-                ready.set()
-            raise
+        self.db.execute(sql)
         self._ready[part].set()
 
     def rate_rest(self) -> EngineResult:
-        """Rate the ranges after the first (`plan`, `rate_part(0)`), then `rated`."""
-        for part in range(1, self.parts):
-            self.rate_part(part)
-        return self.rated()
+        """Rate the ranges after the first (`plan`, `rate_part(0)`), then `rated`. If
+        one fails, `write_rated` fails too instead of waiting for it."""
+        try:
+            for part in range(1, self.parts):
+                self.rate_part(part)
+            return self.rated()
+        except BaseException as exc:
+            self.abandon(exc)
+            raise
+
+    def abandon(self, exc: BaseException) -> None:
+        """The batch's rating failed: a `write_rated` waiting for a range raises."""
+        self._failed = exc
+        for ready in self._ready:
+            ready.set()
 
     def rated(self) -> EngineResult:
         """Every range rated: `result` is their rows; the counts of rated and suspended."""
