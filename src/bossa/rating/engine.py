@@ -578,13 +578,21 @@ class RatingEngine:
     def rate_rest(self) -> EngineResult:
         """Rate the ranges after the first (`plan`, `rate_part(0)`), then `rated`. If
         one fails, `write_rated` fails too instead of waiting for it."""
+        row = self.db.execute("select current_setting('threads')").fetchone()
+        threads = int(row[0]) if row else 1
         try:
+            # One thread while PostgreSQL takes the rows: its COPY is the batch's longest
+            # step, and DuckDB on every core would take its core from it.
+            if self.parts > 1:
+                self.db.execute("set threads = 1")
             for part in range(1, self.parts):
                 self.rate_part(part)
             return self.rated()
         except BaseException as exc:
             self.abandon(exc)
             raise
+        finally:
+            self.db.execute(f"set threads = {threads}")
 
     def abandon(self, exc: BaseException) -> None:
         """The batch's rating failed: a `write_rated` waiting for a range raises."""
