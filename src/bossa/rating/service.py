@@ -32,7 +32,7 @@ from bossa.errors import Conflict, InvalidInput, NotFound
 from bossa.journal import Outage
 from bossa.journal.worker import DB_ERRORS
 from bossa.rating import metrics, store
-from bossa.rating.engine import COLUMNS, RatingEngine
+from bossa.rating.engine import COLUMNS, EngineResult, RatingEngine
 from bossa.rating.models import (
     MAX_RECYCLE,
     MAX_RERATE_DAYS,
@@ -491,53 +491,63 @@ async def _rate_staged(
     batch = await store.add_batch(
         conn, source=source[:200], sha256=sha, records=int(records) + len(bad), actor=actor
     )
-    result = await asyncio.to_thread(engine.rate)
+    # The batch is rated in ranges of accounts: once the first is rated, PostgreSQL
+    # takes its rows by COPY from a pipe as DuckDB writes them, while DuckDB rates the
+    # next ranges (the two work side by side instead of in turn; the COPY's rows stay
+    # in account order).
+    parts = _parts(int(records))
+    await asyncio.to_thread(engine.plan, parts)
+    await asyncio.to_thread(engine.rate_part, 0)
     clock.lap("rate")
     # The ledger books the batch per account and day; a bill line traces back to the
     # batch's records through this reference (rating.rated_usage by batch, account, day).
     reference = f"rating-batch:{batch}"
-    # The engine writes the batch's small files (suspense, allowance use, daily charges)
-    # on a cursor of its own while it sorts the rated rows on another; PostgreSQL books
-    # the allowance use and the ledger's rows while that sort runs, then takes the rated
-    # rows through a pipe as the engine writes them. One savepoint holds all three: a
-    # record key rated in an earlier batch undoes them, and the batch is rated again.
-    files = asyncio.ensure_future(asyncio.to_thread(engine.write_batch_files, batch, work))
-    booked: dict[str, float] = {}
 
-    async def book() -> None:
-        started = time.perf_counter()
-        usage_rows, daily_rows = await files
+    def rest() -> tuple[EngineResult, tuple[int, int]]:
+        # The other ranges, then the batch's small files (suspense, allowance use,
+        # daily charges) while PostgreSQL still takes the rated rows.
+        result = engine.rate_rest()
+        return result, engine.write_batch_files(batch, work)
+
+    async def book(files: tuple[int, int]) -> None:
+        usage_rows, daily_rows = files
         if usage_rows:
             await store.add_allowance_file(conn, work / "batch_usage.csv")
         if daily_rows:
             await store.add_usage_file(conn, work / "daily.csv", reference=reference)
-        booked["allowances and ledger"] = round(time.perf_counter() - started, 3)
 
+    rating = asyncio.ensure_future(asyncio.to_thread(rest))
     try:
         try:
-            async with conn.transaction():  # a savepoint: a duplicate key undoes all three
-                await store.copy_rated_from(
-                    conn, lambda path: engine.write_rated(batch, path), before=book
-                )
+            # A savepoint: a record key rated in an earlier batch undoes the rated rows
+            # and the booking, and the batch is rated again without it.
+            async with conn.transaction():
+                await store.copy_rated_from(conn, lambda path: engine.write_rated(batch, path))
+                clock.lap("copy rated")
+                result, files = await rating
+                await book(files)
         finally:
-            # Never leave the engine busy in a thread once this batch is over.
-            await asyncio.wait([files])
+            # Never leave the engine busy in a thread once this batch is over; its
+            # error, if any, is the COPY's too (the writer fails with it).
+            await asyncio.wait([rating])
+            if not rating.cancelled():
+                rating.exception()
     except psycopg.errors.UniqueViolation:
         # Some record keys were rated in an earlier batch: they are not charged again,
         # and the batch is rated without them (their allowance must not count). Its
         # files are written and booked again (what the first attempt did is undone).
-        files.exception()
         keys_csv = work / "keys.csv"
         await asyncio.to_thread(engine.write_keys, keys_csv)
         seen = await store.stage_keys(conn, keys_csv)
         lines = await asyncio.to_thread(engine.lines_of, seen)
         bad += [(line, key, "record_key: rated already in an earlier batch") for line, key in lines]
         await asyncio.to_thread(engine.drop, seen)
-        result = await asyncio.to_thread(engine.rate)
-        files = asyncio.ensure_future(asyncio.to_thread(engine.write_batch_files, batch, work))
-        await store.copy_rated_from(conn, lambda path: engine.write_rated(batch, path), before=book)
-    clock.lap("copy rated")
-    clock.laps.update(booked)  # part of "copy rated": booked while the engine sorted
+        result = await asyncio.to_thread(engine.rate, parts)
+        files = await asyncio.to_thread(engine.write_batch_files, batch, work)
+        await store.copy_rated_from(conn, lambda path: engine.write_rated(batch, path))
+        clock.lap("copy rated")
+        await book(files)
+    clock.lap("allowances and ledger")
     # Before suspend, while suspense holds only earlier batches' records (none, often:
     # the join then ends at once), then the batch's suspended records charged before.
     await store.unsuspend_rated(conn, batch)
@@ -845,6 +855,16 @@ async def rerate(
         out.suspended,
     )
     return out
+
+
+#: Records per range of accounts a batch is rated in (`RatingEngine.plan`): the first
+#: range is rated before PostgreSQL has rows to take, the others while it takes them.
+_PART_RECORDS = 200_000
+_MAX_PARTS = 8
+
+
+def _parts(records: int) -> int:
+    return max(1, min(_MAX_PARTS, -(-records // _PART_RECORDS)))
 
 
 class _Clock:
