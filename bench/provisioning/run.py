@@ -67,7 +67,9 @@ from bossa.provisioning import (  # noqa: E402
     lane_of,
     submit,
 )
+from bossa.provisioning.models import Delivery, DeliveryMode  # noqa: E402
 from bossa.provisioning.sample import AAA, AAA_TABLE, HDS, load_sample_plans  # noqa: E402
+from bossa.provisioning.service import log_deliveries  # noqa: E402
 
 SQL_RAW_INSERT = (
     "insert into aaa_subscribers (sa_id, cust_id, speed, status) values (%s, %s, %s, 'active')"
@@ -695,7 +697,20 @@ async def pgmq_replay(world: World, s: Settings, division: str, n: int, prefix: 
                 await c.execute(
                     "select pgmq.archive(%s, %s::bigint[])", (queue, [e.id for e in ok])
                 )
-                await daemon._log(c, ok)
+                # P11 by the same writer as the daemon's own, from the payloads
+                # _deliver_batch validated (not validated again).
+                await log_deliveries(
+                    c,
+                    [
+                        Delivery(
+                            e.id,
+                            ProvisioningCommand.model_construct(**e.payload, sa_id=str(e.key)),
+                            DeliveryMode.BACKUP,
+                            e.attempts,
+                        )
+                        for e in ok
+                    ],
+                )
             done += len(ok)
 
     t0 = time.perf_counter()

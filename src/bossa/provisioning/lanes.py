@@ -42,8 +42,6 @@ from bossa.provisioning import metrics, service
 from bossa.provisioning.adapters import Adapter, Command, DeliveryError, adapter_for
 from bossa.provisioning.models import (
     COMMAND_KIND,
-    Delivery,
-    DeliveryMode,
     DivisionRecord,
     PlanKey,
     PlanVersion,
@@ -386,11 +384,6 @@ class BackupDaemon:
         self.journal = journal
         self.deliverer = deliverer
         self.division = division
-        # Commands delivered, for `_log` (a delivery loop outside the journal logs from
-        # them without validating each payload a second time; the daemon's own worker
-        # logs from the acked entries in SQL): bounded, cleared past the cap.
-        self._sent: dict[int, ProvisioningCommand] = {}
-        self._sent_cap = 4 * settings.backup_batch * settings.backup_concurrency
         # The division's reachability as this daemon knows it: while down it takes
         # nothing and probes instead, on a backoff that starts over after a delivery.
         self._down = False
@@ -408,7 +401,7 @@ class BackupDaemon:
             concurrency=concurrency or settings.backup_concurrency,
             batch_size=batch_size or settings.backup_batch,
             gate=self._may_take,
-            after_ack=self._log_acked,
+            after_ack=self._log,
             batch_handler=self._deliver_batch,
         )
 
@@ -539,13 +532,10 @@ class BackupDaemon:
         if not commands:
             return outcome
         results = await self.deliverer.deliver_many(self.division, commands)
-        if len(self._sent) > self._sent_cap:
-            self._sent.clear()
         delivered = False
         for entry_id, error in results.items():
             if error is None:
                 outcome[entry_id] = None
-                self._sent[entry_id] = parsed[entry_id]
                 delivered = True
             elif error.unreachable:
                 # Not the command's fault: the attempt is given back (it never parks
@@ -582,23 +572,11 @@ class BackupDaemon:
                     error=failure.message[:_ERROR_TEXT],
                 )
 
-    async def _log_acked(self, conn: Conn, entries: list[Entry]) -> None:
+    async def _log(self, conn: Conn, entries: list[Entry]) -> None:
         # P11, written with the ack: a logged delivery is an acked one. The log's fields
         # are read from the entries in the ack's transaction (the payloads validated and
         # delivered: nothing changes a held entry's payload), not sent from here.
         await service.log_backup_deliveries(conn, [e.id for e in entries])
-
-    async def _log(self, conn: Conn, entries: list[Entry]) -> None:
-        """P11 for delivered commands that need not be journal entries (from the commands
-        this daemon sent): what a delivery loop outside the journal logs with."""
-        deliveries = [
-            Delivery(e.id, self._sent_command(e), DeliveryMode.BACKUP, e.attempts) for e in entries
-        ]
-        await service.log_deliveries(conn, deliveries)
-
-    def _sent_command(self, entry: Entry) -> ProvisioningCommand:
-        sent = self._sent.pop(entry.id, None)
-        return sent if sent is not None else ProvisioningCommand.from_entry(entry)
 
     async def run(self, *, once: bool = False, install_signal_handlers: bool = False) -> None:
         sweep = None if once else asyncio.create_task(self._recover_orders())
