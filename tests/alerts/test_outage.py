@@ -142,3 +142,4 @@ async def test_outage_kill_and_replay(smsc: Smsc, tmp_path: Path) -> None:
                 alerts.wait(10)
             except subprocess.TimeoutExpired:
                 alerts.kill()
+                alerts.wait()  # reaped: a child left running fails the test as unraisable
