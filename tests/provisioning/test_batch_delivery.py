@@ -4,8 +4,10 @@ applied once, a refused one failing alone, and interleaving with single deliveri
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 
@@ -25,6 +27,16 @@ from tests.provisioning.test_adapters import (
 
 # The SQL targets (a PostgreSQL and a MariaDB of the tests' own) of the adapter tests.
 sql_target = test_adapters.sql_target
+#: A SQL batch both ways: in the caller's thread (deliver_many, a daemon's thread before)
+#: and on an event loop (adeliver_many, the backup daemon's path: psycopg async on
+#: PostgreSQL). Both must give the same outcome.
+on_loop = pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "loop"])
+
+
+def many(adapter: SqlAdapter, commands: list[Any], on_loop: bool) -> dict[int, Any]:
+    if on_loop:
+        return asyncio.run(adapter.adeliver_many(commands))
+    return adapter.deliver_many(commands)
 
 
 def test_redis_batch_applies_each_once(redis_server: Any) -> None:
@@ -88,15 +100,16 @@ def test_redis_batch_to_a_stopped_server_fails_whole(redis_server: Any) -> None:
     assert all(r is not None and r.unreachable for r in results.values())
 
 
-def test_sql_batch_in_one_transaction_with_savepoints(sql_target: SqlTarget) -> None:
+@on_loop
+def test_sql_batch_in_one_transaction_with_savepoints(sql_target: SqlTarget, on_loop: bool) -> None:
     table = sql_target.table()
     div = division(ServerType.SQL, sql_target.url, name=unique("AAA_"))
     batch = [command(div, INSERT_SUB.format(t=table), sa_id=f"S{n}", name=NASTY) for n in range(10)]
     duplicate = command(div, INSERT_SUB.format(t=table), sa_id="S3", name="twin")  # refused
     with opened(div) as adapter:
         assert isinstance(adapter, SqlAdapter)
-        first = adapter.deliver_many([*batch[:5], duplicate, *batch[5:]])
-        again = adapter.deliver_many(batch)
+        first = many(adapter, [*batch[:5], duplicate, *batch[5:]], on_loop)
+        again = many(adapter, batch, on_loop)
     assert [first[c.entry_id] for c in batch] == [None] * 10
     error = first[duplicate.entry_id]
     assert error is not None
@@ -112,7 +125,8 @@ def test_sql_batch_in_one_transaction_with_savepoints(sql_target: SqlTarget) -> 
 
 
 @pytest.mark.fault
-def test_sql_batch_to_a_stopped_server_fails_whole(sql_target: SqlTarget) -> None:
+@on_loop
+def test_sql_batch_to_a_stopped_server_fails_whole(sql_target: SqlTarget, on_loop: bool) -> None:
     div = division(ServerType.SQL, sql_target.url, name=unique("AAA_"))
     table = sql_target.table()
     batch = [command(div, INSERT_SUB.format(t=table), sa_id=f"S{n}", name="n") for n in range(3)]
@@ -120,7 +134,53 @@ def test_sql_batch_to_a_stopped_server_fails_whole(sql_target: SqlTarget) -> Non
     try:
         with opened(div) as adapter:
             assert isinstance(adapter, SqlAdapter)
-            results = adapter.deliver_many(batch)
+            results = many(adapter, batch, on_loop)
     finally:
         sql_target.server.start()
     assert all(r is not None and r.unreachable for r in results.values())
+
+
+def test_pg_batch_on_the_loop_sorts_out_binds_repeats_and_terminated_connections(
+    pg_target: Any,
+) -> None:
+    # The event loop's path: a command missing a bind fails alone as BIND; a batch part
+    # applied already (its markers there) applies the rest once; and connections the
+    # server terminated fail one batch as unreachable (not an attempt), after which the
+    # next batch connects anew rather than failing on each dead idle connection in turn.
+    pg_target.start()
+    with psycopg.connect(pg_target.dsn, autocommit=True) as conn:
+        table = unique("t_")
+        conn.execute(f"create table {table} (sa_id text primary key, name text)")
+    div = division(ServerType.SQL, pg_target.url, name=unique("AAA_"))
+    template = INSERT_SUB.format(t=table)
+    batch = [command(div, template, sa_id=f"S{n}", name=NASTY) for n in range(6)]
+    missing = command(div, template, sa_id="S9")  # no :name
+    adapter = SqlAdapter(div)
+
+    async def scenario() -> list[dict[int, Any]]:
+        first = await adapter.adeliver_many([*batch[:3], missing])
+        # Several connections at once, so several are left idle.
+        await asyncio.gather(*(adapter.adeliver_many([c]) for c in batch[3:5]))
+        with psycopg.connect(pg_target.dsn, autocommit=True) as admin:
+            admin.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where pid <> pg_backend_pid() and datname = current_database()"
+                " and backend_type = 'client backend'"
+            )
+        broken = await adapter.adeliver_many([batch[5]])
+        again = await adapter.adeliver_many(batch)
+        return [first, broken, again]
+
+    try:
+        first, broken, again = asyncio.run(scenario())
+    finally:
+        adapter.close()
+    assert [first[c.entry_id] for c in batch[:3]] == [None] * 3
+    assert first[missing.entry_id] is not None
+    assert first[missing.entry_id].code == "BIND"
+    assert broken[batch[5].entry_id] is not None
+    assert broken[batch[5].entry_id].unreachable
+    assert set(again.values()) == {None}
+    with psycopg.connect(pg_target.dsn) as conn:
+        rows = conn.execute(f"select sa_id, name from {table} order by sa_id").fetchall()  # noqa: S608  the test's own table
+    assert rows == [(f"S{n}", NASTY) for n in range(6)]

@@ -235,8 +235,12 @@ class Deliverer:
         results: dict[int, DeliveryError | None]
         try:
             adapter = await self._adapter(division)
+            # A batch on this event loop where the adapter can (no thread), else in one.
+            amany = getattr(adapter, "adeliver_many", None) if batch else None
             many = getattr(adapter, "deliver_many", None) if batch else None
-            if many is not None:
+            if amany is not None:
+                results = await amany(list(commands))
+            elif many is not None:
                 results = await asyncio.to_thread(many, list(commands))
             else:
                 outcomes = await asyncio.gather(*(self._one(adapter, c) for c in commands))
