@@ -442,6 +442,11 @@ async def timed_drain(world: World, division: str, n: int) -> dict[str, Any]:
         "adapter.deliver_many (per batch, in its thread)",
         adapter.deliver_many,  # type: ignore[attr-defined]
     )
+    if hasattr(adapter, "adeliver_many"):  # a PostgreSQL division: the batch on the loop
+        adapter.adeliver_many = stages.wrap_async(
+            "adapter.adeliver_many (per batch, on the event loop)",
+            adapter.adeliver_many,
+        )
     deliverer._adapter = stages.wrap_async(
         "division lookup (Deliverer._adapter)", deliverer._adapter
     )  # type: ignore[method-assign]
@@ -835,11 +840,20 @@ async def journal_only_drain(world: World, division: str) -> float:
     adapter = await world.deliverer._adapter(division)
     real = adapter.deliver_many  # type: ignore[attr-defined]
     adapter.deliver_many = lambda commands: dict.fromkeys(c.entry_id for c in commands)  # type: ignore[attr-defined]
+    real_async = getattr(adapter, "adeliver_many", None)
+    if real_async is not None:  # a PostgreSQL division delivers its batches on the loop
+
+        async def applied(commands: list[Any]) -> dict[int, None]:
+            return dict.fromkeys(c.entry_id for c in commands)
+
+        adapter.adeliver_many = applied  # type: ignore[attr-defined]
     try:
         with Cpu() as cpu:
             acked = await drain_buffer(world, division)
     finally:
         adapter.deliver_many = real  # type: ignore[attr-defined]
+        if real_async is not None:
+            adapter.adeliver_many = real_async  # type: ignore[attr-defined]
     return acked / cpu.wall
 
 
