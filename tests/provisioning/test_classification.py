@@ -5,6 +5,7 @@ timeout, a port nobody listens on."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.server
 import threading
@@ -161,6 +162,21 @@ def test_sql_statement_cut_by_the_call_timeout_is_unreachable_and_probe_answers(
         with pytest.raises(DeliveryError) as refused:
             adapter.deliver(command("select 1 / 0", entry_id=2))
         assert (refused.value.code, refused.value.unreachable) == ("22012", False)
+        # The backup daemon's batch on its event loop (psycopg async) classifies alike.
+        batch = asyncio.run(
+            adapter.adeliver_many(
+                [command("select pg_sleep(5)", entry_id=3), command("select 1", entry_id=4)]
+            )
+        )
+        assert {(e.code, e.unreachable) for e in batch.values() if e} == {("57014", True)}
+        assert None not in batch.values()
+        batch = asyncio.run(
+            adapter.adeliver_many(
+                [command("select 1 / 0", entry_id=5), command("select 1", entry_id=6)]
+            )
+        )
+        assert batch[5] is not None
+        assert (batch[5].code, batch[5].unreachable, batch[6]) == ("22012", False, None)
         adapter.probe()
     finally:
         adapter.close()
