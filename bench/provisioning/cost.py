@@ -85,6 +85,8 @@ def main() -> None:
                 for mode in ("real", "no-op"):
                     world.clear_targets()
                     await P.fill(world, division, n, 1000, f"SA-{division}-{r}-{mode}")
+                    # Built (its module imported) before the clock, as the no-op does.
+                    await world.deliverer._adapter(division)
                     before = _snapshot()
                     if mode == "real":
                         await P.drain_buffer(world, division)
