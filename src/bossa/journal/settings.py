@@ -130,9 +130,6 @@ class JournalSettings(BossaSettings):
     #: trickle of entries is then taken within a poll instead of a NOTIFY round.
     linger_s: float = Field(default=1.0, ge=0, le=60, allow_inf_nan=False)
     linger_poll_s: float = Field(default=0.005, ge=0.001, le=1, allow_inf_nan=False)
-    #: How many of a worker's takers of a lane may linger at once (at most its
-    #: concurrency). Each holds a pooled connection while its take waits.
-    linger_takers: int = Field(default=2, ge=1, le=256)
     #: How often a worker looks for expired leases in its lane (and so probes the database).
     reap_interval_s: float = Field(default=1.0, ge=0.01, le=600, allow_inf_nan=False)
     #: Rows deleted per statement by purge.

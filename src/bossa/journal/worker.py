@@ -184,14 +184,12 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wakes = [asyncio.Event() for _ in range(self.concurrency)]
         self._sleeping: list[int] = []  # slots waiting for work, longest-idle first
-        #: The slots watching the lane for new work after work came recently (see _slot):
-        #: at most `linger_takers` of them.
-        self._lingering: set[int] = set()
+        #: The one slot polling for new work after work came recently (see _slot), if any.
+        self._lingerer: int | None = None
         #: Lease tokens of the batches in hand: the reaper leaves them alone.
         self._held: set[uuid.UUID] = set()
         self._last_work = float("-inf")
         self.linger_s = settings.linger_s
-        self.linger_takers = min(settings.linger_takers, self.concurrency)
         self.linger_poll_s = settings.linger_poll_s
         self.database_outage_s = settings.database_outage_s
         #: When the database stopped answering (monotonic), None while it answers.
@@ -367,11 +365,10 @@ class Worker:
                 continue
             if taken.entries:
                 self._last_work = time.monotonic()
-                if index in self._lingering:
-                    self._lingering.discard(index)
-                    if not self._lingering:
-                        self._wake_one()  # someone else watches the lane while this one works
-                elif len(taken.entries) == self.batch_size or not self._lingering:
+                if self._lingerer == index:
+                    self._lingerer = None
+                    self._wake_one()  # someone else watches the lane while this one works
+                elif len(taken.entries) == self.batch_size or self._lingerer is None:
                     # More is probably waiting; or nobody watches the lane while this one
                     # works: a NOTIFY wakes one taker per sleep, so the others would sleep
                     # on through a steady trickle, and entries wait for this one's ack.
@@ -380,17 +377,16 @@ class Worker:
                 continue
             if not until_idle and self._may_linger(index):
                 # Work came recently: watch the lane a little longer before going to
-                # sleep. Up to linger_takers slots do it, each take waiting in the
+                # sleep. One slot at a time does it, its next take waiting in the
                 # database for an entry (polled there every linger_poll_s, see
-                # journal.wait_ready) and taking it at once, in the same round trip;
+                # journal.take_batch) and taking it at once, in the same round trip;
                 # sleeping costs a write, and waking a NOTIFY on the next enqueue, a
-                # wake-up and a take: a steady trickle is taken sooner so. With two or
-                # more, the lane is still watched while one of them works, and their
-                # polls fall apart in time, so an entry waits a fraction of a poll.
-                self._lingering.add(index)
+                # wake-up and a take: a steady trickle is taken sooner so.
+                self._lingerer = index
                 wait_s = min(1.0, max(0.0, self.linger_s - (time.monotonic() - self._last_work)))
                 continue
-            self._lingering.discard(index)
+            if self._lingerer == index:
+                self._lingerer = None
             if until_idle:
                 if await self._idle_or_unknown():
                     return
@@ -407,7 +403,7 @@ class Worker:
     def _may_linger(self, index: int) -> bool:
         return (
             self.linger_s > 0
-            and (index in self._lingering or len(self._lingering) < self.linger_takers)
+            and self._lingerer in (None, index)
             and time.monotonic() - self._last_work < self.linger_s
         )
 
