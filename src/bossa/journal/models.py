@@ -46,6 +46,7 @@ __all__ = [
     "check_text",
     "encode_batch",
     "encode_payload",
+    "encode_single",
     "lane_name",
     "payload_depth",
 ]
@@ -300,6 +301,17 @@ def encode_batch(
         batch.not_befores.append(entry.not_before)
         batch.dedup_keys.append(dedup)
     return batch
+
+
+def encode_single(entry: NewEntry, max_payload_bytes: int) -> str:
+    """encode_batch for one entry with no key, no dedup key and no not_before (the
+    caller checked): the same checks and errors, none of a batch's bookkeeping."""
+    try:
+        _name(entry.lane, "lane", limit=MAX_NAME_LENGTH)
+        _name(entry.kind, "kind", limit=MAX_NAME_LENGTH)
+        return encode_payload(entry.payload, field_name="payload", max_bytes=max_payload_bytes)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.reason, field=f"entry.{exc.field}") from exc.__cause__
 
 
 def _instant(value: datetime, field_name: str) -> None:

@@ -379,7 +379,7 @@ class Worker:
                 # Work came recently: watch the lane a little longer before going to
                 # sleep. One slot at a time does it, its next take waiting in the
                 # database for an entry (polled there every linger_poll_s, see
-                # journal.wait_ready) and taking it at once, in the same round trip;
+                # journal.take_batch) and taking it at once, in the same round trip;
                 # sleeping costs a write, and waking a NOTIFY on the next enqueue, a
                 # wake-up and a take: a steady trickle is taken sooner so.
                 self._lingerer = index

@@ -160,8 +160,8 @@ inserted as (
 select * from inserted
 
 -- name: lease_settings
--- Sent with take or take_runs in one pipeline, so in the same (implicit) transaction,
--- and undone when it ends. Both only change how the take runs, never what it leases:
+-- Sent with take in one pipeline, so in the same (implicit) transaction, and undone
+-- when it ends (journal.take_batch sets the same two itself). Both only change how the take runs, never what it leases:
 -- - A generic plan. With the batch size as a parameter every custom plan looks cheaper
 --   than the generic one, so PostgreSQL planned each take again (0.7-0.9 ms, more than
 --   a small take itself costs); the generic plan walks entries_ready all the same.
@@ -175,11 +175,6 @@ select * from inserted
 --   caller's transaction, so nothing else is committed this way.
 select set_config('plan_cache_mode', 'force_generic_plan', true),
        set_config('synchronous_commit', 'off', true)
-
--- name: wait_ready
--- Sent before lease_settings and the take, in the same pipeline but its own transaction
--- (see journal.wait_ready): returns once the lane has a ready entry or the wait is over.
-select journal.wait_ready(%(lane)s, %(wait_ms)s, %(poll_ms)s) as ready
 
 -- name: take
 -- Lease up to `limit` due ready entries of a lane, oldest first. At most one entry per
@@ -203,11 +198,12 @@ where e.id = any (array(
 ))
 returning e.id, e.lane, e.key, e.kind, e.payload, e.attempts, e.created_at, e.lease_expires_at
 
--- name: take_runs
--- Take with runs: each head with up to `run` entries of its key right behind it, all under
--- one lease (see journal.take_runs). Runs after lease_settings, in its transaction.
-select * from journal.take_runs(
-    %(lane)s, %(limit)s, %(run)s, %(token)s::uuid, %(lease_ms)s::double precision
+-- name: take_batch
+-- A worker's take: the optional wait, the settings of lease_settings and take_runs (heads
+-- with their runs; run 1: heads only), in one statement (see journal.take_batch).
+select * from journal.take_batch(
+    %(lane)s, %(limit)s, %(run)s, %(token)s::uuid, %(lease_ms)s::double precision,
+    %(wait_ms)s, %(poll_ms)s
 )
 
 -- name: ack
