@@ -71,3 +71,33 @@ def test_demo_tour(data: Path) -> None:
     again = bossa(data, "demo")  # idempotent: the same story twice
     assert again.returncode == 0, again.stderr
     assert not EmbeddedPostgres(data).status().running
+
+
+@pytest.mark.slow
+def test_durable_wal_settings_at_initdb_and_for_older_clusters(data: Path) -> None:
+    def settings(url: str) -> dict[str, str]:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "select name, current_setting(name) from pg_settings where name in "
+                "('wal_buffers', 'max_wal_size', 'checkpoint_timeout', 'fsync', "
+                "'synchronous_commit', 'full_page_writes')"
+            ).fetchall()
+        return {str(name): str(value) for name, value in rows}
+
+    server = EmbeddedPostgres(data)
+    with server.held() as url:
+        made = settings(url)
+        # A cluster made by an older bossa (no WAL settings), with an operator's own
+        # max_wal_size: its next start adds the others and keeps the operator's.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("alter system reset all")
+            conn.execute("alter system set max_wal_size = '2GB'")
+    assert made["wal_buffers"] == "64MB"
+    assert made["max_wal_size"] == "4GB"
+    assert made["checkpoint_timeout"] == "15min"
+    assert {made["fsync"], made["synchronous_commit"], made["full_page_writes"]} == {"on"}
+    with server.held() as url:
+        again = settings(url)
+    assert again["wal_buffers"] == "64MB"
+    assert again["checkpoint_timeout"] == "15min"
+    assert again["max_wal_size"] == "2GB"

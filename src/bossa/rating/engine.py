@@ -708,8 +708,9 @@ class RatingEngine:
             counts: list[int] = []
             for query, name in (
                 (
+                    # In the order of the counters' primary key, which the upsert walks.
                     "select account_id, month, sum(billed)::bigint from result "
-                    "where reason is null and included group by 1, 2",
+                    "where reason is null and included group by 1, 2 order by 1, 2",
                     "batch_usage.csv",
                 ),
                 (
@@ -731,7 +732,12 @@ class RatingEngine:
         self, batch: int, path: Path, cur: duckdb.DuckDBPyConnection | None = None
     ) -> None:
         columns = "msisdn, destination, start, duration, reason, account_id"
-        query = f"select record_key, {int(batch)}, {columns} from result where reason is not null"  # noqa: S608 -- an int
+        # In record key order, suspense's primary key: its entries go in page after page
+        # instead of each at a random leaf.
+        query = (
+            f"select record_key, {int(batch)}, {columns} from result "  # noqa: S608 -- an int
+            "where reason is not null order by record_key"
+        )
         (cur or self.db).execute(
             f"copy ({query}) to '{_quoted_path(path)}' (format csv, header false)"
         )
