@@ -161,7 +161,8 @@ select * from inserted
 
 -- name: lease_settings
 -- Sent with take in one pipeline, so in the same (implicit) transaction, and undone
--- when it ends (journal.take_batch sets the same two itself). Both only change how the take runs, never what it leases:
+-- when it ends (journal.take_batch sets the same two itself). Both only change how the
+-- take runs, never what it leases:
 -- - A generic plan. With the batch size as a parameter every custom plan looks cheaper
 --   than the generic one, so PostgreSQL planned each take again (0.7-0.9 ms, more than
 --   a small take itself costs); the generic plan walks entries_ready all the same.
