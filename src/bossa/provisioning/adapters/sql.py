@@ -539,16 +539,13 @@ def _unreachable_code(code: str | None) -> bool:
 
 def _pg_delivery_error(exc: psycopg.Error, conn: psycopg.AsyncConnection[Any]) -> DeliveryError:
     """_delivery_error for psycopg's own errors (the event loop's path): the same rule."""
-    code = exc.sqlstate
-    message = first_line(exc)
-    if conn.broken or conn.closed:
-        return DeliveryError(code or "CONNECT", message, unreachable=True)
-    if _unreachable_code(code):
-        assert code is not None
-        return DeliveryError(code, message, unreachable=True)
-    if code is None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return DeliveryError("CONNECT", message, unreachable=True)
-    return DeliveryError(code or type(exc).__name__, message)
+    return _classified(
+        exc.sqlstate,
+        first_line(exc),
+        broken=conn.broken or conn.closed,
+        no_answer=isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError),
+        name=type(exc).__name__,
+    )
 
 
 def _delivery_error(exc: sa_exc.DBAPIError) -> DeliveryError:
@@ -556,13 +553,25 @@ def _delivery_error(exc: sa_exc.DBAPIError) -> DeliveryError:
     is down) when the connection broke or the server cannot take any call now (its code
     is then kept: 57P01, 53300, 2013...); otherwise the server's refusal of this command,
     its SQLSTATE or error number as ERRCODE."""
-    code = _dbapi_code(exc)
-    message = first_line(exc.orig if exc.orig is not None else exc)
-    if exc.connection_invalidated:
+    return _classified(
+        _dbapi_code(exc),
+        first_line(exc.orig if exc.orig is not None else exc),
+        broken=exc.connection_invalidated,
+        no_answer=isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError),
+        name=type(exc.orig).__name__,
+    )
+
+
+def _classified(
+    code: str | None, message: str, *, broken: bool, no_answer: bool, name: str
+) -> DeliveryError:
+    """The rule of both paths: a broken connection, a code of a server that cannot take
+    any call now, or a driver error with no code from the server is unreachable; any
+    other error is the server's refusal of this command (ERRCODE its code, else `name`)."""
+    if broken:
         return DeliveryError(code or "CONNECT", message, unreachable=True)
-    if _unreachable_code(code):
-        assert code is not None
+    if code is not None and _unreachable_code(code):
         return DeliveryError(code, message, unreachable=True)
-    if code is None and isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+    if code is None and no_answer:
         return DeliveryError("CONNECT", message, unreachable=True)
-    return DeliveryError(code or type(exc.orig).__name__, message)
+    return DeliveryError(code or name, message)
