@@ -901,7 +901,9 @@ async def delivery_log(
 
 
 async def log_deliveries(conn: Conn, deliveries: Sequence[Delivery]) -> None:
-    """P11 for commands a backup daemon delivered; joins the ack's transaction."""
+    """P11 for commands delivered by a caller that holds them validated (a backup
+    daemon logs from its entries instead: log_backup_deliveries); joins the caller's
+    transaction."""
     await store.log_deliveries(conn, deliveries)
 
 

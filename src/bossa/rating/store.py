@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -195,31 +195,18 @@ async def copy_file(conn: Conn, statement: str, path: Path) -> None:
                 await copy.write(block)
 
 
-async def copy_rated_from(
-    conn: Conn,
-    write: Callable[[Path], object],
-    *,
-    before: Callable[[], Awaitable[object]] | None = None,
-) -> None:
+async def copy_rated_from(conn: Conn, write: Callable[[Path], object]) -> None:
     """COPY the rated rows `write` writes as CSV to the path it is given (a pipe), while
     it writes them: the engine formats rows on its threads as PostgreSQL takes them,
     instead of PostgreSQL waiting for a whole file."""
-    await copy_from_writer(conn, _COPY_RATED, write, before=before)
+    await copy_from_writer(conn, _COPY_RATED, write)
 
 
-async def copy_from_writer(
-    conn: Conn,
-    statement: str,
-    write: Callable[[Path], object],
-    *,
-    before: Callable[[], Awaitable[object]] | None = None,
-) -> None:
+async def copy_from_writer(conn: Conn, statement: str, write: Callable[[Path], object]) -> None:
     """COPY what `write` (run in a thread) writes to the path it is given: an anonymous
-    pipe's write end, which only this call reads. `before`, if given, runs on the
-    connection once the writer has started and before the COPY does (PostgreSQL works
-    while the writer prepares its first row). If `write` fails the COPY fails too (no
-    partial rows); if `before` or the COPY fails the pipe is drained to its end, so the
-    writer never blocks on a pipe no one reads."""
+    pipe's write end, which only this call reads. If `write` fails the COPY fails too
+    (no partial rows); if the COPY fails the pipe is drained to its end, so the writer
+    never blocks on a pipe no one reads."""
     read_fd, write_fd = os.pipe()
 
     def produce() -> None:
@@ -232,8 +219,6 @@ async def copy_from_writer(
     producer = asyncio.ensure_future(asyncio.to_thread(produce))
     reader = os.fdopen(read_fd, "rb")
     try:
-        if before is not None:
-            await before()
         async with conn.cursor() as cur, cur.copy(statement) as copy:
             while block := await asyncio.to_thread(reader.read, _COPY_BLOCK):
                 await copy.write(block)
