@@ -121,9 +121,15 @@ create index audit_entry on journal.audit (entry_id);
 -- counts read under those locks stay true until the transaction ends.
 -- A generic plan: with a hot key's statistics a custom plan may walk the primary key
 -- through every finished entry before the key's head (tests/journal/test_query_plans.py).
+-- It and the other hot functions (ack, fail, take_runs, wait_ready, reap_expired) plan
+-- with sequential and bitmap scans off: a queue's statistics are stale by nature, and a
+-- plan made while the table was empty, kept for the connection's life, read every entry
+-- on every call. Each of their statements has its index (migration 0010).
 create function journal.advance_keys(p_lanes text[], p_keys text[]) returns void
 language plpgsql
 set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
+set enable_bitmapscan = off
 as $$
 declare
     v_lanes text[];
@@ -188,7 +194,10 @@ $$;
 -- Ack: taken entries whose lease token matches become done; returns the ids accepted.
 -- A stale token (the lease expired and the entry was handed out again) is refused.
 create function journal.ack(p_ids bigint[], p_token uuid) returns setof bigint
-language plpgsql as $$
+language plpgsql
+set enable_seqscan = off
+set enable_bitmapscan = off
+as $$
 declare
     v_ids bigint[];
     v_lanes text[];
@@ -214,7 +223,10 @@ create function journal.fail(
     p_ids bigint[], p_token uuid, p_codes text[], p_messages text[],
     p_max_attempts integer, p_backoff_base_ms integer, p_backoff_max_ms integer
 ) returns table (id bigint, state journal.state, attempts integer, not_before timestamptz)
-language sql as $$
+language sql
+set enable_seqscan = off
+set enable_bitmapscan = off
+as $$
     update journal.entries e
     set state = case when e.attempts >= p_max_attempts then 'parked' else 'ready' end::journal.state,
         not_before = case
@@ -254,7 +266,10 @@ create function journal.take_runs(
     id bigint, lane text, key text, kind text, payload jsonb, attempts integer,
     created_at timestamptz, lease_expires_at timestamptz
 )
-language plpgsql as $$
+language plpgsql
+set enable_seqscan = off
+set enable_bitmapscan = off
+as $$
 declare
     -- The clock when the take begins, not now(): called by take_batch after a wait in
     -- the same transaction, now() is the wait's start, before the entries it waited for.
@@ -333,7 +348,10 @@ $$;
 -- second), so the snapshot it holds keeps vacuum back no longer than that.
 create function journal.wait_ready(p_lane text, p_wait_ms integer, p_poll_ms integer)
 returns boolean
-language plpgsql as $$
+language plpgsql
+set enable_seqscan = off
+set enable_bitmapscan = off
+as $$
 declare
     v_until timestamptz := clock_timestamp() + make_interval(secs => p_wait_ms / 1000.0);
     v_now timestamptz;
@@ -395,7 +413,10 @@ create function journal.reap_expired(
     p_lane text, p_max_attempts integer, p_limit integer, p_held uuid[] default '{}'
 )
 returns table (id bigint, state journal.state)
-language plpgsql as $$
+language plpgsql
+set enable_seqscan = off
+set enable_bitmapscan = off
+as $$
 declare
     v_ids bigint[];
 begin
