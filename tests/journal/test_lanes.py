@@ -271,3 +271,26 @@ async def test_the_cli_says_what_the_api_says(
         for lane in json.loads(listed.stdout)
         if lane["lane"] not in migrated
     ] == [("provisioning.AAA", "provisioning")]
+
+
+async def test_an_expired_policy_is_looked_up_once_for_every_caller_waiting(
+    journal: Journal, pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the cached policy expires under load, the callers that miss share one lookup:
+    each checking out a connection for the same row made a producer thousands of
+    enqueues behind fall further behind, every time the cache expired."""
+    from bossa.journal import store
+
+    await journal.declare_lane("l", owner="journal")
+    await journal.set_policy("l", {"max_attempts": 4}, actor="test")
+    monkeypatch.setattr(store, "_POLICY_TTL_S", 0.0)  # every call misses
+    before = pool.get_stats()["requests_num"]
+    policies = await asyncio.gather(*(journal.policy("l") for _ in range(200)))
+    assert {p.max_attempts for p in policies} == {4}
+    assert pool.get_stats()["requests_num"] - before == 1
+    # A caller that gives up does not take the lookup down with it for the others.
+    first = asyncio.ensure_future(journal.policy("l"))
+    second = asyncio.ensure_future(journal.policy("l"))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second).max_attempts == 4

@@ -13,6 +13,7 @@ Two kinds of callers, two kinds of code:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -146,6 +147,8 @@ class Journal:
         self.actor = actor
         self._defaults = self.settings.default_policy()
         self._policies: dict[str, tuple[float, LanePolicy]] = {}
+        #: The policy lookup in flight per lane, shared by every caller that misses.
+        self._policy_loads: dict[str, asyncio.Future[LanePolicy]] = {}
 
     # -- connections -----------------------------------------------------------------
 
@@ -204,15 +207,36 @@ class Journal:
         transaction passes its connection: checking out a second one while holding the
         first deadlocks a pool whose every connection is so held.
         """
-        now = time.monotonic()
         cached = self._policies.get(lane)
-        if cached and not fresh and now - cached[0] < _POLICY_TTL_S:
+        if cached and not fresh and time.monotonic() - cached[0] < _POLICY_TTL_S:
             return cached[1]
+        if conn is not None or fresh:
+            return await self._load_policy(lane, conn)
+        # One lookup per lane at a time. When the entry expires under load, every caller
+        # that misses would check out a connection for the same row: a producer thousands
+        # of enqueues behind spent a sixth of its time so, every five seconds, and fell
+        # further behind. The others wait for the one lookup (shielded: a caller that is
+        # cancelled does not cancel it for the rest).
+        loading = self._policy_loads.get(lane)
+        if loading is None or loading.get_loop() is not asyncio.get_running_loop():
+            loading = asyncio.ensure_future(self._load_policy(lane, None))
+            self._policy_loads[lane] = loading
+            loading.add_done_callback(lambda done: self._policy_loaded(lane, done))
+        return await asyncio.shield(loading)
+
+    async def _load_policy(self, lane: str, conn: Conn | None) -> LanePolicy:
+        now = time.monotonic()
         async with self._conn(conn) as c:
             row = await (await c.execute(QUERIES["lane_settings"], {"lane": lane})).fetchone()
         policy = self._defaults.merged(dict(row["settings"]) if row else {}, lane=lane)
         self._policies[lane] = (now, policy)
         return policy
+
+    def _policy_loaded(self, lane: str, done: asyncio.Future[LanePolicy]) -> None:
+        if self._policy_loads.get(lane) is done:
+            del self._policy_loads[lane]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter gets it, or none was left to
 
     async def set_policy(
         self, lane: str, changes: dict[str, Any], *, actor: str, conn: Conn | None = None
@@ -232,6 +256,7 @@ class Journal:
                 c, actor=actor, action="set-lane", lane=lane, after=changes, entry_id=None
             )
         self._policies.pop(lane, None)
+        self._policy_loads.pop(lane, None)
         return policy
 
     # -- enqueue ---------------------------------------------------------------------
