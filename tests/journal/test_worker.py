@@ -179,3 +179,42 @@ def test_sigterm_finishes_the_entry_in_hand_and_gives_back_the_rest(db_url: str)
     assert states["ready"] == 20 - len(delivered)  # the rest given back
     assert attempts == (0,)  # giving back does not count an attempt
     assert "given back" in stdout
+
+
+async def test_a_trickle_is_watched_by_one_taker_and_the_rest_sleep_quietly(
+    journal_settings: JournalSettings, pool: Pool, db_url: str
+) -> None:
+    """While one taker watches the lane (lingers), the others that find nothing nap
+    without registering a sleep: each registration is a write, and makes the next
+    enqueue pay a NOTIFY, which serialises committing transactions."""
+
+    class Counting(Journal):
+        sleeps = 0
+
+        async def mark_asleep(self, lane: str) -> None:
+            self.sleeps += 1
+            await super().mark_asleep(lane)
+
+    journal = Counting(pool, journal_settings.model_copy(update={"poll_interval_s": 30}))
+    seen: list[float] = []
+
+    async def handler(entry: Entry) -> None:
+        seen.append((datetime.now(UTC) - entry.created_at).total_seconds())
+
+    worker = Worker(journal, "l", {"k": handler}, listen_url=db_url, concurrency=4)
+    running = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.3)
+    asleep_at_start = journal.sleeps
+    for n in range(60):
+        await journal.enqueue_one(NewEntry("l", "k", {"n": n}))
+        await asyncio.sleep(0.02)
+    for _ in range(100):
+        if len(seen) == 60:
+            break
+        await asyncio.sleep(0.05)
+    during = journal.sleeps - asleep_at_start
+    worker.stop()
+    await running
+    assert len(seen) == 60
+    assert max(seen) < 1.0
+    assert during <= 3, during

@@ -336,9 +336,19 @@ class Worker:
     async def _slot(self, index: int, *, until_idle: bool) -> None:
         wake = self._wakes[index]
         backoff = 0.1
-        wait_s = 0.0  # how long the next take may wait in the database for an entry
         while not self._stopping.is_set():
             wake.clear()
+            # Work came recently and no other taker watches the lane: this one does, its
+            # take waiting in the database for an entry (polled there every
+            # linger_poll_s, see journal.take_batch) and taking it at once, in the same
+            # round trip. Sleeping costs a write, and waking a NOTIFY on the next
+            # enqueue, a wake-up and a take: a steady trickle is taken sooner so.
+            lingering = not until_idle and self._may_linger(index)
+            wait_s = 0.0  # how long this take may wait in the database for an entry
+            if lingering:
+                self._lingerer = index
+                since = time.monotonic() - self._last_work
+                wait_s = min(1.0, max(0.0, self.linger_s - since))
             try:
                 paused = (await self.journal.policy(self.lane)).paused
                 if paused or (self.gate is not None and not await self.gate()):
@@ -353,7 +363,6 @@ class Worker:
                     wait_s=wait_s,
                     poll_s=self.linger_poll_s,
                 )
-                wait_s = 0.0
                 backoff = 0.1
                 self._db_answered()
             except DB_ERRORS as exc:
@@ -375,22 +384,20 @@ class Worker:
                     self._wake_one()
                 await self._run_batch(taken)
                 continue
-            if not until_idle and self._may_linger(index):
-                # Work came recently: watch the lane a little longer before going to
-                # sleep. One slot at a time does it, its next take waiting in the
-                # database for an entry (polled there every linger_poll_s, see
-                # journal.take_batch) and taking it at once, in the same round trip;
-                # sleeping costs a write, and waking a NOTIFY on the next enqueue, a
-                # wake-up and a take: a steady trickle is taken sooner so.
-                self._lingerer = index
-                wait_s = min(1.0, max(0.0, self.linger_s - (time.monotonic() - self._last_work)))
-                continue
+            if lingering and self._may_linger(index):
+                continue  # the wait is capped at a second; the linger may be longer
             if self._lingerer == index:
                 self._lingerer = None
             if until_idle:
                 if await self._idle_or_unknown():
                     return
                 await self._pause(wake, 0.05)
+                continue
+            if self._lingerer is not None:
+                # Another taker watches the lane: no sleep of this one's to register
+                # (the next enqueue would pay a NOTIFY for it). The watcher wakes a
+                # taker when it gets work, and registers its own sleep when it stops.
+                await self._nap(index, wake)
                 continue
             self._sleeping.append(index)
             try:
@@ -399,6 +406,15 @@ class Worker:
             finally:
                 if index in self._sleeping:
                     self._sleeping.remove(index)
+
+    async def _nap(self, index: int, wake: asyncio.Event) -> None:
+        """Sleep until woken by the taker that watches the lane (or poll_interval_s)."""
+        self._sleeping.append(index)
+        try:
+            await self._pause(wake, self.poll_interval_s)
+        finally:
+            if index in self._sleeping:
+                self._sleeping.remove(index)
 
     def _may_linger(self, index: int) -> bool:
         return (
