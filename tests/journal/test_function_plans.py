@@ -2,7 +2,9 @@
 tests/foundation/plans.py): `journal.advance_keys`, run by every ack with a generic plan
 (the function sets plan_cache_mode), must look its keys up by primary key and the key's
 next entry through the unfinished-key index, even for a key with 20,000 entries behind
-it; a custom plan for the hot key would walk the primary key."""
+it; a custom plan for the hot key would walk the primary key. And the plans a worker
+keeps for its connection's life, made on an empty table (its first take), must still walk
+the indexes once the table is full."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import uuid
 
 from bossa.db import Conn, Pool
 from bossa.journal import Journal, NewEntry
+from bossa.journal.store import QUERIES
 from tests.foundation.plans import nested_plans, nodes, plan_of, uses
 
 
@@ -78,3 +81,38 @@ async def test_take_and_ack_walk_the_indexes_whatever_the_statistics(
         and n.get("Relation Name") in ("entries", "keys")
     ]
     assert not scans, scans
+
+
+async def test_the_single_statement_take_walks_the_indexes_whatever_the_statistics(
+    journal: Journal, pool: Pool
+) -> None:
+    """A backup daemon's take (heads only, no wait) is a prepared statement with a generic
+    plan, kept for the connection's life: lease_settings turns the scans off for it."""
+
+    async def take(conn: Conn) -> list[int]:
+        params = {"lane": "l", "limit": 100, "token": uuid.uuid4(), "lease_ms": 5000}
+        async with conn.transaction():
+            await conn.execute(QUERIES["lease_settings"], prepare=True)
+            cursor = await conn.execute(QUERIES["take"], params, prepare=True)
+            return [row["id"] for row in await cursor.fetchall()]
+
+    async with pool.connection() as conn:
+        await conn.execute("analyze journal.entries")
+        assert await take(conn) == []  # planned now, on an empty table
+        await journal.enqueue([NewEntry("done", "k", {"n": n}) for n in range(5_000)])
+        await journal.enqueue([NewEntry("l", "k", {"n": n}) for n in range(500)])
+        async with pool.connection() as other:
+            await other.execute(
+                "update journal.entries set state = 'done', finished_at = now()"
+                " where lane = 'done'"
+            )
+        taken: list[int] = []
+
+        async def take_once(conn: Conn) -> None:
+            taken.extend(await take(conn))
+
+        plans = await nested_plans(conn, take_once)
+    assert len(taken) == 100
+    the_take = plan_of(plans, "update journal.entries e")
+    assert uses(the_take, "entries_ready"), the_take
+    assert not any(n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan") for n in the_take)

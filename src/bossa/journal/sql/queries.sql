@@ -161,8 +161,8 @@ select * from inserted
 
 -- name: lease_settings
 -- Sent with take in one pipeline, so in the same (implicit) transaction, and undone
--- when it ends (journal.take_batch sets the same two itself). Both only change how the
--- take runs, never what it leases:
+-- when it ends (journal.take_batch and take_runs set the same themselves). They only
+-- change how the take runs, never what it leases:
 -- - A generic plan. With the batch size as a parameter every custom plan looks cheaper
 --   than the generic one, so PostgreSQL planned each take again (0.7-0.9 ms, more than
 --   a small take itself costs); the generic plan walks entries_ready all the same.
@@ -174,8 +174,13 @@ select * from inserted
 --   their fsync, and an ack's flush makes the take before it durable too (the WAL is
 --   flushed in order). Journal.take runs on a pooled connection of its own, never in a
 --   caller's transaction, so nothing else is committed this way.
+-- - No sequential or bitmap scan, as in the journal's functions (migration 0010): the
+--   generic plan is kept for the connection's life, and made on a lane that was empty
+--   at its last ANALYZE it read the whole table, done entries included, on every take.
 select set_config('plan_cache_mode', 'force_generic_plan', true),
-       set_config('synchronous_commit', 'off', true)
+       set_config('synchronous_commit', 'off', true),
+       set_config('enable_seqscan', 'off', true),
+       set_config('enable_bitmapscan', 'off', true)
 
 -- name: take
 -- Lease up to `limit` due ready entries of a lane, oldest first. At most one entry per
