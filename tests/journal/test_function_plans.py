@@ -103,8 +103,7 @@ async def test_the_single_statement_take_walks_the_indexes_whatever_the_statisti
         await journal.enqueue([NewEntry("l", "k", {"n": n}) for n in range(500)])
         async with pool.connection() as other:
             await other.execute(
-                "update journal.entries set state = 'done', finished_at = now()"
-                " where lane = 'done'"
+                "update journal.entries set state = 'done', finished_at = now() where lane = 'done'"
             )
         taken: list[int] = []
 
