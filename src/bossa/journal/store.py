@@ -236,7 +236,9 @@ class Journal:
         if self._policy_loads.get(lane) is done:
             del self._policy_loads[lane]
         if not done.cancelled():
-            done.exception()  # retrieved: every waiter gets it, or none was left to
+            # Marked retrieved: its waiters got it, and with none left (all cancelled)
+            # asyncio would log it as never retrieved.
+            done.exception()
 
     async def set_policy(
         self, lane: str, changes: dict[str, Any], *, actor: str, conn: Conn | None = None

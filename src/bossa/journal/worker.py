@@ -393,25 +393,22 @@ class Worker:
                     return
                 await self._pause(wake, 0.05)
                 continue
-            if self._lingerer is not None:
-                # Another taker watches the lane: no sleep of this one's to register
-                # (the next enqueue would pay a NOTIFY for it). The watcher wakes a
-                # taker when it gets work, and registers its own sleep when it stops.
-                await self._nap(index, wake)
-                continue
-            self._sleeping.append(index)
-            try:
-                await self._register_sleep()  # before the quiet period is computed: no gap
-                await self._pause(wake, await self._quiet_period())
-            finally:
-                if index in self._sleeping:
-                    self._sleeping.remove(index)
+            # While another taker watches the lane, no sleep of this one's to register
+            # (the next enqueue would pay a NOTIFY for it): the watcher wakes a taker
+            # when it gets work, and registers its own sleep when it stops watching.
+            await self._sleep(index, wake, register=self._lingerer is None)
 
-    async def _nap(self, index: int, wake: asyncio.Event) -> None:
-        """Sleep until woken by the taker that watches the lane (or poll_interval_s)."""
+    async def _sleep(self, index: int, wake: asyncio.Event, *, register: bool) -> None:
+        """Until woken (a NOTIFY if registered, the watching taker, a taker that found a
+        full batch) or the quiet period is over."""
         self._sleeping.append(index)
         try:
-            await self._pause(wake, self.poll_interval_s)
+            if register:
+                await self._register_sleep()  # before the quiet period is computed: no gap
+                seconds = await self._quiet_period()
+            else:
+                seconds = self.poll_interval_s
+            await self._pause(wake, seconds)
         finally:
             if index in self._sleeping:
                 self._sleeping.remove(index)
